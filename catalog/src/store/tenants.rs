@@ -1,0 +1,398 @@
+//! Tenants and their domains.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use super::changes::{self, NewChange};
+use super::{json_col, uuid_col, Catalog};
+use crate::error::CatalogError;
+use crate::host::DomainSpec;
+use crate::model::{Domain, RateLimit, Route, Tenant, TenantStatus};
+
+/// A tenant to create.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub status: TenantStatus,
+    pub shard: String,
+    pub domains: Vec<DomainSpec>,
+    pub rate_limit: Option<RateLimit>,
+    pub settings: serde_json::Value,
+    pub db_name: String,
+}
+
+/// Fields of a tenant to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub status: Option<TenantStatus>,
+    /// `Some(None)` clears the tenant's own limit (back to the edge default).
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub settings: Option<serde_json::Value>,
+    pub shard: Option<String>,
+    pub db_credentials: Option<Option<String>>,
+    pub schema_version: Option<i64>,
+    pub migration_error: Option<Option<String>>,
+    pub last_error: Option<Option<String>>,
+    /// Bump the route epoch (routing changed: status, shard).
+    pub bump_epoch: bool,
+}
+
+/// Filter and page of a tenant listing. Pages are ordered by slug; `cursor` is the last slug seen.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub status: Option<TenantStatus>,
+    pub shard: Option<String>,
+    pub schema_version: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+const COLUMNS: &str = "id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst, \
+    settings, db_name, db_credentials, schema_version, migration_error, last_error, created_at, updated_at";
+
+fn status_col(text: &str) -> Result<TenantStatus, CatalogError> {
+    text.parse()
+        .map_err(|e| crate::error::corrupt("tenants.status", e))
+}
+
+fn rate_limit_cols(rps: Option<i64>, burst: Option<i64>) -> Option<RateLimit> {
+    match (rps, burst) {
+        (Some(rps), Some(burst)) => Some(RateLimit {
+            rps: rps.clamp(0, u32::MAX as i64) as u32,
+            burst: burst.clamp(0, u32::MAX as i64) as u32,
+        }),
+        _ => None,
+    }
+}
+
+fn from_row(r: &AnyRow) -> Result<Tenant, CatalogError> {
+    Ok(Tenant {
+        id: uuid_col(&r.try_get::<String, _>("id")?, "tenants.id")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        status: status_col(&r.try_get::<String, _>("status")?)?,
+        shard: r.try_get("shard")?,
+        epoch: r.try_get("epoch")?,
+        domains: Vec::new(),
+        rate_limit: rate_limit_cols(r.try_get("rate_limit_rps")?, r.try_get("rate_limit_burst")?),
+        settings: json_col(&r.try_get::<String, _>("settings")?, "tenants.settings")?,
+        schema_version: r.try_get("schema_version")?,
+        migration_error: r.try_get("migration_error")?,
+        last_error: r.try_get("last_error")?,
+        db_name: r.try_get("db_name")?,
+        db_credentials: r.try_get("db_credentials")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Insert a tenant and its domains in the caller's write transaction.
+///
+/// A taken slug or domain is a [`CatalogError::Conflict`] naming it.
+pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), CatalogError> {
+    let now = crate::time::now_ms();
+    let result = sqlx::query(&format!(
+        "INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst,
+            settings, db_name, schema_version, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, 0, $10, $10)"
+    ))
+    .bind(t.id.to_string())
+    .bind(&t.slug)
+    .bind(&t.name)
+    .bind(t.status.as_str())
+    .bind(&t.shard)
+    .bind(t.rate_limit.map(|l| i64::from(l.rps)))
+    .bind(t.rate_limit.map(|l| i64::from(l.burst)))
+    .bind(t.settings.to_string())
+    .bind(&t.db_name)
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
+    match result.map_err(CatalogError::from) {
+        Err(e) if e.is_unique_violation() => {
+            return Err(CatalogError::Conflict(format!("slug {} is taken", t.slug)))
+        }
+        other => other?,
+    };
+    for (i, domain) in t.domains.iter().enumerate() {
+        insert_domain(conn, t.id, domain, i == 0).await?;
+    }
+    Ok(())
+}
+
+/// Add a domain to a tenant in the caller's write transaction.
+pub async fn insert_domain(
+    conn: &mut AnyConnection,
+    tenant_id: Uuid,
+    domain: &DomainSpec,
+    primary: bool,
+) -> Result<(), CatalogError> {
+    let result = sqlx::query(
+        "INSERT INTO tenant_domains (host, path_prefix, tenant_id, is_primary, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&domain.host)
+    .bind(domain.path_prefix.clone().unwrap_or_default())
+    .bind(tenant_id.to_string())
+    .bind(i64::from(primary))
+    .bind(crate::time::now_ms())
+    .execute(&mut *conn)
+    .await;
+    match result.map_err(CatalogError::from) {
+        Err(e) if e.is_unique_violation() => {
+            Err(CatalogError::Conflict(format!("domain {domain} is taken")))
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// Remove a tenant's domain in the caller's write transaction.
+pub async fn delete_domain(
+    conn: &mut AnyConnection,
+    tenant_id: Uuid,
+    domain: &DomainSpec,
+) -> Result<(), CatalogError> {
+    let result = sqlx::query(
+        "DELETE FROM tenant_domains WHERE tenant_id = $1 AND host = $2 AND path_prefix = $3",
+    )
+    .bind(tenant_id.to_string())
+    .bind(&domain.host)
+    .bind(domain.path_prefix.clone().unwrap_or_default())
+    .execute(&mut *conn)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(CatalogError::NotFound("domain"));
+    }
+    Ok(())
+}
+
+/// Apply `patch` to a tenant in the caller's write transaction.
+pub async fn update(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    patch: &TenantPatch,
+) -> Result<(), CatalogError> {
+    // Each nullable column takes a "set" flag and a value, so `Some(None)` can clear it.
+    let (set_limit, rps, burst) = match patch.rate_limit {
+        Some(Some(l)) => (1i64, Some(i64::from(l.rps)), Some(i64::from(l.burst))),
+        Some(None) => (1, None, None),
+        None => (0, None, None),
+    };
+    let flag = |o: &Option<Option<String>>| (i64::from(o.is_some()), o.clone().flatten());
+    let (set_creds, creds) = flag(&patch.db_credentials);
+    let (set_merr, merr) = flag(&patch.migration_error);
+    let (set_lerr, lerr) = flag(&patch.last_error);
+    let result = sqlx::query(
+        "UPDATE tenants SET
+            name = COALESCE($2, name),
+            status = COALESCE($3, status),
+            rate_limit_rps = CASE WHEN $4 = 1 THEN $5 ELSE rate_limit_rps END,
+            rate_limit_burst = CASE WHEN $4 = 1 THEN $6 ELSE rate_limit_burst END,
+            settings = COALESCE($7, settings),
+            shard = COALESCE($8, shard),
+            db_credentials = CASE WHEN $9 = 1 THEN $10 ELSE db_credentials END,
+            schema_version = COALESCE($11, schema_version),
+            migration_error = CASE WHEN $12 = 1 THEN $13 ELSE migration_error END,
+            last_error = CASE WHEN $14 = 1 THEN $15 ELSE last_error END,
+            epoch = epoch + $16,
+            deleted_at = CASE WHEN $3 = 'deleted' THEN $17 ELSE deleted_at END,
+            updated_at = $17
+         WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .bind(patch.name.clone())
+    .bind(patch.status.map(|s| s.as_str()))
+    .bind(set_limit)
+    .bind(rps)
+    .bind(burst)
+    .bind(patch.settings.as_ref().map(|s| s.to_string()))
+    .bind(patch.shard.clone())
+    .bind(set_creds)
+    .bind(creds)
+    .bind(patch.schema_version)
+    .bind(set_merr)
+    .bind(merr)
+    .bind(set_lerr)
+    .bind(lerr)
+    .bind(i64::from(patch.bump_epoch))
+    .bind(crate::time::now_ms())
+    .execute(&mut *conn)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(CatalogError::NotFound("tenant"));
+    }
+    Ok(())
+}
+
+/// Hosts of a tenant's domains (for feed entries), read in the caller's transaction.
+pub async fn hosts_of(conn: &mut AnyConnection, id: Uuid) -> Result<Vec<String>, CatalogError> {
+    let rows = sqlx::query("SELECT DISTINCT host FROM tenant_domains WHERE tenant_id = $1 ORDER BY host")
+        .bind(id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// The feed entry for a change to tenant `id`, naming its hosts (read in the transaction).
+pub async fn tenant_change(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    extra_hosts: &[String],
+) -> Result<NewChange, CatalogError> {
+    let mut hosts = hosts_of(conn, id).await?;
+    hosts.extend(extra_hosts.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    Ok(NewChange {
+        kind: "tenant",
+        tenant_id: Some(id),
+        shard: None,
+        hosts,
+    })
+}
+
+impl Catalog {
+    /// Create a tenant with its domains and announce it, in one transaction.
+    pub async fn create_tenant(&self, t: &NewTenant) -> Result<(), CatalogError> {
+        let mut tx = self.begin_write().await?;
+        insert(&mut tx, t).await?;
+        let change = tenant_change(&mut tx, t.id, &[]).await?;
+        changes::append(&mut tx, self.backend(), &change).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Patch a tenant and announce it, in one transaction.
+    pub async fn update_tenant(&self, id: Uuid, patch: &TenantPatch) -> Result<(), CatalogError> {
+        let mut tx = self.begin_write().await?;
+        update(&mut tx, id, patch).await?;
+        let change = tenant_change(&mut tx, id, &[]).await?;
+        changes::append(&mut tx, self.backend(), &change).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A tenant by id or slug, with its domains.
+    pub async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, CatalogError> {
+        let column = if Uuid::parse_str(id_or_slug).is_ok() { "id" } else { "slug" };
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tenants WHERE {column} = $1"))
+            .bind(id_or_slug)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut tenant = from_row(&row)?;
+        tenant.domains = self
+            .domains_of(tenant.id)
+            .await?
+            .iter()
+            .map(|d| d.spec().to_string())
+            .collect();
+        Ok(Some(tenant))
+    }
+
+    /// A page of tenants matching `filter`, with their domains.
+    pub async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<Tenant>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tenants
+             WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR shard = $2)
+               AND ($3 IS NULL OR schema_version = $3) AND ($4 IS NULL OR slug > $4)
+             ORDER BY slug LIMIT $5"
+        ))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.shard.clone())
+        .bind(filter.schema_version)
+        .bind(filter.cursor.clone())
+        .bind(filter.limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut tenants = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        // One domain query per page rather than per tenant.
+        if !tenants.is_empty() {
+            let placeholders: Vec<String> = (1..=tenants.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT host, path_prefix, tenant_id, is_primary FROM tenant_domains
+                 WHERE tenant_id IN ({}) ORDER BY is_primary DESC, host, path_prefix",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for t in &tenants {
+                query = query.bind(t.id.to_string());
+            }
+            let domains = query.fetch_all(self.pool()).await?;
+            for row in &domains {
+                let d = domain_from_row(row)?;
+                if let Some(t) = tenants.iter_mut().find(|t| t.id == d.tenant_id) {
+                    t.domains.push(d.spec().to_string());
+                }
+            }
+        }
+        Ok(tenants)
+    }
+
+    /// A tenant's domains, primary first.
+    pub async fn domains_of(&self, id: Uuid) -> Result<Vec<Domain>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT host, path_prefix, tenant_id, is_primary FROM tenant_domains
+             WHERE tenant_id = $1 ORDER BY is_primary DESC, host, path_prefix",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(domain_from_row).collect()
+    }
+
+    /// Every route on `host`: the whole-host one (no prefix) and any host + prefix ones.
+    ///
+    /// This is the edge's one query on a cache miss.
+    pub async fn host_routes(&self, host: &str) -> Result<Vec<Route>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT d.path_prefix, t.id, t.slug, t.status, t.shard, t.epoch, t.rate_limit_rps, t.rate_limit_burst
+             FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.host = $1",
+        )
+        .bind(host)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let prefix: String = r.try_get("path_prefix")?;
+                Ok(Route {
+                    tenant_id: uuid_col(&r.try_get::<String, _>("id")?, "tenants.id")?,
+                    slug: r.try_get("slug")?,
+                    status: status_col(&r.try_get::<String, _>("status")?)?,
+                    shard: r.try_get("shard")?,
+                    epoch: r.try_get("epoch")?,
+                    rate_limit: rate_limit_cols(
+                        r.try_get("rate_limit_rps")?,
+                        r.try_get("rate_limit_burst")?,
+                    ),
+                    path_prefix: (!prefix.is_empty()).then_some(prefix),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of tenants per status.
+    pub async fn tenant_status_counts(&self) -> Result<Vec<(TenantStatus, i64)>, CatalogError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM tenants GROUP BY status")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((status_col(&r.try_get::<String, _>(0)?)?, r.try_get(1)?)))
+            .collect()
+    }
+}
+
+fn domain_from_row(r: &AnyRow) -> Result<Domain, CatalogError> {
+    let prefix: String = r.try_get("path_prefix")?;
+    Ok(Domain {
+        host: r.try_get("host")?,
+        path_prefix: (!prefix.is_empty()).then_some(prefix),
+        tenant_id: uuid_col(&r.try_get::<String, _>("tenant_id")?, "tenant_domains.tenant_id")?,
+        primary: r.try_get::<i64, _>("is_primary")? != 0,
+    })
+}

@@ -1,0 +1,52 @@
+//! Admin tokens, stored as SHA-256 hashes.
+
+use sqlx::Row;
+
+use super::Catalog;
+use crate::crypto::hash_token;
+use crate::error::CatalogError;
+use crate::model::TokenScope;
+
+impl Catalog {
+    /// Store a new admin token (its hash) and return its id.
+    pub async fn insert_admin_token(
+        &self,
+        name: &str,
+        token: &str,
+        scope: TokenScope,
+    ) -> Result<uuid::Uuid, CatalogError> {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, name, token_hash, scope, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(hash_token(token))
+        .bind(scope.as_str())
+        .bind(crate::time::now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// The scope and name of an unrevoked token with this hash.
+    pub async fn admin_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(TokenScope, String)>, CatalogError> {
+        let row = sqlx::query(
+            "SELECT scope, name FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            let scope: String = r.try_get("scope")?;
+            let scope = scope
+                .parse()
+                .map_err(|e| crate::error::corrupt("admin_tokens.scope", e))?;
+            Ok((scope, r.try_get("name")?))
+        })
+        .transpose()
+    }
+}
