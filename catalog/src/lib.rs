@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod error;
 pub mod feed;
 pub mod host;
+pub mod labels;
 pub mod model;
 pub mod signing;
 pub mod store;
