@@ -362,11 +362,10 @@ impl RawConfig {
     ) -> Result<RawConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        RawConfig::parse(&text, env)
-            .map_err(|e| match e.key.is_empty() {
-                true => ConfigError::new(path.display().to_string(), e.message),
-                false => e,
-            })
+        RawConfig::parse(&text, env).map_err(|e| match e.key.is_empty() {
+            true => ConfigError::new(path.display().to_string(), e.message),
+            false => e,
+        })
     }
 
     /// Parse TOML text and apply environment overrides.
@@ -380,7 +379,10 @@ impl RawConfig {
         let value = toml::Value::Table(table);
         serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::new(if key == "." { "config".into() } else { key }, e.into_inner().to_string())
+            ConfigError::new(
+                if key == "." { "config".into() } else { key },
+                e.into_inner().to_string(),
+            )
         })
     }
 
@@ -445,7 +447,10 @@ fn range<T: PartialOrd + fmt::Display + Copy>(
     max: T,
 ) -> Result<T, ConfigError> {
     if value < min || value > max {
-        Err(ConfigError::new(key, format!("{value} is out of range {min}..={max}")))
+        Err(ConfigError::new(
+            key,
+            format!("{value} is out of range {min}..={max}"),
+        ))
     } else {
         Ok(value)
     }
@@ -460,10 +465,12 @@ fn secs(key: &str, value: u64, min: u64, max: u64) -> Result<Duration, ConfigErr
 }
 
 fn key_bytes(key: &str, text: &str, min_len: usize) -> Result<Vec<u8>, ConfigError> {
-    let bytes = decode_key(text)
-        .ok_or_else(|| ConfigError::new(key, "is not valid base64"))?;
+    let bytes = decode_key(text).ok_or_else(|| ConfigError::new(key, "is not valid base64"))?;
     if bytes.len() < min_len {
-        return Err(ConfigError::new(key, format!("must decode to at least {min_len} bytes")));
+        return Err(ConfigError::new(
+            key,
+            format!("must decode to at least {min_len} bytes"),
+        ));
     }
     Ok(bytes)
 }
@@ -528,7 +535,12 @@ impl TryFrom<RawConfig> for Config {
             max_header_bytes: range("edge.max_header_bytes", e.max_header_bytes, 1024, 1 << 20)?,
             moving_hold: ms("edge.moving_hold_ms", e.moving_hold_ms, 0, 120_000)?,
             threads: range("edge.threads", e.threads, 1, 256)?,
-            tenant_label_limit: range("edge.tenant_label_limit", e.tenant_label_limit, 1, 1_000_000)?,
+            tenant_label_limit: range(
+                "edge.tenant_label_limit",
+                e.tenant_label_limit,
+                1,
+                1_000_000,
+            )?,
             grace_period: secs("edge.grace_period_secs", e.grace_period_secs, 0, 3600)?,
         };
 
@@ -558,7 +570,12 @@ impl TryFrom<RawConfig> for Config {
         let admin = AdminConfig {
             listen: addr("admin.listen", &a.listen)?,
             bootstrap_token: a.bootstrap_token.clone(),
-            deletion_grace: secs("admin.deletion_grace_secs", a.deletion_grace_secs, 0, 365 * 86_400)?,
+            deletion_grace: secs(
+                "admin.deletion_grace_secs",
+                a.deletion_grace_secs,
+                0,
+                365 * 86_400,
+            )?,
             job_lease: secs("admin.job_lease_secs", a.job_lease_secs, 1, 3600)?,
             job_max_attempts: range("admin.job_max_attempts", a.job_max_attempts, 1, 100)?,
             webhook_urls: a.webhook_urls.clone(),
@@ -575,8 +592,18 @@ impl TryFrom<RawConfig> for Config {
             connection_budget: range("app.connection_budget", p.connection_budget, 1, 100_000)?,
             pool_idle: secs("app.pool_idle_secs", p.pool_idle_secs, 1, 86_400)?,
             acquire_timeout: ms("app.acquire_timeout_ms", p.acquire_timeout_ms, 1, 120_000)?,
-            read_your_writes: ms("app.read_your_writes_ms", p.read_your_writes_ms, 0, 3_600_000)?,
-            tenant_label_limit: range("app.tenant_label_limit", p.tenant_label_limit, 1, 1_000_000)?,
+            read_your_writes: ms(
+                "app.read_your_writes_ms",
+                p.read_your_writes_ms,
+                0,
+                3_600_000,
+            )?,
+            tenant_label_limit: range(
+                "app.tenant_label_limit",
+                p.tenant_label_limit,
+                1,
+                1_000_000,
+            )?,
         };
 
         let security = security(&raw.security, mode, &mut warnings)?;
@@ -605,7 +632,11 @@ fn security(
     };
     let mut signing_keys = Vec::new();
     for (kid, secret) in &s.signing_keys {
-        if kid.is_empty() || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if kid.is_empty()
+            || !kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(ConfigError::new(
                 format!("security.signing_keys.{kid}"),
                 "key ids are letters, digits, '-' and '_'",
@@ -618,7 +649,10 @@ fn security(
         if mode == Mode::Production {
             return Err(missing("security.signing_keys"));
         }
-        warnings.push("no security.signing_keys configured: generated a random key for this process only".into());
+        warnings.push(
+            "no security.signing_keys configured: generated a random key for this process only"
+                .into(),
+        );
         let secret = decode_key(&random_secret(32)).expect("fresh key decodes");
         SigningKeys::new("dev", &[("dev".into(), secret)]).expect("current key is present")
     } else {
@@ -633,14 +667,20 @@ fn security(
             }
         };
         SigningKeys::new(&kid, &signing_keys).ok_or_else(|| {
-            ConfigError::new("security.signing_key_id", format!("{kid:?} is not in security.signing_keys"))
+            ConfigError::new(
+                "security.signing_key_id",
+                format!("{kid:?} is not in security.signing_keys"),
+            )
         })?
     };
     let credential_key = match &s.credential_key {
         Some(text) => {
             let bytes = key_bytes("security.credential_key", text, 32)?;
             if bytes.len() != 32 {
-                return Err(ConfigError::new("security.credential_key", "must decode to exactly 32 bytes"));
+                return Err(ConfigError::new(
+                    "security.credential_key",
+                    "must decode to exactly 32 bytes",
+                ));
             }
             CredentialKey::from_bytes(&bytes).expect("32-byte key")
         }
@@ -651,7 +691,12 @@ fn security(
                 .expect("32-byte key")
         }
     };
-    let max_skew_secs = range("security.max_skew_secs", s.max_skew_secs.unwrap_or(30), 1, 3600)?;
+    let max_skew_secs = range(
+        "security.max_skew_secs",
+        s.max_skew_secs.unwrap_or(30),
+        1,
+        3600,
+    )?;
     Ok(SecurityConfig {
         signing,
         max_skew_secs: max_skew_secs as i64,
@@ -682,7 +727,11 @@ mod tests {
     fn environment_overrides_file() {
         let c = load(
             "[edge]\nlisten = \"127.0.0.1:1\"\n",
-            &[("TENANTGATE__EDGE__LISTEN", "127.0.0.1:9000"), ("TENANTGATE__EDGE__THREADS", "2"), ("OTHER", "x")],
+            &[
+                ("TENANTGATE__EDGE__LISTEN", "127.0.0.1:9000"),
+                ("TENANTGATE__EDGE__THREADS", "2"),
+                ("OTHER", "x"),
+            ],
         )
         .unwrap();
         assert_eq!(c.edge.listen, "127.0.0.1:9000".parse().unwrap());
@@ -692,29 +741,49 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases: &[(&str, &[(&str, &str)], &str)] = &[
-            ("[edge]\nlistn = \"x\"\n", &[], "edge"),
+            ("[edge]\nlistn = \"x\"\n", &[], "edge.listn"),
             ("[edge]\nlisten = \"nope\"\n", &[], "edge.listen"),
             ("[edge]\nthreads = 0\n", &[], "edge.threads"),
             ("[catalog]\nurl = \"mysql://x\"\n", &[], "catalog.url"),
             ("[edge]\ndefault_rps = -1\n", &[], "edge.default_rps"),
             ("[edge]\nlisten = 5\n", &[], "edge.listen"),
-            ("", &[("TENANTGATE__EDGE__METRICS_LISTEN", "bad")], "edge.metrics_listen"),
-            ("", &[("TENANTGATE__EDGE__NOPE", "1")], "edge"),
+            (
+                "",
+                &[("TENANTGATE__EDGE__METRICS_LISTEN", "bad")],
+                "edge.metrics_listen",
+            ),
+            ("", &[("TENANTGATE__EDGE__NOPE", "1")], "edge.nope"),
             ("mode = \"prod\"\n", &[], "mode"),
             ("mode = \"production\"\n", &[], "security.signing_keys"),
             (
-                &format!("mode = \"production\"\n[security]\nsigning_keys = {{ k1 = \"{KEY}\" }}\n"),
+                &format!(
+                    "mode = \"production\"\n[security]\nsigning_keys = {{ k1 = \"{KEY}\" }}\n"
+                ),
                 &[],
                 "security.credential_key",
             ),
-            ("[security]\nsigning_keys = { k1 = \"short\" }\n", &[], "security.signing_keys.k1"),
             (
-                &format!("[security]\nsigning_key_id = \"k9\"\nsigning_keys = {{ k1 = \"{KEY}\" }}\n"),
+                "[security]\nsigning_keys = { k1 = \"short\" }\n",
+                &[],
+                "security.signing_keys.k1",
+            ),
+            (
+                &format!(
+                    "[security]\nsigning_key_id = \"k9\"\nsigning_keys = {{ k1 = \"{KEY}\" }}\n"
+                ),
                 &[],
                 "security.signing_key_id",
             ),
-            ("[admin]\nwebhook_urls = [\"ftp://x\"]\n", &[], "admin.webhook_urls[0]"),
-            ("[admin]\nbootstrap_token = \"short\"\n", &[], "admin.bootstrap_token"),
+            (
+                "[admin]\nwebhook_urls = [\"ftp://x\"]\n",
+                &[],
+                "admin.webhook_urls[0]",
+            ),
+            (
+                "[admin]\nbootstrap_token = \"short\"\n",
+                &[],
+                "admin.bootstrap_token",
+            ),
         ];
         for (text, env, key) in cases {
             let err = load(text, env).expect_err(text);

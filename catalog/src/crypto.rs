@@ -101,7 +101,13 @@ impl CredentialKey {
         }
         let (nonce, ct) = raw.split_at(24);
         self.0
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: context })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
             .map_err(|_| SealError::Open)
     }
 }
@@ -116,9 +122,15 @@ mod tests {
         let sealed = key.seal(b"s3cret", b"tenant-1");
         assert!(!sealed.contains("s3cret"));
         assert_eq!(key.open(&sealed, b"tenant-1").unwrap(), b"s3cret");
-        assert!(matches!(key.open(&sealed, b"tenant-2"), Err(SealError::Open)));
+        assert!(matches!(
+            key.open(&sealed, b"tenant-2"),
+            Err(SealError::Open)
+        ));
         let other = CredentialKey::from_bytes(&[8u8; 32]).unwrap();
-        assert!(matches!(other.open(&sealed, b"tenant-1"), Err(SealError::Open)));
+        assert!(matches!(
+            other.open(&sealed, b"tenant-1"),
+            Err(SealError::Open)
+        ));
         assert!(matches!(key.open("!!", b"x"), Err(SealError::Malformed)));
     }
 

@@ -22,7 +22,10 @@ pub enum CatalogError {
     Conflict(String),
     /// A stored value could not be understood; the catalog holds data this version cannot read.
     #[error("corrupt catalog value in {column}: {detail}")]
-    Corrupt { column: &'static str, detail: String },
+    Corrupt {
+        column: &'static str,
+        detail: String,
+    },
     /// The catalog URL is not one tenantgate supports.
     #[error("unsupported catalog url: {0}")]
     UnsupportedUrl(String),

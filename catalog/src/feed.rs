@@ -83,9 +83,20 @@ pub fn follow(
     let state = Arc::new(FeedState::default());
     let wake = Arc::new(Notify::new());
     if catalog.backend() == Backend::Postgres {
-        tokio::spawn(listen(catalog.url().to_string(), wake.clone(), shutdown.clone()));
+        tokio::spawn(listen(
+            catalog.url().to_string(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
     }
-    let task = tokio::spawn(run(catalog, sink, poll_interval, state.clone(), wake, shutdown));
+    let task = tokio::spawn(run(
+        catalog,
+        sink,
+        poll_interval,
+        state.clone(),
+        wake,
+        shutdown,
+    ));
     (state, task)
 }
 
@@ -127,7 +138,11 @@ async fn run(
                     let mut expected = version + 1;
                     for change in &changes {
                         if change.version != expected {
-                            tracing::warn!(expected, got = change.version, "gap in catalog feed; resyncing");
+                            tracing::warn!(
+                                expected,
+                                got = change.version,
+                                "gap in catalog feed; resyncing"
+                            );
                             applied = None;
                             break;
                         }

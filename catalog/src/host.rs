@@ -85,7 +85,10 @@ pub fn normalize_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
 
 fn to_ascii(host: &str) -> Result<String, HostError> {
     let ascii = idna::domain_to_ascii_strict(host).map_err(|_| HostError::BadIdn)?;
-    if ascii.bytes().any(|b| !matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.')) {
+    if ascii
+        .bytes()
+        .any(|b| !matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.'))
+    {
         return Err(HostError::BadCharacter);
     }
     check_labels(&ascii)?;
@@ -180,8 +183,7 @@ pub fn valid_prefix(p: &str) -> bool {
         && p.len() <= MAX_PREFIX_LEN
         && p != "."
         && p != ".."
-        && p
-            .bytes()
+        && p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -209,8 +211,14 @@ mod tests {
 
     #[test]
     fn normalises_case_port_and_trailing_dot() {
-        assert_eq!(normalize_host("Acme.Example.COM.").unwrap(), "acme.example.com");
-        assert_eq!(normalize_host("acme.example.com:8080").unwrap(), "acme.example.com");
+        assert_eq!(
+            normalize_host("Acme.Example.COM.").unwrap(),
+            "acme.example.com"
+        );
+        assert_eq!(
+            normalize_host("acme.example.com:8080").unwrap(),
+            "acme.example.com"
+        );
         assert_eq!(normalize_host("acme.localhost").unwrap(), "acme.localhost");
         assert!(matches!(
             normalize_host("acme.localhost").unwrap(),
@@ -222,12 +230,18 @@ mod tests {
 
     #[test]
     fn converts_international_names_to_punycode() {
-        assert_eq!(normalize_host("Bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            normalize_host("Bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert_eq!(
             normalize_host("xn--bcher-kva.example").unwrap(),
             "xn--bcher-kva.example"
         );
-        assert_eq!(normalize_host("XN--BCHER-KVA.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            normalize_host("XN--BCHER-KVA.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
     }
 
     #[test]
@@ -273,7 +287,10 @@ mod tests {
 
     #[test]
     fn splits_first_path_segment() {
-        assert_eq!(split_first_segment("/acme/items?x=1"), ("acme", "/items?x=1".into()));
+        assert_eq!(
+            split_first_segment("/acme/items?x=1"),
+            ("acme", "/items?x=1".into())
+        );
         assert_eq!(split_first_segment("/acme"), ("acme", "/".into()));
         assert_eq!(split_first_segment("/acme?x"), ("acme", "/?x".into()));
         assert_eq!(split_first_segment("/"), ("", "/".into()));

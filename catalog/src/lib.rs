@@ -14,9 +14,9 @@ pub mod model;
 pub mod signing;
 pub mod store;
 pub mod tenant_db;
-pub mod time;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod time;
 
 pub use error::CatalogError;
 pub use model::{

@@ -106,7 +106,10 @@ impl SigningKeys {
         max_skew_secs: i64,
     ) -> Result<(), SignatureError> {
         let parsed = ParsedSignature::parse(header)?;
-        let key = self.keys.get(parsed.kid).ok_or(SignatureError::UnknownKey)?;
+        let key = self
+            .keys
+            .get(parsed.kid)
+            .ok_or(SignatureError::UnknownKey)?;
         if (now - parsed.ts).abs() > max_skew_secs {
             return Err(SignatureError::Expired);
         }
@@ -156,7 +159,9 @@ impl<'a> ParsedSignature<'a> {
                 .ok_or(SignatureError::Malformed)
         };
         let kid = field("kid")?;
-        let ts = field("ts")?.parse().map_err(|_| SignatureError::Malformed)?;
+        let ts = field("ts")?
+            .parse()
+            .map_err(|_| SignatureError::Malformed)?;
         let sig = field("sig")?;
         if parts.next().is_some() {
             return Err(SignatureError::Malformed);
@@ -172,7 +177,10 @@ mod tests {
     fn keys(current: &str) -> SigningKeys {
         SigningKeys::new(
             current,
-            &[("k1".into(), b"one".to_vec()), ("k2".into(), b"two".to_vec())],
+            &[
+                ("k1".into(), b"one".to_vec()),
+                ("k2".into(), b"two".to_vec()),
+            ],
         )
         .unwrap()
     }
@@ -196,37 +204,86 @@ mod tests {
         assert_eq!(keys("k1").verify(&header, &claims(), 1010, 30), Ok(()));
         // An app that only knows k1 does not.
         let old = SigningKeys::new("k1", &[("k1".into(), b"one".to_vec())]).unwrap();
-        assert_eq!(old.verify(&header, &claims(), 1000, 30), Err(SignatureError::UnknownKey));
+        assert_eq!(
+            old.verify(&header, &claims(), 1000, 30),
+            Err(SignatureError::UnknownKey)
+        );
     }
 
     #[test]
     fn rejects_tampering_and_expiry() {
         let k = keys("k1");
         let header = k.sign(&claims(), 1000);
-        assert_eq!(k.verify(&header, &claims(), 1031, 30), Err(SignatureError::Expired));
-        assert_eq!(k.verify(&header, &claims(), 969, 30), Err(SignatureError::Expired));
+        assert_eq!(
+            k.verify(&header, &claims(), 1031, 30),
+            Err(SignatureError::Expired)
+        );
+        assert_eq!(
+            k.verify(&header, &claims(), 969, 30),
+            Err(SignatureError::Expired)
+        );
         for tampered in [
-            TenantClaims { slug: "globex", ..claims() },
-            TenantClaims { shard: "shard-b", ..claims() },
-            TenantClaims { epoch: 4, ..claims() },
-            TenantClaims { request_id: "req-2", ..claims() },
-            TenantClaims { tenant_id: Uuid::from_u128(43), ..claims() },
+            TenantClaims {
+                slug: "globex",
+                ..claims()
+            },
+            TenantClaims {
+                shard: "shard-b",
+                ..claims()
+            },
+            TenantClaims {
+                epoch: 4,
+                ..claims()
+            },
+            TenantClaims {
+                request_id: "req-2",
+                ..claims()
+            },
+            TenantClaims {
+                tenant_id: Uuid::from_u128(43),
+                ..claims()
+            },
         ] {
-            assert_eq!(k.verify(&header, &tampered, 1000, 30), Err(SignatureError::Mismatch));
+            assert_eq!(
+                k.verify(&header, &tampered, 1000, 30),
+                Err(SignatureError::Mismatch)
+            );
         }
         let moved_ts = header.replace("ts=1000", "ts=1001");
-        assert_eq!(k.verify(&moved_ts, &claims(), 1000, 30), Err(SignatureError::Mismatch));
-        for bad in ["", "v2;kid=k1;ts=1;sig=x", "v1;kid=k1;ts=x;sig=x", "v1;kid=k1;ts=1"] {
-            assert_eq!(k.verify(bad, &claims(), 1000, 30), Err(SignatureError::Malformed));
+        assert_eq!(
+            k.verify(&moved_ts, &claims(), 1000, 30),
+            Err(SignatureError::Mismatch)
+        );
+        for bad in [
+            "",
+            "v2;kid=k1;ts=1;sig=x",
+            "v1;kid=k1;ts=x;sig=x",
+            "v1;kid=k1;ts=1",
+        ] {
+            assert_eq!(
+                k.verify(bad, &claims(), 1000, 30),
+                Err(SignatureError::Malformed)
+            );
         }
     }
 
     #[test]
     fn field_boundaries_are_unambiguous() {
         let k = keys("k1");
-        let a = TenantClaims { slug: "ab", shard: "c", ..claims() };
-        let b = TenantClaims { slug: "a", shard: "bc", ..claims() };
+        let a = TenantClaims {
+            slug: "ab",
+            shard: "c",
+            ..claims()
+        };
+        let b = TenantClaims {
+            slug: "a",
+            shard: "bc",
+            ..claims()
+        };
         let header = k.sign(&a, 1000);
-        assert_eq!(k.verify(&header, &b, 1000, 30), Err(SignatureError::Mismatch));
+        assert_eq!(
+            k.verify(&header, &b, 1000, 30),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

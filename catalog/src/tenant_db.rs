@@ -165,9 +165,11 @@ pub async fn migrator(dir: &Path, backend: Backend) -> Result<Migrator, TenantDb
 
 /// The highest migration version applied to a tenant database (0 when none).
 pub async fn schema_version(pool: &AnyPool) -> Result<i64, TenantDbError> {
-    let exists = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version DESC LIMIT 1")
-        .fetch_optional(pool)
-        .await;
+    let exists = sqlx::query(
+        "SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await;
     match exists {
         Ok(Some(row)) => Ok(row.try_get(0)?),
         Ok(None) => Ok(0),
@@ -192,9 +194,19 @@ mod tests {
             user: "t_1".into(),
             password: "p@ss/word".into(),
         };
-        let url = postgres_url("postgres://postgres@127.0.0.1:5432/postgres", "t_1", Some(&login)).unwrap();
+        let url = postgres_url(
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "t_1",
+            Some(&login),
+        )
+        .unwrap();
         assert_eq!(url, "postgres://t_1:p%40ss%2Fword@127.0.0.1:5432/t_1");
-        let url = postgres_url("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "x", None).unwrap();
+        let url = postgres_url(
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+            "x",
+            None,
+        )
+        .unwrap();
         assert_eq!(url, "postgres://postgres@127.0.0.1:5432/x?sslmode=disable");
     }
 
@@ -202,10 +214,16 @@ mod tests {
     fn credentials_seal_and_hide_password() {
         let key = CredentialKey::from_bytes(&[1; 32]).unwrap();
         let id = Uuid::from_u128(9);
-        let c = Credentials { user: "u".into(), password: "secret".into() };
+        let c = Credentials {
+            user: "u".into(),
+            password: "secret".into(),
+        };
         let sealed = c.seal(&key, id);
         assert!(!format!("{c:?}").contains("secret"));
-        assert_eq!(Credentials::open(&sealed, &key, id).unwrap().password, "secret");
+        assert_eq!(
+            Credentials::open(&sealed, &key, id).unwrap().password,
+            "secret"
+        );
         assert!(Credentials::open(&sealed, &key, Uuid::from_u128(10)).is_err());
     }
 }

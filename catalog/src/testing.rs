@@ -31,13 +31,15 @@ impl PgTestDb {
     pub async fn create() -> PgTestDb {
         let server = server_url();
         let name = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&server).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {server} ({e}). Start it (on Debian: \
+        let mut conn = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {server} ({e}). Start it (on Debian: \
                  `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or \
                  point {ENV} at a server where the user may create databases."
-            )
-        });
+                )
+            });
         conn.execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("create test database");
@@ -58,17 +60,27 @@ impl Drop for PgTestDb {
             rt.block_on(async move {
                 let mut tenant_dbs = Vec::new();
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    if let Ok(rows) = sqlx::query("SELECT db_name FROM tenants").fetch_all(&mut conn).await {
-                        tenant_dbs = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
+                    if let Ok(rows) = sqlx::query("SELECT db_name FROM tenants")
+                        .fetch_all(&mut conn)
+                        .await
+                    {
+                        tenant_dbs = rows
+                            .iter()
+                            .filter_map(|r| r.try_get::<String, _>(0).ok())
+                            .collect();
                     }
                     let _ = conn.close().await;
                 }
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
                     for db in tenant_dbs.iter().chain(std::iter::once(&name)) {
-                        let _ = conn.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
+                        let _ = conn
+                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                            .await;
                     }
                     for db in &tenant_dbs {
-                        let _ = conn.execute(format!("DROP ROLE IF EXISTS {db}").as_str()).await;
+                        let _ = conn
+                            .execute(format!("DROP ROLE IF EXISTS {db}").as_str())
+                            .await;
                     }
                 }
             });
@@ -98,7 +110,9 @@ impl TestCatalog {
     pub fn url(&self) -> String {
         match self {
             TestCatalog::Postgres(db) => db.url.clone(),
-            TestCatalog::Sqlite { dir } => format!("sqlite://{}", dir.path().join("catalog.db").display()),
+            TestCatalog::Sqlite { dir } => {
+                format!("sqlite://{}", dir.path().join("catalog.db").display())
+            }
         }
     }
 
@@ -106,7 +120,9 @@ impl TestCatalog {
     pub fn shard_database_url(&self, shard: &str) -> String {
         match self {
             TestCatalog::Postgres(_) => server_url(),
-            TestCatalog::Sqlite { dir } => format!("sqlite://{}", self::shard_dir(dir.path(), shard).display()),
+            TestCatalog::Sqlite { dir } => {
+                format!("sqlite://{}", self::shard_dir(dir.path(), shard).display())
+            }
         }
     }
 

@@ -58,7 +58,11 @@ impl Catalog {
     }
 
     /// Up to `limit` changes after `version`, oldest first.
-    pub async fn changes_since(&self, version: i64, limit: i64) -> Result<Vec<Change>, CatalogError> {
+    pub async fn changes_since(
+        &self,
+        version: i64,
+        limit: i64,
+    ) -> Result<Vec<Change>, CatalogError> {
         let rows = sqlx::query(
             "SELECT version, kind, tenant_id, shard, hosts FROM catalog_changes
              WHERE version > $1 ORDER BY version LIMIT $2",

@@ -102,9 +102,8 @@ pub async fn connect_any(url: &str, max_connections: u32) -> Result<AnyPool, Cat
             let path = sqlite_path(url);
             if let Some(parent) = Path::new(path).parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        CatalogError::Database(sqlx::Error::Io(e))
-                    })?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| CatalogError::Database(sqlx::Error::Io(e)))?;
                 }
             }
             format!("sqlite://{path}?mode=rwc")
@@ -217,7 +216,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/x"), "sqlite://data/x");
     }

@@ -26,7 +26,10 @@ fn from_row(r: &AnyRow) -> Result<Shard, CatalogError> {
         status: status
             .parse()
             .map_err(|e| crate::error::corrupt("shards.status", e))?,
-        app_upstreams: json_col(&r.try_get::<String, _>("app_upstreams")?, "shards.app_upstreams")?,
+        app_upstreams: json_col(
+            &r.try_get::<String, _>("app_upstreams")?,
+            "shards.app_upstreams",
+        )?,
         database_url: r.try_get("database_url")?,
         replicas: json_col(&r.try_get::<String, _>("replicas")?, "shards.replicas")?,
         created_at: r.try_get("created_at")?,

@@ -230,10 +230,11 @@ pub async fn update(
 
 /// Hosts of a tenant's domains (for feed entries), read in the caller's transaction.
 pub async fn hosts_of(conn: &mut AnyConnection, id: Uuid) -> Result<Vec<String>, CatalogError> {
-    let rows = sqlx::query("SELECT DISTINCT host FROM tenant_domains WHERE tenant_id = $1 ORDER BY host")
-        .bind(id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT DISTINCT host FROM tenant_domains WHERE tenant_id = $1 ORDER BY host")
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
@@ -278,11 +279,17 @@ impl Catalog {
 
     /// A tenant by id or slug, with its domains.
     pub async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, CatalogError> {
-        let column = if Uuid::parse_str(id_or_slug).is_ok() { "id" } else { "slug" };
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tenants WHERE {column} = $1"))
-            .bind(id_or_slug)
-            .fetch_optional(self.pool())
-            .await?;
+        let column = if Uuid::parse_str(id_or_slug).is_ok() {
+            "id"
+        } else {
+            "slug"
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tenants WHERE {column} = $1"
+        ))
+        .bind(id_or_slug)
+        .fetch_optional(self.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let mut tenant = from_row(&row)?;
         tenant.domains = self
@@ -392,7 +399,10 @@ fn domain_from_row(r: &AnyRow) -> Result<Domain, CatalogError> {
     Ok(Domain {
         host: r.try_get("host")?,
         path_prefix: (!prefix.is_empty()).then_some(prefix),
-        tenant_id: uuid_col(&r.try_get::<String, _>("tenant_id")?, "tenant_domains.tenant_id")?,
+        tenant_id: uuid_col(
+            &r.try_get::<String, _>("tenant_id")?,
+            "tenant_domains.tenant_id",
+        )?,
         primary: r.try_get::<i64, _>("is_primary")? != 0,
     })
 }

@@ -1,0 +1,340 @@
+//! The catalog store, with the same test bodies on PostgreSQL and SQLite.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tenantgate_catalog::feed::{self, ChangeSink};
+use tenantgate_catalog::host::DomainSpec;
+use tenantgate_catalog::store::shards::NewShard;
+use tenantgate_catalog::store::{NewTenant, TenantFilter, TenantPatch};
+use tenantgate_catalog::testing::{wait_until, TestCatalog};
+use tenantgate_catalog::{Catalog, Change, RateLimit, TenantStatus, TokenScope};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::postgres().await).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::sqlite()).await })*
+        }
+    };
+}
+
+both_backends!(
+    tenants_domains_and_routes,
+    conflicts_are_reported,
+    patches_and_listing,
+    changes_are_contiguous_under_concurrency,
+    feed_follower_applies_changes_in_order,
+    admin_tokens_by_hash,
+);
+
+async fn seed_shard(catalog: &Catalog, tc: &TestCatalog, name: &str) {
+    catalog
+        .create_shard(&NewShard {
+            name: name.into(),
+            app_upstreams: vec!["127.0.0.1:1".into()],
+            database_url: tc.shard_database_url(name),
+            replicas: vec![],
+        })
+        .await
+        .unwrap();
+}
+
+fn new_tenant(slug: &str, shard: &str, domains: &[&str]) -> NewTenant {
+    let id = Uuid::new_v4();
+    NewTenant {
+        id,
+        slug: slug.into(),
+        name: slug.to_uppercase(),
+        status: TenantStatus::Active,
+        shard: shard.into(),
+        domains: domains
+            .iter()
+            .map(|d| DomainSpec::parse(d).unwrap())
+            .collect(),
+        rate_limit: None,
+        settings: serde_json::json!({"locale": "de"}),
+        db_name: tenantgate_catalog::tenant_db::db_name(id),
+    }
+}
+
+async fn tenants_domains_and_routes(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    seed_shard(&catalog, &tc, "shard-a").await;
+    let acme = new_tenant(
+        "acme",
+        "shard-a",
+        &["acme.example.com", "app.example.com/acme"],
+    );
+    let globex = new_tenant("globex", "shard-a", &["app.example.com/globex"]);
+    catalog.create_tenant(&acme).await.unwrap();
+    catalog.create_tenant(&globex).await.unwrap();
+
+    let t = catalog.tenant("acme").await.unwrap().unwrap();
+    assert_eq!(t.id, acme.id);
+    assert_eq!(t.locale(), "de");
+    assert_eq!(t.domains, vec!["acme.example.com", "app.example.com/acme"]);
+    assert_eq!(
+        catalog
+            .tenant(&acme.id.to_string())
+            .await
+            .unwrap()
+            .unwrap()
+            .slug,
+        "acme"
+    );
+    assert!(catalog.tenant("nobody").await.unwrap().is_none());
+
+    let routes = catalog.host_routes("acme.example.com").await.unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].slug, "acme");
+    assert_eq!(routes[0].path_prefix, None);
+    let mut shared = catalog.host_routes("app.example.com").await.unwrap();
+    shared.sort_by(|a, b| a.slug.cmp(&b.slug));
+    let prefixes: Vec<_> = shared.iter().map(|r| r.path_prefix.as_deref()).collect();
+    assert_eq!(prefixes, vec![Some("acme"), Some("globex")]);
+    assert!(catalog
+        .host_routes("unknown.example.com")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn conflicts_are_reported(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    seed_shard(&catalog, &tc, "shard-a").await;
+    catalog
+        .create_tenant(&new_tenant("acme", "shard-a", &["acme.example.com"]))
+        .await
+        .unwrap();
+    let version = catalog.latest_version().await.unwrap();
+
+    let err = catalog
+        .create_tenant(&new_tenant("acme", "shard-a", &["other.example.com"]))
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    let err = catalog
+        .create_tenant(&new_tenant("acme2", "shard-a", &["ACME.example.com."]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("acme.example.com"), "{err}");
+    // Failed writes leave nothing behind: no tenant, no feed entry.
+    assert!(catalog.tenant("acme2").await.unwrap().is_none());
+    assert_eq!(catalog.latest_version().await.unwrap(), version);
+
+    let err = catalog
+        .create_shard(&NewShard {
+            name: "shard-a".into(),
+            app_upstreams: vec![],
+            database_url: tc.shard_database_url("x"),
+            replicas: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation());
+}
+
+async fn patches_and_listing(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    seed_shard(&catalog, &tc, "shard-a").await;
+    seed_shard(&catalog, &tc, "shard-b").await;
+    for i in 0..5 {
+        let shard = if i % 2 == 0 { "shard-a" } else { "shard-b" };
+        catalog
+            .create_tenant(&new_tenant(
+                &format!("t{i}"),
+                shard,
+                &[&format!("t{i}.example.com")],
+            ))
+            .await
+            .unwrap();
+    }
+    let t2 = catalog.tenant("t2").await.unwrap().unwrap();
+    catalog
+        .update_tenant(
+            t2.id,
+            &TenantPatch {
+                status: Some(TenantStatus::Suspended),
+                rate_limit: Some(Some(RateLimit { rps: 10, burst: 20 })),
+                bump_epoch: true,
+                ..TenantPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let after = catalog.tenant("t2").await.unwrap().unwrap();
+    assert_eq!(after.status, TenantStatus::Suspended);
+    assert_eq!(after.rate_limit, Some(RateLimit { rps: 10, burst: 20 }));
+    assert_eq!(after.epoch, t2.epoch + 1);
+    assert_eq!(after.name, t2.name);
+    // Clearing the limit goes back to the default.
+    catalog
+        .update_tenant(
+            t2.id,
+            &TenantPatch {
+                rate_limit: Some(None),
+                ..TenantPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog.tenant("t2").await.unwrap().unwrap().rate_limit,
+        None
+    );
+
+    let page = |cursor: Option<String>| TenantFilter {
+        limit: 2,
+        cursor,
+        ..TenantFilter::default()
+    };
+    let first = catalog.list_tenants(&page(None)).await.unwrap();
+    let second = catalog
+        .list_tenants(&page(Some(first[1].slug.clone())))
+        .await
+        .unwrap();
+    let slugs: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .map(|t| t.slug.as_str())
+        .collect();
+    assert_eq!(slugs, vec!["t0", "t1", "t2", "t3"]);
+    assert_eq!(first[0].domains, vec!["t0.example.com"]);
+
+    let on_b = catalog
+        .list_tenants(&TenantFilter {
+            shard: Some("shard-b".into()),
+            limit: 100,
+            ..TenantFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        on_b.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(),
+        vec!["t1", "t3"]
+    );
+    let suspended = catalog
+        .list_tenants(&TenantFilter {
+            status: Some(TenantStatus::Suspended),
+            limit: 100,
+            ..TenantFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(suspended.len(), 1);
+    assert_eq!(
+        catalog.tenant_counts().await.unwrap(),
+        vec![("shard-a".into(), 3), ("shard-b".into(), 2)]
+    );
+}
+
+async fn changes_are_contiguous_under_concurrency(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    seed_shard(&catalog, &tc, "shard-a").await;
+    let start = catalog.latest_version().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let catalog = catalog.clone();
+        tasks.push(tokio::spawn(async move {
+            catalog
+                .create_tenant(&new_tenant(
+                    &format!("c{i}"),
+                    "shard-a",
+                    &[&format!("c{i}.example.com")],
+                ))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let changes = catalog.changes_since(start, 1000).await.unwrap();
+    let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
+    assert_eq!(versions, ((start + 1)..=(start + 20)).collect::<Vec<_>>());
+    assert!(changes
+        .iter()
+        .all(|c| c.kind == "tenant" && c.hosts.len() == 1));
+}
+
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<Change>>,
+    resyncs: Mutex<u32>,
+}
+
+impl ChangeSink for Recorder {
+    fn apply(&self, change: &Change) {
+        self.applied.lock().unwrap().push(change.clone());
+    }
+    fn resync(&self) {
+        *self.resyncs.lock().unwrap() += 1;
+    }
+}
+
+async fn feed_follower_applies_changes_in_order(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    seed_shard(&catalog, &tc, "shard-a").await;
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let (state, task) = feed::follow(
+        catalog.clone(),
+        recorder.clone(),
+        Duration::from_millis(50),
+        shutdown.clone(),
+    );
+    wait_until("initial resync", Duration::from_secs(5), || async {
+        state.loaded().then_some(())
+    })
+    .await;
+    assert_eq!(*recorder.resyncs.lock().unwrap(), 1);
+    let base = state.applied_version();
+
+    let t = new_tenant("fed", "shard-a", &["fed.example.com"]);
+    catalog.create_tenant(&t).await.unwrap();
+    catalog
+        .update_tenant(
+            t.id,
+            &TenantPatch {
+                status: Some(TenantStatus::Suspended),
+                ..TenantPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_until("two changes applied", Duration::from_secs(5), || async {
+        (state.applied_version() == base + 2).then_some(())
+    })
+    .await;
+    let applied = recorder.applied.lock().unwrap().clone();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(applied[0].version, base + 1);
+    assert_eq!(applied[1].hosts, vec!["fed.example.com".to_string()]);
+    assert_eq!(applied[1].tenant_id, Some(t.id));
+    assert!(state.unreachable_for().is_none());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+async fn admin_tokens_by_hash(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    catalog
+        .insert_admin_token("ops", "tok-123", TokenScope::Read)
+        .await
+        .unwrap();
+    let hash = tenantgate_catalog::crypto::hash_token("tok-123");
+    assert_eq!(
+        catalog.admin_token_by_hash(&hash).await.unwrap(),
+        Some((TokenScope::Read, "ops".into()))
+    );
+    let other = tenantgate_catalog::crypto::hash_token("tok-124");
+    assert_eq!(catalog.admin_token_by_hash(&other).await.unwrap(), None);
+}
