@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian machine lacks to build and test tenantgate.
+#   scripts/ensure-deps.sh             cmake (Pingora's zlib-ng needs it)
+#   scripts/ensure-deps.sh --postgres  also a running PostgreSQL on 127.0.0.1:5432
+# Installing needs root (apt-get); it says what it installs.
+set -euo pipefail
+
+apt_updated=""
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "tenantgate needs the Debian package(s) $* — run this as root or install them" >&2
+        exit 1
+    fi
+    echo "installing Debian package(s): $*" >&2
+    if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v cmake >/dev/null || apt_install cmake
+command -v cc >/dev/null || apt_install build-essential
+
+postgres_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+
+if [ "${1:-}" = "--postgres" ] && [ -z "${TENANTGATE_TEST_DATABASE_URL:-}" ] && ! postgres_up; then
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        apt_install postgresql
+        # Tests connect as postgres over TCP without a password: trust loopback only.
+        for hba in /etc/postgresql/*/main/pg_hba.conf; do
+            sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+        done
+    fi
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    echo "starting PostgreSQL $version" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 1 50); do postgres_up && break; sleep 0.2; done
+    postgres_up || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+fi
