@@ -1,0 +1,392 @@
+//! The verified tenant of a request: [`require_tenant`] middleware and the [`TenantContext`]
+//! extractor.
+//!
+//! The edge signs the tenant headers (DESIGN §5). [`require_tenant`] checks the signature with
+//! any configured key within the allowed clock skew, checks that the request is for the shard
+//! this process serves, loads the tenant from the (cached) catalog and puts a [`TenantContext`]
+//! in the request. A request that fails any check is answered here, before any handler runs and
+//! before any tenant database is touched.
+//!
+//! A handler takes `ctx: TenantContext` as an argument and gets the tenant's database only via
+//! [`TenantContext::db`] / [`TenantContext::read_db`]: there is no other way to a [`TenantDb`],
+//! so a handler that forgot the tenant does not compile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tenantgate_catalog::signing::{
+    TenantClaims, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID, HEADER_TENANT_SHARD,
+    HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
+};
+use tenantgate_catalog::{Shard, Tenant, TenantStatus};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::directory::servable;
+use crate::error::{AppError, Unavailable};
+use crate::metrics::TenantLabel;
+use crate::pools::{DbRole, PoolManager, TenantDb};
+use crate::replicas;
+use crate::state::AppState;
+
+/// Per-tenant settings from the catalog (`tenants.settings` JSON), with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSettings {
+    /// `settings.locale`; default `en`. Pages fall back to English for locales they lack.
+    pub locale: String,
+    /// `settings.timezone` (IANA name, not validated here); default `UTC`.
+    pub timezone: String,
+    /// `settings.theme` when it is a name (e.g. `dark`); `None` when unset.
+    pub theme: Option<String>,
+    /// The theme colour, validated as a CSS hex colour (`#rgb` or `#rrggbb`, lower-cased):
+    /// `settings.theme_color`, or `settings.theme` when that is a colour, or
+    /// `settings.theme.color`. Invalid values are ignored (`None`), so it is safe in HTML.
+    pub theme_color: Option<String>,
+    /// `settings.features` (or `settings.feature_flags`): flag name → on/off.
+    pub features: BTreeMap<String, bool>,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            locale: "en".into(),
+            timezone: "UTC".into(),
+            theme: None,
+            theme_color: None,
+            features: BTreeMap::new(),
+        }
+    }
+}
+
+impl TenantSettings {
+    /// Read the settings JSON of a tenant; unknown keys are ignored, bad values fall back to
+    /// defaults (settings are validated where they are written, the admin API).
+    pub fn from_json(settings: &serde_json::Value) -> TenantSettings {
+        let text = |key: &str| {
+            settings
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let theme_value = settings.get("theme");
+        let theme_color = text("theme_color")
+            .and_then(|c| css_hex_colour(&c))
+            .or_else(|| {
+                theme_value
+                    .and_then(|v| v.as_str())
+                    .and_then(css_hex_colour)
+            })
+            .or_else(|| {
+                theme_value
+                    .and_then(|v| v.get("color"))
+                    .and_then(|v| v.as_str())
+                    .and_then(css_hex_colour)
+            });
+        let theme = theme_value
+            .and_then(|v| v.as_str())
+            .filter(|s| css_hex_colour(s).is_none() && !s.is_empty())
+            .map(str::to_string);
+        let features = settings
+            .get("features")
+            .or_else(|| settings.get("feature_flags"))
+            .and_then(|v| v.as_object())
+            .map(|flags| {
+                flags
+                    .iter()
+                    .filter_map(|(k, v)| v.as_bool().map(|b| (k.clone(), b)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        TenantSettings {
+            locale: text("locale").unwrap_or_else(|| "en".into()),
+            timezone: text("timezone").unwrap_or_else(|| "UTC".into()),
+            theme,
+            theme_color,
+            features,
+        }
+    }
+
+    /// Whether feature flag `name` is on (off when unset).
+    pub fn feature(&self, name: &str) -> bool {
+        self.features.get(name).copied().unwrap_or(false)
+    }
+}
+
+/// `#rgb` or `#rrggbb` (hex digits only), lower-cased; anything else is `None`.
+pub fn css_hex_colour(text: &str) -> Option<String> {
+    let hex = text.strip_prefix('#')?;
+    (matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("#{}", hex.to_ascii_lowercase()))
+}
+
+/// The verified tenant of a request. Cheap to clone.
+///
+/// Made only by [`require_tenant`] after the signature checked out; take it as a handler
+/// argument (it is an axum extractor). Without the middleware in front, extracting it fails
+/// with 401 `invalid_signature`, never with a guessed tenant.
+#[derive(Clone)]
+pub struct TenantContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    request_id: String,
+    epoch: i64,
+    settings: TenantSettings,
+    tenant: Arc<Tenant>,
+    shard: Arc<Shard>,
+    pools: PoolManager,
+    /// The client wrote recently: its reads go to the primary (read-your-writes).
+    sticky_primary: bool,
+}
+
+impl std::fmt::Debug for TenantContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantContext")
+            .field("tenant_id", &self.tenant_id())
+            .field("slug", &self.slug())
+            .field("shard", &self.shard())
+            .field("epoch", &self.epoch())
+            .field("request_id", &self.request_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantContext {
+    /// The tenant's id (signed by the edge).
+    pub fn tenant_id(&self) -> Uuid {
+        self.inner.tenant.id
+    }
+
+    /// The tenant's slug (signed by the edge).
+    pub fn slug(&self) -> &str {
+        &self.inner.tenant.slug
+    }
+
+    /// The tenant's display name (from the catalog).
+    pub fn name(&self) -> &str {
+        &self.inner.tenant.name
+    }
+
+    /// The shard serving the request (this process's shard).
+    pub fn shard(&self) -> &str {
+        &self.inner.shard.name
+    }
+
+    /// The tenant's route epoch as the edge signed it.
+    pub fn epoch(&self) -> i64 {
+        self.inner.epoch
+    }
+
+    /// The edge's request id (`x-request-id`), for logs.
+    pub fn request_id(&self) -> &str {
+        &self.inner.request_id
+    }
+
+    /// The tenant's settings (locale, timezone, theme, feature flags).
+    pub fn settings(&self) -> &TenantSettings {
+        &self.inner.settings
+    }
+
+    /// True when reads of this request go to the primary although the shard has replicas,
+    /// because the client wrote within the read-your-writes window.
+    pub fn reads_from_primary(&self) -> bool {
+        self.inner.sticky_primary || self.inner.shard.replicas.is_empty()
+    }
+
+    /// A connection to the tenant's primary database: for writes, and reads that must be
+    /// current. Waits at most the configured acquire timeout; 503 `tenant_db_unavailable` then.
+    pub async fn db(&self) -> Result<TenantDb, AppError> {
+        let inner = &self.inner;
+        inner
+            .pools
+            .acquire(&inner.tenant, &inner.shard, DbRole::Primary)
+            .await
+    }
+
+    /// A connection for read-only work: a replica when the shard has one and the client has
+    /// not written within the read-your-writes window, else the primary. A replica that cannot
+    /// be reached falls back to the primary.
+    pub async fn read_db(&self) -> Result<TenantDb, AppError> {
+        if self.reads_from_primary() {
+            return self.db().await;
+        }
+        let inner = &self.inner;
+        match inner
+            .pools
+            .acquire(&inner.tenant, &inner.shard, DbRole::Replica)
+            .await
+        {
+            Ok(db) => Ok(db),
+            // Waiting again for the primary would double the bounded wait.
+            Err(e @ AppError::TenantDbUnavailable(Unavailable::Budget)) => Err(e),
+            Err(e) => {
+                tracing::warn!(tenant = %self.slug(), error = %e, "replica unavailable; reading from the primary");
+                self.db().await
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantContext {
+    type Rejection = AppError;
+
+    /// Runs per handler argument: hands out the context [`require_tenant`] stored.
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .get::<TenantContext>()
+            .cloned()
+            .ok_or(AppError::InvalidSignature)
+    }
+}
+
+/// Middleware for every tenant route: verify the signed tenant headers, build the
+/// [`TenantContext`], run the handler, and after a successful write mark the client for
+/// read-your-writes. Rejections (401, 421, 404, 403, 410, 503) open no tenant database.
+///
+/// Install with `router.route_layer(axum::middleware::from_fn_with_state(state, require_tenant))`.
+pub async fn require_tenant(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ctx = match verify(&state, req.headers()).await {
+        Ok(ctx) => ctx,
+        Err(e) => return e.into_response(),
+    };
+    let label = TenantLabel(state.labels().label(ctx.slug()));
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let span = tracing::info_span!("tenant", tenant = %ctx.slug(), request_id = %ctx.request_id());
+    req.extensions_mut().insert(ctx);
+    let mut response = next.run(req).instrument(span).await;
+    if write && response.status().is_success() {
+        replicas::mark_wrote(&mut response, state.config().app.read_your_writes);
+    }
+    response.extensions_mut().insert(label);
+    response
+}
+
+/// Check the signed headers and build the context. No tenant database is touched.
+async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, AppError> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let signature = text(HEADER_TENANT_SIGNATURE).ok_or(AppError::InvalidSignature)?;
+    let tenant_id = text(HEADER_TENANT_ID)
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or(AppError::InvalidSignature)?;
+    let slug = text(HEADER_TENANT_SLUG).ok_or(AppError::InvalidSignature)?;
+    let shard = text(HEADER_TENANT_SHARD).ok_or(AppError::InvalidSignature)?;
+    let epoch = text(HEADER_TENANT_EPOCH)
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or(AppError::InvalidSignature)?;
+    let request_id = text(HEADER_REQUEST_ID).unwrap_or("");
+    let claims = TenantClaims {
+        tenant_id,
+        slug,
+        shard,
+        epoch,
+        request_id,
+    };
+    let security = &state.config().security;
+    if let Err(e) = security.signing.verify(
+        signature,
+        &claims,
+        tenantgate_catalog::time::now_secs(),
+        security.max_skew_secs,
+    ) {
+        tracing::debug!(reason = %e, "tenant signature refused");
+        return Err(AppError::InvalidSignature);
+    }
+    let served = &state.config().app.shard;
+    if shard != served {
+        return Err(AppError::WrongShard);
+    }
+    let mut tenant = state
+        .directory()
+        .tenant(tenant_id)
+        .await?
+        .ok_or(AppError::UnknownTenant)?;
+    if tenant.epoch != epoch || !servable(tenant.status) {
+        // The edge follows the same feed and may be ahead of this process: before refusing or
+        // serving with an outdated row, read it again (rare: only right after a change).
+        state.directory().forget_tenant(tenant_id).await;
+        tenant = state
+            .directory()
+            .tenant(tenant_id)
+            .await?
+            .ok_or(AppError::UnknownTenant)?;
+    }
+    if !servable(tenant.status) {
+        return Err(AppError::TenantStatus(tenant.status));
+    }
+    if &tenant.shard != served {
+        // Moved away; the edge has not caught up yet.
+        return Err(AppError::WrongShard);
+    }
+    if tenant.slug != slug {
+        tracing::warn!(tenant = %tenant_id, "signed slug differs from the catalog's");
+    }
+    let shard_row = state
+        .directory()
+        .shard(served)
+        .await?
+        .ok_or(AppError::TenantStatus(TenantStatus::Failed))?;
+    Ok(TenantContext {
+        inner: Arc::new(ContextInner {
+            request_id: request_id.to_string(),
+            epoch,
+            settings: TenantSettings::from_json(&tenant.settings),
+            sticky_primary: replicas::wrote_recently(headers),
+            tenant,
+            shard: shard_row,
+            pools: state.pools().clone(),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_defaults_and_theme_colour() {
+        let s = TenantSettings::from_json(&serde_json::json!({}));
+        assert_eq!(s, TenantSettings::default());
+        let s = TenantSettings::from_json(&serde_json::json!({
+            "locale": "de", "timezone": "Europe/Berlin", "theme": "#AbC",
+            "features": {"beta": true, "x": "nope"}
+        }));
+        assert_eq!(s.locale, "de");
+        assert_eq!(s.theme_color.as_deref(), Some("#abc"));
+        assert_eq!(s.theme, None);
+        assert!(s.feature("beta"));
+        assert!(!s.feature("x"));
+        let s = TenantSettings::from_json(&serde_json::json!({
+            "theme": "dark", "theme_color": "red;}</style><script>"
+        }));
+        assert_eq!(s.theme.as_deref(), Some("dark"));
+        assert_eq!(s.theme_color, None);
+        let s = TenantSettings::from_json(&serde_json::json!({"theme": {"color": "#112233"}}));
+        assert_eq!(s.theme_color.as_deref(), Some("#112233"));
+    }
+
+    #[test]
+    fn hex_colours() {
+        assert_eq!(css_hex_colour("#fff").as_deref(), Some("#fff"));
+        assert_eq!(css_hex_colour("#A0B1C2").as_deref(), Some("#a0b1c2"));
+        for bad in ["fff", "#ffff", "#ggg", "#12345", "#1234567", "", "#"] {
+            assert_eq!(css_hex_colour(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The app tier's one error type and its one mapping to HTTP.
+//!
+//! Every handler, extractor and middleware of this crate returns [`AppError`]; `IntoResponse`
+//! below is the only place a status code and an error `code` are chosen. Internal failures
+//! (database, catalog) become a generic message for the client and a detailed log line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tenantgate_catalog::tenant_db::TenantDbError;
+use tenantgate_catalog::{CatalogError, TenantStatus};
+
+use crate::rbac::Permission;
+
+/// Field name → what is wrong with it, for 422 answers.
+pub type FieldErrors = BTreeMap<&'static str, String>;
+
+/// What can go wrong in the app tier, from a bad signature to a failed database.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The `x-tenant-signature` header is missing, malformed, expired, signed with an unknown
+    /// key or does not match the tenant headers. 401 `invalid_signature`.
+    #[error("missing or invalid tenant signature")]
+    InvalidSignature,
+    /// The request (or the tenant) belongs to another shard than this process serves.
+    /// 421 `wrong_shard`.
+    #[error("request is for another shard")]
+    WrongShard,
+    /// The signed tenant id is not in the catalog. 404 `unknown_tenant`.
+    #[error("tenant not found in the catalog")]
+    UnknownTenant,
+    /// The tenant exists but may not be served in its current status (403 suspended,
+    /// 410 deleted, 503 otherwise).
+    #[error("tenant is {0}")]
+    TenantStatus(TenantStatus),
+    /// No connection to the tenant's database within the acquire timeout (budget exhausted,
+    /// database down). 503 `tenant_db_unavailable`.
+    #[error("tenant database unavailable: {0}")]
+    TenantDbUnavailable(Unavailable),
+    /// Opening the tenant database failed (credentials, URL, connect). 503
+    /// `tenant_db_unavailable`; the detail is logged only.
+    #[error("tenant database: {0}")]
+    TenantDb(#[from] TenantDbError),
+    /// No usable bearer token or session cookie (missing, unknown, expired). 401 `unauthenticated`.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The user's role lacks a permission. 403 `forbidden`.
+    #[error("missing permission {0}")]
+    Forbidden(Permission),
+    /// The addressed resource does not exist in the tenant's database. 404 `not_found`.
+    #[error("not found")]
+    NotFound,
+    /// The request body or query failed validation. 422 `validation_failed` with `fields`.
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    /// The request is malformed in a way not tied to one field (bad cursor, bad JSON). 400.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The catalog failed. 503 `catalog_unavailable` when unreachable, else 500.
+    #[error("catalog: {0}")]
+    Catalog(Arc<CatalogError>),
+    /// A tenant database query failed. 500 `internal`.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The listener failed (only from [`crate::serve`]).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why no tenant database connection could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// Every connection of the budget stayed in use for the whole acquire timeout.
+    #[error("connection budget exhausted")]
+    Budget,
+    /// The tenant's pool had no free connection within the acquire timeout.
+    #[error("timed out waiting for a connection")]
+    Timeout,
+    /// The database refused or did not answer (details are logged, not shown).
+    #[error("tenant database connection failed")]
+    Connect,
+    /// A replica was asked for on a shard without replicas.
+    #[error("the shard has no replica")]
+    NoReplica,
+    /// The process is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl AppError {
+    /// A 422 for one field.
+    pub fn field(name: &'static str, message: impl Into<String>) -> AppError {
+        AppError::Validation(BTreeMap::from([(name, message.into())]))
+    }
+
+    /// The HTTP status and the stable error `code` of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            AppError::WrongShard => (StatusCode::MISDIRECTED_REQUEST, "wrong_shard"),
+            AppError::UnknownTenant => (StatusCode::NOT_FOUND, "unknown_tenant"),
+            AppError::TenantStatus(TenantStatus::Suspended) => {
+                (StatusCode::FORBIDDEN, "tenant_suspended")
+            }
+            AppError::TenantStatus(TenantStatus::Deleted) => (StatusCode::GONE, "tenant_deleted"),
+            AppError::TenantStatus(TenantStatus::Provisioning) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "tenant_provisioning")
+            }
+            AppError::TenantStatus(_) => (StatusCode::SERVICE_UNAVAILABLE, "tenant_unavailable"),
+            AppError::TenantDbUnavailable(_) | AppError::TenantDb(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "tenant_db_unavailable")
+            }
+            AppError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AppError::Catalog(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable")
+            }
+            AppError::Catalog(_) | AppError::Database(_) | AppError::Io(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
+
+    /// The message shown to the client: never driver errors, SQL or secrets.
+    fn public_message(&self) -> String {
+        match self {
+            AppError::TenantDb(_) => "the tenant database is unavailable".into(),
+            AppError::Catalog(_) | AppError::Database(_) | AppError::Io(_) => {
+                "internal error".into()
+            }
+            AppError::Forbidden(p) => format!("permission {p} is required"),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<CatalogError> for AppError {
+    fn from(e: CatalogError) -> Self {
+        AppError::Catalog(Arc::new(e))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            // The full error (driver detail included) goes to the log of the request span only.
+            tracing::error!(error = %self, code, "request failed");
+        } else {
+            tracing::debug!(error = %self, code, "request refused");
+        }
+        let mut body = serde_json::json!({
+            "error": { "code": code, "message": self.public_message() }
+        });
+        if let AppError::Validation(fields) = &self {
+            body["error"]["fields"] = serde_json::json!(fields);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                "1".parse().expect("valid header"),
+            );
+        }
+        response
+    }
+}

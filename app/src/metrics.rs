@@ -1,0 +1,153 @@
+//! Prometheus metrics of one app process (DESIGN §8), in a registry of its own (no global
+//! registry, so several app instances — and parallel tests — never share series).
+//!
+//! - `tenantgate_app_requests_total{tenant,code}`: responses by tenant slug (bounded by
+//!   `app.tenant_label_limit`, the rest under `_other`; `_none` before a tenant is verified) and
+//!   status code.
+//! - `tenantgate_app_tenant_pools`: tenant pools that exist now.
+//! - `tenantgate_app_db_connections{state}`: tenant database connections now, `idle` or
+//!   `in_use`, plus `reserved` (budget held by pools) and `budget` (the limit).
+//! - `tenantgate_app_tenant_pools_opened_total`: pools opened since start (cold tenants).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::pools::PoolStats;
+use crate::state::AppState;
+
+/// Label value for requests refused before a tenant was verified.
+pub const NO_TENANT: &str = "_none";
+
+/// The bounded tenant label of a response, left in its extensions by `require_tenant`.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantLabel(pub(crate) Arc<str>);
+
+/// The app's metric families, registered in [`AppMetrics::registry`].
+#[derive(Debug, Clone)]
+pub struct AppMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    pools: IntGauge,
+    connections: IntGaugeVec,
+    pools_opened: IntCounter,
+}
+
+impl Default for AppMetrics {
+    fn default() -> Self {
+        AppMetrics::new()
+    }
+}
+
+impl AppMetrics {
+    /// Fresh metrics in a fresh registry.
+    pub fn new() -> AppMetrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tenantgate_app_requests_total",
+                "App responses by tenant and status code",
+            ),
+            &["tenant", "code"],
+        )
+        .expect("valid metric");
+        let pools = IntGauge::new(
+            "tenantgate_app_tenant_pools",
+            "Tenant database pools open now",
+        )
+        .expect("valid metric");
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "tenantgate_app_db_connections",
+                "Tenant database connections by state (idle, in_use; reserved and budget are limits)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let pools_opened = IntCounter::new(
+            "tenantgate_app_tenant_pools_opened_total",
+            "Tenant database pools opened since start",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(pools.clone()),
+            Box::new(connections.clone()),
+            Box::new(pools_opened.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        AppMetrics {
+            registry,
+            requests,
+            pools,
+            connections,
+            pools_opened,
+        }
+    }
+
+    /// The registry, for callers that add their own metrics next to the app's.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Count one response.
+    pub fn record_request(&self, tenant: &str, code: u16) {
+        self.requests
+            .with_label_values(&[tenant, itoa(code).as_str()])
+            .inc();
+    }
+
+    /// The text exposition, with pool gauges set from `stats` first.
+    pub fn render(&self, stats: &PoolStats) -> String {
+        self.pools.set(stats.pools as i64);
+        for (state, value) in [
+            ("idle", stats.idle_connections),
+            ("in_use", stats.in_use_connections()),
+            ("reserved", stats.reserved),
+            ("budget", stats.connection_budget),
+        ] {
+            self.connections
+                .with_label_values(&[state])
+                .set(i64::from(value));
+        }
+        let opened = stats.opened_total;
+        let seen = self.pools_opened.get();
+        if opened > seen {
+            self.pools_opened.inc_by(opened - seen);
+        }
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text exposition is UTF-8")
+    }
+}
+
+fn itoa(code: u16) -> String {
+    code.to_string()
+}
+
+/// Middleware around the whole app: counts every response by tenant label and code.
+pub async fn track_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let tenant = response
+        .extensions()
+        .get::<TenantLabel>()
+        .map(|l| l.0.clone());
+    state.metrics().record_request(
+        tenant.as_deref().unwrap_or(NO_TENANT),
+        response.status().as_u16(),
+    );
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics_handler(State(state): State<AppState>) -> Response {
+    let body = state.metrics().render(&state.pools().stats());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

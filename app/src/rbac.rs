@@ -1,0 +1,225 @@
+//! Tenant users and permissions, stored in each tenant's own database.
+//!
+//! A user has one role (`owner`, `member`, `viewer`, or any row of the tenant's `roles` table);
+//! a role has a JSON list of permissions. Users present a bearer token (`Authorization: Bearer`)
+//! or, in browsers, the session cookie set by `POST /login`; tokens are stored as SHA-256 hashes
+//! in `user_tokens` with an optional expiry.
+//!
+//! In a handler, take a [`Credential`] argument (extracting it touches no database: no token
+//! means 401 at once) and open the database through it:
+//!
+//! ```ignore
+//! async fn create(ctx: TenantContext, cred: Credential) -> Result<Json<Item>, AppError> {
+//!     let (user, mut db) = cred.write(&ctx, Permission::ItemsWrite).await?; // 401 / 403 here
+//!     // ... sqlx queries on &mut *db ...
+//! }
+//! ```
+
+use std::fmt;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sqlx::Row;
+use tenantgate_catalog::crypto::hash_token;
+
+use crate::context::TenantContext;
+use crate::error::AppError;
+use crate::pools::{DbRole, TenantDb};
+use crate::replicas::cookie;
+
+/// Name of the HttpOnly session cookie set by `POST /login`.
+pub const SESSION_COOKIE: &str = "tg_session";
+
+/// A permission a role may grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// `items:read`: list and read items, see the dashboard.
+    ItemsRead,
+    /// `items:write`: create, change and delete items.
+    ItemsWrite,
+    /// `export`: download all of the tenant's data.
+    Export,
+    /// `users:manage`: manage the tenant's users.
+    UsersManage,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 4] = [
+        Permission::ItemsRead,
+        Permission::ItemsWrite,
+        Permission::Export,
+        Permission::UsersManage,
+    ];
+
+    /// The name stored in role permission lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::ItemsRead => "items:read",
+            Permission::ItemsWrite => "items:write",
+            Permission::Export => "export",
+            Permission::UsersManage => "users:manage",
+        }
+    }
+
+    /// The permission named `name`, if it is one of ours.
+    pub fn parse(name: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A signed-in tenant user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub permissions: Vec<Permission>,
+}
+
+impl User {
+    /// Whether the user's role grants `permission`.
+    pub fn can(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+
+    /// `Ok` when the user may, else [`AppError::Forbidden`] (403).
+    pub fn require(&self, permission: Permission) -> Result<(), AppError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(permission))
+        }
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer <token>`, else the session cookie.
+///
+/// An axum extractor; a request with neither is refused with 401 `unauthenticated` before any
+/// database is opened. The token itself is never logged (`Debug` hides it).
+#[derive(Clone)]
+pub struct Credential {
+    token: String,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(***)")
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let bearer = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        bearer
+            .or_else(|| cookie(&parts.headers, SESSION_COOKIE))
+            .filter(|t| !t.is_empty())
+            .map(|t| Credential {
+                token: t.to_string(),
+            })
+            .ok_or(AppError::Unauthenticated)
+    }
+}
+
+impl Credential {
+    /// A credential from a raw token (the login form).
+    pub fn from_token(token: &str) -> Credential {
+        Credential {
+            token: token.trim().to_string(),
+        }
+    }
+
+    /// The user of this token in `db`. 401 when the token is unknown or expired.
+    pub async fn authenticate(&self, db: &mut TenantDb) -> Result<User, AppError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.role, r.permissions, t.expires_at
+             FROM user_tokens t
+             JOIN users u ON u.id = t.user_id
+             JOIN roles r ON r.name = u.role
+             WHERE t.token_hash = $1",
+        )
+        .bind(hash_token(&self.token))
+        .fetch_optional(&mut **db)
+        .await?;
+        let Some(row) = row else {
+            return Err(AppError::Unauthenticated);
+        };
+        let expires_at: Option<i64> = row.try_get("expires_at")?;
+        if expires_at.is_some_and(|at| at <= tenantgate_catalog::time::now_ms()) {
+            return Err(AppError::Unauthenticated);
+        }
+        let permissions: Vec<String> =
+            serde_json::from_str(&row.try_get::<String, _>("permissions")?).unwrap_or_default();
+        Ok(User {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            role: row.try_get("role")?,
+            permissions: permissions
+                .iter()
+                .filter_map(|p| Permission::parse(p))
+                .collect(),
+        })
+    }
+
+    /// Authenticate on the primary and require `permission`: the user and the primary
+    /// connection, for handlers that write.
+    pub async fn write(
+        &self,
+        ctx: &TenantContext,
+        permission: Permission,
+    ) -> Result<(User, TenantDb), AppError> {
+        let mut db = ctx.db().await?;
+        let user = self.authenticate(&mut db).await?;
+        user.require(permission)?;
+        Ok((user, db))
+    }
+
+    /// Authenticate and require `permission` on a read connection (a replica when there is
+    /// one). A token not yet replicated is looked up again on the primary, so a freshly minted
+    /// token works at once.
+    pub async fn read(
+        &self,
+        ctx: &TenantContext,
+        permission: Permission,
+    ) -> Result<(User, TenantDb), AppError> {
+        let mut db = ctx.read_db().await?;
+        let user = match self.authenticate(&mut db).await {
+            Err(AppError::Unauthenticated) if db.role() == DbRole::Replica => {
+                drop(db);
+                db = ctx.db().await?;
+                self.authenticate(&mut db).await?
+            }
+            other => other?,
+        };
+        user.require(permission)?;
+        Ok((user, db))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_names_round_trip() {
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Permission::parse("items:delete"), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! Everything one app process shares between requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenantgate_catalog::config::Config;
+use tenantgate_catalog::feed::FeedState;
+use tenantgate_catalog::labels::TenantLabels;
+use tenantgate_catalog::Catalog;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::directory::Directory;
+use crate::metrics::AppMetrics;
+use crate::pools::{PoolManager, PoolOptions};
+
+/// Most tenants whose catalog rows an app process keeps in memory.
+const TENANT_CACHE_CAPACITY: u64 = 100_000;
+
+/// Shared state of an app process: config, catalog cache, pool manager, metrics. Cheap to
+/// clone; it is the axum state of [`crate::router`] and of routers that reuse this crate's
+/// middleware ([`crate::require_tenant`]).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<Config>,
+    catalog: Catalog,
+    directory: Directory,
+    pools: PoolManager,
+    metrics: AppMetrics,
+    labels: TenantLabels,
+}
+
+/// Background tasks of an app process, from [`AppState::start`].
+#[derive(Debug)]
+pub struct Background {
+    /// The catalog feed follower's progress (for readiness checks).
+    pub feed: Arc<FeedState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Wait for the tasks to end (they end when the start's `shutdown` is cancelled).
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl AppState {
+    /// State for an app serving `config.app.shard`. Starts nothing; see [`AppState::start`].
+    pub fn new(config: Arc<Config>, catalog: Catalog) -> AppState {
+        let directory = Directory::new(catalog.clone(), &config.app.shard, TENANT_CACHE_CAPACITY);
+        let pools = PoolManager::new(
+            PoolOptions::from_config(&config.app),
+            config.security.credential_key.clone(),
+        );
+        let labels = TenantLabels::new(config.app.tenant_label_limit);
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                catalog,
+                directory,
+                pools,
+                metrics: AppMetrics::new(),
+                labels,
+            }),
+        }
+    }
+
+    /// Start the catalog feed follower and the idle-pool reaper; they stop when `shutdown` is
+    /// cancelled.
+    pub fn start(&self, shutdown: CancellationToken) -> Background {
+        let (feed, mut tasks) = self.inner.directory.follow(
+            self.inner.pools.clone(),
+            self.inner.config.catalog.poll_interval,
+            shutdown.clone(),
+        );
+        let pools = self.inner.pools.clone();
+        // Check a few times per idle period so a pool closes soon after it went idle.
+        let every = (self.inner.config.app.pool_idle / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => { pools.reap_idle(); }
+                }
+            }
+        }));
+        Background { feed, tasks }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The cached catalog rows.
+    pub fn directory(&self) -> &Directory {
+        &self.inner.directory
+    }
+
+    /// The tenant pool manager (stats, shutdown). Connections come from `TenantContext::db`.
+    pub fn pools(&self) -> &PoolManager {
+        &self.inner.pools
+    }
+
+    pub fn metrics(&self) -> &AppMetrics {
+        &self.inner.metrics
+    }
+
+    /// The bounded `tenant` metric label.
+    pub fn labels(&self) -> &TenantLabels {
+        &self.inner.labels
+    }
+}

@@ -1,0 +1,6 @@
+//! App tier tests: a real app on 127.0.0.1:0, real catalogs and tenant databases on SQLite and
+//! PostgreSQL (each test body runs on both), requests signed exactly like the edge signs them.
+
+mod support;
+
+mod signature;

@@ -1,0 +1,189 @@
+//! The signed tenant header: only verified requests get a tenant, and refused ones touch no
+//! tenant database.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tenantgate_catalog::crypto::decode_key;
+use tenantgate_catalog::crypto::random_secret;
+use tenantgate_catalog::signing::{SigningKeys, TenantClaims};
+use tenantgate_catalog::time::now_secs;
+use tenantgate_catalog::Backend;
+
+use crate::both_backends;
+use crate::support::{metric, open_connections, Options, TestApp, SHARD};
+
+async fn whoami_comes_from_the_signed_header_without_a_database(backend: Backend) {
+    let app = TestApp::start(backend, Options::default()).await;
+    let de = app
+        .tenant("globex", serde_json::json!({"locale": "de"}))
+        .await;
+    let plain = app.tenant("acme", serde_json::json!({})).await;
+
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let resp = app.get(&de, "/whoami").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["tenant_id"], de.id.to_string());
+    assert_eq!(body["slug"], "globex");
+    assert_eq!(body["shard"], SHARD);
+    assert_eq!(body["epoch"], de.epoch);
+    assert_eq!(body["locale"], "de");
+    let body: Value = app
+        .get(&plain, "/whoami")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["locale"], "en", "{body}");
+
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric(&metrics, "tenantgate_app_tenant_pools_opened_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(open_connections(&metrics), 0.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"tenantgate_app_requests_total{code="200",tenant="globex"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    app.stop().await;
+}
+both_backends!(whoami_comes_from_the_signed_header_without_a_database);
+
+/// Tenant routes checked for refusals.
+const PATHS: &[&str] = &["/whoami"];
+
+async fn bad_signatures_get_401_and_open_no_connection(backend: Backend) {
+    let app = TestApp::start(backend, Options::default()).await;
+    let t = app.tenant("acme", serde_json::json!({})).await;
+    let now = now_secs();
+    let other_key = SigningKeys::new(
+        "k2",
+        &[("k2".into(), decode_key(&random_secret(32)).unwrap())],
+    )
+    .unwrap();
+    let unknown_kid = SigningKeys::new(
+        "k9",
+        &[("k9".into(), decode_key(&random_secret(32)).unwrap())],
+    )
+    .unwrap();
+
+    let mut cases: Vec<(&str, Vec<(&'static str, String)>)> = Vec::new();
+    let valid = app.signed_headers(&t, &app.edge_keys, now);
+    cases.push((
+        "missing",
+        valid
+            .iter()
+            .filter(|(k, _)| *k != "x-tenant-signature")
+            .cloned()
+            .collect(),
+    ));
+    cases.push((
+        "expired",
+        app.signed_headers(&t, &app.edge_keys, now - 3600),
+    ));
+    cases.push(("future", app.signed_headers(&t, &app.edge_keys, now + 3600)));
+    cases.push(("other key", app.signed_headers(&t, &other_key, now)));
+    cases.push(("unknown kid", app.signed_headers(&t, &unknown_kid, now)));
+    let mut forged = valid.clone();
+    forged
+        .iter_mut()
+        .find(|(k, _)| *k == "x-tenant-slug")
+        .unwrap()
+        .1 = "globex".into();
+    cases.push(("forged slug", forged));
+    let mut forged = valid.clone();
+    forged
+        .iter_mut()
+        .find(|(k, _)| *k == "x-tenant-id")
+        .unwrap()
+        .1 = uuid::Uuid::new_v4().to_string();
+    cases.push(("forged id", forged));
+    let mut garbage = valid.clone();
+    garbage
+        .iter_mut()
+        .find(|(k, _)| *k == "x-tenant-signature")
+        .unwrap()
+        .1 = "v1;kid=k2;ts=1;sig=!!".into();
+    cases.push(("malformed", garbage));
+
+    for (what, headers) in &cases {
+        for path in PATHS {
+            let mut rb = app
+                .client
+                .get(format!("{}{path}", app.base))
+                .bearer_auth("whatever");
+            for (k, v) in headers {
+                rb = rb.header(*k, v);
+            }
+            let resp = rb.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what} {path}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "invalid_signature", "{what} {path}");
+        }
+    }
+
+    // A correctly signed request for another shard is refused too.
+    let request_id = "r-1";
+    let claims = TenantClaims {
+        tenant_id: t.id,
+        slug: &t.slug,
+        shard: "shard-b",
+        epoch: t.epoch,
+        request_id,
+    };
+    let resp = app
+        .client
+        .get(format!("{}/whoami", app.base))
+        .bearer_auth("whatever")
+        .header("x-tenant-id", t.id.to_string())
+        .header("x-tenant-slug", &t.slug)
+        .header("x-tenant-shard", "shard-b")
+        .header("x-tenant-epoch", t.epoch.to_string())
+        .header("x-request-id", request_id)
+        .header("x-tenant-signature", app.edge_keys.sign(&claims, now))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric(&metrics, "tenantgate_app_tenant_pools_opened_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "tenantgate_app_tenant_pools"), 0.0);
+    assert_eq!(open_connections(&metrics), 0.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"tenantgate_app_requests_total{code="401",tenant="_none"}"#
+        ),
+        (cases.len() * PATHS.len()) as f64,
+        "{metrics}"
+    );
+
+    // The previous key (k1) is still accepted: keys rotate.
+    let mut rb = app.client.get(format!("{}/whoami", app.base));
+    for (k, v) in app.signed_headers(&t, &app.previous_keys, now) {
+        rb = rb.header(k, v);
+    }
+    assert_eq!(rb.send().await.unwrap().status(), StatusCode::OK);
+    app.stop().await;
+}
+both_backends!(bad_signatures_get_401_and_open_no_connection);

@@ -1,0 +1,373 @@
+//! A real app on 127.0.0.1:0 over a real catalog (PostgreSQL or SQLite) with provisioned tenant
+//! databases, and a client that signs requests exactly like the edge does.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{AnyPool, Connection, Executor};
+use tenantgate_app::AppError;
+use tenantgate_catalog::config::{Config, RawConfig};
+use tenantgate_catalog::crypto::{decode_key, hash_token, random_secret, random_token};
+use tenantgate_catalog::signing::{
+    SigningKeys, TenantClaims, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID,
+    HEADER_TENANT_SHARD, HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
+};
+use tenantgate_catalog::store::shards::NewShard;
+use tenantgate_catalog::store::{connect_any, NewTenant, TenantPatch};
+use tenantgate_catalog::tenant_db::{self, Credentials};
+use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
+use tenantgate_catalog::{Backend, Catalog, TenantStatus};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub(crate) const SHARD: &str = "shard-a";
+
+/// Knobs of a test app.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) budget: u32,
+    pub(crate) acquire_timeout_ms: u64,
+    pub(crate) pool_idle_secs: u64,
+    pub(crate) max_skew_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            budget: 20,
+            acquire_timeout_ms: 2000,
+            pool_idle_secs: 60,
+            max_skew_secs: 30,
+        }
+    }
+}
+
+/// A tenant of the test app, with its provisioned database.
+#[derive(Debug, Clone)]
+pub(crate) struct TestTenant {
+    pub(crate) id: Uuid,
+    pub(crate) slug: String,
+    pub(crate) epoch: i64,
+    /// URL to reach the tenant database as the test (server user or the SQLite file).
+    pub(crate) admin_url: String,
+}
+
+pub(crate) struct TestApp {
+    pub(crate) backend: Backend,
+    pub(crate) catalog: Catalog,
+    pub(crate) config: Arc<Config>,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    /// Keys the edge signs with (the app accepts these).
+    pub(crate) edge_keys: SigningKeys,
+    /// The other configured key (`k1`): no longer used by the edge, still accepted.
+    pub(crate) previous_keys: SigningKeys,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), AppError>>>,
+    // Last: dropped after the app stopped (drops the PostgreSQL databases / temp dir).
+    test_catalog: TestCatalog,
+}
+
+fn config_text(opts: &Options, catalog_url: &str, k1: &str, k2: &str, cred: &str) -> String {
+    format!(
+        r#"
+[catalog]
+url = "{catalog_url}"
+poll_interval_ms = 50
+
+[app]
+listen = "127.0.0.1:0"
+shard = "{SHARD}"
+connection_budget = {budget}
+acquire_timeout_ms = {acquire}
+pool_idle_secs = {idle}
+read_your_writes_ms = 5000
+
+[security]
+signing_key_id = "k2"
+signing_keys = {{ k1 = "{k1}", k2 = "{k2}" }}
+credential_key = "{cred}"
+max_skew_secs = {skew}
+"#,
+        budget = opts.budget,
+        acquire = opts.acquire_timeout_ms,
+        idle = opts.pool_idle_secs,
+        skew = opts.max_skew_secs,
+    )
+}
+
+impl TestApp {
+    pub(crate) async fn start(backend: Backend, opts: Options) -> TestApp {
+        let test_catalog = match backend {
+            Backend::Postgres => TestCatalog::postgres().await,
+            Backend::Sqlite => TestCatalog::sqlite(),
+        };
+        let catalog = test_catalog.connect().await;
+        catalog
+            .create_shard(&NewShard {
+                name: SHARD.into(),
+                app_upstreams: vec![],
+                database_url: test_catalog.shard_database_url(SHARD),
+                replicas: vec![],
+            })
+            .await
+            .expect("create shard");
+        let k1 = random_secret(32);
+        let text = config_text(
+            &opts,
+            &test_catalog.url(),
+            &k1,
+            &random_secret(32),
+            &random_secret(32),
+        );
+        let previous_keys =
+            SigningKeys::new("k1", &[("k1".into(), decode_key(&k1).unwrap())]).unwrap();
+        let raw = RawConfig::parse(&text, std::iter::empty()).expect("test config parses");
+        let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(tenantgate_app::serve(
+            config.clone(),
+            catalog.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        TestApp {
+            backend,
+            catalog,
+            edge_keys: config.security.signing.clone(),
+            previous_keys,
+            config,
+            base,
+            client: reqwest::Client::new(),
+            shutdown,
+            handle: Some(handle),
+            test_catalog,
+        }
+    }
+
+    pub(crate) fn shard_url(&self) -> String {
+        self.test_catalog.shard_database_url(SHARD)
+    }
+
+    /// Create an active tenant with `settings` and provision its database (schema migrated).
+    pub(crate) async fn tenant(&self, slug: &str, settings: serde_json::Value) -> TestTenant {
+        let id = Uuid::new_v4();
+        let db_name = tenant_db::db_name(id);
+        self.catalog
+            .create_tenant(&NewTenant {
+                id,
+                slug: slug.into(),
+                name: format!("{slug} Inc."),
+                status: TenantStatus::Provisioning,
+                shard: SHARD.into(),
+                domains: vec![],
+                rate_limit: None,
+                settings,
+                db_name: db_name.clone(),
+            })
+            .await
+            .expect("create tenant");
+        let shard_url = self.shard_url();
+        let migrator = tenant_db::migrator(&tenant_migrations_dir(), self.backend)
+            .await
+            .expect("tenant migrations");
+        let (admin_url, credentials) = match self.backend {
+            Backend::Sqlite => {
+                let path = tenant_db::sqlite_file(&shard_url, &db_name);
+                (format!("sqlite://{}", path.display()), None)
+            }
+            Backend::Postgres => {
+                let password = random_secret(18);
+                let mut server = sqlx::PgConnection::connect(&shard_url).await.unwrap();
+                server
+                    .execute(format!("CREATE ROLE {db_name} LOGIN PASSWORD '{password}'").as_str())
+                    .await
+                    .unwrap();
+                server
+                    .execute(format!("CREATE DATABASE {db_name} OWNER {db_name}").as_str())
+                    .await
+                    .unwrap();
+                server.close().await.unwrap();
+                let login = Credentials {
+                    user: db_name.clone(),
+                    password,
+                };
+                let admin = tenant_db::postgres_url(&shard_url, &db_name, Some(&login)).unwrap();
+                (
+                    admin,
+                    Some(login.seal(&self.config.security.credential_key, id)),
+                )
+            }
+        };
+        // Migrate as the tenant's own login (PostgreSQL) so it owns its tables.
+        let pool = connect_any(&admin_url, 1).await.expect("connect tenant db");
+        migrator.run(&pool).await.expect("migrate tenant db");
+        pool.close().await;
+        self.catalog
+            .update_tenant(
+                id,
+                &TenantPatch {
+                    status: Some(TenantStatus::Active),
+                    db_credentials: Some(credentials),
+                    schema_version: Some(tenant_db::latest_version(&migrator)),
+                    ..TenantPatch::default()
+                },
+            )
+            .await
+            .expect("activate tenant");
+        let tenant = self.catalog.tenant(&id.to_string()).await.unwrap().unwrap();
+        TestTenant {
+            id,
+            slug: slug.into(),
+            epoch: tenant.epoch,
+            admin_url,
+        }
+    }
+
+    /// A pool on `t`'s database for seeding (users, tokens).
+    pub(crate) async fn tenant_pool(&self, t: &TestTenant) -> AnyPool {
+        connect_any(&t.admin_url, 1)
+            .await
+            .expect("connect tenant db")
+    }
+
+    /// Insert a user with `role` and a token expiring at `expires_at` (ms); returns the token.
+    pub(crate) async fn user(&self, t: &TestTenant, role: &str, expires_at: Option<i64>) -> String {
+        let pool = self.tenant_pool(t).await;
+        let user_id = Uuid::new_v4().to_string();
+        let now = tenantgate_catalog::time::now_ms();
+        sqlx::query("INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&user_id)
+            .bind(format!("{role}-{user_id}@example.com"))
+            .bind(role)
+            .bind(now)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let token = random_token("tgu_");
+        sqlx::query(
+            "INSERT INTO user_tokens (token_hash, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash_token(&token))
+        .bind(&user_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        token
+    }
+
+    /// The headers the edge would send for `t`, signed with `keys` at unix time `ts`.
+    pub(crate) fn signed_headers(
+        &self,
+        t: &TestTenant,
+        keys: &SigningKeys,
+        ts: i64,
+    ) -> Vec<(&'static str, String)> {
+        let request_id = Uuid::new_v4().to_string();
+        let claims = TenantClaims {
+            tenant_id: t.id,
+            slug: &t.slug,
+            shard: SHARD,
+            epoch: t.epoch,
+            request_id: &request_id,
+        };
+        let signature = keys.sign(&claims, ts);
+        vec![
+            (HEADER_TENANT_ID, t.id.to_string()),
+            (HEADER_TENANT_SLUG, t.slug.clone()),
+            (HEADER_TENANT_SHARD, SHARD.to_string()),
+            (HEADER_TENANT_EPOCH, t.epoch.to_string()),
+            (HEADER_REQUEST_ID, request_id.clone()),
+            (HEADER_TENANT_SIGNATURE, signature),
+        ]
+    }
+
+    /// A request for `t` signed like the edge signs it, now.
+    pub(crate) fn request(
+        &self,
+        t: &TestTenant,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut rb = self.client.request(method, format!("{}{path}", self.base));
+        for (k, v) in self.signed_headers(t, &self.edge_keys, tenantgate_catalog::time::now_secs())
+        {
+            rb = rb.header(k, v);
+        }
+        rb
+    }
+
+    pub(crate) fn get(&self, t: &TestTenant, path: &str) -> reqwest::RequestBuilder {
+        self.request(t, reqwest::Method::GET, path)
+    }
+
+    /// The app's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stop the app; it must return promptly.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(3), handle)
+            .await
+            .expect("serve returns within 3 s of shutdown")
+            .unwrap()
+            .expect("serve ends cleanly");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The value of metric `name{labels}` in a Prometheus text exposition (0 when absent).
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Open tenant connections according to the app's metrics.
+pub(crate) fn open_connections(metrics: &str) -> f64 {
+    metric(metrics, r#"tenantgate_app_db_connections{state="idle"}"#)
+        + metric(metrics, r#"tenantgate_app_db_connections{state="in_use"}"#)
+}
+
+/// Run `body` for both backends in one test each.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(tenantgate_catalog::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(tenantgate_catalog::Backend::Postgres).await
+            }
+        }
+    };
+}
