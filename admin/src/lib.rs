@@ -1,31 +1,160 @@
 //! The tenantgate admin API and provisioning worker.
 //!
-//! (Skeleton: being built under issue 4.)
+//! [`serve`] runs three things until shutdown: the axum API (routes in [`api`]), the
+//! provisioning worker ([`jobs`]) that turns queued jobs into tenant databases, and the webhook
+//! deliverer ([`webhooks`]). All state lives in the catalog, so any number of admin processes
+//! may run against one catalog, and a crash loses nothing: jobs and webhook deliveries are
+//! leased and picked up again.
+//!
+//! [`ensure_shard`], [`ensure_tenant`] and [`create_token`] are for the CLI (`tenantgate dev`
+//! seeding, `tenantgate token create`).
+
+mod api;
+mod auth;
+mod error;
+mod extract;
+mod jobs;
+mod metrics;
+mod state;
+mod validate;
+pub mod webhooks;
+mod write;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenantgate_catalog::config::Config;
-use tenantgate_catalog::Catalog;
+use tenantgate_catalog::{Catalog, RateLimit, TokenScope};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The admin component's typed error.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("catalog: {0}")]
-    Catalog(#[from] tenantgate_catalog::CatalogError),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-}
+pub use error::{AdminError, FieldError};
 
-/// Serve the admin API on `listener` and run the provisioning worker until `shutdown`.
+use state::AppState;
+
+/// Actor recorded in the audit log for writes made through the CLI helpers.
+const CLI_ACTOR: &str = "cli";
+
+/// How long the HTTP server may take to finish in-flight requests after shutdown.
+const DRAIN: Duration = Duration::from_millis(1500);
+
+/// Serve the admin API on `listener` and run the provisioning worker and the webhook deliverer
+/// until `shutdown` is cancelled; returns within about 1.5 s after that. Errors only when the
+/// listener fails.
 pub async fn serve(
     config: Arc<Config>,
     catalog: Catalog,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
-    let _ = (config, catalog, listener);
-    shutdown.cancelled().await;
+    let state = AppState::new(config, catalog);
+    let worker = tokio::spawn(jobs::run(state.clone(), shutdown.clone()));
+    let deliverer = tokio::spawn(webhooks::run(state.clone(), shutdown.clone()));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    let server = std::future::IntoFuture::into_future(
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned()),
+    );
+    tokio::pin!(server);
+    // Long-lived connections could hold graceful shutdown open; bound it.
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => Ok(()),
+    };
+    let _ = tokio::time::timeout(DRAIN, async {
+        let _ = worker.await;
+        let _ = deliverer.await;
+    })
+    .await;
+    result.map_err(AdminError::Io)
+}
+
+/// Build the admin router over `catalog` without a worker, for tests and embedding: the API
+/// answers, but queued jobs run only where [`serve`] (or [`run_worker`]) runs.
+pub fn router(config: Arc<Config>, catalog: Catalog) -> axum::Router {
+    api::router(AppState::new(config, catalog))
+}
+
+/// Run only the provisioning worker until `shutdown` (another process may serve the API).
+pub async fn run_worker(config: Arc<Config>, catalog: Catalog, shutdown: CancellationToken) {
+    jobs::run(AppState::new(config, catalog), shutdown).await;
+}
+
+/// Make sure shard `name` exists with these app upstreams: create it (status active) if absent,
+/// update its upstreams if they differ, else change nothing. For `tenantgate dev`, which
+/// restarts on the same ports. Validation failures are [`AdminError::Invalid`].
+pub async fn ensure_shard(
+    catalog: &Catalog,
+    name: &str,
+    app_upstreams: Vec<String>,
+    database_url: &str,
+) -> Result<(), AdminError> {
+    // Shard writes read nothing from the configuration; a default one serves.
+    let state = AppState::new(Arc::new(cli_config()?), catalog.clone());
+    match catalog.shard(name).await? {
+        None => {
+            api::shards::create(
+                &state,
+                CLI_ACTOR,
+                name,
+                app_upstreams,
+                database_url,
+                Vec::new(),
+            )
+            .await?;
+        }
+        Some(shard) if shard.app_upstreams != app_upstreams => {
+            api::shards::update(&state, CLI_ACTOR, name, None, Some(app_upstreams), None).await?;
+        }
+        Some(_) => {}
+    }
     Ok(())
+}
+
+fn cli_config() -> Result<Config, AdminError> {
+    Config::try_from(tenantgate_catalog::config::RawConfig::default())
+        .map_err(|e| AdminError::BadRequest(e.to_string()))
+}
+
+/// Create tenant `slug` (status provisioning, with its provisioning job) unless a tenant with
+/// that slug exists; then nothing changes. The job runs in whichever process runs [`serve`];
+/// poll the catalog until the tenant is `active`. `settings` must pass the API's validation
+/// (e.g. `{"locale": "de"}`).
+pub async fn ensure_tenant(
+    config: &Config,
+    catalog: &Catalog,
+    slug: &str,
+    name: &str,
+    domain: &str,
+    shard: &str,
+    settings: serde_json::Value,
+) -> Result<(), AdminError> {
+    if catalog.tenant(slug).await?.is_some() {
+        return Ok(());
+    }
+    let state = AppState::new(Arc::new(config.clone()), catalog.clone());
+    let request = api::tenants::CreateTenant {
+        slug: slug.to_string(),
+        name: name.to_string(),
+        domains: vec![domain.to_string()],
+        shard: Some(shard.to_string()),
+        rate_limit: None::<RateLimit>,
+        settings: Some(settings),
+    };
+    api::tenants::create(&state, CLI_ACTOR, request).await?;
+    Ok(())
+}
+
+/// Create an admin token with `scope` named `name`; returns the token, which is stored only as
+/// its hash and cannot be shown again.
+pub async fn create_token(
+    catalog: &Catalog,
+    scope: TokenScope,
+    name: &str,
+) -> Result<String, AdminError> {
+    let token = tenantgate_catalog::crypto::random_token("tga_");
+    catalog.insert_admin_token(name, &token, scope).await?;
+    Ok(token)
 }

@@ -9,9 +9,14 @@
 //! `catalog_changes` versions are contiguous and in commit order. Readers of the feed can then
 //! treat any hole as a gap that needs a full resync.
 
+pub mod audit;
 pub mod changes;
+pub mod jobs;
+pub mod outbox;
 pub mod shards;
+pub mod tenant_state;
 pub mod tenants;
+pub mod token_auth;
 pub mod tokens;
 
 use std::path::Path;

@@ -1,0 +1,120 @@
+//! `/v1/jobs/{id}`: a job's state, and retrying a failed job.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::jobs::{self as store, Job, JobStatus};
+use tenantgate_catalog::store::tenant_state;
+use tenantgate_catalog::store::tenants::{self, TenantPatch};
+use tenantgate_catalog::time::serde_rfc3339;
+use tenantgate_catalog::TenantStatus;
+use uuid::Uuid;
+
+use crate::auth::{Reader, Writer};
+use crate::error::AdminError;
+use crate::jobs::kind;
+use crate::state::AppState;
+use crate::write::Write;
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct JobView {
+    id: Uuid,
+    kind: String,
+    tenant_id: Option<Uuid>,
+    status: JobStatus,
+    attempts: i64,
+    max_attempts: i64,
+    error: Option<String>,
+    #[serde(with = "serde_rfc3339")]
+    run_at: i64,
+    #[serde(with = "serde_rfc3339")]
+    created_at: i64,
+    #[serde(with = "serde_rfc3339")]
+    updated_at: i64,
+}
+
+impl From<Job> for JobView {
+    fn from(j: Job) -> JobView {
+        JobView {
+            id: j.id,
+            kind: j.kind,
+            tenant_id: j.tenant_id,
+            status: j.status,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            error: j.error,
+            run_at: j.run_at,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, AdminError> {
+    Uuid::parse_str(id).map_err(|_| AdminError::NotFound("job"))
+}
+
+pub(crate) async fn get_handler(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, AdminError> {
+    let job = state
+        .catalog
+        .job(parse_id(&id)?)
+        .await?
+        .ok_or(AdminError::NotFound("job"))?;
+    Ok(Json(job.into()))
+}
+
+/// Put a failed job back in the queue with fresh attempts; a failed tenant it provisions goes
+/// back to `provisioning`. 409 unless the job is failed.
+pub(crate) async fn retry_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), AdminError> {
+    let id = parse_id(&id)?;
+    let before = state
+        .catalog
+        .job(id)
+        .await?
+        .ok_or(AdminError::NotFound("job"))?;
+    let mut w = Write::begin(&state).await?;
+    if !store::requeue_failed(w.conn(), id).await? {
+        return Err(AdminError::Conflict(format!(
+            "only a failed job can be retried; this one is {}",
+            before.status.as_str()
+        )));
+    }
+    w.wake_worker();
+    if let (Some(tenant_id), kind::PROVISION) = (before.tenant_id, before.kind.as_str()) {
+        if tenant_state::status(w.conn(), tenant_id).await? == Some(TenantStatus::Failed) {
+            let patch = TenantPatch {
+                status: Some(TenantStatus::Provisioning),
+                last_error: Some(None),
+                bump_epoch: true,
+                ..TenantPatch::default()
+            };
+            tenants::update(w.conn(), tenant_id, &patch).await?;
+            w.tenant_change(tenant_id, &[]).await?;
+        }
+    }
+    let after = store::get(w.conn(), id)
+        .await?
+        .ok_or(AdminError::NotFound("job"))?;
+    w.audit(NewAudit {
+        actor: &actor.name,
+        action: "job.retry",
+        target: &format!("job:{id}"),
+        tenant_id: before.tenant_id,
+        before: Some(serde_json::json!({ "status": before.status, "attempts": before.attempts, "error": before.error })),
+        after: Some(serde_json::json!({ "status": after.status, "attempts": after.attempts })),
+    })
+    .await?;
+    w.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(after.into())))
+}

@@ -1,0 +1,131 @@
+//! `GET /v1/resolve?host=&path=`: what the edge would do for a request, and why.
+//!
+//! This mirrors the edge's decision from the catalog (it does not ask a running edge): host
+//! normalisation, host + path-prefix matching, the status gate, the effective rate limit and
+//! the shard's backends. Backend health is the edge's own knowledge and is not shown.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tenantgate_catalog::host::{normalize_host, split_first_segment};
+use tenantgate_catalog::{RateLimit, Route, TenantStatus};
+
+use crate::auth::Reader;
+use crate::error::AdminError;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResolveQuery {
+    /// A Host header value (port and case are normalised like the edge does).
+    host: String,
+    /// Request path, for host + prefix domains. Default `/`.
+    path: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EdgeAnswer {
+    /// HTTP status the edge would answer with; 200 means "forwarded to the shard".
+    status: u16,
+    /// Error code of the edge's JSON body when it answers itself.
+    code: Option<&'static str>,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Resolution {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    tenant: Option<serde_json::Value>,
+    shard: Option<serde_json::Value>,
+    backends: Vec<String>,
+    rate_limit: Option<serde_json::Value>,
+    edge: EdgeAnswer,
+}
+
+fn answer(status: u16, code: Option<&'static str>, reason: impl Into<String>) -> EdgeAnswer {
+    EdgeAnswer {
+        status,
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// The edge's choice among a host's routes: a prefix route matching the first path segment
+/// wins over the whole-host route.
+fn pick<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
+    let (first, _) = split_first_segment(path);
+    routes
+        .iter()
+        .find(|r| r.path_prefix.as_deref() == Some(first) && !first.is_empty())
+        .or_else(|| routes.iter().find(|r| r.path_prefix.is_none()))
+}
+
+pub(crate) async fn handler(
+    State(state): State<AppState>,
+    _: Reader,
+    ApiQuery(q): ApiQuery<ResolveQuery>,
+) -> Result<Json<Resolution>, AdminError> {
+    let mut out = Resolution {
+        host: None,
+        path_prefix: None,
+        tenant: None,
+        shard: None,
+        backends: Vec::new(),
+        rate_limit: None,
+        edge: answer(
+            400,
+            Some("invalid_host"),
+            "the host is not a valid host name",
+        ),
+    };
+    let Ok(host) = normalize_host(&q.host) else {
+        return Ok(Json(out));
+    };
+    out.host = Some(host.to_string());
+    let routes = state.catalog.host_routes(&host).await?;
+    let path = q.path.as_deref().unwrap_or("/");
+    let Some(route) = pick(&routes, path) else {
+        out.edge = answer(
+            404,
+            Some("unknown_tenant"),
+            "no tenant has this host (and path prefix)",
+        );
+        return Ok(Json(out));
+    };
+    out.path_prefix = route.path_prefix.clone();
+    out.tenant = Some(serde_json::json!({
+        "id": route.tenant_id, "slug": route.slug, "status": route.status, "epoch": route.epoch,
+    }));
+    let (limit, source): (RateLimit, &str) = match route.rate_limit {
+        Some(l) => (l, "tenant"),
+        None => (state.config.edge.default_rate_limit, "edge default"),
+    };
+    out.rate_limit =
+        Some(serde_json::json!({ "rps": limit.rps, "burst": limit.burst, "source": source }));
+    let shard = state.catalog.shard(&route.shard).await?;
+    if let Some(s) = &shard {
+        out.backends = s.app_upstreams.clone();
+        out.shard = Some(serde_json::json!({ "name": s.name, "status": s.status }));
+    }
+    out.edge = match route.status {
+        TenantStatus::Provisioning => answer(503, Some("tenant_provisioning"), "the tenant's database is being created"),
+        TenantStatus::Suspended => answer(403, Some("tenant_suspended"), "the tenant is suspended"),
+        TenantStatus::Deleted => answer(410, Some("tenant_deleted"), "the tenant is deleted"),
+        TenantStatus::Failed => answer(503, Some("tenant_provisioning"), "provisioning failed; see the tenant's last_error"),
+        TenantStatus::Moving => answer(200, None, format!(
+            "the tenant is moving: requests are held up to {} ms, then forwarded or answered 503 tenant_moving",
+            state.config.edge.moving_hold.as_millis()
+        )),
+        TenantStatus::Active if out.backends.is_empty() => {
+            answer(503, Some("shard_unavailable"), "the tenant's shard has no app backends")
+        }
+        TenantStatus::Active => answer(200, None, format!(
+            "forwarded to a healthy backend of shard {} with a signed tenant header{}",
+            route.shard,
+            if route.path_prefix.is_some() { ", path prefix stripped" } else { "" }
+        )),
+    };
+    Ok(Json(out))
+}

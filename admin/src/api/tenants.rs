@@ -1,0 +1,592 @@
+//! `/v1/tenants`: create (202 + provisioning job), read, list, patch, delete, domains.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use tenantgate_catalog::host::DomainSpec;
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::jobs::{self, NewJob};
+use tenantgate_catalog::store::tenant_state;
+use tenantgate_catalog::store::tenants::{self, NewTenant, TenantFilter, TenantPatch};
+use tenantgate_catalog::tenant_db::db_name;
+use tenantgate_catalog::{RateLimit, ShardStatus, Tenant, TenantStatus};
+use uuid::Uuid;
+
+use crate::auth::{Reader, Writer};
+use crate::error::AdminError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::jobs::kind;
+use crate::state::AppState;
+use crate::validate::{self, Errors};
+use crate::write::Write;
+
+/// `POST /v1/tenants` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTenant {
+    pub(crate) slug: String,
+    pub(crate) name: String,
+    /// `host` or `host/prefix`; the first is the primary domain.
+    pub(crate) domains: Vec<String>,
+    /// Shard to place the tenant on; default: the active shard with the fewest tenants.
+    #[serde(default)]
+    pub(crate) shard: Option<String>,
+    #[serde(default)]
+    pub(crate) rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub(crate) settings: Option<Value>,
+}
+
+/// `PATCH /v1/tenants/{id}` body. `rate_limit: null` returns the tenant to the edge default;
+/// `settings` is merged into the current settings (a `null` value removes a key).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchTenant {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<RateLimit>>,
+    #[serde(default)]
+    settings: Option<Value>,
+}
+
+/// Distinguishes an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    shard: Option<String>,
+    schema_version: Option<i64>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteQuery {
+    #[serde(default)]
+    purge: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddDomain {
+    domain: String,
+}
+
+/// A tenant and the job working on it (202 answers).
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantJob {
+    tenant: Tenant,
+    job_id: Uuid,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantPage {
+    tenants: Vec<Tenant>,
+    next_cursor: Option<String>,
+}
+
+/// Largest page of a tenant listing.
+const MAX_PAGE: i64 = 500;
+const DEFAULT_PAGE: i64 = 50;
+
+/// A tenant by id or slug, or 404.
+pub(crate) async fn find(state: &AppState, id_or_slug: &str) -> Result<Tenant, AdminError> {
+    state
+        .catalog
+        .tenant(id_or_slug)
+        .await?
+        .ok_or(AdminError::NotFound("tenant"))
+}
+
+fn target(t: &Tenant) -> String {
+    format!("tenant:{}", t.slug)
+}
+
+fn json(t: &Tenant) -> Value {
+    serde_json::to_value(t).expect("tenant serialises")
+}
+
+/// 409 when any of `specs` routes to a tenant already.
+async fn check_domains_free(state: &AppState, specs: &[DomainSpec]) -> Result<(), AdminError> {
+    for spec in specs {
+        let routes = state.catalog.host_routes(&spec.host).await?;
+        if routes.iter().any(|r| r.path_prefix == spec.path_prefix) {
+            return Err(AdminError::Conflict(format!("domain {spec} is taken")));
+        }
+    }
+    Ok(())
+}
+
+/// The shard a new tenant goes to: the requested one if it exists and is active, else the
+/// active shard with the fewest tenants (ties broken by name, so placement is deterministic).
+async fn place(state: &AppState, requested: Option<&str>) -> Result<String, AdminError> {
+    if let Some(name) = requested {
+        let shard = state
+            .catalog
+            .shard(name)
+            .await?
+            .ok_or_else(|| AdminError::field("shard", format!("unknown shard {name:?}")))?;
+        if shard.status != ShardStatus::Active {
+            return Err(AdminError::field(
+                "shard",
+                format!(
+                    "shard {name:?} is {} and takes no new tenants",
+                    shard.status
+                ),
+            ));
+        }
+        return Ok(shard.name);
+    }
+    let active: Vec<String> = state
+        .catalog
+        .shards()
+        .await?
+        .into_iter()
+        .filter(|s| s.status == ShardStatus::Active)
+        .map(|s| s.name)
+        .collect();
+    let counts = state.catalog.tenant_counts().await?;
+    counts
+        .into_iter()
+        .filter(|(name, _)| active.contains(name))
+        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+        .map(|(name, _)| name)
+        .ok_or_else(|| {
+            AdminError::field("shard", "there is no active shard to place the tenant on")
+        })
+}
+
+/// Validate and create a tenant in status `provisioning` with its provisioning job, in one
+/// catalog write. Returns the tenant and the job id. Used by the API and by [`crate::ensure_tenant`].
+pub(crate) async fn create(
+    state: &AppState,
+    actor: &str,
+    req: CreateTenant,
+) -> Result<(Tenant, Uuid), AdminError> {
+    let mut errors = Errors::default();
+    validate::slug(&mut errors, "slug", &req.slug);
+    validate::name(&mut errors, "name", &req.name);
+    let specs = validate::domains(&mut errors, &req.domains);
+    if let Some(limit) = &req.rate_limit {
+        validate::rate_limit(&mut errors, limit);
+    }
+    if let Some(settings) = &req.settings {
+        validate::settings(&mut errors, settings, false);
+    }
+    errors.finish()?;
+    let shard = place(state, req.shard.as_deref()).await?;
+    if state.catalog.tenant(&req.slug).await?.is_some() {
+        return Err(AdminError::Conflict(format!("slug {} is taken", req.slug)));
+    }
+    check_domains_free(state, &specs).await?;
+
+    let id = Uuid::now_v7();
+    let new = NewTenant {
+        id,
+        slug: req.slug.clone(),
+        name: req.name.clone(),
+        status: TenantStatus::Provisioning,
+        shard,
+        domains: specs.clone(),
+        rate_limit: req.rate_limit,
+        settings: req.settings.unwrap_or_else(|| serde_json::json!({})),
+        db_name: db_name(id),
+    };
+    let now = tenantgate_catalog::time::now_ms();
+    let tenant = Tenant {
+        id,
+        slug: new.slug.clone(),
+        name: new.name.clone(),
+        status: new.status,
+        shard: new.shard.clone(),
+        epoch: 1,
+        domains: specs.iter().map(ToString::to_string).collect(),
+        rate_limit: new.rate_limit,
+        settings: new.settings.clone(),
+        schema_version: 0,
+        migration_error: None,
+        last_error: None,
+        db_name: new.db_name.clone(),
+        db_credentials: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let job_id = Uuid::now_v7();
+    let mut w = Write::begin(state).await?;
+    tenants::insert(w.conn(), &new).await?;
+    w.job(&NewJob {
+        id: job_id,
+        kind: kind::PROVISION,
+        tenant_id: Some(id),
+        payload: serde_json::json!({}),
+        max_attempts: i64::from(state.config.admin.job_max_attempts),
+        run_at: now,
+    })
+    .await?;
+    w.tenant_change(id, &[]).await?;
+    w.audit(NewAudit {
+        actor,
+        action: "tenant.create",
+        target: &target(&tenant),
+        tenant_id: Some(id),
+        before: None,
+        after: Some(json(&tenant)),
+    })
+    .await?;
+    w.event("tenant.created", &tenant).await?;
+    w.commit().await?;
+    tracing::info!(tenant = %tenant.slug, shard = %tenant.shard, %job_id, "tenant created");
+    Ok((tenant, job_id))
+}
+
+pub(crate) async fn create_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    ApiJson(req): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantJob>), AdminError> {
+    let (tenant, job_id) = create(&state, &actor.name, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(TenantJob { tenant, job_id })))
+}
+
+pub(crate) async fn get_handler(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, AdminError> {
+    Ok(Json(find(&state, &id).await?))
+}
+
+pub(crate) async fn list_handler(
+    State(state): State<AppState>,
+    _: Reader,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<TenantPage>, AdminError> {
+    let mut errors = Errors::default();
+    let status = match q.status.as_deref().map(str::parse::<TenantStatus>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            errors.add("status", e.to_string());
+            None
+        }
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        errors.add("limit", format!("must be between 1 and {MAX_PAGE}"));
+    }
+    errors.finish()?;
+    // One row more than asked tells whether another page follows.
+    let mut tenants = state
+        .catalog
+        .list_tenants(&TenantFilter {
+            status,
+            shard: q.shard,
+            schema_version: q.schema_version,
+            cursor: q.cursor,
+            limit: limit + 1,
+        })
+        .await?;
+    let next_cursor = if tenants.len() as i64 > limit {
+        tenants.truncate(limit as usize);
+        tenants.last().map(|t| t.slug.clone())
+    } else {
+        None
+    };
+    Ok(Json(TenantPage {
+        tenants,
+        next_cursor,
+    }))
+}
+
+/// Apply a validated patch to `before`, for the audit record and the response.
+fn patched(before: &Tenant, patch: &TenantPatch) -> Tenant {
+    let mut t = before.clone();
+    if let Some(name) = &patch.name {
+        t.name = name.clone();
+    }
+    if let Some(status) = patch.status {
+        t.status = status;
+    }
+    if let Some(limit) = patch.rate_limit {
+        t.rate_limit = limit;
+    }
+    if let Some(settings) = &patch.settings {
+        t.settings = settings.clone();
+    }
+    if patch.bump_epoch {
+        t.epoch += 1;
+    }
+    t.updated_at = tenantgate_catalog::time::now_ms();
+    t
+}
+
+/// Settings after a merge patch: keys replaced, `null` removes.
+fn merge_settings(current: &Value, patch: &Value) -> Value {
+    let mut merged = current.as_object().cloned().unwrap_or_default();
+    if let Some(patch) = patch.as_object() {
+        for (k, v) in patch {
+            if v.is_null() {
+                merged.remove(k);
+            } else {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(merged)
+}
+
+/// Run a tenant write that requires the tenant to still be in `before.status` (checked under
+/// the catalog write lock); 409 when it changed in between.
+async fn begin_for<'a>(state: &'a AppState, before: &Tenant) -> Result<Write<'a>, AdminError> {
+    let mut w = Write::begin(state).await?;
+    match tenant_state::status(w.conn(), before.id).await? {
+        Some(s) if s == before.status => Ok(w),
+        Some(_) => Err(AdminError::Conflict(
+            "the tenant changed concurrently; retry".into(),
+        )),
+        None => Err(AdminError::NotFound("tenant")),
+    }
+}
+
+pub(crate) async fn patch_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<PatchTenant>,
+) -> Result<Json<Tenant>, AdminError> {
+    let mut errors = Errors::default();
+    if let Some(name) = &req.name {
+        validate::name(&mut errors, "name", name);
+    }
+    let status = match req.status.as_deref() {
+        None => None,
+        Some("active") => Some(TenantStatus::Active),
+        Some("suspended") => Some(TenantStatus::Suspended),
+        Some(_) => {
+            errors.add("status", "must be \"active\" or \"suspended\"");
+            None
+        }
+    };
+    if let Some(Some(limit)) = &req.rate_limit {
+        validate::rate_limit(&mut errors, limit);
+    }
+    if let Some(settings) = &req.settings {
+        validate::settings(&mut errors, settings, true);
+    }
+    errors.finish()?;
+    let before = find(&state, &id).await?;
+    if status.is_some()
+        && !matches!(
+            before.status,
+            TenantStatus::Active | TenantStatus::Suspended
+        )
+    {
+        return Err(AdminError::Conflict(format!(
+            "a tenant in status {} cannot be activated or suspended",
+            before.status
+        )));
+    }
+    let status_changes = status.is_some_and(|s| s != before.status);
+    let patch = TenantPatch {
+        name: req.name,
+        status: status.filter(|_| status_changes),
+        rate_limit: req.rate_limit,
+        settings: req.settings.map(|s| merge_settings(&before.settings, &s)),
+        bump_epoch: status_changes,
+        ..TenantPatch::default()
+    };
+    let after = patched(&before, &patch);
+    let mut w = begin_for(&state, &before).await?;
+    tenants::update(w.conn(), before.id, &patch).await?;
+    w.tenant_change(before.id, &[]).await?;
+    w.audit(NewAudit {
+        actor: &actor.name,
+        action: "tenant.update",
+        target: &target(&before),
+        tenant_id: Some(before.id),
+        before: Some(json(&before)),
+        after: Some(json(&after)),
+    })
+    .await?;
+    if status_changes {
+        let event = match after.status {
+            TenantStatus::Suspended => "tenant.suspended",
+            _ => "tenant.activated",
+        };
+        w.event(event, &after).await?;
+    }
+    w.commit().await?;
+    Ok(Json(find(&state, &before.id.to_string()).await?))
+}
+
+/// Mark a tenant deleted now (the edge answers 410 at once) and schedule the drop of its
+/// database after the deletion grace, or now with `purge`. Deleting a deleted tenant again with
+/// `purge` brings its scheduled drop forward.
+pub(crate) async fn delete(
+    state: &AppState,
+    actor: &str,
+    id_or_slug: &str,
+    purge: bool,
+) -> Result<(Tenant, Uuid), AdminError> {
+    let before = find(state, id_or_slug).await?;
+    let now = tenantgate_catalog::time::now_ms();
+    let run_at = if purge {
+        now
+    } else {
+        now + state.config.admin.deletion_grace.as_millis() as i64
+    };
+    let mut w = begin_for(state, &before).await?;
+    let pending = jobs::pending_for_tenant(w.conn(), before.id, kind::DROP).await?;
+    if before.status == TenantStatus::Deleted && !purge {
+        return match pending {
+            Some(job) => Ok((before, job.id)),
+            None => Err(AdminError::Conflict("the tenant is already deleted".into())),
+        };
+    }
+    let after = if before.status == TenantStatus::Deleted {
+        before.clone()
+    } else {
+        let patch = TenantPatch {
+            status: Some(TenantStatus::Deleted),
+            bump_epoch: true,
+            ..TenantPatch::default()
+        };
+        tenants::update(w.conn(), before.id, &patch).await?;
+        w.tenant_change(before.id, &[]).await?;
+        patched(&before, &patch)
+    };
+    let job_id = match pending {
+        Some(job) => {
+            jobs::reschedule(w.conn(), job.id, run_at.min(job.run_at)).await?;
+            w.wake_worker();
+            job.id
+        }
+        None => {
+            let job_id = Uuid::now_v7();
+            w.job(&NewJob {
+                id: job_id,
+                kind: kind::DROP,
+                tenant_id: Some(before.id),
+                payload: serde_json::json!({}),
+                max_attempts: i64::from(state.config.admin.job_max_attempts),
+                run_at,
+            })
+            .await?;
+            job_id
+        }
+    };
+    w.audit(NewAudit {
+        actor,
+        action: if purge {
+            "tenant.delete_purge"
+        } else {
+            "tenant.delete"
+        },
+        target: &target(&before),
+        tenant_id: Some(before.id),
+        before: Some(json(&before)),
+        after: Some(json(&after)),
+    })
+    .await?;
+    if before.status != TenantStatus::Deleted {
+        w.event("tenant.deleted", &after).await?;
+    }
+    w.commit().await?;
+    Ok((after, job_id))
+}
+
+pub(crate) async fn delete_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<(StatusCode, Json<TenantJob>), AdminError> {
+    let (tenant, job_id) = delete(&state, &actor.name, &id, q.purge).await?;
+    Ok((StatusCode::ACCEPTED, Json(TenantJob { tenant, job_id })))
+}
+
+pub(crate) async fn add_domain_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AddDomain>,
+) -> Result<(StatusCode, Json<Tenant>), AdminError> {
+    let mut errors = Errors::default();
+    let spec = validate::domain(&mut errors, "domain", &req.domain);
+    errors.finish()?;
+    let spec = spec.expect("validated");
+    let before = find(&state, &id).await?;
+    if before.status == TenantStatus::Deleted {
+        return Err(AdminError::Conflict("the tenant is deleted".into()));
+    }
+    check_domains_free(&state, std::slice::from_ref(&spec)).await?;
+    let mut after = before.clone();
+    after.domains.push(spec.to_string());
+    let mut w = begin_for(&state, &before).await?;
+    tenants::insert_domain(w.conn(), before.id, &spec, before.domains.is_empty()).await?;
+    w.tenant_change(before.id, &[]).await?;
+    w.audit(NewAudit {
+        actor: &actor.name,
+        action: "tenant.domain_add",
+        target: &target(&before),
+        tenant_id: Some(before.id),
+        before: Some(serde_json::json!({ "domains": before.domains })),
+        after: Some(serde_json::json!({ "domains": after.domains })),
+    })
+    .await?;
+    w.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(find(&state, &before.id.to_string()).await?),
+    ))
+}
+
+pub(crate) async fn remove_domain_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path((id, domain)): Path<(String, String)>,
+) -> Result<Json<Tenant>, AdminError> {
+    let mut errors = Errors::default();
+    let spec = validate::domain(&mut errors, "domain", &domain);
+    errors.finish()?;
+    let spec = spec.expect("validated");
+    let before = find(&state, &id).await?;
+    let text = spec.to_string();
+    if !before.domains.contains(&text) {
+        return Err(AdminError::NotFound("domain"));
+    }
+    if before.domains.len() == 1 && before.status != TenantStatus::Deleted {
+        return Err(AdminError::Conflict(
+            "a tenant keeps at least one domain; add another first".into(),
+        ));
+    }
+    let after: Vec<&String> = before.domains.iter().filter(|d| **d != text).collect();
+    let mut w = begin_for(&state, &before).await?;
+    tenants::delete_domain(w.conn(), before.id, &spec).await?;
+    // The removed host no longer belongs to the tenant, but caches must still forget it.
+    w.tenant_change(before.id, std::slice::from_ref(&spec.host))
+        .await?;
+    w.audit(NewAudit {
+        actor: &actor.name,
+        action: "tenant.domain_remove",
+        target: &target(&before),
+        tenant_id: Some(before.id),
+        before: Some(serde_json::json!({ "domains": before.domains })),
+        after: Some(serde_json::json!({ "domains": after })),
+    })
+    .await?;
+    w.commit().await?;
+    Ok(Json(find(&state, &before.id.to_string()).await?))
+}

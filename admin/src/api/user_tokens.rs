@@ -1,0 +1,177 @@
+//! `POST /v1/tenants/{id}/tokens`: mint a tenant user token (shown once).
+//!
+//! The user lives in the tenant's own database (`users`, `user_tokens` from the tenant
+//! migrations); it is created with the given role if missing, or given that role if it exists.
+//! Only the token's SHA-256 hash is stored, as the app tier expects.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tenantgate_catalog::crypto::{hash_token, random_token};
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::tenant_db::TenantDbTarget;
+use tenantgate_catalog::TenantStatus;
+
+use crate::auth::Writer;
+use crate::error::AdminError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::validate::Errors;
+use crate::write::Write;
+
+/// Longest lifetime of a short-lived token: one year.
+const MAX_TTL_SECS: u64 = 365 * 86_400;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MintToken {
+    email: String,
+    role: String,
+    /// Lifetime in seconds; without it the token does not expire.
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// The minted token; `token` is shown only in this answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct MintedToken {
+    token: String,
+    role: String,
+    /// RFC 3339, or null for a token without expiry.
+    expires_at: Option<String>,
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    email.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub(crate) async fn handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<MintToken>,
+) -> Result<(StatusCode, Json<MintedToken>), AdminError> {
+    let email = req.email.trim().to_lowercase();
+    let mut errors = Errors::default();
+    if !valid_email(&email) {
+        errors.add("email", "must be an email address");
+    }
+    if req.role.is_empty() {
+        errors.add("role", "must not be empty");
+    }
+    if let Some(ttl) = req.ttl_secs {
+        if !(1..=MAX_TTL_SECS).contains(&ttl) {
+            errors.add("ttl_secs", format!("must be between 1 and {MAX_TTL_SECS}"));
+        }
+    }
+    errors.finish()?;
+    let tenant = super::tenants::find(&state, &id).await?;
+    if !matches!(
+        tenant.status,
+        TenantStatus::Active | TenantStatus::Suspended
+    ) {
+        return Err(AdminError::Conflict(format!(
+            "the tenant is {}; tokens can be minted for active or suspended tenants",
+            tenant.status
+        )));
+    }
+    let shard = state
+        .catalog
+        .shard(&tenant.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    let target = TenantDbTarget::resolve(&shard, &tenant, &state.config.security.credential_key)?;
+    let now = tenantgate_catalog::time::now_ms();
+    let expires_at = req.ttl_secs.map(|t| now + (t as i64) * 1000);
+    let token = random_token("tgu_");
+
+    let pool = tenantgate_catalog::store::connect_any(&target.primary, 1).await?;
+    let result = async {
+        let mut tx = pool.begin().await?;
+        let role_known = sqlx::query("SELECT 1 FROM roles WHERE name = $1")
+            .bind(&req.role)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !role_known {
+            return Ok(None);
+        }
+        let existing = sqlx::query("SELECT id FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let user_id: String = match existing {
+            Some(row) => {
+                let id: String = row.try_get(0)?;
+                sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+                    .bind(&id)
+                    .bind(&req.role)
+                    .execute(&mut *tx)
+                    .await?;
+                id
+            }
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                sqlx::query("INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&id)
+                    .bind(&email)
+                    .bind(&req.role)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                id
+            }
+        };
+        sqlx::query(
+            "INSERT INTO user_tokens (token_hash, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash_token(&token))
+        .bind(&user_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(Some(user_id))
+    }
+    .await;
+    pool.close().await;
+    let Some(user_id) = result? else {
+        return Err(AdminError::field(
+            "role",
+            format!("the tenant has no role {:?}", req.role),
+        ));
+    };
+    let expires_text = expires_at.map(tenantgate_catalog::time::rfc3339);
+    let mut w = Write::begin(&state).await?;
+    w.audit(NewAudit {
+        actor: &actor.name,
+        action: "tenant.token_mint",
+        target: &format!("tenant:{}", tenant.slug),
+        tenant_id: Some(tenant.id),
+        before: None,
+        after: Some(serde_json::json!({
+            "user_id": user_id, "email": email, "role": req.role, "expires_at": expires_text,
+        })),
+    })
+    .await?;
+    w.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MintedToken {
+            token,
+            role: req.role,
+            expires_at: expires_text,
+        }),
+    ))
+}

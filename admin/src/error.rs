@@ -1,0 +1,139 @@
+//! The admin component's one error type, and its one mapping to HTTP.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tenantgate_catalog::tenant_db::TenantDbError;
+use tenantgate_catalog::CatalogError;
+
+/// One invalid field of a request: its JSON path (`domains[1]`, `rate_limit.rps`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything that can go wrong in the admin API, its worker and its CLI helpers.
+///
+/// [`IntoResponse`] below is the only place these become HTTP statuses. Variants that wrap
+/// infrastructure errors (catalog, tenant database, I/O) answer a generic 500 and are logged in
+/// detail on the server; their text never reaches a client.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No bearer token, or one that is not known.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// A known token without the scope the route needs.
+    #[error("this token may not {0}")]
+    Forbidden(&'static str),
+    /// The body is not JSON (or not of the right content type).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Fields failed validation.
+    #[error("request failed validation")]
+    Invalid(Vec<FieldError>),
+    /// The named object does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique name is taken or the object is in a state that forbids the request.
+    #[error("{0}")]
+    Conflict(String),
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    /// A tenant database (or its shard's server) failed.
+    #[error("tenant database: {0}")]
+    TenantDb(#[from] TenantDbError),
+    /// A database of a shard's server failed.
+    #[error("shard database: {0}")]
+    Shard(#[from] sqlx::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AdminError {
+    /// A validation error about one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> AdminError {
+        AdminError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// The HTTP status and machine-readable code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AdminError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Catalog(CatalogError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::Catalog(e) if e.is_unique_violation() => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Catalog(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable")
+            }
+            AdminError::Catalog(_)
+            | AdminError::TenantDb(_)
+            | AdminError::Shard(_)
+            | AdminError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The message a client may see.
+    fn public_message(&self) -> String {
+        match self {
+            AdminError::Catalog(CatalogError::NotFound(what)) => format!("{what} not found"),
+            AdminError::Catalog(CatalogError::Conflict(what)) => what.clone(),
+            AdminError::Catalog(e) if e.is_unique_violation() => "already exists".into(),
+            AdminError::Catalog(e) if e.is_unavailable() => "the catalog is unavailable".into(),
+            AdminError::Catalog(_)
+            | AdminError::TenantDb(_)
+            | AdminError::Shard(_)
+            | AdminError::Io(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    fields: &'a [FieldError],
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            // The detail (driver errors, SQL states) stays in the server log.
+            tracing::error!(error = %self, "admin request failed");
+        }
+        let fields = match &self {
+            AdminError::Invalid(fields) => fields.as_slice(),
+            _ => &[],
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.public_message(),
+                fields,
+            },
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,345 @@
+//! Fleet migrations: apply pending tenant migrations to every tenant database, with bounded
+//! concurrency per database server, progress, and a per-tenant record in the catalog.
+//!
+//! Each migration file runs in its own transaction (sqlx's migrator, on both backends), so an
+//! interrupted run leaves every tenant at a version it fully reached; the next run continues
+//! from there. The catalog's `schema_version` and `migration_error` follow each tenant.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use sqlx::migrate::Migrator;
+use sqlx::Row;
+use tenantgate_catalog::config::Config;
+use tenantgate_catalog::store::{connect_any, Backend, TenantFilter, TenantPatch};
+use tenantgate_catalog::tenant_db::{self, TenantDbTarget};
+use tenantgate_catalog::{Catalog, CatalogError, Shard, Tenant, TenantStatus};
+use tokio::sync::Semaphore;
+
+/// Which tenants to migrate and how.
+#[derive(Debug, Clone, Default)]
+pub struct FleetOptions {
+    /// Slugs to migrate; empty means every tenant that has a database.
+    pub tenants: Vec<String>,
+    /// Tenant databases migrated at once per database server.
+    pub concurrency: usize,
+    /// Only report what would run.
+    pub dry_run: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSummary {
+    pub migrated: usize,
+    pub current: usize,
+    pub failed: usize,
+    /// `(slug, error)` of each failure.
+    pub failures: Vec<(String, String)>,
+    /// `(slug, pending versions)` of each tenant with work to do (all runs, not only dry ones).
+    pub pending: Vec<(String, Vec<i64>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    TenantDb(#[from] tenant_db::TenantDbError),
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("--concurrency must be at least 1")]
+    Concurrency,
+}
+
+enum Outcome {
+    Migrated(i64),
+    Current,
+    Failed(String),
+}
+
+/// Tenants whose databases exist and can be migrated.
+fn migratable(t: &Tenant) -> bool {
+    matches!(
+        t.status,
+        TenantStatus::Active | TenantStatus::Suspended | TenantStatus::Moving
+    )
+}
+
+/// Run (or with `dry_run`, plan) the fleet migration and print progress on stderr and the
+/// summary on stdout.
+pub async fn migrate_tenants(
+    config: &Config,
+    catalog: &Catalog,
+    options: &FleetOptions,
+) -> Result<FleetSummary, FleetError> {
+    if options.concurrency == 0 {
+        return Err(FleetError::Concurrency);
+    }
+    let tenants = select_tenants(catalog, &options.tenants).await?;
+    let shards: HashMap<String, Shard> = catalog
+        .shards()
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut migrators: HashMap<Backend, Arc<Migrator>> = HashMap::new();
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let used = tenants.iter().any(|t| {
+            shards
+                .get(&t.shard)
+                .and_then(|s| Backend::of_url(&s.database_url).ok())
+                == Some(backend)
+        });
+        if used {
+            let m = tenant_db::migrator(&config.tenant_migrations.dir, backend).await?;
+            migrators.insert(backend, Arc::new(m));
+        }
+    }
+
+    // One semaphore per database server bounds the load each server sees.
+    let mut servers: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let total = tenants.len();
+    let done = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let progress = tokio::spawn(report_progress(total, done.clone(), failed.clone()));
+
+    let jobs = tenants.into_iter().map(|tenant| {
+        let shard = shards.get(&tenant.shard).cloned();
+        let server_key = shard
+            .as_ref()
+            .map(|s| server_of(&s.database_url))
+            .unwrap_or_default();
+        let permits = servers
+            .entry(server_key)
+            .or_insert_with(|| Arc::new(Semaphore::new(options.concurrency)))
+            .clone();
+        let migrators = migrators.clone();
+        let (done, failed) = (done.clone(), failed.clone());
+        async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            let result = match shard {
+                Some(shard) => {
+                    migrate_one(config, catalog, &shard, &tenant, &migrators, options.dry_run).await
+                }
+                None => Err(format!("shard {} not found", tenant.shard)),
+            };
+            done.fetch_add(1, Ordering::Relaxed);
+            if result.is_err() {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            (tenant, result)
+        }
+    });
+    // Enough in flight to keep every server's semaphore busy.
+    let width = options.concurrency * servers.len().max(1);
+    let results: Vec<_> = stream::iter(jobs).buffer_unordered(width).collect().await;
+    progress.abort();
+
+    let mut summary = FleetSummary::default();
+    for (tenant, result) in results {
+        match result {
+            Ok((pending, outcome)) => {
+                if !pending.is_empty() {
+                    summary.pending.push((tenant.slug.clone(), pending));
+                }
+                match outcome {
+                    Outcome::Migrated(_) => summary.migrated += 1,
+                    Outcome::Current => summary.current += 1,
+                    Outcome::Failed(e) => {
+                        summary.failed += 1;
+                        summary.failures.push((tenant.slug.clone(), e));
+                    }
+                }
+            }
+            Err(e) => {
+                summary.failed += 1;
+                summary.failures.push((tenant.slug.clone(), e));
+            }
+        }
+    }
+    summary.pending.sort();
+    summary.failures.sort();
+    print_summary(&summary, options.dry_run);
+    Ok(summary)
+}
+
+async fn select_tenants(catalog: &Catalog, slugs: &[String]) -> Result<Vec<Tenant>, FleetError> {
+    if !slugs.is_empty() {
+        let mut out = Vec::new();
+        for slug in slugs {
+            let tenant = catalog
+                .tenant(slug)
+                .await?
+                .ok_or_else(|| FleetError::UnknownTenant(slug.clone()))?;
+            out.push(tenant);
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = catalog
+            .list_tenants(&TenantFilter {
+                cursor: cursor.clone(),
+                limit: 1000,
+                ..TenantFilter::default()
+            })
+            .await?;
+        cursor = page.last().map(|t| t.slug.clone());
+        let last = page.len() < 1000;
+        out.extend(page.into_iter().filter(migratable));
+        if last {
+            return Ok(out);
+        }
+    }
+}
+
+/// The database server a shard URL points at (scheme, host and port), for concurrency limits.
+fn server_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme().starts_with("postgres") => format!(
+            "{}:{}",
+            u.host_str().unwrap_or(""),
+            u.port().unwrap_or(5432)
+        ),
+        _ => url.to_string(),
+    }
+}
+
+async fn migrate_one(
+    config: &Config,
+    catalog: &Catalog,
+    shard: &Shard,
+    tenant: &Tenant,
+    migrators: &HashMap<Backend, Arc<Migrator>>,
+    dry_run: bool,
+) -> Result<(Vec<i64>, Outcome), String> {
+    let target = TenantDbTarget::resolve(shard, tenant, &config.security.credential_key)
+        .map_err(|e| e.to_string())?;
+    let migrator = migrators
+        .get(&target.backend)
+        .ok_or("no migrator for the tenant's backend")?;
+    let pool = connect_any(&target.primary, 1)
+        .await
+        .map_err(|e| format!("connecting to the tenant database: {e}"))?;
+    let result = async {
+        let applied = applied_versions(&pool).await.map_err(|e| e.to_string())?;
+        let pending: Vec<i64> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect();
+        if dry_run || pending.is_empty() {
+            return Ok((pending, Outcome::Current));
+        }
+        let outcome = match migrator.run(&pool).await {
+            Ok(()) => {
+                let version = tenant_db::schema_version(&pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Outcome::Migrated(version)
+            }
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        Ok((pending, outcome))
+    }
+    .await;
+    pool.close().await;
+    let (pending, outcome) = result?;
+    if !dry_run {
+        record(catalog, tenant, &outcome).await;
+    }
+    Ok((pending, outcome))
+}
+
+/// Record the tenant's new version or its error in the catalog (best effort: the tenant
+/// database is the truth, the next run corrects the catalog).
+async fn record(catalog: &Catalog, tenant: &Tenant, outcome: &Outcome) {
+    let patch = match outcome {
+        Outcome::Migrated(version) => TenantPatch {
+            schema_version: Some(*version),
+            migration_error: Some(None),
+            ..TenantPatch::default()
+        },
+        Outcome::Current if tenant.migration_error.is_some() => TenantPatch {
+            migration_error: Some(None),
+            ..TenantPatch::default()
+        },
+        Outcome::Current => return,
+        Outcome::Failed(e) => TenantPatch {
+            migration_error: Some(Some(e.clone())),
+            ..TenantPatch::default()
+        },
+    };
+    if let Err(e) = catalog.update_tenant(tenant.id, &patch).await {
+        tracing::warn!(tenant = %tenant.slug, error = %e, "could not record migration result");
+    }
+}
+
+async fn applied_versions(pool: &sqlx::AnyPool) -> Result<Vec<i64>, sqlx::Error> {
+    match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+        .fetch_all(pool)
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| r.try_get(0)).collect(),
+        Err(sqlx::Error::Database(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn report_progress(total: usize, done: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) {
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let period = if terminal {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(2)
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        let rate = d as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if terminal {
+            let width = 30;
+            let filled = if total == 0 { width } else { d * width / total };
+            eprint!(
+                "\r[{}{}] {d}/{total} tenants, {f} failed, {rate:.0}/s ",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            );
+        } else {
+            eprintln!("progress: {d}/{total} tenants, {f} failed, {rate:.0}/s");
+        }
+    }
+}
+
+fn print_summary(summary: &FleetSummary, dry_run: bool) {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+        for (slug, versions) in &summary.pending {
+            let list: Vec<String> = versions.iter().map(i64::to_string).collect();
+            println!("  {slug}: would apply {}", list.join(", "));
+        }
+        println!(
+            "{} tenants with pending migrations, {} current, {} failed",
+            summary.pending.len(),
+            summary.current - summary.pending.len().min(summary.current),
+            summary.failed
+        );
+    } else {
+        println!(
+            "migrated {}, already current {}, failed {}",
+            summary.migrated, summary.current, summary.failed
+        );
+    }
+    for (slug, error) in &summary.failures {
+        println!("  failed {slug}: {error}");
+    }
+}

@@ -1,0 +1,131 @@
+//! The `drop_tenant` job: after the deletion grace (or at once with `purge`), drop a deleted
+//! tenant's database and login (PostgreSQL) or remove its file (SQLite), then free its domains.
+//!
+//! Idempotent: `DROP … IF EXISTS` and missing files are fine. It never runs while a
+//! provisioning job of the same tenant is still pending, which could otherwise recreate what
+//! was just dropped.
+
+use sqlx::{Connection, Executor};
+use tenantgate_catalog::host::DomainSpec;
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::jobs::{self as store, Job};
+use tenantgate_catalog::store::tenant_state;
+use tenantgate_catalog::store::tenants::{self, TenantPatch};
+use tenantgate_catalog::tenant_db;
+use tenantgate_catalog::{Backend, TenantStatus};
+
+use super::provision::{admin_connection, ident};
+use super::{kind, succeed};
+use crate::error::AdminError;
+use crate::state::AppState;
+use crate::write::Write;
+
+/// Run the job (see the module docs).
+pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+    let tenant_id = job
+        .tenant_id
+        .ok_or_else(|| AdminError::Conflict("drop job without a tenant".into()))?;
+    let Some(tenant) = state.catalog.tenant(&tenant_id.to_string()).await? else {
+        return complete(state, worker, job, None).await;
+    };
+    if tenant.status != TenantStatus::Deleted {
+        // Undeleted in between (not offered by the API today): keep everything.
+        return complete(state, worker, job, None).await;
+    }
+    let provisioning = state
+        .catalog
+        .jobs_of_tenant(tenant_id)
+        .await?
+        .into_iter()
+        .any(|j| {
+            j.kind == kind::PROVISION
+                && matches!(
+                    j.status,
+                    store::JobStatus::Queued | store::JobStatus::Running
+                )
+        });
+    if provisioning {
+        return Err(AdminError::Conflict(
+            "waiting for the tenant's provisioning job to stop".into(),
+        ));
+    }
+    let shard = state
+        .catalog
+        .shard(&tenant.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    match Backend::of_url(&shard.database_url)? {
+        Backend::Postgres => {
+            let mut conn = admin_connection(&shard).await?;
+            let name = ident(&tenant.db_name);
+            let result = async {
+                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await?;
+                conn.execute(format!("DROP ROLE IF EXISTS {name}").as_str())
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            }
+            .await;
+            let _ = conn.close().await;
+            result?;
+        }
+        Backend::Sqlite => {
+            let file = tenant_db::sqlite_file(&shard.database_url, &tenant.db_name);
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut path = file.clone().into_os_string();
+                path.push(suffix);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    complete(state, worker, job, Some(tenant)).await
+}
+
+/// Complete the job; after a drop, forget the login and free the tenant's domains.
+async fn complete(
+    state: &AppState,
+    worker: &str,
+    job: &Job,
+    dropped: Option<tenantgate_catalog::Tenant>,
+) -> Result<(), AdminError> {
+    let mut w = Write::begin(state).await?;
+    if !succeed(&mut w, job, worker).await? {
+        return Err(AdminError::Conflict("lost the job's lease".into()));
+    }
+    if let Some(tenant) = dropped {
+        if tenant_state::status(w.conn(), tenant.id).await? == Some(TenantStatus::Deleted) {
+            let hosts: Vec<String> = tenants::hosts_of(w.conn(), tenant.id).await?;
+            for domain in &tenant.domains {
+                if let Ok(spec) = DomainSpec::parse(domain) {
+                    // Already gone is fine: the goal is that none is left.
+                    match tenants::delete_domain(w.conn(), tenant.id, &spec).await {
+                        Ok(()) | Err(tenantgate_catalog::CatalogError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            let patch = TenantPatch {
+                db_credentials: Some(None),
+                ..TenantPatch::default()
+            };
+            tenants::update(w.conn(), tenant.id, &patch).await?;
+            w.tenant_change(tenant.id, &hosts).await?;
+            w.audit(NewAudit {
+                actor: "worker",
+                action: "tenant.drop_database",
+                target: &format!("tenant:{}", tenant.slug),
+                tenant_id: Some(tenant.id),
+                before: Some(
+                    serde_json::json!({ "database": tenant.db_name, "domains": tenant.domains }),
+                ),
+                after: Some(serde_json::json!({ "database": null, "domains": [] })),
+            })
+            .await?;
+        }
+    }
+    w.commit().await
+}

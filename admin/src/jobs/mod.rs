@@ -1,0 +1,246 @@
+//! The provisioning worker: claims jobs from the catalog's `jobs` table and runs them.
+//!
+//! Jobs survive crashes because their state is in the catalog: a job is claimed with a lease
+//! (renewed while it runs); a worker that dies stops renewing, and once the lease runs out
+//! another worker claims the job again. Every step of every job is idempotent (it checks what
+//! exists before creating it), so running a job twice, or resuming one half done, ends in the
+//! same state as running it once. A job's final catalog write and its completion commit in one
+//! transaction, conditional on this worker still holding the lease.
+
+pub(crate) mod drop;
+pub(crate) mod provision;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::jobs::{self as store, Job, JobStatus};
+use tenantgate_catalog::store::tenant_state;
+use tenantgate_catalog::store::tenants::{self, TenantPatch};
+use tenantgate_catalog::TenantStatus;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::AdminError;
+use crate::state::AppState;
+use crate::write::Write;
+
+/// Job kinds.
+pub(crate) mod kind {
+    /// Create a tenant's database and login, migrate it, mark the tenant active.
+    pub(crate) const PROVISION: &str = "provision_tenant";
+    /// Drop a deleted tenant's database and login, free its domains.
+    pub(crate) const DROP: &str = "drop_tenant";
+}
+
+/// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
+/// tests wait for tenants to become active and jobs may be enqueued by another process.
+const POLL: Duration = Duration::from_millis(200);
+/// Jobs run at once by one worker. Provisioning is mostly waiting on the database server.
+const CONCURRENCY: usize = 4;
+/// Delay before the first retry; doubled per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The delay before retrying after failed attempt number `attempt` (1-based).
+pub(crate) fn backoff(attempt: i64) -> Duration {
+    let exp = u32::try_from(attempt.clamp(1, 20) - 1).unwrap_or(0);
+    FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(MAX_BACKOFF)
+}
+
+/// Run the worker until `shutdown`. Returns promptly after cancellation: running jobs are
+/// stopped and handed back to the queue (their steps are idempotent, so stopping anywhere is
+/// safe).
+pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+    let worker = format!("worker-{}", uuid::Uuid::new_v4().simple());
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut running = JoinSet::new();
+    tracing::info!(%worker, "provisioning worker started");
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        while running.try_join_next().is_some() {}
+        let lease_until = now_plus(state.config.admin.job_lease);
+        match state.catalog.claim_job(&worker, lease_until).await {
+            Ok(Some(job)) => {
+                let (state, worker, stop) = (state.clone(), worker.clone(), shutdown.clone());
+                running.spawn(async move {
+                    run_job(&state, &worker, job, stop).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = state.jobs_wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(error = %e, "claiming a job failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    // Running jobs saw the same cancellation and release their jobs; wait briefly for that.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    running.abort_all();
+    tracing::info!(%worker, "provisioning worker stopped");
+}
+
+fn now_plus(d: Duration) -> i64 {
+    tenantgate_catalog::time::now_ms() + d.as_millis() as i64
+}
+
+/// Run one claimed job while renewing its lease; record the result.
+async fn run_job(state: &AppState, worker: &str, job: Job, shutdown: CancellationToken) {
+    let started = Instant::now();
+    let lease = state.config.admin.job_lease;
+    let renew = async {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match state
+                .catalog
+                .renew_job_lease(job.id, worker, now_plus(lease))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                // A renewal that fails transiently is retried at the next tick; the lease is
+                // long enough to survive a couple of missed renewals.
+                Err(e) => tracing::warn!(job = %job.id, error = %e, "renewing a job lease failed"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = execute(state, worker, &job) => r,
+        _ = renew => {
+            tracing::warn!(job = %job.id, "lost the lease of a running job; another worker owns it now");
+            return;
+        }
+        _ = shutdown.cancelled() => {
+            if let Err(e) = state.catalog.release_job(job.id, worker).await {
+                tracing::warn!(job = %job.id, error = %e, "could not release a job at shutdown; it is retried when its lease ends");
+            }
+            return;
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            state.metrics.job_finished(&job.kind, "succeeded", seconds);
+            tracing::info!(job = %job.id, kind = %job.kind, seconds, "job succeeded");
+        }
+        Err(error) => {
+            let final_attempt = job.attempts >= job.max_attempts;
+            let result = if final_attempt { "failed" } else { "retry" };
+            state.metrics.job_finished(&job.kind, result, seconds);
+            tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts, %error, "job attempt failed");
+            if let Err(e) = record_failure(state, worker, &job, &error, final_attempt).await {
+                tracing::error!(job = %job.id, error = %e, "could not record a job failure; it is retried when its lease ends");
+            }
+        }
+    }
+}
+
+/// The message stored for a failed attempt: the error's text, which for database errors
+/// carries the server's message but never a URL or password.
+fn describe(error: &AdminError) -> String {
+    match error {
+        AdminError::TenantDb(e) => e.to_string(),
+        AdminError::Shard(e) => format!("shard database: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// Record a failed attempt: re-queue with backoff, or (final attempt) fail the job and, for
+/// provisioning, the tenant, with the error visible on both.
+async fn record_failure(
+    state: &AppState,
+    worker: &str,
+    job: &Job,
+    error: &AdminError,
+    final_attempt: bool,
+) -> Result<(), AdminError> {
+    let message = describe(error);
+    // Read before the write lock is taken: a pool read while holding it could wait on a
+    // connection that another writer holds while waiting for the lock.
+    let tenant = match job.tenant_id {
+        Some(id) => state.catalog.tenant(&id.to_string()).await?,
+        None => None,
+    };
+    let mut w = Write::begin(state).await?;
+    let (status, retry_at) = if final_attempt {
+        (JobStatus::Failed, None)
+    } else {
+        (JobStatus::Queued, Some(now_plus(backoff(job.attempts))))
+    };
+    if !store::finish(w.conn(), job.id, worker, status, Some(&message), retry_at).await? {
+        return Ok(()); // Lost the lease meanwhile: the new owner records the outcome.
+    }
+    if let Some(tenant_id) = job.tenant_id {
+        let current = tenant_state::status(w.conn(), tenant_id).await?;
+        let fail_tenant = final_attempt
+            && job.kind == kind::PROVISION
+            && current == Some(TenantStatus::Provisioning);
+        if current.is_some() {
+            let patch = TenantPatch {
+                status: fail_tenant.then_some(TenantStatus::Failed),
+                last_error: Some(Some(format!("{}: {message}", job.kind))),
+                bump_epoch: fail_tenant,
+                ..TenantPatch::default()
+            };
+            tenants::update(w.conn(), tenant_id, &patch).await?;
+            w.tenant_change(tenant_id, &[]).await?;
+        }
+        if fail_tenant {
+            w.audit(NewAudit {
+                actor: "worker",
+                action: "tenant.provision_failed",
+                target: &format!("job:{}", job.id),
+                tenant_id: Some(tenant_id),
+                before: None,
+                after: Some(serde_json::json!({ "status": "failed", "error": message })),
+            })
+            .await?;
+            if let Some(mut tenant) = tenant {
+                tenant.status = TenantStatus::Failed;
+                tenant.last_error = Some(message.clone());
+                w.event("tenant.failed", &tenant).await?;
+            }
+        }
+    }
+    w.commit().await
+}
+
+/// Do a job's work. On success the job's completion has been committed.
+async fn execute(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+    match job.kind.as_str() {
+        kind::PROVISION => provision::run(state, worker, job).await,
+        kind::DROP => drop::run(state, worker, job).await,
+        other => Err(AdminError::Conflict(format!("unknown job kind {other:?}"))),
+    }
+}
+
+/// Mark `job` succeeded inside `w`. False (and the caller must not commit) when this worker no
+/// longer holds the job.
+pub(crate) async fn succeed(
+    w: &mut Write<'_>,
+    job: &Job,
+    worker: &str,
+) -> Result<bool, AdminError> {
+    Ok(store::finish(w.conn(), job.id, worker, JobStatus::Succeeded, None, None).await?)
+}

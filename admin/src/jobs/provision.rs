@@ -1,0 +1,201 @@
+//! The `provision_tenant` job: create the tenant's database (and, on PostgreSQL, its login), run
+//! the tenant migrations, mark the tenant active.
+//!
+//! Each step looks before it acts, so a re-run after a crash at any point converges:
+//! - the login's password is sealed into the catalog *before* the role gets it, so a re-run
+//!   always knows the password of a role an earlier run created;
+//! - the role and the database are created only when `pg_roles` / `pg_database` lack them;
+//! - migrations record what they applied and skip it the next time;
+//! - the final catalog write happens only while the tenant is still `provisioning`.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor};
+use tenantgate_catalog::crypto::random_secret;
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::jobs::Job;
+use tenantgate_catalog::store::tenant_state;
+use tenantgate_catalog::store::tenants::{self, TenantPatch};
+use tenantgate_catalog::tenant_db::{self, Credentials};
+use tenantgate_catalog::{Backend, Shard, Tenant, TenantStatus};
+
+use super::succeed;
+use crate::error::AdminError;
+use crate::state::AppState;
+use crate::write::Write;
+
+/// Run the job (see the module docs).
+pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+    let tenant_id = job
+        .tenant_id
+        .ok_or_else(|| AdminError::Conflict("provisioning job without a tenant".into()))?;
+    let tenant = state.catalog.tenant(&tenant_id.to_string()).await?;
+    let tenant = match tenant {
+        Some(t) if t.status == TenantStatus::Provisioning => t,
+        // Deleted (or otherwise moved on) while queued: nothing to create.
+        _ => return finish(state, worker, job, None).await,
+    };
+    let shard = state
+        .catalog
+        .shard(&tenant.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    let backend = Backend::of_url(&shard.database_url)?;
+    let migrator = tenant_db::migrator(&state.config.tenant_migrations.dir, backend).await?;
+    let url = match backend {
+        Backend::Postgres => {
+            let login = login(state, &tenant).await?;
+            create_postgres(&shard, &tenant.db_name, &login).await?;
+            tenant_db::postgres_url(&shard.database_url, &tenant.db_name, Some(&login))?
+        }
+        Backend::Sqlite => {
+            let path = tenant_db::sqlite_file(&shard.database_url, &tenant.db_name);
+            format!("sqlite://{}", path.display())
+        }
+    };
+    // Migrate as the tenant's own login, so everything it creates belongs to the tenant.
+    let pool = tenantgate_catalog::store::connect_any(&url, 1).await?;
+    let migrated = async {
+        migrator.run(&pool).await?;
+        tenant_db::schema_version(&pool).await
+    }
+    .await;
+    pool.close().await;
+    let version = migrated?;
+    finish(state, worker, job, Some((tenant, version))).await
+}
+
+/// Complete the job and, when `activate` is given and the tenant is still provisioning, mark it
+/// active at that schema version.
+async fn finish(
+    state: &AppState,
+    worker: &str,
+    job: &Job,
+    activate: Option<(Tenant, i64)>,
+) -> Result<(), AdminError> {
+    let mut w = Write::begin(state).await?;
+    if !succeed(&mut w, job, worker).await? {
+        return Err(AdminError::Conflict("lost the job's lease".into()));
+    }
+    if let Some((before, version)) = activate {
+        if tenant_state::status(w.conn(), before.id).await? == Some(TenantStatus::Provisioning) {
+            let patch = TenantPatch {
+                status: Some(TenantStatus::Active),
+                schema_version: Some(version),
+                last_error: Some(None),
+                migration_error: Some(None),
+                bump_epoch: true,
+                ..TenantPatch::default()
+            };
+            tenants::update(w.conn(), before.id, &patch).await?;
+            w.tenant_change(before.id, &[]).await?;
+            let mut after = before.clone();
+            after.status = TenantStatus::Active;
+            after.schema_version = version;
+            after.last_error = None;
+            after.epoch += 1;
+            w.audit(NewAudit {
+                actor: "worker",
+                action: "tenant.activate",
+                target: &format!("tenant:{}", before.slug),
+                tenant_id: Some(before.id),
+                before: Some(serde_json::json!({ "status": before.status, "schema_version": before.schema_version })),
+                after: Some(serde_json::json!({ "status": after.status, "schema_version": version })),
+            })
+            .await?;
+            w.event("tenant.activated", &after).await?;
+        }
+    }
+    w.commit().await
+}
+
+/// The tenant's database login: the sealed one in the catalog, or a new one sealed into the
+/// catalog now (before any role has it, see the module docs).
+async fn login(state: &AppState, tenant: &Tenant) -> Result<Credentials, AdminError> {
+    let key = &state.config.security.credential_key;
+    if let Some(sealed) = &tenant.db_credentials {
+        match Credentials::open(sealed, key, tenant.id) {
+            Ok(c) => return Ok(c),
+            // Sealed with another key (a dev process without a configured key restarted): the
+            // password is unknowable, so a new one replaces it below.
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.slug, error = %e, "stored tenant login does not open; generating a new one")
+            }
+        }
+    }
+    let login = Credentials {
+        user: tenant.db_name.clone(),
+        password: random_secret(24),
+    };
+    let mut w = Write::begin(state).await?;
+    let patch = TenantPatch {
+        db_credentials: Some(Some(login.seal(key, tenant.id))),
+        ..TenantPatch::default()
+    };
+    tenants::update(w.conn(), tenant.id, &patch).await?;
+    w.commit().await?;
+    Ok(login)
+}
+
+/// An administrative connection to a PostgreSQL shard's server (statements never logged: some
+/// carry passwords).
+pub(crate) async fn admin_connection(shard: &Shard) -> Result<PgConnection, AdminError> {
+    let options = PgConnectOptions::from_str(&shard.database_url)?.disable_statement_logging();
+    Ok(PgConnection::connect_with(&options).await?)
+}
+
+/// `name` as a quoted SQL identifier. Our names are `t_<hex>`, quoting is belt and braces.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Create (or bring back in line) the tenant's role and database on a PostgreSQL shard.
+///
+/// The role may log in and do nothing else server-wide (no superuser, no CREATEDB, no
+/// CREATEROLE, no replication); it owns its database, and only it may connect to that database
+/// (CONNECT is revoked from PUBLIC).
+async fn create_postgres(shard: &Shard, db: &str, login: &Credentials) -> Result<(), AdminError> {
+    let mut conn = admin_connection(shard).await?;
+    let result = async {
+        let role = ident(db);
+        let attributes = format!(
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}",
+            literal(&login.password)
+        );
+        let role_exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .bind(db)
+            .fetch_optional(&mut conn)
+            .await?
+            .is_some();
+        if role_exists {
+            // Re-applying the attributes makes the password the sealed one again.
+            conn.execute(format!("ALTER ROLE {role} WITH {attributes}").as_str())
+                .await?;
+        } else {
+            conn.execute(format!("CREATE ROLE {role} WITH {attributes}").as_str())
+                .await?;
+        }
+        let db_exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(db)
+            .fetch_optional(&mut conn)
+            .await?
+            .is_some();
+        if !db_exists {
+            conn.execute(format!("CREATE DATABASE {role} OWNER {role}").as_str())
+                .await?;
+        }
+        conn.execute(format!("REVOKE ALL ON DATABASE {role} FROM PUBLIC").as_str())
+            .await?;
+        conn.execute(format!("GRANT CONNECT, TEMPORARY ON DATABASE {role} TO {role}").as_str())
+            .await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    let _ = conn.close().await;
+    Ok(result?)
+}

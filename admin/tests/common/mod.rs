@@ -1,0 +1,296 @@
+//! Test harness: a real admin server (API + worker) on 127.0.0.1:0 over a real catalog on
+//! PostgreSQL or SQLite, driven with reqwest.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tenantgate_catalog::config::{Config, RawConfig};
+use tenantgate_catalog::testing::{tenant_migrations_dir, wait_until, TestCatalog};
+pub use tenantgate_catalog::Backend;
+use tenantgate_catalog::{Catalog, TokenScope};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const BOOTSTRAP: &str = "bootstrap-token-for-tests-0123456789";
+
+/// Run the same test body on both backends: `both!(name, |h| async move { ... })`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                common::run_with(common::Backend::Sqlite, $body).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                common::run_with(common::Backend::Postgres, $body).await;
+            }
+        }
+    };
+}
+
+/// Run a test body on `backend` (gives the body's closure its parameter type).
+pub async fn run_with<F, Fut>(backend: Backend, body: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    body(backend).await
+}
+
+pub struct Harness {
+    pub tc: TestCatalog,
+    pub catalog: Catalog,
+    pub config: Arc<Config>,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: Option<JoinHandle<Result<(), tenantgate_admin::AdminError>>>,
+    /// Keeps the temporary directories (migrations copies) alive.
+    pub dirs: Vec<tempfile::TempDir>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Harness {
+    /// A catalog on `backend` and a config tuned for tests, adjusted by `tweak`; no server yet.
+    pub async fn new(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> Harness {
+        let tc = match backend {
+            Backend::Postgres => TestCatalog::postgres().await,
+            Backend::Sqlite => TestCatalog::sqlite(),
+        };
+        let catalog = tc.connect().await;
+        let mut raw = RawConfig::default();
+        raw.catalog.url = tc.url();
+        raw.admin.bootstrap_token = Some(BOOTSTRAP.into());
+        raw.admin.job_lease_secs = 3;
+        raw.admin.job_max_attempts = 3;
+        raw.tenant_migrations.dir = tenant_migrations_dir();
+        tweak(&mut raw);
+        let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
+        Harness {
+            tc,
+            catalog,
+            config,
+            base: String::new(),
+            client: reqwest::Client::new(),
+            shutdown: CancellationToken::new(),
+            server: None,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Start `tenantgate_admin::serve` on an ephemeral port.
+    pub async fn start(mut self) -> Harness {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.base = format!("http://{}", listener.local_addr().unwrap());
+        self.server = Some(tokio::spawn(tenantgate_admin::serve(
+            self.config.clone(),
+            self.catalog.clone(),
+            listener,
+            self.shutdown.clone(),
+        )));
+        self
+    }
+
+    /// New harness with defaults, started.
+    pub async fn started(backend: Backend) -> Harness {
+        Harness::new(backend, |_| {}).await.start().await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.tc.backend()
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request reaches the admin server");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.call("GET", path, Some(BOOTSTRAP), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.call("POST", path, Some(BOOTSTRAP), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Response {
+        self.call("PATCH", path, Some(BOOTSTRAP), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.call("DELETE", path, Some(BOOTSTRAP), None).await
+    }
+
+    /// Create shard `name` on the test backend (no app upstream listens: the API does not care).
+    pub async fn shard(&self, name: &str) {
+        let r = self
+            .post(
+                "/v1/shards",
+                json!({ "name": name, "app_upstreams": ["127.0.0.1:9"], "database_url": self.tc.shard_database_url(name) }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+
+    /// Create a tenant and return (tenant id, job id).
+    pub async fn tenant(&self, slug: &str, shard: Option<&str>) -> (String, String) {
+        let mut body = json!({ "slug": slug, "name": format!("{slug} Inc"), "domains": [format!("{slug}.example.com")] });
+        if let Some(s) = shard {
+            body["shard"] = json!(s);
+        }
+        let r = self.post("/v1/tenants", body).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        (
+            r.body["tenant"]["id"].as_str().unwrap().to_string(),
+            r.body["job_id"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Wait until tenant `id` has `status`; returns the tenant JSON.
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        wait_until(
+            &format!("tenant {id} to be {status}"),
+            Duration::from_secs(20),
+            || async {
+                let r = self.get(&format!("/v1/tenants/{id}")).await;
+                (r.body["status"] == status).then_some(r.body)
+            },
+        )
+        .await
+    }
+
+    /// Wait until job `id` has `status`; returns the job JSON.
+    pub async fn wait_job(&self, id: &str, status: &str) -> Value {
+        wait_until(
+            &format!("job {id} to be {status}"),
+            Duration::from_secs(20),
+            || async {
+                let r = self.get(&format!("/v1/jobs/{id}")).await;
+                (r.body["status"] == status).then_some(r.body)
+            },
+        )
+        .await
+    }
+
+    pub async fn token(&self, scope: TokenScope) -> String {
+        tenantgate_admin::create_token(&self.catalog, scope, "test")
+            .await
+            .unwrap()
+    }
+
+    /// Stop the server; panics unless it returns within 2 s.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .expect("serve returns within 2 s of shutdown")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// The PostgreSQL server URL of the shards (PostgreSQL backend only).
+    pub fn pg_server(&self) -> String {
+        tenantgate_catalog::testing::server_url()
+    }
+
+    /// True when tenant `id`'s database exists on its shard.
+    pub async fn database_exists(&self, id: &str) -> bool {
+        let tenant = self.catalog.tenant(id).await.unwrap().unwrap();
+        let shard = self.catalog.shard(&tenant.shard).await.unwrap().unwrap();
+        match self.backend() {
+            Backend::Sqlite => {
+                tenantgate_catalog::tenant_db::sqlite_file(&shard.database_url, &tenant.db_name)
+                    .exists()
+            }
+            Backend::Postgres => {
+                let mut conn = pg(&self.pg_server()).await;
+                count(
+                    &mut conn,
+                    "SELECT COUNT(*) FROM pg_database WHERE datname = $1",
+                    &tenant.db_name,
+                )
+                .await
+                    == 1
+            }
+        }
+    }
+
+    /// A pool on tenant `id`'s own database, with its own login.
+    pub async fn tenant_pool(&self, id: &str) -> sqlx::AnyPool {
+        let tenant = self.catalog.tenant(id).await.unwrap().unwrap();
+        let shard = self.catalog.shard(&tenant.shard).await.unwrap().unwrap();
+        let target = tenantgate_catalog::tenant_db::TenantDbTarget::resolve(
+            &shard,
+            &tenant,
+            &self.config.security.credential_key,
+        )
+        .unwrap();
+        tenantgate_catalog::store::connect_any(&target.primary, 1)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn pg(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.unwrap()
+}
+
+pub async fn count(conn: &mut sqlx::PgConnection, sql: &str, bind: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .bind(bind)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+/// Field names of a 422 answer.
+pub fn fields(r: &Response) -> Vec<String> {
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "validation_failed");
+    r.body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_string())
+        .collect()
+}

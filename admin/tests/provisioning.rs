@@ -1,0 +1,408 @@
+//! Provisioning on real databases: create → 202 → job succeeds → active → database migrated;
+//! least-privilege logins; delete with grace then purge; failure, retry; crash recovery.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{count, pg, Backend, Harness};
+use serde_json::json;
+use sqlx::Row;
+
+both!(
+    create_tenant_provisions_its_database,
+    |backend| async move {
+        let h = Harness::started(backend).await;
+        h.shard("shard-a").await;
+        let (id, job) = h.tenant("acme", Some("shard-a")).await;
+        let created = h.get(&format!("/v1/tenants/{id}")).await;
+        assert!(["provisioning", "active"].contains(&created.body["status"].as_str().unwrap()));
+        let tenant = h.wait_status(&id, "active").await;
+        assert_eq!(tenant["schema_version"], 1);
+        assert_eq!(tenant["domains"], json!(["acme.example.com"]));
+        assert!(tenant.get("db_credentials").is_none());
+        let job = h.wait_job(&job, "succeeded").await;
+        assert_eq!(job["kind"], "provision_tenant");
+        assert_eq!(job["attempts"], 1);
+        assert!(h.database_exists(&id).await);
+
+        // The tenant migrations ran in the tenant's own database, reachable with its own login.
+        let pool = h.tenant_pool(&id).await;
+        let roles: i64 = sqlx::query("SELECT COUNT(*) FROM roles")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(roles, 3);
+        pool.close().await;
+
+        // The edge's view and the audit log follow.
+        let r = h.get("/v1/resolve?host=ACME.example.com:443").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["edge"]["status"], 200, "{:?}", r.body);
+        assert_eq!(r.body["tenant"]["slug"], "acme");
+        assert_eq!(r.body["backends"], json!(["127.0.0.1:9"]));
+        let audit = h.get("/v1/audit?tenant=acme").await;
+        let actions: Vec<&str> = audit.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["tenant.activate", "tenant.create"]);
+        assert_eq!(audit.body["entries"][1]["actor"], "bootstrap");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tenant_login_reaches_only_its_own_database() {
+    let h = Harness::started(Backend::Postgres).await;
+    h.shard("shard-a").await;
+    let (a, _) = h.tenant("alpha", None).await;
+    let (b, _) = h.tenant("bravo", None).await;
+    h.wait_status(&a, "active").await;
+    h.wait_status(&b, "active").await;
+    let ta = h.catalog.tenant(&a).await.unwrap().unwrap();
+    let tb = h.catalog.tenant(&b).await.unwrap().unwrap();
+    let login = tenantgate_catalog::tenant_db::Credentials::open(
+        ta.db_credentials.as_deref().unwrap(),
+        &h.config.security.credential_key,
+        ta.id,
+    )
+    .unwrap();
+    assert_eq!(login.user, ta.db_name);
+    let server = h.pg_server();
+    use sqlx::Connection;
+    let own =
+        tenantgate_catalog::tenant_db::postgres_url(&server, &ta.db_name, Some(&login)).unwrap();
+    sqlx::PgConnection::connect(&own)
+        .await
+        .expect("own database")
+        .close()
+        .await
+        .unwrap();
+    let other =
+        tenantgate_catalog::tenant_db::postgres_url(&server, &tb.db_name, Some(&login)).unwrap();
+    let err = sqlx::PgConnection::connect(&other)
+        .await
+        .expect_err("another tenant's database");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    // In the catalog's database (PUBLIC may connect there) it can read nothing.
+    let catalog_db = match &h.tc {
+        tenantgate_catalog::testing::TestCatalog::Postgres(db) => db.name.clone(),
+        _ => unreachable!(),
+    };
+    let url =
+        tenantgate_catalog::tenant_db::postgres_url(&server, &catalog_db, Some(&login)).unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let err = sqlx::query("SELECT COUNT(*) FROM tenants")
+        .fetch_one(&mut conn)
+        .await
+        .expect_err("no catalog access");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    // No server-wide privileges.
+    let mut admin = pg(&server).await;
+    let row = sqlx::query("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolcanlogin FROM pg_roles WHERE rolname = $1")
+        .bind(&ta.db_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let flags: (bool, bool, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(flags, (false, false, false, false, true));
+    // It owns the tables its migrations created.
+    let mut own_conn = sqlx::PgConnection::connect(&own).await.unwrap();
+    let owner: String =
+        sqlx::query("SELECT tableowner::text FROM pg_tables WHERE tablename = 'items'")
+            .fetch_one(&mut own_conn)
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(owner, ta.db_name);
+}
+
+both!(
+    delete_with_grace_then_purge_drops_the_database,
+    |backend| async move {
+        let h = Harness::started(backend).await;
+        h.shard("shard-a").await;
+        let (id, _) = h.tenant("doomed", None).await;
+        h.wait_status(&id, "active").await;
+
+        let r = h.delete(&format!("/v1/tenants/{id}")).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        assert_eq!(r.body["tenant"]["status"], "deleted");
+        let drop_job = r.body["job_id"].as_str().unwrap().to_string();
+        let job = h.get(&format!("/v1/jobs/{drop_job}")).await;
+        assert_eq!(job.body["status"], "queued");
+        assert_eq!(
+            h.get(&format!("/v1/tenants/{id}")).await.body["status"],
+            "deleted"
+        );
+        let r = h.get("/v1/resolve?host=doomed.example.com").await;
+        assert_eq!(r.body["edge"]["status"], 410);
+        // Within the grace period the database stays.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(h.database_exists(&id).await);
+        assert_eq!(
+            h.get(&format!("/v1/jobs/{drop_job}")).await.body["status"],
+            "queued"
+        );
+
+        let r = h.delete(&format!("/v1/tenants/{id}?purge=true")).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        assert_eq!(
+            r.body["job_id"],
+            drop_job.as_str(),
+            "purge brings the scheduled drop forward"
+        );
+        h.wait_job(&drop_job, "succeeded").await;
+        assert!(!h.database_exists(&id).await);
+        if backend == Backend::Postgres {
+            let db = h.catalog.tenant(&id).await.unwrap().unwrap().db_name;
+            let mut admin = pg(&h.pg_server()).await;
+            assert_eq!(
+                count(
+                    &mut admin,
+                    "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1",
+                    &db
+                )
+                .await,
+                0
+            );
+        }
+        // The domain is free again and the audit log has every step.
+        assert_eq!(
+            h.get("/v1/resolve?host=doomed.example.com").await.body["edge"]["status"],
+            404
+        );
+        let audit = h.get(&format!("/v1/audit?tenant={id}")).await;
+        let actions: Vec<&str> = audit.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "tenant.drop_database",
+                "tenant.delete_purge",
+                "tenant.delete",
+                "tenant.activate",
+                "tenant.create"
+            ]
+        );
+    }
+);
+
+both!(
+    failing_job_retries_then_fails_and_can_be_retried,
+    |backend| async move {
+        // Tenant migrations that fail until fixed: a copy of the real ones plus a broken one.
+        let dir = tempfile::tempdir().unwrap();
+        let sub = backend.dir_name();
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        let real = tenantgate_catalog::testing::tenant_migrations_dir()
+            .join(sub)
+            .join("0001_rbac_and_items.sql");
+        std::fs::copy(&real, dir.path().join(sub).join("0001_rbac_and_items.sql")).unwrap();
+        let broken = dir.path().join(sub).join("0002_broken.sql");
+        std::fs::write(&broken, "CREATE TABLE nonsense (;").unwrap();
+        let path = dir.path().to_path_buf();
+        let mut h = Harness::new(backend, |raw| {
+            raw.tenant_migrations.dir = path;
+            raw.admin.job_max_attempts = 2;
+        })
+        .await
+        .start()
+        .await;
+        h.dirs.push(dir);
+        h.shard("shard-a").await;
+        let (id, job) = h.tenant("flaky", None).await;
+        let tenant = h.wait_status(&id, "failed").await;
+        assert!(
+            tenant["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("provision_tenant"),
+            "{tenant}"
+        );
+        let failed = h.wait_job(&job, "failed").await;
+        assert_eq!(failed["attempts"], 2);
+        assert!(failed["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(
+            h.get("/v1/resolve?host=flaky.example.com").await.body["edge"]["status"],
+            503
+        );
+
+        // A retry of a job that has not failed is a conflict; after the fix, a retry succeeds.
+        std::fs::write(&broken, "CREATE TABLE fixed (id BIGINT);").unwrap();
+        let r = h.post(&format!("/v1/jobs/{job}/retry"), json!({})).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let tenant = h.wait_status(&id, "active").await;
+        assert_eq!(tenant["schema_version"], 2);
+        assert!(tenant.get("last_error").is_none(), "{tenant}");
+        let r = h.post(&format!("/v1/jobs/{job}/retry"), json!({})).await;
+        assert_eq!(r.status, 409);
+        h.stop().await;
+    }
+);
+
+both!(
+    job_of_a_dead_worker_is_completed_once,
+    |backend| async move {
+        // The tenant and its job exist before any worker runs.
+        let mut h = Harness::new(backend, |_| {}).await;
+        tenantgate_admin::ensure_shard(
+            &h.catalog,
+            "shard-a",
+            vec!["127.0.0.1:9".into()],
+            &h.tc.shard_database_url("shard-a"),
+        )
+        .await
+        .unwrap();
+        tenantgate_admin::ensure_tenant(
+            &h.config,
+            &h.catalog,
+            "phoenix",
+            "Phoenix",
+            "phoenix.example.com",
+            "shard-a",
+            json!({"locale": "de"}),
+        )
+        .await
+        .unwrap();
+        let tenant = h.catalog.tenant("phoenix").await.unwrap().unwrap();
+        // A worker claims the job and dies: its lease is already over.
+        let now = tenantgate_catalog::time::now_ms();
+        let claimed = h
+            .catalog
+            .claim_job("dead-worker", now - 1)
+            .await
+            .unwrap()
+            .expect("a job to claim");
+        assert_eq!(claimed.tenant_id, Some(tenant.id));
+        // ... after doing part of the work: the database exists, in an unknown state.
+        let shard_url = h.tc.shard_database_url("shard-a");
+        match backend {
+            Backend::Postgres => {
+                use sqlx::Executor;
+                let mut admin = pg(&shard_url).await;
+                admin
+                    .execute(
+                        format!(
+                            "CREATE ROLE {0} LOGIN PASSWORD 'lost-with-the-worker'",
+                            tenant.db_name
+                        )
+                        .as_str(),
+                    )
+                    .await
+                    .unwrap();
+                admin
+                    .execute(format!("CREATE DATABASE {0} OWNER {0}", tenant.db_name).as_str())
+                    .await
+                    .unwrap();
+            }
+            Backend::Sqlite => {
+                let file = tenantgate_catalog::tenant_db::sqlite_file(&shard_url, &tenant.db_name);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(&file, b"").unwrap();
+            }
+        }
+        // Idempotent seeding: a second ensure changes nothing.
+        tenantgate_admin::ensure_tenant(
+            &h.config,
+            &h.catalog,
+            "phoenix",
+            "Phoenix",
+            "phoenix.example.com",
+            "shard-a",
+            json!({}),
+        )
+        .await
+        .unwrap();
+
+        h = h.start().await;
+        let id = tenant.id.to_string();
+        let active = h.wait_status(&id, "active").await;
+        assert_eq!(active["settings"], json!({"locale": "de"}));
+        let job = h.wait_job(&claimed.id.to_string(), "succeeded").await;
+        assert_eq!(
+            job["attempts"], 2,
+            "the dead worker's claim and the takeover"
+        );
+        assert_eq!(h.catalog.jobs_of_tenant(tenant.id).await.unwrap().len(), 1);
+        let pool = h.tenant_pool(&id).await;
+        let roles: i64 = sqlx::query("SELECT COUNT(*) FROM roles")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(roles, 3);
+        pool.close().await;
+        if backend == Backend::Postgres {
+            let mut admin = pg(&shard_url).await;
+            assert_eq!(
+                count(
+                    &mut admin,
+                    "SELECT COUNT(*) FROM pg_database WHERE datname = $1",
+                    &tenant.db_name
+                )
+                .await,
+                1
+            );
+            assert_eq!(
+                count(
+                    &mut admin,
+                    "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1",
+                    &tenant.db_name
+                )
+                .await,
+                1
+            );
+        }
+        let audit = h.get("/v1/audit?tenant=phoenix").await;
+        let activations = audit.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "tenant.activate")
+            .count();
+        assert_eq!(activations, 1);
+        h.stop().await;
+    }
+);
+
+both!(
+    placement_picks_the_emptiest_active_shard,
+    |backend| async move {
+        let h = Harness::started(backend).await;
+        h.shard("shard-b").await;
+        h.shard("shard-a").await;
+        h.shard("shard-c").await;
+        let r = h
+            .patch("/v1/shards/shard-c", json!({"status": "disabled"}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let mut placed = Vec::new();
+        for slug in ["one", "two", "three"] {
+            let (id, _) = h.tenant(slug, None).await;
+            placed.push(
+                h.get(&format!("/v1/tenants/{id}")).await.body["shard"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        // Tie broken by name, then the emptier one; the disabled shard never.
+        assert_eq!(placed, ["shard-a", "shard-b", "shard-a"]);
+        for slug in ["one", "two", "three"] {
+            h.wait_status(slug, "active").await;
+        }
+        let page = h.get("/v1/tenants?shard=shard-a&status=active").await;
+        assert_eq!(page.body["tenants"].as_array().unwrap().len(), 2);
+    }
+);

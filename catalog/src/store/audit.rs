@@ -1,0 +1,95 @@
+//! The audit log: who changed what, with the value before and after.
+
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use super::Catalog;
+use crate::error::CatalogError;
+use crate::time::serde_rfc3339;
+
+/// An audit record to append.
+#[derive(Debug, Clone)]
+pub struct NewAudit<'a> {
+    /// Who: the admin token's name and id, `bootstrap`, `worker`, or `cli`.
+    pub actor: &'a str,
+    /// What, as `resource.verb` (`tenant.create`, `shard.update`, `job.retry`, ...).
+    pub action: &'a str,
+    /// The object acted on (`tenant:<slug>`, `shard:<name>`, `job:<id>`).
+    pub target: &'a str,
+    pub tenant_id: Option<Uuid>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// One audit record as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(with = "serde_rfc3339")]
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub tenant_id: Option<String>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// Append an audit record in the caller's transaction, so it commits with the change it records.
+pub async fn append(conn: &mut AnyConnection, entry: &NewAudit<'_>) -> Result<(), CatalogError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, tenant_id, before_value, after_value)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(crate::time::now_ms())
+    .bind(entry.actor)
+    .bind(entry.action)
+    .bind(entry.target)
+    .bind(entry.tenant_id.map(|t| t.to_string()))
+    .bind(entry.before.as_ref().map(|v| v.to_string()))
+    .bind(entry.after.as_ref().map(|v| v.to_string()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Catalog {
+    /// Newest first: up to `limit` records, of one tenant when `tenant_id` is given, older than
+    /// record `before_id` when given.
+    pub async fn audit_log(
+        &self,
+        tenant_id: Option<Uuid>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, tenant_id, before_value, after_value
+             FROM audit_log
+             WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant_id.map(|t| t.to_string()))
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let json = |text: Option<String>, column| {
+            text.map(|t| super::json_col::<serde_json::Value>(&t, column))
+                .transpose()
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    before: json(r.try_get("before_value")?, "audit_log.before_value")?,
+                    after: json(r.try_get("after_value")?, "audit_log.after_value")?,
+                })
+            })
+            .collect()
+    }
+}
