@@ -1,20 +1,33 @@
 //! The tenantgate edge: a Pingora proxy that routes each request to its tenant's shard.
 //!
-//! (Skeleton: being built under issue 3.)
+//! Start-up, in order: bind-check the proxy address and bind the metrics listener (so a taken
+//! address is an error before anything runs), start the *control* runtime (catalog pool, feed
+//! follower, health checks, metrics listener), load the shard pools, then hand the proxy to a
+//! Pingora server running on its own runtimes. The request path never waits on catalog I/O for a
+//! known host; misses are spawned onto the control runtime and awaited across runtimes.
+//!
+//! Modules, one per concern: [`headers`] (request checks, upstream headers), [`resolve`] (route
+//! cache over the catalog), [`status_gate`], [`rate_limit`], [`pools`] (shard backends and
+//! health), [`metrics`], [`edge`] (the Pingora phase hooks),
+//! [`server`] (Pingora server and shutdown).
+
+pub mod edge;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod pools;
+pub mod rate_limit;
+pub mod resolve;
+mod server;
+pub mod status_gate;
 
 use std::sync::Arc;
 
 use tenantgate_catalog::config::Config;
 use tokio_util::sync::CancellationToken;
 
-/// The edge's typed error.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    #[error("catalog: {0}")]
-    Catalog(#[from] tenantgate_catalog::CatalogError),
-    #[error("edge failed to start: {0}")]
-    Start(String),
-}
+pub use error::{ProxyError, Reject};
+pub use server::{upgrade_paths, EMBEDDED_MAX_GRACE};
 
 /// A running edge inside this process.
 pub struct EdgeHandle {
@@ -22,20 +35,32 @@ pub struct EdgeHandle {
 }
 
 impl EdgeHandle {
-    /// Wait until the edge has stopped (after `shutdown` was cancelled).
+    /// Wait until the edge has stopped (after `shutdown` was cancelled): in-flight requests were
+    /// given the grace period, the listeners are closed and the control runtime is down.
     pub fn join(self) {
         let _ = self.thread.join();
     }
 }
 
 /// Start the edge on its own threads: listens on `config.edge.listen` (proxy) and
-/// `config.edge.metrics_listen` (metrics, health), follows the catalog, and stops gracefully when
-/// `shutdown` is cancelled.
+/// `config.edge.metrics_listen` (`/metrics`, `/healthz`, `/readyz`), follows the catalog, and
+/// stops gracefully when `shutdown` is cancelled (grace period `edge.grace_period`, at most
+/// [`EMBEDDED_MAX_GRACE`] in this embedded mode).
+///
+/// Returns once the proxy accepts connections. A taken address, an unreachable catalog or a
+/// proxy that does not come up is an error, never a panic or an exit.
 pub fn start(config: Arc<Config>, shutdown: CancellationToken) -> Result<EdgeHandle, ProxyError> {
-    let _ = config;
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(shutdown.cancelled());
-    });
+    let thread = server::start_embedded(config, shutdown)?;
     Ok(EdgeHandle { thread })
+}
+
+/// Run the edge in the foreground until a signal stops it (`tenantgate edge`).
+///
+/// - SIGTERM: stop accepting, give in-flight requests `edge.grace_period`, exit.
+/// - SIGINT: exit at once.
+/// - SIGQUIT: graceful upgrade. A new process started with `upgrade = true` (`tenantgate edge
+///   --upgrade`) waits on the upgrade socket ([`upgrade_paths`]); SIGQUIT to the old process
+///   hands it the listening socket, then the old one drains and exits.
+pub fn run_standalone(config: Arc<Config>, upgrade: bool) -> Result<(), ProxyError> {
+    server::run_standalone(config, upgrade)
 }

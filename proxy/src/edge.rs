@@ -1,0 +1,401 @@
+//! The `ProxyHttp` implementation: a short list of phase hooks, each delegating to the module
+//! named after what it does (`headers`, `resolve`, `status_gate`, `rate_limit`, `pools`,
+//! `metrics`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use tenantgate_catalog::config::Config;
+use tenantgate_catalog::host::normalize_host;
+use tenantgate_catalog::signing::TenantClaims;
+
+use crate::error::Reject;
+use crate::headers::{self, Forwarded};
+use crate::metrics::{EdgeMetrics, NONE_LABEL};
+use crate::pools::{Backend, Pools};
+use crate::rate_limit::Decision;
+use crate::resolve::{Resolver, RouteInfo};
+use crate::status_gate::{self, Gate};
+
+/// Connect timeout towards app backends; a backend that does not accept within it is ejected.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The edge's proxy logic, shared by all requests.
+pub struct Edge {
+    pub(crate) config: Arc<Config>,
+    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) metrics: Arc<EdgeMetrics>,
+}
+
+/// What one request carries between phases.
+pub struct RequestCtx {
+    started: Instant,
+    route: Option<Arc<RouteInfo>>,
+    prefixed: bool,
+    backend: Option<Arc<Backend>>,
+    tried: Vec<Arc<Backend>>,
+    retried: bool,
+    request_id: String,
+    reject: Option<Reject>,
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            prefixed: false,
+            backend: None,
+            tried: Vec::new(),
+            retried: false,
+            request_id: String::new(),
+            reject: None,
+        }
+    }
+
+    /// Runs once the request headers are read: check the request, resolve its tenant, apply the
+    /// status gate and the rate limit, and choose a backend. `Ok(true)` means the edge answered
+    /// itself; `Ok(false)` continues to the upstream.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        match self.admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err((reject, limit)) => {
+                respond(session, ctx, reject, limit.as_ref()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Runs before each connection attempt: the backend chosen in `request_filter`, or on a
+    /// retry another healthy backend of the shard.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let backend = match ctx.backend.take() {
+            Some(b) => b,
+            None => {
+                let pool = ctx.route.as_ref().and_then(|r| self.pools.get(&r.shard));
+                match pool.and_then(|p| p.pick(&ctx.tried)) {
+                    Some(b) => b,
+                    None => {
+                        ctx.reject = Some(Reject::ShardUnavailable);
+                        return Err(Error::explain(
+                            ErrorType::ConnectNoRoute,
+                            "no healthy backend",
+                        ));
+                    }
+                }
+            }
+        };
+        let Some(addr) = backend.addr else {
+            ctx.reject = Some(Reject::ShardUnavailable);
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "backend does not resolve",
+            ));
+        };
+        ctx.tried.push(backend);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    /// Runs when connecting to a backend failed: eject it and retry once on another backend
+    /// (nothing was sent, so this is safe for any method).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(backend), Some(route)) = (ctx.tried.last(), &ctx.route) {
+            backend.eject();
+            self.metrics
+                .upstream_healthy
+                .with_label_values(&[&*route.shard, backend.name.as_str()])
+                .set(0);
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&route.shard, "connect"])
+                .inc();
+            tracing::warn!(shard = %route.shard, backend = %backend.name, error = %e, "backend connect failed; ejected");
+        }
+        if !ctx.retried {
+            ctx.retried = true;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// Runs before the request is sent: strip inbound internal headers, set the tenant headers
+    /// and the signature, strip a matched path prefix.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route at upstream phase");
+        };
+        let signature = self.config.security.signing.sign(
+            &TenantClaims {
+                tenant_id: route.tenant_id,
+                slug: &route.slug,
+                shard: &route.shard,
+                epoch: route.epoch,
+                request_id: &ctx.request_id,
+            },
+            tenantgate_catalog::time::now_secs(),
+        );
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        headers::rewrite_upstream(
+            upstream,
+            &Forwarded {
+                tenant_id: &route.tenant_id_text,
+                slug: &route.slug,
+                shard: &route.shard,
+                epoch: &route.epoch_text,
+                request_id: &ctx.request_id,
+                signature: &signature,
+                client_ip,
+                prefix: if ctx.prefixed {
+                    route.path_prefix.as_deref()
+                } else {
+                    None
+                },
+            },
+        )
+    }
+
+    /// Runs before the response goes to the client: echo the request id for support cases.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if !ctx.request_id.is_empty() {
+            response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Runs when proxying failed: answer with the JSON error of the reason (none when the
+    /// client is gone).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let gone = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        let reject = match ctx.reject.or_else(|| self.classify(e, ctx)) {
+            Some(r) => r,
+            None => return gone,
+        };
+        if respond(session, ctx, reject, None).await.is_err() {
+            return gone;
+        }
+        FailToProxy {
+            error_code: reject.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Runs once per request at its very end: metrics and the access log.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let (tenant, shard) = match &ctx.route {
+            Some(r) => (&*r.label, &*r.shard),
+            None => (NONE_LABEL, NONE_LABEL),
+        };
+        let code = self.metrics.code_label(status);
+        self.metrics
+            .requests
+            .with_label_values(&[tenant, shard, code])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[shard])
+            .observe(elapsed.as_secs_f64());
+        if let Some(reject) = ctx.reject {
+            self.metrics
+                .rejections
+                .with_label_values(&[reject.code()])
+                .inc();
+            if reject == Reject::RateLimited {
+                self.metrics.rate_limited.with_label_values(&[tenant]).inc();
+            }
+        }
+        tracing::info!(
+            target: "tenantgate::access",
+            tenant,
+            shard,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            reason = ctx.reject.map(Reject::code),
+            "request"
+        );
+    }
+}
+
+impl Edge {
+    /// The answer to a proxying error that no phase classified: connect failures (after the
+    /// retry) mean no backend could take the request, other upstream failures are a bad
+    /// gateway, and a client that went away gets nothing.
+    fn classify(&self, e: &Error, ctx: &RequestCtx) -> Option<Reject> {
+        match e.etype() {
+            ErrorType::ConnectNoRoute
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectTimedout
+            | ErrorType::ConnectError => return Some(Reject::ShardUnavailable),
+            _ => {}
+        }
+        match e.esource() {
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                _ => Some(Reject::MalformedRequest),
+            },
+            _ => {
+                if let Some(route) = &ctx.route {
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[&*route.shard, "proxy"])
+                        .inc();
+                }
+                Some(Reject::BadGateway)
+            }
+        }
+    }
+
+    /// The admission steps of `request_filter`, in order. `Err` carries the answer to give.
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), (Reject, Option<Decision>)> {
+        let req = session.req_header();
+        headers::check_request(req, self.config.edge.max_header_bytes).map_err(|r| (r, None))?;
+        let raw_host = headers::host_of(req).map_err(|r| (r, None))?;
+        let host = normalize_host(raw_host).map_err(|_| (Reject::InvalidHost, None))?;
+        let entry = self.resolver.lookup(&host).await.map_err(|r| (r, None))?;
+        let path = session.req_header().uri.path();
+        let (route, prefixed) = entry.route_for(path).ok_or((Reject::UnknownTenant, None))?;
+        let mut route = route.clone();
+        ctx.prefixed = prefixed;
+        ctx.request_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        ctx.route = Some(route.clone());
+
+        match status_gate::gate(route.status) {
+            Gate::Pass => {}
+            Gate::Refuse(reject) => return Err((reject, None)),
+            Gate::Hold => {
+                route = self
+                    .hold_while_moving(&host, &route)
+                    .await
+                    .map_err(|r| (r, None))?;
+                ctx.route = Some(route.clone());
+            }
+        }
+
+        let decision = route.limiter.check(Instant::now());
+        if !decision.allowed {
+            return Err((Reject::RateLimited, Some(decision)));
+        }
+
+        let pool = self
+            .pools
+            .get(&route.shard)
+            .ok_or((Reject::ShardUnavailable, None))?;
+        let backend = pool.pick(&[]).ok_or((Reject::ShardUnavailable, None))?;
+        ctx.backend = Some(backend);
+        Ok(())
+    }
+
+    /// Hold a request for a tenant in `moving` until its status changes or `edge.moving_hold`
+    /// passes, polling the cache (the feed refreshes it). Returns the route to use.
+    async fn hold_while_moving(
+        &self,
+        host: &str,
+        route: &Arc<RouteInfo>,
+    ) -> Result<Arc<RouteInfo>, Reject> {
+        let deadline = Instant::now() + self.config.edge.moving_hold;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let current = self
+                .resolver
+                .cached(host)
+                .await
+                .and_then(|e| e.route_of(route.tenant_id).cloned());
+            match current {
+                Some(r) => match status_gate::gate(r.status) {
+                    Gate::Pass => return Ok(r),
+                    Gate::Refuse(reject) => return Err(reject),
+                    Gate::Hold => {}
+                },
+                None => return Err(Reject::UnknownTenant),
+            }
+        }
+        Err(Reject::TenantMoving)
+    }
+}
+
+/// Answer the request with the JSON error of `reject` (and the rate-limit headers).
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reject: Reject,
+    limit: Option<&Decision>,
+) -> pingora::Result<()> {
+    ctx.reject = Some(reject);
+    let body = Bytes::from(reject.body());
+    let mut resp = ResponseHeader::build(reject.status(), Some(8))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Some(d) = limit {
+        resp.insert_header("retry-after", d.retry_after_secs.to_string())?;
+        resp.insert_header("ratelimit-limit", d.limit.to_string())?;
+        resp.insert_header("ratelimit-remaining", d.remaining.to_string())?;
+        resp.insert_header("ratelimit-reset", d.reset_secs.to_string())?;
+    } else if let Some(secs) = reject.retry_after_secs() {
+        resp.insert_header("retry-after", secs.to_string())?;
+    }
+    if !ctx.request_id.is_empty() {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    }
+    if reject.closes_connection() {
+        resp.insert_header("connection", "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The edge's errors: [`ProxyError`] for starting and running the edge, and [`Reject`] for the
+//! answers the edge gives itself instead of proxying. Every rejection is mapped to its HTTP
+//! status, error code and message here and nowhere else (DESIGN §5).
+
+use std::net::SocketAddr;
+
+/// Why the edge could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The catalog could not be opened.
+    #[error("catalog: {0}")]
+    Catalog(#[from] tenantgate_catalog::CatalogError),
+    /// A listening address is taken or not ours to bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else that keeps the edge from starting (runtime creation, thread spawn, ...).
+    #[error("edge failed to start: {0}")]
+    Start(String),
+}
+
+/// A request the edge answers itself, with a JSON error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Host header missing, empty, duplicated or not a valid host name.
+    InvalidHost,
+    /// No tenant has this host (or host + path prefix).
+    UnknownTenant,
+    /// The tenant's database is still being created.
+    TenantProvisioning,
+    /// Provisioning the tenant failed; an operator has to act.
+    TenantFailed,
+    /// An operator suspended the tenant.
+    TenantSuspended,
+    /// The tenant was deleted.
+    TenantDeleted,
+    /// The tenant stayed in `moving` longer than the hold deadline.
+    TenantMoving,
+    /// The tenant is over its rate limit.
+    RateLimited,
+    /// The tenant is over its cap on concurrent requests.
+    TooManyInFlight,
+    /// No backend of the tenant's shard is healthy.
+    ShardUnavailable,
+    /// The host is not cached and the catalog cannot be asked (down, or miss budget spent).
+    CatalogUnavailable,
+    /// Request line, path or headers the edge refuses to forward.
+    MalformedRequest,
+    /// Request headers larger than `edge.max_header_bytes`.
+    HeadersTooLarge,
+    /// The backend failed after the connection was made, or answered garbage.
+    BadGateway,
+}
+
+impl Reject {
+    /// HTTP status of the answer.
+    pub fn status(self) -> u16 {
+        match self {
+            Reject::InvalidHost | Reject::MalformedRequest => 400,
+            Reject::UnknownTenant => 404,
+            Reject::TenantSuspended => 403,
+            Reject::TenantDeleted => 410,
+            Reject::RateLimited | Reject::TooManyInFlight => 429,
+            Reject::HeadersTooLarge => 431,
+            Reject::BadGateway => 502,
+            Reject::TenantProvisioning
+            | Reject::TenantFailed
+            | Reject::TenantMoving
+            | Reject::ShardUnavailable
+            | Reject::CatalogUnavailable => 503,
+        }
+    }
+
+    /// The stable `error.code` of the JSON body; also the `reason` label of rejection metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reject::InvalidHost => "invalid_host",
+            Reject::UnknownTenant => "unknown_tenant",
+            Reject::TenantProvisioning => "tenant_provisioning",
+            Reject::TenantFailed => "tenant_failed",
+            Reject::TenantSuspended => "tenant_suspended",
+            Reject::TenantDeleted => "tenant_deleted",
+            Reject::TenantMoving => "tenant_moving",
+            Reject::RateLimited => "rate_limited",
+            Reject::TooManyInFlight => "too_many_in_flight",
+            Reject::ShardUnavailable => "shard_unavailable",
+            Reject::CatalogUnavailable => "catalog_unavailable",
+            Reject::MalformedRequest => "malformed_request",
+            Reject::HeadersTooLarge => "headers_too_large",
+            Reject::BadGateway => "bad_gateway",
+        }
+    }
+
+    /// Human-readable message; never contains request data or internal detail.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reject::InvalidHost => "the Host header is missing or invalid",
+            Reject::UnknownTenant => "no tenant is served at this address",
+            Reject::TenantProvisioning => "the tenant is being set up; retry shortly",
+            Reject::TenantFailed => "the tenant could not be set up; contact the operator",
+            Reject::TenantSuspended => "the tenant is suspended",
+            Reject::TenantDeleted => "the tenant has been deleted",
+            Reject::TenantMoving => "the tenant is being moved; retry shortly",
+            Reject::RateLimited => "too many requests for this tenant",
+            Reject::TooManyInFlight => "too many concurrent requests for this tenant",
+            Reject::ShardUnavailable => "no healthy backend is available for this tenant",
+            Reject::CatalogUnavailable => "tenant routing is temporarily unavailable",
+            Reject::MalformedRequest => "the request is malformed",
+            Reject::HeadersTooLarge => "the request headers are too large",
+            Reject::BadGateway => "the backend failed to answer",
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, for answers that invite a retry.
+    pub fn retry_after_secs(self) -> Option<u64> {
+        match self {
+            Reject::TenantProvisioning | Reject::TenantMoving => Some(5),
+            Reject::ShardUnavailable | Reject::CatalogUnavailable => Some(1),
+            Reject::TooManyInFlight => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is closed after the answer: after a malformed request the
+    /// framing of anything that follows on the connection cannot be trusted.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            Reject::InvalidHost | Reject::MalformedRequest | Reject::HeadersTooLarge
+        )
+    }
+
+    /// The JSON body `{"error":{"code":"…","message":"…"}}`.
+    pub fn body(self) -> String {
+        serde_json::json!({"error": {"code": self.code(), "message": self.message()}}).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_follow_the_contract() {
+        let body: serde_json::Value =
+            serde_json::from_str(&Reject::TenantSuspended.body()).unwrap();
+        assert_eq!(body["error"]["code"], "tenant_suspended");
+        assert!(body["error"]["message"].is_string());
+        assert_eq!(Reject::UnknownTenant.status(), 404);
+        assert_eq!(Reject::TenantDeleted.status(), 410);
+        assert_eq!(Reject::HeadersTooLarge.status(), 431);
+        assert_eq!(Reject::TenantProvisioning.retry_after_secs(), Some(5));
+    }
+}

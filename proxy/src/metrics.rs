@@ -1,0 +1,211 @@
+//! Edge metrics (DESIGN §8) in a registry owned by one edge instance, and the metrics listener
+//! (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! No process-global registry: two edges in one process (tests) keep separate numbers.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::resolve::Resolver;
+
+/// Histogram buckets of request durations, 0.5 ms to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Label value for requests that never reached a tenant or a shard.
+pub const NONE_LABEL: &str = "_none";
+
+/// The result of one route-cache lookup, as counted in `tenantgate_catalog_cache_lookups_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Answered from the cache with the catalog reachable.
+    Hit,
+    /// Not cached: the catalog was asked.
+    Miss,
+    /// Cached as unknown.
+    Negative,
+    /// Answered from the cache while the catalog is unreachable.
+    Stale,
+}
+
+/// All metrics of one edge.
+pub struct EdgeMetrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub rejections: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub catalog_version: IntGauge,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_errors: IntCounterVec,
+    lookups: [IntCounter; 4],
+    /// `"0"` and `"100"`..=`"599"`, so the `code` label costs no allocation per request.
+    codes: Vec<Box<str>>,
+}
+
+impl EdgeMetrics {
+    /// Create and register every edge metric in a fresh registry.
+    pub fn new() -> EdgeMetrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let requests = counter(
+            "tenantgate_edge_requests_total",
+            "Requests answered by the edge, by tenant, shard and status code.",
+            &["tenant", "shard", "code"],
+        );
+        let rejections = counter(
+            "tenantgate_edge_rejections_total",
+            "Requests the edge answered itself, by reason.",
+            &["reason"],
+        );
+        let rate_limited = counter(
+            "tenantgate_edge_rate_limited_total",
+            "Requests refused by a tenant's rate limit.",
+            &["tenant"],
+        );
+        let upstream_errors = counter(
+            "tenantgate_upstream_errors_total",
+            "Failures talking to app backends, by shard and kind (connect, proxy).",
+            &["shard", "kind"],
+        );
+        let lookups_vec = counter(
+            "tenantgate_catalog_cache_lookups_total",
+            "Route cache lookups by result (hit, miss, negative, stale).",
+            &["result"],
+        );
+        let lookups =
+            ["hit", "miss", "negative", "stale"].map(|r| lookups_vec.with_label_values(&[r]));
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tenantgate_edge_request_duration_seconds",
+                "Time from request start to the end of the response, by shard.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["shard"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let catalog_version = IntGauge::new(
+            "tenantgate_catalog_version",
+            "Newest catalog change applied by this edge.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(catalog_version.clone()))
+            .expect("unique metric");
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "tenantgate_upstream_healthy",
+                "1 when an app backend is taking traffic, 0 when it is ejected.",
+            ),
+            &["shard", "backend"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(upstream_healthy.clone()))
+            .expect("unique metric");
+        EdgeMetrics {
+            registry,
+            requests,
+            duration,
+            rejections,
+            rate_limited,
+            catalog_version,
+            upstream_healthy,
+            upstream_errors,
+            lookups,
+            codes: std::iter::once(0)
+                .chain(100..600)
+                .map(|c: u16| c.to_string().into())
+                .collect(),
+        }
+    }
+
+    /// The `code` label value of a status (`0` when no response could be sent).
+    pub fn code_label(&self, status: u16) -> &str {
+        match status {
+            100..=599 => &self.codes[usize::from(status) - 99],
+            _ => &self.codes[0],
+        }
+    }
+
+    /// Count one cache lookup.
+    pub fn lookup(&self, result: Lookup) {
+        self.lookups[result as usize].inc();
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text format is UTF-8")
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        EdgeMetrics::new()
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+///
+/// `/readyz` is 200 once the route cache follows the catalog feed and the catalog is reachable
+/// (or unreachable for less than `catalog.stale_max`), 503 otherwise.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<EdgeMetrics>,
+    resolver: Arc<Resolver>,
+    shutdown: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state((metrics, resolver));
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "edge metrics listener failed");
+    }
+}
+
+type MetricsState = (Arc<EdgeMetrics>, Arc<Resolver>);
+
+async fn metrics_page(State((metrics, resolver)): State<MetricsState>) -> impl IntoResponse {
+    metrics.catalog_version.set(resolver.applied_version());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.encode(),
+    )
+}
+
+async fn ready(State((_, resolver)): State<MetricsState>) -> impl IntoResponse {
+    if resolver.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

@@ -1,0 +1,428 @@
+//! Host → tenant resolution through a cache over the catalog.
+//!
+//! One cache entry per normalised host holds every route on that host (the whole-host route and
+//! the host + prefix routes), so a request for a known host costs one in-memory lookup and no
+//! catalog query. Misses are single-flight per host (moka `try_get_with`), limited to
+//! `catalog.miss_queries_per_sec`, and run on the control runtime; unknown hosts are cached as
+//! negative entries for `catalog.negative_ttl`.
+//!
+//! The catalog feed keeps entries current: each change refreshes the hosts it names (replacing a
+//! negative entry as soon as the host is created), a shard change reloads the shard pools, and a
+//! resync refreshes every cached host. A refresh that fails keeps the old entry, so while the
+//! catalog is unreachable the edge serves what it last knew (counted as `stale`, for at most
+//! `catalog.stale_max`) and a tenant last seen suspended or deleted stays refused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+use tenantgate_catalog::config::Config;
+use tenantgate_catalog::feed::{ChangeSink, FeedState};
+use tenantgate_catalog::labels::TenantLabels;
+use tenantgate_catalog::{Catalog, CatalogError, Change, RateLimit, Route, TenantStatus};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::Reject;
+use crate::metrics::{EdgeMetrics, Lookup};
+use crate::pools::Pools;
+use crate::rate_limit::{Gcra, Limiters};
+
+/// Longest a single catalog query on behalf of a request may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One routable tenant on a host, flattened for the request path (all header values prepared).
+#[derive(Debug)]
+pub struct RouteInfo {
+    pub tenant_id: Uuid,
+    /// `tenant_id` as sent in `x-tenant-id`.
+    pub tenant_id_text: Box<str>,
+    pub slug: Box<str>,
+    /// The bounded metric label for this tenant.
+    pub label: Arc<str>,
+    pub shard: Arc<str>,
+    pub status: TenantStatus,
+    pub epoch: i64,
+    pub epoch_text: Box<str>,
+    /// The path prefix of a host + prefix domain.
+    pub path_prefix: Option<Box<str>>,
+    /// The tenant's limiter (shared by all its hosts).
+    pub limiter: Arc<Gcra>,
+}
+
+/// Everything cached for one host. No routes means the host is unknown (a negative entry).
+#[derive(Debug)]
+pub struct HostEntry {
+    pub routes: Box<[Arc<RouteInfo>]>,
+}
+
+impl HostEntry {
+    /// True for a cached "unknown host".
+    pub fn is_negative(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The route for a request path: a host + prefix route whose prefix is the first path
+    /// segment wins over the whole-host route. Returns whether a prefix matched.
+    pub fn route_for(&self, path: &str) -> Option<(&Arc<RouteInfo>, bool)> {
+        if self.routes.iter().any(|r| r.path_prefix.is_some()) {
+            let first = first_segment(path);
+            if let Some(r) = self
+                .routes
+                .iter()
+                .find(|r| r.path_prefix.as_deref() == Some(first))
+            {
+                return Some((r, true));
+            }
+        }
+        self.routes
+            .iter()
+            .find(|r| r.path_prefix.is_none())
+            .map(|r| (r, false))
+    }
+
+    /// The route of `tenant`, if it is still on this host.
+    pub fn route_of(&self, tenant: Uuid) -> Option<&Arc<RouteInfo>> {
+        self.routes.iter().find(|r| r.tenant_id == tenant)
+    }
+}
+
+/// The first segment of a path (`/acme/x?y` → `acme`).
+pub fn first_segment(path: &str) -> &str {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let end = path.find(['/', '?']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// Negative entries expire after `catalog.negative_ttl`; positive ones live until evicted or
+/// replaced (the feed keeps them current).
+struct NegativeExpiry(Duration);
+
+impl Expiry<String, Arc<HostEntry>> for NegativeExpiry {
+    fn expire_after_create(&self, _: &String, v: &Arc<HostEntry>, _: Instant) -> Option<Duration> {
+        v.is_negative().then_some(self.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Arc<HostEntry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        v.is_negative().then_some(self.0)
+    }
+}
+
+/// Work for the refresh worker. Processed one at a time, in order, so refreshes of the same
+/// host can never overtake each other.
+#[derive(Debug)]
+enum Job {
+    Hosts(Vec<String>),
+    Shards,
+    All,
+}
+
+/// The route cache and everything it needs to fill and refresh itself.
+pub struct Resolver {
+    cache: Cache<String, Arc<HostEntry>>,
+    catalog: Catalog,
+    control: Handle,
+    feed: OnceLock<Arc<FeedState>>,
+    /// Bumped by every feed change; a miss that saw it move re-checks its host.
+    generation: AtomicU64,
+    miss_budget: Gcra,
+    limiters: Limiters,
+    labels: TenantLabels,
+    default_limit: RateLimit,
+    stale_max: Duration,
+    metrics: Arc<EdgeMetrics>,
+    pools: Arc<Pools>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Resolver {
+    /// Create the resolver and its refresh worker; must be called on the control runtime.
+    pub(crate) fn start(
+        config: &Config,
+        catalog: Catalog,
+        metrics: Arc<EdgeMetrics>,
+        pools: Arc<Pools>,
+    ) -> Arc<Resolver> {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let per_sec = config.catalog.miss_queries_per_sec;
+        let resolver = Arc::new(Resolver {
+            cache: Cache::builder()
+                .max_capacity(config.catalog.cache_capacity)
+                .expire_after(NegativeExpiry(config.catalog.negative_ttl))
+                .build(),
+            catalog,
+            control: Handle::current(),
+            feed: OnceLock::new(),
+            generation: AtomicU64::new(0),
+            miss_budget: Gcra::new(RateLimit {
+                rps: per_sec,
+                burst: per_sec,
+            }),
+            limiters: Limiters::default(),
+            labels: TenantLabels::new(config.edge.tenant_label_limit),
+            default_limit: config.edge.default_rate_limit,
+            stale_max: config.catalog.stale_max,
+            metrics,
+            pools,
+            jobs,
+        });
+        tokio::spawn(refresh_worker(Arc::downgrade(&resolver), rx));
+        resolver
+    }
+
+    /// Attach the feed follower's state (reachability and applied version).
+    pub(crate) fn set_feed(&self, feed: Arc<FeedState>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// The catalog version applied so far (0 before the first resync).
+    pub fn applied_version(&self) -> i64 {
+        self.feed.get().map_or(0, |f| f.applied_version())
+    }
+
+    /// Ready to route: the feed has loaded and the catalog is reachable or stale within bounds.
+    pub fn ready(&self) -> bool {
+        self.feed
+            .get()
+            .is_some_and(|f| f.loaded() && f.unreachable_for().is_none_or(|d| d <= self.stale_max))
+    }
+
+    fn unreachable_for(&self) -> Option<Duration> {
+        self.feed.get().and_then(|f| f.unreachable_for())
+    }
+
+    /// The cached entry of `host` without any catalog query (used while holding a request).
+    pub async fn cached(&self, host: &str) -> Option<Arc<HostEntry>> {
+        self.cache.get(host).await
+    }
+
+    /// Resolve a normalised host. Runs on the request path.
+    ///
+    /// `Err(CatalogUnavailable)` when the host is not cached and the catalog cannot be asked, or
+    /// when the catalog has been unreachable for longer than `catalog.stale_max`.
+    pub async fn lookup(&self, host: &str) -> Result<Arc<HostEntry>, Reject> {
+        if let Some(entry) = self.cache.get(host).await {
+            if entry.is_negative() {
+                self.metrics.lookup(Lookup::Negative);
+            } else if let Some(down) = self.unreachable_for() {
+                if down > self.stale_max {
+                    return Err(Reject::CatalogUnavailable);
+                }
+                self.metrics.lookup(Lookup::Stale);
+            } else {
+                self.metrics.lookup(Lookup::Hit);
+            }
+            return Ok(entry);
+        }
+        if self.unreachable_for().is_some() {
+            // Asking would only wait for a timeout; the feed notices when the catalog is back.
+            return Err(Reject::CatalogUnavailable);
+        }
+        self.metrics.lookup(Lookup::Miss);
+        let seen = self.generation.load(Ordering::Acquire);
+        let entry = self
+            .cache
+            .try_get_with_by_ref(host, self.load(host))
+            .await
+            .map_err(|e| *e)?;
+        if self.generation.load(Ordering::Acquire) != seen {
+            // A change was applied while we were loading: what we inserted may predate it.
+            let _ = self.jobs.send(Job::Hosts(vec![host.to_string()]));
+        }
+        Ok(entry)
+    }
+
+    async fn load(&self, host: &str) -> Result<Arc<HostEntry>, Reject> {
+        if !self.miss_budget.check(Instant::now()).allowed {
+            return Err(Reject::CatalogUnavailable);
+        }
+        let routes = self
+            .query(host)
+            .await
+            .map_err(|_| Reject::CatalogUnavailable)?;
+        Ok(self.entry(routes))
+    }
+
+    /// `host_routes` on the control runtime, bounded by [`QUERY_TIMEOUT`]. Marks the catalog
+    /// unreachable when the database fails.
+    async fn query(&self, host: &str) -> Result<Vec<Route>, ()> {
+        let catalog = self.catalog.clone();
+        let owned = host.to_string();
+        let task = self.control.spawn(async move {
+            tokio::time::timeout(QUERY_TIMEOUT, catalog.host_routes(&owned)).await
+        });
+        match task.await {
+            Ok(Ok(Ok(routes))) => Ok(routes),
+            Ok(Ok(Err(e))) => {
+                self.failed(&e);
+                Err(())
+            }
+            Ok(Err(_elapsed)) => {
+                if let Some(feed) = self.feed.get() {
+                    feed.mark_unreachable();
+                }
+                tracing::warn!(host, "catalog lookup timed out");
+                Err(())
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "catalog lookup task failed");
+                Err(())
+            }
+        }
+    }
+
+    fn failed(&self, e: &CatalogError) {
+        if e.is_unavailable() {
+            if let Some(feed) = self.feed.get() {
+                feed.mark_unreachable();
+            }
+        }
+        tracing::warn!(error = %e, "catalog lookup failed");
+    }
+
+    fn entry(&self, routes: Vec<Route>) -> Arc<HostEntry> {
+        let routes = routes
+            .into_iter()
+            .map(|r| {
+                Arc::new(RouteInfo {
+                    tenant_id: r.tenant_id,
+                    tenant_id_text: r.tenant_id.hyphenated().to_string().into(),
+                    label: self.labels.label(&r.slug),
+                    limiter: self
+                        .limiters
+                        .get(r.tenant_id, r.rate_limit.unwrap_or(self.default_limit)),
+                    slug: r.slug.into(),
+                    shard: r.shard.into(),
+                    status: r.status,
+                    epoch: r.epoch,
+                    epoch_text: r.epoch.to_string().into(),
+                    path_prefix: r.path_prefix.map(Into::into),
+                })
+            })
+            .collect();
+        Arc::new(HostEntry { routes })
+    }
+
+    /// Refresh one cached host from the catalog; keeps the old entry if the catalog fails.
+    async fn refresh(&self, host: &str) {
+        if !self.cache.contains_key(host) {
+            return;
+        }
+        let catalog = self.catalog.clone();
+        match tokio::time::timeout(QUERY_TIMEOUT, catalog.host_routes(host)).await {
+            Ok(Ok(routes)) => {
+                let entry = self.entry(routes);
+                self.cache.insert(host.to_string(), entry).await;
+            }
+            Ok(Err(e)) => self.failed(&e),
+            Err(_) => tracing::warn!(host, "catalog refresh timed out; keeping the cached route"),
+        }
+    }
+
+    async fn reload_shards(&self) {
+        match self.catalog.shards().await {
+            Ok(shards) => self.pools.replace(&shards, &self.metrics).await,
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// Load the shard pools once at start-up, so the first requests have backends.
+    pub(crate) async fn load_shards(&self) -> Result<(), CatalogError> {
+        let shards = self.catalog.shards().await?;
+        self.pools.replace(&shards, &self.metrics).await;
+        Ok(())
+    }
+
+    /// The feed sink that keeps this resolver current.
+    pub(crate) fn sink(self: &Arc<Self>) -> Arc<dyn ChangeSink> {
+        Arc::new(Sink(self.clone()))
+    }
+}
+
+async fn refresh_worker(resolver: std::sync::Weak<Resolver>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        let Some(resolver) = resolver.upgrade() else {
+            return;
+        };
+        match job {
+            Job::Hosts(hosts) => {
+                for host in &hosts {
+                    resolver.refresh(host).await;
+                }
+            }
+            Job::Shards => resolver.reload_shards().await,
+            Job::All => {
+                resolver.reload_shards().await;
+                let hosts: Vec<String> = resolver.cache.iter().map(|(k, _)| (*k).clone()).collect();
+                for host in &hosts {
+                    resolver.refresh(host).await;
+                }
+            }
+        }
+    }
+}
+
+struct Sink(Arc<Resolver>);
+
+impl ChangeSink for Sink {
+    fn apply(&self, change: &Change) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        let job = if change.kind == "shard" {
+            Job::Shards
+        } else {
+            Job::Hosts(change.hosts.clone())
+        };
+        let _ = self.0.jobs.send(job);
+    }
+
+    fn resync(&self) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        let _ = self.0.jobs.send(Job::All);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: Option<&str>, slug: &str) -> Arc<RouteInfo> {
+        Arc::new(RouteInfo {
+            tenant_id: Uuid::new_v4(),
+            tenant_id_text: "".into(),
+            slug: slug.into(),
+            label: Arc::from(slug),
+            shard: Arc::from("s"),
+            status: TenantStatus::Active,
+            epoch: 1,
+            epoch_text: "1".into(),
+            path_prefix: prefix.map(Into::into),
+            limiter: Arc::new(Gcra::new(RateLimit { rps: 1, burst: 1 })),
+        })
+    }
+
+    #[test]
+    fn prefix_routes_win_over_the_whole_host() {
+        let entry = HostEntry {
+            routes: vec![route(None, "host"), route(Some("acme"), "acme")].into(),
+        };
+        assert_eq!(&*entry.route_for("/acme/x").unwrap().0.slug, "acme");
+        assert!(entry.route_for("/acme?x=1").unwrap().1);
+        assert_eq!(&*entry.route_for("/acmex/y").unwrap().0.slug, "host");
+        assert_eq!(&*entry.route_for("/").unwrap().0.slug, "host");
+        let only_prefix = HostEntry {
+            routes: vec![route(Some("acme"), "acme")].into(),
+        };
+        assert!(only_prefix.route_for("/other").is_none());
+        assert_eq!(first_segment("/a/b"), "a");
+        assert_eq!(first_segment("/"), "");
+    }
+}

@@ -1,0 +1,195 @@
+//! Routing end to end: tenants are proxied with signed headers, the status gate follows the
+//! catalog within bounds, and new hosts become routable.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use tenantgate_catalog::testing::{wait_until, TestCatalog};
+use tenantgate_catalog::TenantStatus;
+
+both_backends!(proxies_with_signed_headers);
+async fn proxies_with_signed_headers(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    let acme = h
+        .add_tenant(
+            "acme",
+            "shard-a",
+            &["acme.test", "app.test/beta"],
+            TenantStatus::Active,
+            None,
+        )
+        .await;
+    let globex = h
+        .add_tenant(
+            "globex",
+            "shard-a",
+            &["globex.test"],
+            TenantStatus::Active,
+            None,
+        )
+        .await;
+    h.start().await;
+
+    // Client-chosen tenant and forwarding headers never reach the app.
+    let r = h
+        .get(
+            "Acme.Test.",
+            "/items?x=1",
+            &[
+                ("x-tenant-id", &globex.to_string()),
+                ("x-tenant-slug", "globex"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("forwarded", "for=6.6.6.6"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.upstream_header("x-tenant-id"),
+        Some(acme.to_string().as_str())
+    );
+    assert_eq!(
+        r.body["headers"]["x-tenant-id"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(r.upstream_header("x-tenant-slug"), Some("acme"));
+    assert_eq!(r.upstream_header("x-tenant-shard"), Some("shard-a"));
+    assert_eq!(r.upstream_header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(r.upstream_header("x-forwarded-proto"), Some("http"));
+    assert_eq!(r.upstream_header("x-forwarded-host"), Some("Acme.Test."));
+    assert_eq!(r.upstream_header("x-real-ip"), None);
+    assert_eq!(r.upstream_header("forwarded"), None);
+    assert!(r
+        .upstream_header("x-tenant-signature")
+        .unwrap()
+        .starts_with("v1;kid="));
+    let request_id = r.upstream_header("x-request-id").unwrap().to_string();
+    assert_eq!(r.header("x-request-id"), Some(request_id.as_str()));
+    assert_eq!(r.body["path"], "/items?x=1");
+
+    // Host + prefix: the prefix is stripped and sent as x-forwarded-prefix.
+    let r = h.get("app.test:8080", "/beta/items?y=2", &[]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.upstream_header("x-tenant-id"),
+        Some(acme.to_string().as_str())
+    );
+    assert_eq!(r.body["path"], "/items?y=2");
+    assert_eq!(r.upstream_header("x-forwarded-prefix"), Some("/beta"));
+    let r = h.get("app.test", "/gamma/items", &[]).await;
+    assert_eq!((r.status, r.code()), (404, "unknown_tenant"));
+
+    // Unknown and invalid hosts.
+    let r = h.get("nobody.test", "/", &[]).await;
+    assert_eq!((r.status, r.code()), (404, "unknown_tenant"));
+    assert!(r.body["error"]["message"].is_string());
+    let r = h.get("bad_host.test", "/", &[]).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_host"));
+
+    let metrics = h.metrics_text().await;
+    assert!(
+        metrics.contains(
+            r#"tenantgate_edge_requests_total{code="200",shard="shard-a",tenant="acme"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"tenantgate_edge_rejections_total{reason="unknown_tenant"} 2"#));
+    assert!(metrics.contains(r#"tenantgate_catalog_cache_lookups_total{result="miss"}"#));
+    assert!(metrics.contains("tenantgate_edge_request_duration_seconds_bucket"));
+    assert!(metrics.contains(&format!(
+        r#"tenantgate_upstream_healthy{{backend="{}",shard="shard-a"}} 1"#,
+        backend.addr
+    )));
+    let ready = h
+        .client
+        .get(format!("http://{}/readyz", h.metrics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    h.stop().await;
+}
+
+both_backends!(status_changes_apply_within_bounds);
+async fn status_changes_apply_within_bounds(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    let acme = h
+        .add_tenant(
+            "acme",
+            "shard-a",
+            &["acme.test"],
+            TenantStatus::Active,
+            None,
+        )
+        .await;
+    let fresh = h
+        .add_tenant(
+            "fresh",
+            "shard-a",
+            &["fresh.test"],
+            TenantStatus::Provisioning,
+            None,
+        )
+        .await;
+    h.start().await;
+    assert_eq!(h.get("acme.test", "/", &[]).await.status, 200);
+    let r = h.get("fresh.test", "/", &[]).await;
+    assert_eq!((r.status, r.code()), (503, "tenant_provisioning"));
+    assert!(r.header("retry-after").is_some());
+
+    let status_within = |host: &'static str, want: u16| {
+        let h = &h;
+        async move {
+            let began = Instant::now();
+            wait_until(
+                &format!("{host} answering {want}"),
+                Duration::from_secs(2),
+                || async { (h.get(host, "/", &[]).await.status == want).then_some(()) },
+            )
+            .await;
+            began.elapsed()
+        }
+    };
+
+    h.set_status(acme, TenantStatus::Suspended).await;
+    let took = status_within("acme.test", 403).await;
+    assert!(took < Duration::from_secs(2), "suspension took {took:?}");
+    assert_eq!(
+        h.get("acme.test", "/", &[]).await.code(),
+        "tenant_suspended"
+    );
+
+    h.set_status(acme, TenantStatus::Active).await;
+    status_within("acme.test", 200).await;
+    h.set_status(fresh, TenantStatus::Active).await;
+    status_within("fresh.test", 200).await;
+
+    h.set_status(acme, TenantStatus::Deleted).await;
+    status_within("acme.test", 410).await;
+    assert_eq!(h.get("acme.test", "/", &[]).await.code(), "tenant_deleted");
+
+    // A new domain of an existing tenant.
+    h.add_domain(fresh, "fresh2.test").await;
+    status_within("fresh2.test", 200).await;
+
+    // A host asked for while unknown (and so cached as unknown), then created.
+    assert_eq!(h.get("later.test", "/", &[]).await.status, 404);
+    h.add_tenant(
+        "later",
+        "shard-a",
+        &["later.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    let took = status_within("later.test", 200).await;
+    assert!(took < Duration::from_secs(2), "new host took {took:?}");
+    h.stop().await;
+}
