@@ -52,7 +52,10 @@ use uuid::Uuid;
 pub mod context;
 pub mod directory;
 pub mod error;
+pub mod export;
+pub mod items;
 pub mod metrics;
+pub mod pages;
 pub mod pools;
 pub mod rbac;
 pub mod replicas;
@@ -103,6 +106,10 @@ pub async fn serve(
 pub fn router(state: AppState) -> Router {
     let tenant_routes = Router::new()
         .route("/whoami", get(whoami))
+        .merge(items::router())
+        .route("/api/export", get(export::export))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/login", get(pages::login_page).post(pages::login))
         .route_layer(from_fn_with_state(state.clone(), require_tenant));
     Router::new()
         .route("/healthz", get(healthz))

@@ -20,6 +20,7 @@ use std::fmt;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use sqlx::Row;
 use tenantgate_catalog::crypto::hash_token;
 
@@ -118,8 +119,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Credential {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
-        let bearer = parts
-            .headers
+        Credential::from_headers(&parts.headers).ok_or(AppError::Unauthenticated)
+    }
+}
+
+impl Credential {
+    /// The bearer token, else the session cookie, of a request; `None` when it has neither.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Credential> {
+        let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
@@ -127,21 +134,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Credential {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             });
         bearer
-            .or_else(|| cookie(&parts.headers, SESSION_COOKIE))
+            .or_else(|| cookie(headers, SESSION_COOKIE))
             .filter(|t| !t.is_empty())
             .map(|t| Credential {
                 token: t.to_string(),
             })
-            .ok_or(AppError::Unauthenticated)
     }
-}
 
-impl Credential {
     /// A credential from a raw token (the login form).
     pub fn from_token(token: &str) -> Credential {
         Credential {
             token: token.trim().to_string(),
         }
+    }
+
+    /// The raw token (to put in the session cookie). Never log it.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 
     /// The user of this token in `db`. 401 when the token is unknown or expired.

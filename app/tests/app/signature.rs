@@ -65,7 +65,7 @@ async fn whoami_comes_from_the_signed_header_without_a_database(backend: Backend
 both_backends!(whoami_comes_from_the_signed_header_without_a_database);
 
 /// Tenant routes checked for refusals.
-const PATHS: &[&str] = &["/whoami"];
+const PATHS: &[&str] = &["/whoami", "/api/items", "/api/export", "/dashboard"];
 
 async fn bad_signatures_get_401_and_open_no_connection(backend: Backend) {
     let app = TestApp::start(backend, Options::default()).await;

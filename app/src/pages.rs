@@ -1,0 +1,329 @@
+//! Server-side HTML: `/dashboard` and `/login`, in the tenant's locale and theme colour.
+//!
+//! Every value that comes from a tenant or a user is HTML-escaped ([`escape`]); the theme
+//! colour is used only after it validated as a CSS hex colour ([`crate::TenantSettings`]).
+//!
+//! - `GET /dashboard` (permission `items:read`, bearer token or session cookie): the tenant's
+//!   name, its item count and its ten newest items. Without a credential: a redirect to `/login`.
+//! - `GET /login`: a form asking for the token the admin API minted.
+//! - `POST /login` (`token=…`, form-encoded): checks the token against the tenant database and
+//!   sets the HttpOnly session cookie [`crate::rbac::SESSION_COOKIE`], then redirects to the
+//!   dashboard; a bad token gets the form again with 401.
+
+use axum::extract::Form;
+use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::context::TenantContext;
+use crate::error::AppError;
+use crate::items;
+use crate::rbac::{Credential, Permission, SESSION_COOKIE};
+
+/// Theme colour when the tenant set none.
+const DEFAULT_COLOUR: &str = "#3b5bdb";
+/// Items listed on the dashboard.
+const RECENT: i64 = 10;
+
+/// Text of the pages in one language.
+#[derive(Debug)]
+pub struct Messages {
+    pub lang: &'static str,
+    pub dashboard: &'static str,
+    pub items: &'static str,
+    pub recent_items: &'static str,
+    pub no_items: &'static str,
+    pub signed_in_as: &'static str,
+    pub login_title: &'static str,
+    pub login_prompt: &'static str,
+    pub token_label: &'static str,
+    pub login_button: &'static str,
+    pub login_failed: &'static str,
+}
+
+const EN: Messages = Messages {
+    lang: "en",
+    dashboard: "Dashboard",
+    items: "Items",
+    recent_items: "Recent items",
+    no_items: "No items yet.",
+    signed_in_as: "Signed in as",
+    login_title: "Sign in",
+    login_prompt: "Paste the access token you were given.",
+    token_label: "Access token",
+    login_button: "Sign in",
+    login_failed: "This token is not valid.",
+};
+
+const DE: Messages = Messages {
+    lang: "de",
+    dashboard: "Übersicht",
+    items: "Einträge",
+    recent_items: "Neueste Einträge",
+    no_items: "Noch keine Einträge.",
+    signed_in_as: "Angemeldet als",
+    login_title: "Anmelden",
+    login_prompt: "Fügen Sie das Zugangstoken ein, das Sie erhalten haben.",
+    token_label: "Zugangstoken",
+    login_button: "Anmelden",
+    login_failed: "Dieses Token ist ungültig.",
+};
+
+const FR: Messages = Messages {
+    lang: "fr",
+    dashboard: "Tableau de bord",
+    items: "Éléments",
+    recent_items: "Éléments récents",
+    no_items: "Aucun élément pour l’instant.",
+    signed_in_as: "Connecté en tant que",
+    login_title: "Connexion",
+    login_prompt: "Collez le jeton d’accès qui vous a été remis.",
+    token_label: "Jeton d’accès",
+    login_button: "Se connecter",
+    login_failed: "Ce jeton n’est pas valide.",
+};
+
+const ES: Messages = Messages {
+    lang: "es",
+    dashboard: "Panel",
+    items: "Elementos",
+    recent_items: "Elementos recientes",
+    no_items: "Todavía no hay elementos.",
+    signed_in_as: "Sesión iniciada como",
+    login_title: "Iniciar sesión",
+    login_prompt: "Pegue el token de acceso que recibió.",
+    token_label: "Token de acceso",
+    login_button: "Entrar",
+    login_failed: "Este token no es válido.",
+};
+
+/// The messages for `locale` (`de`, `de-AT`, `de_CH` → German); English when we lack it.
+pub fn messages(locale: &str) -> &'static Messages {
+    let lang = locale
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match lang.as_str() {
+        "de" => &DE,
+        "fr" => &FR,
+        "es" => &ES,
+        _ => &EN,
+    }
+}
+
+/// `text` safe inside HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The path prefix the edge stripped (`x-forwarded-prefix`), so links work behind
+/// host + prefix domains. Only a plain path is accepted.
+fn prefix(headers: &HeaderMap) -> String {
+    headers
+        .get("x-forwarded-prefix")
+        .and_then(|v| v.to_str().ok())
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| {
+            p.starts_with('/')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+        })
+        .unwrap_or("")
+        .to_string()
+}
+
+fn page(ctx: &TenantContext, m: &Messages, title: &str, main: &str) -> String {
+    let colour = ctx
+        .settings()
+        .theme_color
+        .as_deref()
+        .unwrap_or(DEFAULT_COLOUR);
+    format!(
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} · {name}</title>\
+<style>body{{font-family:system-ui,sans-serif;margin:0;color:#222}}\
+header{{background:{colour};color:#fff;padding:1rem 2rem}}main{{padding:1rem 2rem}}\
+.count{{font-size:2rem;font-weight:bold}}li{{margin:.25rem 0}}time{{color:#666;margin-left:.5rem}}</style>\
+</head><body><header><h1>{name}</h1></header><main>{main}</main></body></html>\n",
+        lang = m.lang,
+        name = escape(ctx.name()),
+    )
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, [(CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+/// `GET /dashboard`.
+pub(crate) async fn dashboard(
+    ctx: TenantContext,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let base = prefix(&headers);
+    let Some(cred) = Credential::from_headers(&headers) else {
+        return Ok((StatusCode::SEE_OTHER, [(LOCATION, format!("{base}/login"))]).into_response());
+    };
+    let (user, mut db) = cred.read(&ctx, Permission::ItemsRead).await?;
+    let total = items::count(&mut db).await?;
+    let recent = items::recent(&mut db, RECENT).await?;
+    drop(db);
+    let m = messages(&ctx.settings().locale);
+    let mut list = String::new();
+    if recent.is_empty() {
+        list.push_str(&format!("<p class=\"empty\">{}</p>", escape(m.no_items)));
+    } else {
+        list.push_str("<ul class=\"recent\">");
+        for item in &recent {
+            list.push_str(&format!(
+                "<li>{}<time datetime=\"{at}\">{at}</time></li>",
+                escape(&item.title),
+                at = escape(&item.created_at),
+            ));
+        }
+        list.push_str("</ul>");
+    }
+    let main = format!(
+        "<h2>{dashboard}</h2><p class=\"user\">{signed_in} {email}</p>\
+<section><h3>{items}</h3><p class=\"count\" data-count=\"{total}\">{total}</p></section>\
+<section><h3>{recent}</h3>{list}</section>",
+        dashboard = escape(m.dashboard),
+        signed_in = escape(m.signed_in_as),
+        email = escape(&user.email),
+        items = escape(m.items),
+        recent = escape(m.recent_items),
+    );
+    Ok(html(StatusCode::OK, page(&ctx, m, m.dashboard, &main)))
+}
+
+fn login_form(ctx: &TenantContext, headers: &HeaderMap, failed: bool) -> String {
+    let m = messages(&ctx.settings().locale);
+    let error = if failed {
+        format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape(m.login_failed)
+        )
+    } else {
+        String::new()
+    };
+    let main = format!(
+        "<h2>{title}</h2>{error}<p>{prompt}</p>\
+<form method=\"post\" action=\"{action}\"><label>{label} \
+<input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+<button type=\"submit\">{button}</button></form>",
+        title = escape(m.login_title),
+        prompt = escape(m.login_prompt),
+        action = escape(&format!("{}/login", prefix(headers))),
+        label = escape(m.token_label),
+        button = escape(m.login_button),
+    );
+    page(ctx, m, m.login_title, &main)
+}
+
+/// `GET /login`.
+pub(crate) async fn login_page(ctx: TenantContext, headers: HeaderMap) -> Response {
+    html(StatusCode::OK, login_form(&ctx, &headers, false))
+}
+
+/// Form of `POST /login`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+/// `POST /login`.
+pub(crate) async fn login(
+    ctx: TenantContext,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, AppError> {
+    let cred = Credential::from_token(&form.token);
+    // Tokens are base64url; anything else cannot be one and must never reach a header.
+    let plausible = !cred.token().is_empty()
+        && cred
+            .token()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let user = if plausible {
+        let mut db = ctx.db().await?;
+        match cred.authenticate(&mut db).await {
+            Ok(user) => Some(user),
+            Err(AppError::Unauthenticated) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    if user.is_none() {
+        return Ok(html(
+            StatusCode::UNAUTHORIZED,
+            login_form(&ctx, &headers, true),
+        ));
+    }
+    let base = prefix(&headers);
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path={}; HttpOnly; SameSite=Strict{}",
+        cred.token(),
+        if base.is_empty() { "/" } else { &base },
+        if secure { "; Secure" } else { "" },
+    );
+    let mut response = (
+        StatusCode::SEE_OTHER,
+        [(LOCATION, format!("{base}/dashboard"))],
+    )
+        .into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| AppError::Unauthenticated)?,
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape(r#"<script>alert("x")</script> & 'y'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
+    }
+
+    #[test]
+    fn picks_messages_by_language() {
+        assert_eq!(messages("de").lang, "de");
+        assert_eq!(messages("de-AT").lang, "de");
+        assert_eq!(messages("FR_ca").lang, "fr");
+        assert_eq!(messages("es").lang, "es");
+        assert_eq!(messages("pt").lang, "en");
+        assert_eq!(messages("").lang, "en");
+    }
+
+    #[test]
+    fn prefixes_are_plain_paths() {
+        let mut h = HeaderMap::new();
+        assert_eq!(prefix(&h), "");
+        h.insert("x-forwarded-prefix", "/acme/".parse().unwrap());
+        assert_eq!(prefix(&h), "/acme");
+        h.insert("x-forwarded-prefix", "/a\"><script>".parse().unwrap());
+        assert_eq!(prefix(&h), "");
+    }
+}
