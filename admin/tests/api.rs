@@ -466,6 +466,7 @@ async fn openapi_documents_every_route() {
         ("post", "/v1/tenants/{id}/domains"),
         ("delete", "/v1/tenants/{id}/domains/{domain}"),
         ("post", "/v1/tenants/{id}/tokens"),
+        ("post", "/v1/tenants/{id}/move"),
         ("get", "/v1/jobs/{id}"),
         ("post", "/v1/jobs/{id}/retry"),
         ("get", "/v1/resolve"),

@@ -84,6 +84,8 @@ pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
             routing::delete(tenants::remove_domain_handler)),
         (doc("post", "/v1/tenants/{id}/tokens", "Mint a tenant user token (shown once)", Write, Some("MintToken"), &[], (201, "MintedToken")),
             routing::post(user_tokens::handler)),
+        (doc("post", "/v1/tenants/{id}/move", "Move a tenant to another shard", Write, Some("MoveTenant"), &[], (202, "MoveJob")),
+            routing::post(tenants::move_handler)),
         (doc("get", "/v1/jobs/{id}", "Get a job", Read, None, &[], (200, "Job")),
             routing::get(jobs::get_handler)),
         (doc("post", "/v1/jobs/{id}/retry", "Retry a failed job", Write, None, &[], (202, "Job")),

@@ -184,6 +184,8 @@ fn schemas() -> Value {
         "TenantPage": { "type": "object", "properties": {
             "tenants": { "type": "array", "items": { "$ref": "#/components/schemas/Tenant" } },
             "next_cursor": { "type": ["string", "null"] } } },
+        "MoveTenant": obj(&["shard"], json!({ "shard": string })),
+        "MoveJob": { "type": "object", "properties": { "job_id": { "type": "string", "format": "uuid" } } },
         "AddDomain": obj(&["domain"], json!({ "domain": string })),
         "MintToken": obj(&["email", "role"], json!({
             "email": string, "role": { "type": "string", "examples": ["owner", "member", "viewer"] },

@@ -80,6 +80,17 @@ pub(crate) struct DeleteQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct MoveTenant {
+    shard: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MoveJob {
+    job_id: Uuid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AddDomain {
     domain: String,
 }
@@ -589,4 +600,101 @@ pub(crate) async fn remove_domain_handler(
     .await?;
     w.commit().await?;
     Ok(Json(find(&state, &before.id.to_string()).await?))
+}
+
+/// `host:port` of a PostgreSQL URL: shards with the same one share a server.
+fn pg_server(url: &str) -> Option<(String, u16)> {
+    let u = url::Url::parse(url).ok()?;
+    Some((u.host_str()?.to_string(), u.port().unwrap_or(5432)))
+}
+
+/// Start moving a tenant to another shard: status `moving` now (the edge holds its requests),
+/// a `move_tenant` job copies and switches it. Between PostgreSQL shards only when both are on
+/// the same server (the database stays; routing changes); SQLite tenants are copied.
+pub(crate) async fn move_handler(
+    State(state): State<AppState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<MoveTenant>,
+) -> Result<(StatusCode, Json<MoveJob>), AdminError> {
+    let before = find(&state, &id).await?;
+    let target_shard = state
+        .catalog
+        .shard(&req.shard)
+        .await?
+        .ok_or_else(|| AdminError::field("shard", format!("unknown shard {:?}", req.shard)))?;
+    if target_shard.status != ShardStatus::Active {
+        return Err(AdminError::field(
+            "shard",
+            format!(
+                "shard {:?} is {} and takes no new tenants",
+                req.shard, target_shard.status
+            ),
+        ));
+    }
+    if target_shard.name == before.shard {
+        return Err(AdminError::Conflict(format!(
+            "the tenant is on {} already",
+            before.shard
+        )));
+    }
+    if !matches!(
+        before.status,
+        TenantStatus::Active | TenantStatus::Suspended
+    ) {
+        return Err(AdminError::Conflict(format!(
+            "a tenant in status {} cannot be moved",
+            before.status
+        )));
+    }
+    let source = state
+        .catalog
+        .shard(&before.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    let from = tenantgate_catalog::Backend::of_url(&source.database_url)?;
+    let to = tenantgate_catalog::Backend::of_url(&target_shard.database_url)?;
+    let movable = match (from, to) {
+        (tenantgate_catalog::Backend::Sqlite, tenantgate_catalog::Backend::Sqlite) => true,
+        (tenantgate_catalog::Backend::Postgres, tenantgate_catalog::Backend::Postgres) => {
+            pg_server(&source.database_url) == pg_server(&target_shard.database_url)
+        }
+        _ => false,
+    };
+    if !movable {
+        return Err(AdminError::field(
+            "shard",
+            "moves are supported between SQLite shards and between PostgreSQL shards on the same server",
+        ));
+    }
+    let patch = TenantPatch {
+        status: Some(TenantStatus::Moving),
+        bump_epoch: true,
+        ..TenantPatch::default()
+    };
+    let after = patched(&before, &patch);
+    let job_id = Uuid::now_v7();
+    let mut w = begin_for(&state, &before).await?;
+    tenants::update(w.conn(), before.id, &patch).await?;
+    w.tenant_change(before.id, &[]).await?;
+    w.job(&NewJob {
+        id: job_id,
+        kind: kind::MOVE,
+        tenant_id: Some(before.id),
+        payload: serde_json::json!({ "from": before.shard, "to": target_shard.name, "resume": before.status }),
+        max_attempts: i64::from(state.config.admin.job_max_attempts),
+        run_at: tenantgate_catalog::time::now_ms(),
+    })
+    .await?;
+    w.audit(NewAudit {
+        actor: &actor.name,
+        action: "tenant.move",
+        target: &target(&before),
+        tenant_id: Some(before.id),
+        before: Some(serde_json::json!({ "shard": before.shard, "status": before.status })),
+        after: Some(serde_json::json!({ "shard": target_shard.name, "status": after.status })),
+    })
+    .await?;
+    w.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(MoveJob { job_id })))
 }

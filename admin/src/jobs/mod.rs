@@ -9,6 +9,7 @@
 
 pub(crate) mod drop;
 pub(crate) mod provision;
+pub(crate) mod relocate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub(crate) mod kind {
     pub(crate) const PROVISION: &str = "provision_tenant";
     /// Drop a deleted tenant's database and login, free its domains.
     pub(crate) const DROP: &str = "drop_tenant";
+    /// Copy a tenant to another shard (SQLite) or re-point it (same PostgreSQL server).
+    pub(crate) const MOVE: &str = "move_tenant";
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
@@ -196,11 +199,27 @@ async fn record_failure(
         let fail_tenant = final_attempt
             && job.kind == kind::PROVISION
             && current == Some(TenantStatus::Provisioning);
+        // A move that gives up leaves the tenant where it was, in its previous status.
+        let resume = match serde_json::from_value::<relocate::MovePayload>(job.payload.clone()) {
+            Ok(p)
+                if final_attempt
+                    && job.kind == kind::MOVE
+                    && current == Some(TenantStatus::Moving) =>
+            {
+                Some(p.resume)
+            }
+            _ => None,
+        };
         if current.is_some() {
+            let status = if fail_tenant {
+                Some(TenantStatus::Failed)
+            } else {
+                resume
+            };
             let patch = TenantPatch {
-                status: fail_tenant.then_some(TenantStatus::Failed),
+                status,
                 last_error: Some(Some(format!("{}: {message}", job.kind))),
-                bump_epoch: fail_tenant,
+                bump_epoch: status.is_some(),
                 ..TenantPatch::default()
             };
             tenants::update(w.conn(), tenant_id, &patch).await?;
@@ -231,6 +250,7 @@ async fn execute(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminE
     match job.kind.as_str() {
         kind::PROVISION => provision::run(state, worker, job).await,
         kind::DROP => drop::run(state, worker, job).await,
+        kind::MOVE => relocate::run(state, worker, job).await,
         other => Err(AdminError::Conflict(format!("unknown job kind {other:?}"))),
     }
 }

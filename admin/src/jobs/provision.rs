@@ -134,6 +134,8 @@ async fn login(state: &AppState, tenant: &Tenant) -> Result<Credentials, AdminEr
         ..TenantPatch::default()
     };
     tenants::update(w.conn(), tenant.id, &patch).await?;
+    // Components holding the old login (an app's tenant pool) must learn of the new one.
+    w.tenant_change(tenant.id, &[]).await?;
     w.commit().await?;
     Ok(login)
 }
