@@ -74,7 +74,14 @@ impl ProxyHttp for Edge {
         match self.admit(session, ctx).await {
             Ok(()) => Ok(false),
             Err((reject, limit)) => {
-                respond(session, ctx, reject, limit.as_ref()).await?;
+                respond(
+                    session,
+                    ctx,
+                    reject,
+                    limit.as_ref(),
+                    reject.closes_connection(),
+                )
+                .await?;
                 Ok(true)
             }
         }
@@ -217,7 +224,8 @@ impl ProxyHttp for Edge {
             Some(r) => r,
             None => return gone,
         };
-        if respond(session, ctx, reject, None).await.is_err() {
+        // Pingora does not reuse the connection after a proxy failure: say so.
+        if respond(session, ctx, reject, None, true).await.is_err() {
             return gone;
         }
         FailToProxy {
@@ -367,12 +375,14 @@ impl Edge {
     }
 }
 
-/// Answer the request with the JSON error of `reject` (and the rate-limit headers).
+/// Answer the request with the JSON error of `reject` (and the rate-limit headers); `close`
+/// ends the connection after the answer.
 async fn respond(
     session: &mut Session,
     ctx: &mut RequestCtx,
     reject: Reject,
     limit: Option<&Decision>,
+    close: bool,
 ) -> pingora::Result<()> {
     ctx.reject = Some(reject);
     let body = Bytes::from(reject.body());
@@ -391,7 +401,7 @@ async fn respond(
     if !ctx.request_id.is_empty() {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     }
-    if reject.closes_connection() {
+    if close {
         resp.insert_header("connection", "close")?;
         session.set_keepalive(None);
     }

@@ -1,0 +1,222 @@
+//! Per-tenant rate limits and shard backend health, end to end.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Harness, TestBackend};
+use tenantgate_catalog::testing::{wait_until, TestCatalog};
+use tenantgate_catalog::{RateLimit, TenantStatus};
+
+both_backends!(rate_limits_one_tenant_only);
+async fn rate_limits_one_tenant_only(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    let limit = RateLimit { rps: 10, burst: 10 };
+    h.add_tenant(
+        "limited",
+        "shard-a",
+        &["limited.test"],
+        TenantStatus::Active,
+        Some(limit),
+    )
+    .await;
+    h.add_tenant(
+        "free",
+        "shard-a",
+        &["free.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.start().await;
+    // Warm both routes so that the burst below measures the limiter, not the first lookup.
+    // (The warm-up request of `limited` takes one token.)
+    assert_eq!(h.get("limited.test", "/", &[]).await.status, 200);
+    assert_eq!(h.get("free.test", "/", &[]).await.status, 200);
+
+    let h = Arc::new(h);
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let h = h.clone();
+        let host = if i % 2 == 0 {
+            "limited.test"
+        } else {
+            "free.test"
+        };
+        all.spawn(async move { (host, h.get(host, "/", &[]).await) });
+    }
+    let (mut passed, mut limited, mut free_ok) = (0, 0, 0);
+    while let Some(done) = all.join_next().await {
+        let (host, r) = done.unwrap();
+        match (host, r.status) {
+            ("limited.test", 200) => passed += 1,
+            ("limited.test", 429) => {
+                limited += 1;
+                assert_eq!(r.code(), "rate_limited");
+                let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+                assert!((1..=2).contains(&retry), "retry-after {retry}");
+                assert_eq!(r.header("ratelimit-limit"), Some("10"));
+                assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+                assert!(r.header("ratelimit-reset").is_some());
+            }
+            ("free.test", 200) => free_ok += 1,
+            other => panic!("unexpected {other:?}: {:?}", r.body),
+        }
+    }
+    // 10 burst minus the warm-up, plus what refilled while the requests were in flight.
+    assert!((9..=12).contains(&passed), "{passed} passed");
+    assert_eq!(passed + limited, 100);
+    assert_eq!(free_ok, 100, "another tenant must not be limited");
+    let metrics = h.metrics_text().await;
+    assert!(
+        metrics.contains(&format!(
+            r#"tenantgate_edge_rate_limited_total{{tenant="limited"}} {limited}"#
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"tenantgate_edge_rate_limited_total{tenant="free"}"#));
+}
+
+both_backends!(ejects_dead_backends_and_recovers);
+async fn ejects_dead_backends_and_recovers(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let b1 = h.backend("b1").await;
+    let b2 = h.backend("b2").await;
+    let (addr1, addr2) = (b1.addr, b2.addr);
+    h.add_shard("shard-a", &[addr1, addr2]).await;
+    h.add_tenant(
+        "acme",
+        "shard-a",
+        &["acme.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.start().await;
+    let h = Arc::new(h);
+
+    // Steady load from four clients; every failure is counted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (h, stop, failures, sent) = (h.clone(), stop.clone(), failures.clone(), sent.clone());
+        load.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = h.get("acme.test", "/", &[]).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if r.status != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    let sent_at = |n: u64| {
+        let sent = sent.clone();
+        async move {
+            let target = sent.load(Ordering::Relaxed) + n;
+            wait_until("load progressing", Duration::from_secs(10), || async {
+                (sent.load(Ordering::Relaxed) >= target).then_some(())
+            })
+            .await;
+        }
+    };
+    sent_at(40).await;
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+
+    // One backend goes away: it is ejected (passively or by the health check) and, because a
+    // failed connect is retried on the other backend, no request fails at all.
+    b1.stop().await;
+    let b1_down = format!(r#"tenantgate_upstream_healthy{{backend="{addr1}",shard="shard-a"}} 0"#);
+    wait_until("b1 ejected", Duration::from_secs(5), || async {
+        h.metrics_text().await.contains(&b1_down).then_some(())
+    })
+    .await;
+    sent_at(100).await;
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed with one backend left"
+    );
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+
+    // Both gone: 503 shard_unavailable.
+    b2.stop().await;
+    let r = wait_until("shard unavailable", Duration::from_secs(5), || async {
+        let r = h.get("acme.test", "/", &[]).await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(r.code(), "shard_unavailable");
+    assert!(r.header("retry-after").is_some());
+
+    // Back again on the same addresses: traffic recovers without a restart.
+    let b1 = TestBackend::start("b1", h.keys(), Some(addr1)).await;
+    let b2 = TestBackend::start("b2", h.keys(), Some(addr2)).await;
+    wait_until("recovery", Duration::from_secs(5), || async {
+        (h.get("acme.test", "/", &[]).await.status == 200).then_some(())
+    })
+    .await;
+    wait_until("both backends serving", Duration::from_secs(5), || async {
+        let _ = h.get("acme.test", "/", &[]).await;
+        (b1.hits.load(Ordering::Relaxed) > 0 && b2.hits.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+    let metrics = h.metrics_text().await;
+    assert!(
+        metrics.contains(r#"tenantgate_upstream_errors_total{kind="connect",shard="shard-a"}"#)
+            || metrics.contains(&format!(
+                r#"tenantgate_upstream_healthy{{backend="{addr2}",shard="shard-a"}} 1"#
+            ))
+    );
+}
+
+both_backends!(backends_follow_shard_changes);
+async fn backends_follow_shard_changes(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let old = h.backend("old").await;
+    h.add_shard("shard-a", &[old.addr]).await;
+    h.add_tenant(
+        "acme",
+        "shard-a",
+        &["acme.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.start().await;
+    assert_eq!(h.get("acme.test", "/", &[]).await.body["backend"], "old");
+
+    // The shard's upstreams change in the catalog: the edge follows without a restart, and a
+    // draining shard keeps serving its tenants.
+    let new = h.backend("new").await;
+    let mut tx = h.catalog.begin_write().await.unwrap();
+    tenantgate_catalog::store::shards::update(
+        &mut tx,
+        "shard-a",
+        Some(tenantgate_catalog::ShardStatus::Draining),
+        Some(&[new.addr.to_string()]),
+        None,
+    )
+    .await
+    .unwrap();
+    tenantgate_catalog::store::changes::append(
+        &mut tx,
+        h.catalog.backend(),
+        &tenantgate_catalog::store::shards::shard_change("shard-a"),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    wait_until("new backend used", Duration::from_secs(2), || async {
+        (h.get("acme.test", "/", &[]).await.body["backend"] == "new").then_some(())
+    })
+    .await;
+}
