@@ -58,6 +58,10 @@ pub enum AdminError {
     Shard(#[from] sqlx::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A job could not run as recorded (bad payload, lost lease, waiting on another job).
+    /// Raised by the worker only; recorded on the job, never an HTTP answer of its own.
+    #[error("{0}")]
+    Job(String),
 }
 
 impl AdminError {
@@ -83,7 +87,8 @@ impl AdminError {
             AdminError::Catalog(_)
             | AdminError::TenantDb(_)
             | AdminError::Shard(_)
-            | AdminError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | AdminError::Io(_)
+            | AdminError::Job(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -97,7 +102,8 @@ impl AdminError {
             AdminError::Catalog(_)
             | AdminError::TenantDb(_)
             | AdminError::Shard(_)
-            | AdminError::Io(_) => "internal error".into(),
+            | AdminError::Io(_)
+            | AdminError::Job(_) => "internal error".into(),
             other => other.to_string(),
         }
     }

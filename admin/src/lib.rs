@@ -48,8 +48,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
     let state = AppState::new(config, catalog);
-    let worker = tokio::spawn(jobs::run(state.clone(), shutdown.clone()));
-    let deliverer = tokio::spawn(webhooks::run(state.clone(), shutdown.clone()));
+    // A child token, so that a failing listener stops this component's tasks only.
+    let background = shutdown.child_token();
+    let worker = tokio::spawn(jobs::run(state.clone(), background.clone()));
+    let deliverer = tokio::spawn(webhooks::run(state.clone(), background.clone()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
@@ -58,11 +60,23 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.clone().cancelled_owned()),
     );
     tokio::pin!(server);
-    // Long-lived connections could hold graceful shutdown open; bound it.
+    // Long-lived connections could hold graceful shutdown open; one deadline bounds the
+    // server, the worker and the deliverer together.
     let result = tokio::select! {
         r = &mut server => r,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => Ok(()),
+        _ = shutdown.cancelled() => {
+            let deadline = tokio::time::Instant::now() + DRAIN;
+            let server = tokio::time::timeout_at(deadline, &mut server).await.unwrap_or(Ok(()));
+            let _ = tokio::time::timeout_at(deadline, async {
+                let _ = worker.await;
+                let _ = deliverer.await;
+            })
+            .await;
+            return server.map_err(AdminError::Io);
+        }
     };
+    // The server stopped on its own (listener failure): stop the rest too.
+    background.cancel();
     let _ = tokio::time::timeout(DRAIN, async {
         let _ = worker.await;
         let _ = deliverer.await;

@@ -24,7 +24,7 @@ use crate::write::Write;
 pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let tenant_id = job
         .tenant_id
-        .ok_or_else(|| AdminError::Conflict("drop job without a tenant".into()))?;
+        .ok_or_else(|| AdminError::Job("drop job without a tenant".into()))?;
     let Some(tenant) = state.catalog.tenant(&tenant_id.to_string()).await? else {
         return complete(state, worker, job, None).await;
     };
@@ -45,7 +45,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
                 )
         });
     if provisioning {
-        return Err(AdminError::Conflict(
+        return Err(AdminError::Job(
             "waiting for the tenant's provisioning job to stop".into(),
         ));
     }
@@ -94,7 +94,7 @@ async fn complete(
 ) -> Result<(), AdminError> {
     let mut w = Write::begin(state).await?;
     if !succeed(&mut w, job, worker).await? {
-        return Err(AdminError::Conflict("lost the job's lease".into()));
+        return Err(AdminError::Job("lost the job's lease".into()));
     }
     if let Some(tenant) = dropped {
         if tenant_state::status(w.conn(), tenant.id).await? == Some(TenantStatus::Deleted) {

@@ -251,7 +251,7 @@ async fn execute(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminE
         kind::PROVISION => provision::run(state, worker, job).await,
         kind::DROP => drop::run(state, worker, job).await,
         kind::MOVE => relocate::run(state, worker, job).await,
-        other => Err(AdminError::Conflict(format!("unknown job kind {other:?}"))),
+        other => Err(AdminError::Job(format!("unknown job kind {other:?}"))),
     }
 }
 

@@ -29,7 +29,7 @@ use crate::write::Write;
 pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let tenant_id = job
         .tenant_id
-        .ok_or_else(|| AdminError::Conflict("provisioning job without a tenant".into()))?;
+        .ok_or_else(|| AdminError::Job("provisioning job without a tenant".into()))?;
     let tenant = state.catalog.tenant(&tenant_id.to_string()).await?;
     let tenant = match tenant {
         Some(t) if t.status == TenantStatus::Provisioning => t,
@@ -46,6 +46,17 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
     let url = match backend {
         Backend::Postgres => {
             let login = login(state, &tenant).await?;
+            // Only the lease holder may set the role's password: a worker whose lease ran out
+            // could otherwise apply a password other than the sealed one.
+            let lease_until = tenantgate_catalog::time::now_ms()
+                + state.config.admin.job_lease.as_millis() as i64;
+            if !state
+                .catalog
+                .renew_job_lease(job.id, worker, lease_until)
+                .await?
+            {
+                return Err(AdminError::Job("lost the job's lease".into()));
+            }
             create_postgres(&shard, &tenant.db_name, &login).await?;
             tenant_db::postgres_url(&shard.database_url, &tenant.db_name, Some(&login))?
         }
@@ -76,7 +87,7 @@ async fn finish(
 ) -> Result<(), AdminError> {
     let mut w = Write::begin(state).await?;
     if !succeed(&mut w, job, worker).await? {
-        return Err(AdminError::Conflict("lost the job's lease".into()));
+        return Err(AdminError::Job("lost the job's lease".into()));
     }
     if let Some((before, version)) = activate {
         if tenant_state::status(w.conn(), before.id).await? == Some(TenantStatus::Provisioning) {

@@ -33,10 +33,10 @@ pub(crate) struct MovePayload {
 /// Run the job (see the module docs).
 pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let payload: MovePayload = serde_json::from_value(job.payload.clone())
-        .map_err(|e| AdminError::Conflict(format!("bad move job payload: {e}")))?;
+        .map_err(|e| AdminError::Job(format!("bad move job payload: {e}")))?;
     let tenant_id = job
         .tenant_id
-        .ok_or_else(|| AdminError::Conflict("move job without a tenant".into()))?;
+        .ok_or_else(|| AdminError::Job("move job without a tenant".into()))?;
     let tenant = state.catalog.tenant(&tenant_id.to_string()).await?;
     let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Moving) else {
         return finish(state, worker, job, None).await;
@@ -103,7 +103,7 @@ async fn finish(
 ) -> Result<(), AdminError> {
     let mut w = Write::begin(state).await?;
     if !succeed(&mut w, job, worker).await? {
-        return Err(AdminError::Conflict("lost the job's lease".into()));
+        return Err(AdminError::Job("lost the job's lease".into()));
     }
     if let Some((tenant, payload)) = switch {
         if tenant_state::status(w.conn(), tenant.id).await? == Some(TenantStatus::Moving) {
