@@ -674,3 +674,169 @@ fn shard_fingerprint(s: &Shard) -> u64 {
     (&s.name, &s.database_url, &s.replicas).hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantgate_catalog::{ShardStatus, TenantStatus};
+
+    fn shard(dir: &std::path::Path) -> Shard {
+        Shard {
+            name: "s".into(),
+            status: ShardStatus::Active,
+            app_upstreams: vec![],
+            database_url: format!("sqlite://{}", dir.display()),
+            replicas: vec![],
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    async fn tenant(shard: &Shard, n: u128) -> Tenant {
+        let id = Uuid::from_u128(n);
+        let db_name = tenantgate_catalog::tenant_db::db_name(id);
+        let file = tenantgate_catalog::tenant_db::sqlite_file(&shard.database_url, &db_name);
+        let pool =
+            tenantgate_catalog::store::connect_any(&format!("sqlite://{}", file.display()), 1)
+                .await
+                .unwrap();
+        pool.close().await;
+        Tenant {
+            id,
+            slug: format!("t{n}"),
+            name: String::new(),
+            status: TenantStatus::Active,
+            shard: shard.name.clone(),
+            epoch: 1,
+            domains: vec![],
+            rate_limit: None,
+            settings: serde_json::json!({}),
+            schema_version: 0,
+            migration_error: None,
+            last_error: None,
+            db_name,
+            db_credentials: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn manager(budget: u32, timeout_ms: u64) -> PoolManager {
+        PoolManager::new(
+            PoolOptions {
+                connection_budget: budget,
+                per_pool: 1,
+                pool_idle: Duration::from_secs(60),
+                acquire_timeout: Duration::from_millis(timeout_ms),
+            },
+            CredentialKey::from_bytes(&[3; 32]).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn full_budget_waits_then_503s_and_idle_pools_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shard(dir.path());
+        let (a, b, c) = (
+            tenant(&s, 1).await,
+            tenant(&s, 2).await,
+            tenant(&s, 3).await,
+        );
+        let pools = manager(2, 200);
+
+        let held_a = pools.acquire(&a, &s, DbRole::Primary).await.unwrap();
+        let held_b = pools.acquire(&b, &s, DbRole::Primary).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = pools.acquire(&c, &s, DbRole::Primary).await.unwrap_err();
+        assert!(
+            matches!(err, AppError::TenantDbUnavailable(Unavailable::Budget)),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(pools.stats().open_connections, 2);
+
+        // A waiter gets in as soon as a pool goes idle (it is evicted for the waiter).
+        let waiter = {
+            let pools = pools.clone();
+            let (c, s) = (c.clone(), s.clone());
+            tokio::spawn(async move { pools.acquire(&c, &s, DbRole::Primary).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held_a);
+        waiter.await.unwrap().unwrap();
+        let stats = pools.stats();
+        assert!(
+            stats.reserved <= 2 && stats.open_connections <= 2,
+            "{stats:?}"
+        );
+        assert_eq!(stats.opened_total, 3);
+
+        // Closing a tenant with a connection out waits for it, then gives the budget back.
+        pools.close_tenant(b.id);
+        assert_eq!(
+            pools.stats().reserved,
+            2,
+            "still reserved while b's connection is out"
+        );
+        drop(held_b);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pools.stats().reserved > 1 {
+            assert!(Instant::now() < deadline, "{:?}", pools.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pools.close_all(Duration::from_secs(1)).await;
+        let stats = pools.stats();
+        assert_eq!(
+            (stats.pools, stats.reserved, stats.open_connections),
+            (0, 0, 0)
+        );
+        let err = pools.acquire(&a, &s, DbRole::Primary).await.unwrap_err();
+        assert!(matches!(
+            err,
+            AppError::TenantDbUnavailable(Unavailable::ShuttingDown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn first_use_opens_one_pool_however_many_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shard(dir.path());
+        let t = tenant(&s, 7).await;
+        let pools = manager(4, 2000);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (pools, t, s) = (pools.clone(), t.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut db = pools.acquire(&t, &s, DbRole::Primary).await.unwrap();
+                    sqlx::query("SELECT 1").execute(&mut *db).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(pools.stats().opened_total, 1);
+        assert_eq!(pools.stats().pools, 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_tenant_file_is_unavailable_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shard(dir.path());
+        let mut t = tenant(&s, 9).await;
+        t.db_name = "t_missing".into();
+        let pools = manager(2, 500);
+        let err = pools.acquire(&t, &s, DbRole::Primary).await.unwrap_err();
+        assert!(
+            matches!(err, AppError::TenantDbUnavailable(Unavailable::Connect)),
+            "{err}"
+        );
+        assert!(!dir.path().join("t_missing.db").exists());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pools.stats().reserved > 0 {
+            assert!(Instant::now() < deadline, "{:?}", pools.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -3,5 +3,9 @@
 
 mod support;
 
+mod budget;
+mod isolation;
 mod items;
+mod lifecycle;
+mod pages;
 mod signature;
