@@ -8,8 +8,9 @@
 //! - `tenantgate_app_db_connections{state}`: tenant database connections now, `idle` or
 //!   `in_use`, plus `reserved` (budget held by pools) and `budget` (the limit).
 //! - `tenantgate_app_tenant_pools_opened_total`: pools opened since start (cold tenants).
+//! - `tenantgate_app_db_acquires_total{role}`: connections handed out, `primary` or `replica`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -35,6 +36,9 @@ pub struct AppMetrics {
     pools: IntGauge,
     connections: IntGaugeVec,
     pools_opened: IntCounter,
+    acquires: IntCounterVec,
+    /// Serialises scrapes: counters are advanced to the manager's totals while rendering.
+    render_lock: Arc<Mutex<()>>,
 }
 
 impl Default for AppMetrics {
@@ -73,11 +77,20 @@ impl AppMetrics {
             "Tenant database pools opened since start",
         )
         .expect("valid metric");
+        let acquires = IntCounterVec::new(
+            Opts::new(
+                "tenantgate_app_db_acquires_total",
+                "Tenant database connections handed out, by role (primary, replica)",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(pools.clone()),
             Box::new(connections.clone()),
             Box::new(pools_opened.clone()),
+            Box::new(acquires.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -87,6 +100,8 @@ impl AppMetrics {
             pools,
             connections,
             pools_opened,
+            acquires,
+            render_lock: Arc::new(Mutex::new(())),
         }
     }
 
@@ -104,6 +119,7 @@ impl AppMetrics {
 
     /// The text exposition, with pool gauges set from `stats` first.
     pub fn render(&self, stats: &PoolStats) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.pools.set(stats.pools as i64);
         for (state, value) in [
             ("idle", stats.idle_connections),
@@ -115,11 +131,16 @@ impl AppMetrics {
                 .with_label_values(&[state])
                 .set(i64::from(value));
         }
-        let opened = stats.opened_total;
-        let seen = self.pools_opened.get();
-        if opened > seen {
-            self.pools_opened.inc_by(opened - seen);
-        }
+        // Counters mirror the manager's monotonic totals.
+        advance(&self.pools_opened, stats.opened_total);
+        advance(
+            &self.acquires.with_label_values(&["primary"]),
+            stats.acquired_primary,
+        );
+        advance(
+            &self.acquires.with_label_values(&["replica"]),
+            stats.acquired_replica,
+        );
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -130,6 +151,13 @@ impl AppMetrics {
 
 fn itoa(code: u16) -> String {
     code.to_string()
+}
+
+fn advance(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 /// Middleware around the whole app: counts every response by tenant label and code.

@@ -98,6 +98,10 @@ pub struct PoolStats {
     pub connection_budget: u32,
     /// Pools ever opened (a cold tenant request opens one).
     pub opened_total: u64,
+    /// Connections handed out from primaries since start.
+    pub acquired_primary: u64,
+    /// Connections handed out from replicas since start.
+    pub acquired_replica: u64,
 }
 
 impl PoolStats {
@@ -133,6 +137,7 @@ struct Shared {
     changed: Notify,
     started: Instant,
     opened_total: AtomicU64,
+    acquired: [AtomicU64; 2],
 }
 
 #[derive(Default)]
@@ -301,6 +306,7 @@ impl PoolManager {
                 changed: Notify::new(),
                 started: Instant::now(),
                 opened_total: AtomicU64::new(0),
+                acquired: [AtomicU64::new(0), AtomicU64::new(0)],
             }),
         }
     }
@@ -334,12 +340,13 @@ impl PoolManager {
                 .await?;
             match self.connect(&lease.entry, tenant, shard, deadline).await {
                 Ok(conn) => {
+                    self.shared.acquired[role as usize].fetch_add(1, Ordering::Relaxed);
                     return Ok(TenantDb {
                         conn,
                         role,
                         backend: Backend::of_url(&shard.database_url)?,
                         _lease: lease,
-                    })
+                    });
                 }
                 Err(ConnectError::Retry) if Instant::now() < deadline => continue,
                 Err(ConnectError::Retry) => {
@@ -594,6 +601,10 @@ impl PoolManager {
             reserved: state.reserved,
             connection_budget: self.shared.options.connection_budget,
             opened_total: self.shared.opened_total.load(Ordering::Relaxed),
+            acquired_primary: self.shared.acquired[DbRole::Primary as usize]
+                .load(Ordering::Relaxed),
+            acquired_replica: self.shared.acquired[DbRole::Replica as usize]
+                .load(Ordering::Relaxed),
             ..PoolStats::default()
         };
         for entry in state.pools.values().chain(state.closing.iter()) {

@@ -8,4 +8,5 @@ mod isolation;
 mod items;
 mod lifecycle;
 mod pages;
+mod replicas;
 mod signature;

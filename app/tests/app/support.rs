@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub(crate) const SHARD: &str = "shard-a";
+/// `application_name` of connections made through the shard's replica URL.
+pub(crate) const REPLICA_APP_NAME: &str = "tg_replica";
 
 /// Knobs of a test app.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub(crate) struct Options {
     pub(crate) acquire_timeout_ms: u64,
     pub(crate) pool_idle_secs: u64,
     pub(crate) max_skew_secs: u64,
+    /// PostgreSQL only: list the test server again as the shard's replica, told apart by its
+    /// `application_name` ([`REPLICA_APP_NAME`]).
+    pub(crate) replica: bool,
 }
 
 impl Default for Options {
@@ -41,6 +46,7 @@ impl Default for Options {
             acquire_timeout_ms: 2000,
             pool_idle_secs: 60,
             max_skew_secs: 30,
+            replica: false,
         }
     }
 }
@@ -111,7 +117,13 @@ impl TestApp {
                 name: SHARD.into(),
                 app_upstreams: vec![],
                 database_url: test_catalog.shard_database_url(SHARD),
-                replicas: vec![],
+                replicas: match (backend, opts.replica) {
+                    (Backend::Postgres, true) => vec![format!(
+                        "{}?application_name={REPLICA_APP_NAME}",
+                        test_catalog.shard_database_url(SHARD)
+                    )],
+                    _ => vec![],
+                },
             })
             .await
             .expect("create shard");
