@@ -8,6 +8,9 @@ use std::time::Duration;
 use common::{count, pg, Backend, Harness};
 use serde_json::json;
 use sqlx::Row;
+use tenantgate_catalog::store::jobs::JobStatus;
+use tenantgate_catalog::testing::wait_until;
+use tokio_util::sync::CancellationToken;
 
 both!(
     create_tenant_provisions_its_database,
@@ -473,3 +476,135 @@ both!(
         assert_eq!(audit.body["entries"][1]["action"], "tenant.move");
     }
 );
+
+/// Tenant migrations with a slow second step, so a worker can be killed in the middle.
+fn slow_migrations(backend: Backend) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = backend.dir_name();
+    std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    let real = tenantgate_catalog::testing::tenant_migrations_dir()
+        .join(sub)
+        .join("0001_rbac_and_items.sql");
+    std::fs::copy(&real, dir.path().join(sub).join("0001_rbac_and_items.sql")).unwrap();
+    let slow = match backend {
+        Backend::Postgres => "SELECT pg_sleep(1.5);",
+        Backend::Sqlite => "CREATE TABLE slow AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT COUNT(*) AS n FROM c;",
+    };
+    std::fs::write(dir.path().join(sub).join("0002_slow.sql"), slow).unwrap();
+    dir
+}
+
+both!(worker_killed_mid_job_is_taken_over, |backend| async move {
+    let dir = slow_migrations(backend);
+    let path = dir.path().to_path_buf();
+    let mut h = Harness::new(backend, |raw| {
+        raw.tenant_migrations.dir = path;
+        raw.admin.job_lease_secs = 1;
+    })
+    .await;
+    h.dirs.push(dir);
+    let shard_url = h.tc.shard_database_url("shard-a");
+    tenantgate_admin::ensure_shard(
+        &h.catalog,
+        "shard-a",
+        vec!["127.0.0.1:9".into()],
+        &shard_url,
+    )
+    .await
+    .unwrap();
+    tenantgate_admin::ensure_tenant(
+        &h.config,
+        &h.catalog,
+        "lazarus",
+        "Lazarus",
+        "lazarus.example.com",
+        "shard-a",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let tenant = h.catalog.tenant("lazarus").await.unwrap().unwrap();
+    let job_id = h.catalog.jobs_of_tenant(tenant.id).await.unwrap()[0].id;
+
+    // Admin process A, in a runtime of its own that is torn down without any cleanup: its
+    // tasks stop at whatever await they are in and its connections close, like a SIGKILL.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (config, url) = (h.config.clone(), h.tc.url());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    rt.spawn(async move {
+        let catalog = tenantgate_catalog::Catalog::connect(&url, 4).await.unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let _ = tenantgate_admin::serve(config, catalog, listener, CancellationToken::new()).await;
+    });
+    let owner = wait_until(
+        "A to be in the middle of the job",
+        Duration::from_secs(20),
+        || async {
+            let job = h.catalog.job(job_id).await.unwrap().unwrap();
+            // Past the first migration's commit, inside the slow one.
+            let tenant_started = h.database_exists(&id_of(&tenant)).await;
+            (job.status == JobStatus::Running && tenant_started).then_some(job.locked_by)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.shutdown_background();
+    let job = h.catalog.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running, "A died holding the job");
+    assert_eq!(job.locked_by, owner);
+
+    // Process B takes over once A's lease has run out, and finishes the job once.
+    h = h.start().await;
+    let id = tenant.id.to_string();
+    let active = h.wait_status(&id, "active").await;
+    assert_eq!(active["schema_version"], 2);
+    let job = h.wait_job(&job_id.to_string(), "succeeded").await;
+    assert_eq!(job["attempts"], 2);
+    let pool = h.tenant_pool(&id).await;
+    let roles: i64 = sqlx::query("SELECT COUNT(*) FROM roles")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 3);
+    pool.close().await;
+    if backend == Backend::Postgres {
+        let mut admin = pg(&shard_url).await;
+        assert_eq!(
+            count(
+                &mut admin,
+                "SELECT COUNT(*) FROM pg_database WHERE datname = $1",
+                &tenant.db_name
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            count(
+                &mut admin,
+                "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1",
+                &tenant.db_name
+            )
+            .await,
+            1
+        );
+    }
+    let audit = h.get("/v1/audit?tenant=lazarus").await;
+    let activations = audit.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "tenant.activate")
+        .count();
+    assert_eq!(activations, 1);
+    h.stop().await;
+});
+
+fn id_of(t: &tenantgate_catalog::Tenant) -> String {
+    t.id.to_string()
+}

@@ -167,6 +167,15 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// True when the statement ran, false when it failed with SQLSTATE `code`; other errors pass.
+fn ignore_code<T>(result: Result<T, sqlx::Error>, code: &str) -> Result<bool, sqlx::Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(code) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Create (or bring back in line) the tenant's role and database on a PostgreSQL shard.
 ///
 /// The role may log in and do nothing else server-wide (no superuser, no CREATEDB, no
@@ -185,12 +194,20 @@ async fn create_postgres(shard: &Shard, db: &str, login: &Credentials) -> Result
             .fetch_optional(&mut conn)
             .await?
             .is_some();
-        if role_exists {
+        let created = if role_exists {
+            false
+        } else {
+            // A dead worker's CREATE may commit between our look and our create: treat
+            // "already exists" (42710) as existing.
+            ignore_code(
+                conn.execute(format!("CREATE ROLE {role} WITH {attributes}").as_str())
+                    .await,
+                "42710",
+            )?
+        };
+        if !created {
             // Re-applying the attributes makes the password the sealed one again.
             conn.execute(format!("ALTER ROLE {role} WITH {attributes}").as_str())
-                .await?;
-        } else {
-            conn.execute(format!("CREATE ROLE {role} WITH {attributes}").as_str())
                 .await?;
         }
         let db_exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
@@ -199,8 +216,12 @@ async fn create_postgres(shard: &Shard, db: &str, login: &Credentials) -> Result
             .await?
             .is_some();
         if !db_exists {
-            conn.execute(format!("CREATE DATABASE {role} OWNER {role}").as_str())
-                .await?;
+            // As above: 42P04 is "database already exists".
+            ignore_code(
+                conn.execute(format!("CREATE DATABASE {role} OWNER {role}").as_str())
+                    .await,
+                "42P04",
+            )?;
         }
         conn.execute(format!("REVOKE ALL ON DATABASE {role} FROM PUBLIC").as_str())
             .await?;
