@@ -49,8 +49,10 @@ pub enum Reject {
     CatalogUnavailable,
     /// Request line, path or headers the edge refuses to forward.
     MalformedRequest,
-    /// Request headers larger than `edge.max_header_bytes`.
+    /// Request headers larger than `edge.max_header_bytes`, or too many of them.
     HeadersTooLarge,
+    /// A request target longer than [`crate::headers::MAX_URI_BYTES`].
+    UriTooLong,
     /// The backend failed after the connection was made, or answered garbage.
     BadGateway,
 }
@@ -65,6 +67,7 @@ impl Reject {
             Reject::TenantDeleted => 410,
             Reject::RateLimited | Reject::TooManyInFlight => 429,
             Reject::HeadersTooLarge => 431,
+            Reject::UriTooLong => 414,
             Reject::BadGateway => 502,
             Reject::TenantProvisioning
             | Reject::TenantFailed
@@ -90,6 +93,7 @@ impl Reject {
             Reject::CatalogUnavailable => "catalog_unavailable",
             Reject::MalformedRequest => "malformed_request",
             Reject::HeadersTooLarge => "headers_too_large",
+            Reject::UriTooLong => "uri_too_long",
             Reject::BadGateway => "bad_gateway",
         }
     }
@@ -110,6 +114,7 @@ impl Reject {
             Reject::CatalogUnavailable => "tenant routing is temporarily unavailable",
             Reject::MalformedRequest => "the request is malformed",
             Reject::HeadersTooLarge => "the request headers are too large",
+            Reject::UriTooLong => "the request target is too long",
             Reject::BadGateway => "the backend failed to answer",
         }
     }
@@ -129,7 +134,10 @@ impl Reject {
     pub fn closes_connection(self) -> bool {
         matches!(
             self,
-            Reject::InvalidHost | Reject::MalformedRequest | Reject::HeadersTooLarge
+            Reject::InvalidHost
+                | Reject::MalformedRequest
+                | Reject::HeadersTooLarge
+                | Reject::UriTooLong
         )
     }
 

@@ -21,6 +21,8 @@ use crate::error::Reject;
 
 /// Most request headers accepted, whatever their size.
 pub const MAX_HEADERS: usize = 100;
+/// Longest request target (path and query) accepted.
+pub const MAX_URI_BYTES: usize = 8192;
 
 /// Headers that only the edge may set.
 fn is_internal(lower_name: &str) -> bool {
@@ -46,6 +48,9 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<(),
     if req.headers.len() > MAX_HEADERS {
         return Err(Reject::HeadersTooLarge);
     }
+    if req.raw_path().len() > MAX_URI_BYTES {
+        return Err(Reject::UriTooLong);
+    }
     let mut total = req.raw_path().len() + 16;
     for (name, value) in req.headers.iter() {
         total += name.as_str().len() + value.len() + 4;
@@ -59,6 +64,19 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<(),
     }
     if total > max_header_bytes {
         return Err(Reject::HeadersTooLarge);
+    }
+    // The only transfer coding a request may use is one `chunked`; anything else (`chunked,
+    // chunked`, a list across lines) is a framing ambiguity between us and the app.
+    let mut codings = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if codings.next().is_some()
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(Reject::MalformedRequest);
+        }
     }
     check_path(req.uri.path())?;
     if !req.raw_path_is_utf8() {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::Edge;
 use crate::error::ProxyError;
+use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
 use crate::pools::{self, Pools};
 use crate::resolve::Resolver;
@@ -164,7 +165,8 @@ fn build_server(
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     let proxy = pingora::proxy::http_proxy(&server.configuration, edge);
-    let mut service = Service::new("tenantgate edge".to_string(), proxy);
+    let app = Guarded::new(proxy, HEADER_DEADLINE);
+    let mut service = Service::new("tenantgate edge".to_string(), app);
     service.add_tcp(&config.edge.listen.to_string());
     server.add_service(service);
     server

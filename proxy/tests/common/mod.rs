@@ -38,6 +38,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
     pub hits: Arc<AtomicU64>,
+    /// Method and target of every request that reached the app.
+    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -47,6 +49,7 @@ struct BackendState {
     name: String,
     keys: SigningKeys,
     hits: Arc<AtomicU64>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TestBackend {
@@ -58,10 +61,12 @@ impl TestBackend {
                 .expect("bind backend");
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let state = BackendState {
             name: name.to_string(),
             keys,
             hits: hits.clone(),
+            seen: seen.clone(),
         };
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
@@ -79,6 +84,7 @@ impl TestBackend {
             addr,
             name: name.to_string(),
             hits,
+            seen,
             stop,
             task,
         }
@@ -100,6 +106,11 @@ async fn echo(
     headers: HeaderMap,
 ) -> Response {
     state.hits.fetch_add(1, Ordering::Relaxed);
+    state.seen.lock().unwrap().push(format!(
+        "{} {}",
+        method,
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    ));
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let verified = Uuid::parse_str(get("x-tenant-id")).ok().and_then(|id| {
         let claims = TenantClaims {

@@ -1,0 +1,171 @@
+//! Hostile input, sent as raw bytes: the edge answers with the right 4xx, never forwards what it
+//! must not, never panics, and keeps serving other requests afterwards.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use tenantgate_catalog::testing::TestCatalog;
+use tenantgate_catalog::TenantStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Send `bytes` on a fresh connection and read until the edge closes it (or 5 s pass).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The edge may answer and close before it has read everything: ignore write errors.
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(resp: &str) -> Option<u16> {
+    resp.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn request(head: &str) -> Vec<u8> {
+    format!("{head}Connection: close\r\n\r\n").into_bytes()
+}
+
+both_backends!(answers_hostile_input);
+async fn answers_hostile_input(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    h.add_tenant(
+        "acme",
+        "shard-a",
+        &["acme.test", "app.test/beta"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.start().await;
+    let edge = h.edge;
+
+    let big = "a".repeat(40 * 1024);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_uri = format!("/{}", "a".repeat(10 * 1024));
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        ("no host", request("GET / HTTP/1.1\r\n"), &[400]),
+        ("empty host", request("GET / HTTP/1.1\r\nHost: \r\n"), &[400]),
+        ("two hosts", request("GET / HTTP/1.1\r\nHost: acme.test\r\nHost: other.test\r\n"), &[400]),
+        ("host with slash", request("GET / HTTP/1.1\r\nHost: acme.test/../x\r\n"), &[400]),
+        ("host with backslash", request("GET / HTTP/1.1\r\nHost: acme\\test\r\n"), &[400]),
+        ("host with at", request("GET / HTTP/1.1\r\nHost: evil@acme.test\r\n"), &[400]),
+        ("host with dots", request("GET / HTTP/1.1\r\nHost: acme..test\r\n"), &[400]),
+        ("host with control byte", request("GET / HTTP/1.1\r\nHost: acme\x01.test\r\n"), &[400]),
+        ("non-utf8 host", [b"GET / HTTP/1.1\r\nHost: acm\xff.test\r\nConnection: close\r\n\r\n".as_slice()].concat(), &[400]),
+        ("non-utf8 header", [b"GET / HTTP/1.1\r\nHost: acme.test\r\nX-Note: \xc3\x28\r\nConnection: close\r\n\r\n".as_slice()].concat(), &[400]),
+        ("underscore tenant header", request("GET / HTTP/1.1\r\nHost: acme.test\r\nX_Tenant_Id: x\r\n"), &[400]),
+        ("underscore forwarded header", request("GET / HTTP/1.1\r\nHost: acme.test\r\nX_Forwarded_For: 1.2.3.4\r\n"), &[400]),
+        ("oversized header", request(&format!("GET / HTTP/1.1\r\nHost: acme.test\r\nX-Big: {big}\r\n")), &[431]),
+        ("too many headers", request(&format!("GET / HTTP/1.1\r\nHost: acme.test\r\n{many}")), &[431]),
+        ("long uri", request(&format!("GET {long_uri} HTTP/1.1\r\nHost: acme.test\r\n")), &[414]),
+        ("asterisk target", request("GET * HTTP/1.1\r\nHost: acme.test\r\n"), &[400]),
+        ("dot-dot path", request("GET /beta/../x HTTP/1.1\r\nHost: app.test\r\n"), &[400]),
+        ("encoded dot-dot", request("GET /beta/%2e%2e/x HTTP/1.1\r\nHost: app.test\r\n"), &[400]),
+        ("encoded slash", request("GET /beta%2F..%2Fx HTTP/1.1\r\nHost: app.test\r\n"), &[400]),
+        ("te chunked twice", b"POST / HTTP/1.1\r\nHost: acme.test\r\nTransfer-Encoding: chunked, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(), &[400]),
+        ("differing content lengths", b"POST / HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!".to_vec(), &[400]),
+        ("equal content lengths", b"POST / HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello".to_vec(), &[400, 200]),
+        ("malformed request line", b"GARBAGE\r\n\r\n".to_vec(), &[400]),
+        ("obs-fold", request("GET / HTTP/1.1\r\nHost: acme.test\r\nX-A: b\r\n c\r\n"), &[400]),
+        ("upper-case host with trailing dot", request("GET / HTTP/1.1\r\nHost: ACME.Test.\r\n"), &[200]),
+        ("host with port", request("GET / HTTP/1.1\r\nHost: acme.test:80\r\n"), &[200]),
+    ];
+    for (what, bytes, expected) in &cases {
+        let resp = raw(edge, bytes).await;
+        let got = status(&resp);
+        assert!(
+            got.is_some_and(|s| expected.contains(&s)),
+            "{what}: expected {expected:?}, got {got:?}: {}",
+            resp.lines().next().unwrap_or("")
+        );
+        if got.is_some_and(|s| s >= 400) && resp.contains("application/json") {
+            assert!(resp.contains(r#"{"error":{"code":"#), "{what}: {resp}");
+        }
+    }
+
+    // Content-Length and Transfer-Encoding together, with a second request smuggled in the
+    // body: either refused, or framed by TE with the connection closed; the app never sees the
+    // smuggled request.
+    for order in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+    ] {
+        let smuggle = format!(
+            "POST / HTTP/1.1\r\nHost: acme.test\r\n{order}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: acme.test\r\n\r\n"
+        );
+        let resp = raw(edge, smuggle.as_bytes()).await;
+        let got = status(&resp);
+        assert!(matches!(got, Some(400) | Some(200)), "CL+TE: {resp}");
+        assert_eq!(
+            resp.matches("HTTP/1.1 ").count(),
+            1,
+            "one response only: {resp}"
+        );
+    }
+    let seen = backend.seen.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|r| r.contains("smuggled")),
+        "smuggled request reached the app: {seen:?}"
+    );
+    assert!(!seen.iter().any(|r| r.contains("..")), "{seen:?}");
+
+    // Only the two valid requests (and at most the TE-framed POSTs) reached the app.
+    assert!(seen.len() <= 4, "{seen:?}");
+    // The edge still serves normally.
+    let r = h.get("acme.test", "/after", &[]).await;
+    assert_eq!(r.status, 200);
+    let r = h.get("app.test", "/beta/ok", &[]).await;
+    assert_eq!((r.status, r.body["path"].as_str()), (200, Some("/ok")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_hit_the_total_deadline() {
+    let mut h = Harness::new(TestCatalog::sqlite(), "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    h.add_tenant(
+        "acme",
+        "shard-a",
+        &["acme.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.start().await;
+
+    let began = Instant::now();
+    let mut s = TcpStream::connect(h.edge).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: acme.test\r\n")
+        .await
+        .unwrap();
+    // One header line a second, forever: the connection must be closed at the deadline.
+    let closed_after = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let write = s.write_all(b"X-Slow: 1\r\n").await;
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_millis(10), s.read(&mut buf)).await;
+        if write.is_err() || matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            break began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "slow client still connected"
+        );
+    };
+    let deadline = tenantgate_proxy::guard::HEADER_DEADLINE;
+    assert!(
+        closed_after >= deadline - Duration::from_secs(1)
+            && closed_after < deadline + Duration::from_secs(4),
+        "closed after {closed_after:?}"
+    );
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // And the edge serves others.
+    assert_eq!(h.get("acme.test", "/", &[]).await.status, 200);
+}
