@@ -608,3 +608,51 @@ both!(worker_killed_mid_job_is_taken_over, |backend| async move {
 fn id_of(t: &tenantgate_catalog::Tenant) -> String {
     t.id.to_string()
 }
+
+both!(
+    purge_while_provisioning_retries_drops_everything,
+    |backend| async move {
+        // Provisioning keeps failing (a broken second migration) after creating the database.
+        let dir = tempfile::tempdir().unwrap();
+        let sub = backend.dir_name();
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        let real = tenantgate_catalog::testing::tenant_migrations_dir()
+            .join(sub)
+            .join("0001_rbac_and_items.sql");
+        std::fs::copy(&real, dir.path().join(sub).join("0001_rbac_and_items.sql")).unwrap();
+        std::fs::write(
+            dir.path().join(sub).join("0002_broken.sql"),
+            "CREATE TABLE nonsense (;",
+        )
+        .unwrap();
+        let path = dir.path().to_path_buf();
+        let mut h = Harness::new(backend, |raw| {
+            raw.tenant_migrations.dir = path;
+            raw.admin.job_max_attempts = 10;
+        })
+        .await
+        .start()
+        .await;
+        h.dirs.push(dir);
+        h.shard("shard-a").await;
+        let (id, provision) = h.tenant("gone", None).await;
+        wait_until("a failed attempt", Duration::from_secs(20), || async {
+            let job = h.get(&format!("/v1/jobs/{provision}")).await.body;
+            (job["error"].is_string() && job["status"] == "queued").then_some(())
+        })
+        .await;
+        assert!(h.database_exists(&id).await);
+
+        let r = h.delete(&format!("/v1/tenants/{id}?purge=true")).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let drop_job = r.body["job_id"].as_str().unwrap().to_string();
+        h.wait_job(&provision, "succeeded").await;
+        h.wait_job(&drop_job, "succeeded").await;
+        assert!(!h.database_exists(&id).await);
+        assert_eq!(
+            h.get(&format!("/v1/tenants/{id}")).await.body["status"],
+            "deleted"
+        );
+        h.stop().await;
+    }
+);

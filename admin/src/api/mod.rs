@@ -10,8 +10,12 @@ pub(crate) mod shards;
 pub(crate) mod tenants;
 pub(crate) mod user_tokens;
 
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{self, MethodRouter};
 use axum::Router;
+use tracing::Instrument;
 
 use crate::error::AdminError;
 use crate::state::AppState;
@@ -128,5 +132,24 @@ pub(crate) fn router(state: AppState) -> Router {
                 })),
             )
         })
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One span and one log line per request: method, path (never the query, which may name
+/// hosts an operator looks up, nor headers, which carry tokens), status and duration. Errors
+/// logged while handling the request land in its span.
+async fn log_request(req: Request, next: Next) -> Response {
+    let span =
+        tracing::info_span!("admin_request", method = %req.method(), path = %req.uri().path());
+    let started = std::time::Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "admin request"
+        )
+    });
+    response
 }

@@ -460,6 +460,12 @@ pub(crate) async fn delete(
     };
     let mut w = begin_for(state, &before).await?;
     let pending = jobs::pending_for_tenant(w.conn(), before.id, kind::DROP).await?;
+    // A queued provisioning job (perhaps waiting out a backoff) is brought forward: it sees
+    // the deletion and ends at once, and the drop job waits for that.
+    if let Some(provision) = jobs::pending_for_tenant(w.conn(), before.id, kind::PROVISION).await? {
+        jobs::reschedule(w.conn(), provision.id, now).await?;
+        w.wake_worker();
+    }
     if before.status == TenantStatus::Deleted && !purge {
         return match pending {
             Some(job) => Ok((before, job.id)),
