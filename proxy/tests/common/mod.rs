@@ -164,6 +164,18 @@ impl Harness {
     /// A catalog on `test_catalog` and an edge configured by `extra` (TOML lines appended to
     /// the `[edge]` section), not yet started.
     pub async fn new(test_catalog: TestCatalog, extra_edge: &str, extra_catalog: &str) -> Harness {
+        let url = test_catalog.url();
+        Harness::with_catalog_url(test_catalog, &url, extra_edge, extra_catalog).await
+    }
+
+    /// As [`Harness::new`], with the edge reaching the catalog at `edge_catalog_url` (e.g.
+    /// through a proxy the test can cut) while the test writes to it directly.
+    pub async fn with_catalog_url(
+        test_catalog: TestCatalog,
+        edge_catalog_url: &str,
+        extra_edge: &str,
+        extra_catalog: &str,
+    ) -> Harness {
         // Pingora logs through `log`; route it into the test output (RUST_LOG to see it).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -176,7 +188,7 @@ impl Harness {
             "[catalog]\nurl = \"{url}\"\npoll_interval_ms = 100\nnegative_ttl_ms = 2000\n{extra_catalog}\n\
              [edge]\nlisten = \"{edge}\"\nmetrics_listen = \"{metrics}\"\nhealth_interval_ms = 100\n\
              health_timeout_ms = 300\ngrace_period_secs = 0\ndefault_rps = 10000\ndefault_burst = 10000\n{extra_edge}\n",
-            url = test_catalog.url(),
+            url = edge_catalog_url,
         );
         let raw = RawConfig::parse(&text, std::iter::empty()).expect("test config parses");
         let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
