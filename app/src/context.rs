@@ -317,7 +317,7 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
         .tenant(tenant_id)
         .await?
         .ok_or(AppError::UnknownTenant)?;
-    if tenant.epoch != epoch || !servable(tenant.status) {
+    if epoch > tenant.epoch || !servable(tenant.status) {
         // The edge follows the same feed and may be ahead of this process: before refusing or
         // serving with an outdated row, read it again (rare: only right after a change).
         state.directory().forget_tenant(tenant_id).await;

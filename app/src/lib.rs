@@ -16,7 +16,7 @@
 //!
 //! A handler of your own:
 //!
-//! ```ignore
+//! ```no_run
 //! use axum::{routing::get, Json, Router};
 //! use tenantgate_app::{AppError, AppState, Credential, Permission, TenantContext};
 //!

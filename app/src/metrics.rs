@@ -14,10 +14,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use tenantgate_catalog::signing::{HEADER_TENANT_ID, HEADER_TENANT_SIGNATURE};
+
+use crate::error::AppError;
 use crate::pools::PoolStats;
 use crate::state::AppState;
 
@@ -174,8 +178,14 @@ pub async fn track_requests(State(state): State<AppState>, req: Request, next: N
     response
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics_handler(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus text format, for scrapers that reach the app directly.
+///
+/// Requests that came through the edge (they carry its tenant headers) get 404: a tenant must
+/// not read the shard's metrics, which name other tenants.
+pub async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if headers.contains_key(HEADER_TENANT_SIGNATURE) || headers.contains_key(HEADER_TENANT_ID) {
+        return AppError::NotFound.into_response();
+    }
     let body = state.metrics().render(&state.pools().stats());
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

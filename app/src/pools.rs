@@ -107,7 +107,7 @@ pub struct PoolStats {
 impl PoolStats {
     /// Connections handed out to requests now.
     pub fn in_use_connections(&self) -> u32 {
-        self.open_connections - self.idle_connections
+        self.open_connections.saturating_sub(self.idle_connections)
     }
 }
 
@@ -609,8 +609,10 @@ impl PoolManager {
         };
         for entry in state.pools.values().chain(state.closing.iter()) {
             if let Some(pool) = entry.pool() {
-                stats.open_connections += pool.size();
-                stats.idle_connections += pool.num_idle() as u32;
+                // Two separate reads of a live pool: keep them consistent.
+                let size = pool.size();
+                stats.open_connections += size;
+                stats.idle_connections += (pool.num_idle() as u32).min(size);
             }
         }
         stats

@@ -8,10 +8,16 @@
 //! In a handler, take a [`Credential`] argument (extracting it touches no database: no token
 //! means 401 at once) and open the database through it:
 //!
-//! ```ignore
-//! async fn create(ctx: TenantContext, cred: Credential) -> Result<Json<Item>, AppError> {
+//! ```no_run
+//! use tenantgate_app::{AppError, Credential, Permission, TenantContext};
+//!
+//! async fn rename_all(ctx: TenantContext, cred: Credential) -> Result<(), AppError> {
 //!     let (user, mut db) = cred.write(&ctx, Permission::ItemsWrite).await?; // 401 / 403 here
-//!     // ... sqlx queries on &mut *db ...
+//!     sqlx::query("UPDATE items SET created_by = $1")
+//!         .bind(&user.id)
+//!         .execute(&mut *db)
+//!         .await?;
+//!     Ok(())
 //! }
 //! ```
 

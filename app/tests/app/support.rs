@@ -337,9 +337,9 @@ impl TestApp {
     pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         let handle = self.handle.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(3), handle)
+        tokio::time::timeout(Duration::from_secs(2), handle)
             .await
-            .expect("serve returns within 3 s of shutdown")
+            .expect("serve returns within 2 s of shutdown")
             .unwrap()
             .expect("serve ends cleanly");
     }
