@@ -148,11 +148,36 @@ async fn echo(
     .into_response()
 }
 
+/// `[catalog]` and `[edge]` sections from defaults and `key = value` override lines.
+fn config_text(
+    catalog: &[(&str, String)],
+    extra_catalog: &str,
+    edge: &[(&str, String)],
+    extra_edge: &str,
+) -> String {
+    let section = |name: &str, defaults: &[(&str, String)], extra: &str| {
+        let overridden: Vec<&str> = extra
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        let mut out = format!("[{name}]\n");
+        for (k, v) in defaults.iter().filter(|(k, _)| !overridden.contains(k)) {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str(extra);
+        out.push('\n');
+        out
+    };
+    section("catalog", catalog, extra_catalog) + &section("edge", edge, extra_edge)
+}
+
 /// A running edge over a test catalog.
 pub struct Harness {
     pub test_catalog: TestCatalog,
     pub catalog: Catalog,
     pub config: Arc<Config>,
+    /// The TOML the config was loaded from (for an edge in a child process).
+    pub config_text: String,
     pub edge: SocketAddr,
     pub metrics: SocketAddr,
     pub client: reqwest::Client,
@@ -184,18 +209,32 @@ impl Harness {
         let catalog = test_catalog.connect().await;
         let edge = free_addr();
         let metrics = free_addr();
-        let text = format!(
-            "[catalog]\nurl = \"{url}\"\npoll_interval_ms = 100\nnegative_ttl_ms = 2000\n{extra_catalog}\n\
-             [edge]\nlisten = \"{edge}\"\nmetrics_listen = \"{metrics}\"\nhealth_interval_ms = 100\n\
-             health_timeout_ms = 300\ngrace_period_secs = 0\ndefault_rps = 10000\ndefault_burst = 10000\n{extra_edge}\n",
-            url = edge_catalog_url,
-        );
+        let key = tenantgate_catalog::crypto::random_secret(32);
+        let text = config_text(
+            &[
+                ("url", format!("\"{edge_catalog_url}\"")),
+                ("poll_interval_ms", "100".into()),
+                ("negative_ttl_ms", "2000".into()),
+            ],
+            extra_catalog,
+            &[
+                ("listen", format!("\"{edge}\"")),
+                ("metrics_listen", format!("\"{metrics}\"")),
+                ("health_interval_ms", "100".into()),
+                ("health_timeout_ms", "300".into()),
+                ("grace_period_secs", "0".into()),
+                ("default_rps", "10000".into()),
+                ("default_burst", "10000".into()),
+            ],
+            extra_edge,
+        ) + &format!("[security]\nsigning_keys = {{ k1 = \"{key}\" }}\n");
         let raw = RawConfig::parse(&text, std::iter::empty()).expect("test config parses");
         let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
         Harness {
             test_catalog,
             catalog,
             config,
+            config_text: text,
             edge,
             metrics,
             client: reqwest::Client::builder()
