@@ -1,1 +1,21 @@
-fn main() {}
+//! The `tenantgate` binary: parse the command line, load and check the configuration, run the
+//! chosen component. Everything of substance lives in the workspace crates.
+
+mod cli;
+mod commands;
+mod dev;
+mod logging;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(cli.log_format);
+    match commands::run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

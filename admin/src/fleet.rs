@@ -107,33 +107,44 @@ pub async fn migrate_tenants(
     let failed = Arc::new(AtomicUsize::new(0));
     let progress = tokio::spawn(report_progress(total, done.clone(), failed.clone()));
 
-    let jobs = tenants.into_iter().map(|tenant| {
-        let shard = shards.get(&tenant.shard).cloned();
-        let server_key = shard
-            .as_ref()
-            .map(|s| server_of(&s.database_url))
-            .unwrap_or_default();
-        let permits = servers
-            .entry(server_key)
-            .or_insert_with(|| Arc::new(Semaphore::new(options.concurrency)))
-            .clone();
-        let migrators = migrators.clone();
-        let (done, failed) = (done.clone(), failed.clone());
-        async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore open");
-            let result = match shard {
-                Some(shard) => {
-                    migrate_one(config, catalog, &shard, &tenant, &migrators, options.dry_run).await
+    let jobs: Vec<_> = tenants
+        .into_iter()
+        .map(|tenant| {
+            let shard = shards.get(&tenant.shard).cloned();
+            let server_key = shard
+                .as_ref()
+                .map(|s| server_of(&s.database_url))
+                .unwrap_or_default();
+            let permits = servers
+                .entry(server_key)
+                .or_insert_with(|| Arc::new(Semaphore::new(options.concurrency)))
+                .clone();
+            let migrators = migrators.clone();
+            let (done, failed) = (done.clone(), failed.clone());
+            async move {
+                let _permit = permits.acquire_owned().await.expect("semaphore open");
+                let result = match shard {
+                    Some(shard) => {
+                        migrate_one(
+                            config,
+                            catalog,
+                            &shard,
+                            &tenant,
+                            &migrators,
+                            options.dry_run,
+                        )
+                        .await
+                    }
+                    None => Err(format!("shard {} not found", tenant.shard)),
+                };
+                done.fetch_add(1, Ordering::Relaxed);
+                if result.is_err() {
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
-                None => Err(format!("shard {} not found", tenant.shard)),
-            };
-            done.fetch_add(1, Ordering::Relaxed);
-            if result.is_err() {
-                failed.fetch_add(1, Ordering::Relaxed);
+                (tenant, result)
             }
-            (tenant, result)
-        }
-    });
+        })
+        .collect();
     // Enough in flight to keep every server's semaphore busy.
     let width = options.concurrency * servers.len().max(1);
     let results: Vec<_> = stream::iter(jobs).buffer_unordered(width).collect().await;
@@ -226,7 +237,7 @@ async fn migrate_one(
     let pool = connect_any(&target.primary, 1)
         .await
         .map_err(|e| format!("connecting to the tenant database: {e}"))?;
-    let result = async {
+    let result: Result<(Vec<i64>, Outcome), String> = async {
         let applied = applied_versions(&pool).await.map_err(|e| e.to_string())?;
         let pending: Vec<i64> = migrator
             .iter()
@@ -305,7 +316,7 @@ async fn report_progress(total: usize, done: Arc<AtomicUsize>, failed: Arc<Atomi
         let rate = d as f64 / started.elapsed().as_secs_f64().max(0.001);
         if terminal {
             let width = 30;
-            let filled = if total == 0 { width } else { d * width / total };
+            let filled = (d * width).checked_div(total).unwrap_or(width);
             eprint!(
                 "\r[{}{}] {d}/{total} tenants, {f} failed, {rate:.0}/s ",
                 "#".repeat(filled),

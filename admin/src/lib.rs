@@ -13,6 +13,7 @@ mod api;
 mod auth;
 mod error;
 mod extract;
+pub mod fleet;
 mod jobs;
 mod metrics;
 mod state;

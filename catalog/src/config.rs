@@ -740,7 +740,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             ("[edge]\nlistn = \"x\"\n", &[], "edge.listn"),
             ("[edge]\nlisten = \"nope\"\n", &[], "edge.listen"),
             ("[edge]\nthreads = 0\n", &[], "edge.threads"),

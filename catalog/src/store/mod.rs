@@ -38,7 +38,7 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migration
 pub const NOTIFY_CHANNEL: &str = "tenantgate_catalog";
 
 /// Which database the catalog (or a shard) lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Postgres,
     Sqlite,

@@ -95,11 +95,11 @@ fn from_row(r: &AnyRow) -> Result<Tenant, CatalogError> {
 /// A taken slug or domain is a [`CatalogError::Conflict`] naming it.
 pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), CatalogError> {
     let now = crate::time::now_ms();
-    let result = sqlx::query(&format!(
+    let result = sqlx::query(
         "INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst,
             settings, db_name, schema_version, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, 0, $10, $10)"
-    ))
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, 0, $10, $10)",
+    )
     .bind(t.id.to_string())
     .bind(&t.slug)
     .bind(&t.name)

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Load benchmark: tenantgate's edge against nginx with a host map and a bare Pingora proxy.
+
+Starts, on this machine only (127.0.0.1):
+  - a trivial upstream: nginx `return 200`, one worker;
+  - nginx (one worker) as a reverse proxy with a `map` from Host to a tenant header and upstream
+    keep-alive: what a user would pick instead;
+  - a bare Pingora proxy (benches/bare_pingora.rs): fixed upstream, no tenant logic;
+  - the tenantgate edge (release build) with N tenants in a SQLite catalog, rate limits set high,
+    metrics on;
+then drives each with wrk at the same connections and duration, one after the other, repeated,
+with requests spread over H tenant hosts. Prints requests/s, p50/p99 latency, CPU seconds of the
+proxy process, CPU per request, and the ratios tenantgate/nginx and tenantgate/bare-Pingora.
+
+Usage: benches/load.py [--duration 10] [--repeat 3] [--connections 32] [--tenants 10000]
+                       [--hosts 1000] [--port-base 18000] [--skip-build]
+Needs: nginx and wrk (Debian packages), cmake (for the build). See BENCHMARKS.md.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import socket
+import base64
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def wait_port(port, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process and its threads (children of nginx's master too)."""
+    total = 0
+    pids = [pid] + children(pid)
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total / CLK_TCK
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+    except FileNotFoundError:
+        return []
+
+
+def nginx_conf(work, name, body):
+    path = os.path.join(work, f"{name}.conf")
+    with open(path, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+pid {work}/{name}.pid;
+error_log {work}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/{name}-body;
+    proxy_temp_path {work}/{name}-proxy;
+    fastcgi_temp_path {work}/{name}-fastcgi;
+    uwsgi_temp_path {work}/{name}-uwsgi;
+    scgi_temp_path {work}/{name}-scgi;
+    keepalive_requests 1000000;
+{body}
+}}
+""")
+    return path
+
+
+def seed_catalog(work, binary, config, tenants, upstream_port):
+    subprocess.run([binary, "migrate", "catalog", "--config", config], check=True,
+                   stdout=subprocess.DEVNULL)
+    db = sqlite3.connect(os.path.join(work, "catalog.db"))
+    now = int(time.time() * 1000)
+    db.execute("INSERT INTO shards (name, status, app_upstreams, database_url, replicas, created_at, updated_at)"
+               " VALUES ('bench', 'active', ?, ?, '[]', ?, ?)",
+               (f'["127.0.0.1:{upstream_port}"]', f"sqlite://{work}/shards", now, now))
+    rows, domains = [], []
+    for i in range(tenants):
+        tid = str(uuid.uuid4())
+        rows.append((tid, f"t{i:05d}", f"Tenant {i}", "active", "bench", 1, 1_000_000, 1_000_000, "{}",
+                     "t_" + tid.replace("-", ""), 1, now, now))
+        domains.append((f"t{i:05d}.bench.local", "", tid, 1, now))
+    db.executemany("INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst,"
+                   " settings, db_name, schema_version, created_at, updated_at)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.executemany("INSERT INTO tenant_domains (host, path_prefix, tenant_id, is_primary, created_at)"
+                   " VALUES (?,?,?,?,?)", domains)
+    db.commit()
+    db.close()
+
+
+def wrk_script(work, hosts):
+    path = os.path.join(work, "hosts.lua")
+    with open(path, "w") as f:
+        f.write("local hosts = {}\n")
+        f.write(f"for i = 0, {hosts - 1} do hosts[#hosts + 1] = string.format('t%05d.bench.local', i) end\n")
+        f.write("local n = 0\n")
+        f.write("request = function()\n  n = n + 1\n"
+                "  return wrk.format('GET', '/', { ['Host'] = hosts[(n % #hosts) + 1] })\nend\n")
+    return path
+
+
+def parse_latency(text, pct):
+    m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port, args, script):
+    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", script,
+           f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50": parse_latency(out, 50),
+        "p99": parse_latency(out, 99),
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--tenants", type=int, default=10000)
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--port-base", type=int, default=18000)
+    ap.add_argument("--skip-build", action="store_true")
+    args = ap.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install nginx-light wrk")
+
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "tenantgate", "--example", "bare_pingora"],
+                       cwd=ROOT, check=True)
+    binary = os.path.join(ROOT, "target/release/tenantgate")
+    bare = os.path.join(ROOT, "target/release/examples/bare_pingora")
+
+    p = args.port_base
+    ports = {"upstream": p, "nginx": p + 1, "bare-pingora": p + 2, "tenantgate": p + 3, "metrics": p + 4}
+    work = tempfile.mkdtemp(prefix="tenantgate-load-")
+    procs = {}
+    try:
+        up_conf = nginx_conf(work, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{ports['upstream']} reuseport backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}""")
+        mapping = "\n".join(f"        t{i:05d}.bench.local t{i:05d};" for i in range(args.tenants))
+        px_conf = nginx_conf(work, "proxy", f"""
+    map $host $tenant {{
+        hostnames;
+        default "";
+{mapping}
+    }}
+    upstream app {{ server 127.0.0.1:{ports['upstream']}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx']} backlog=4096;
+        location / {{
+            if ($tenant = "") {{ return 404; }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Tenant $tenant;
+            proxy_pass http://app;
+        }}
+    }}""")
+        key = lambda: base64.b64encode(os.urandom(32)).decode()
+        config = os.path.join(work, "edge.toml")
+        with open(config, "w") as f:
+            f.write(f"""mode = "dev"
+[catalog]
+url = "sqlite://{work}/catalog.db"
+cache_capacity = {max(args.tenants * 2, 1000)}
+[edge]
+listen = "127.0.0.1:{ports['tenantgate']}"
+metrics_listen = "127.0.0.1:{ports['metrics']}"
+default_rps = 1000000
+default_burst = 1000000
+threads = 1
+[security]
+signing_keys = {{ bench = "{key()}" }}
+credential_key = "{key()}"
+""")
+        seed_catalog(work, binary, config, args.tenants, ports["upstream"])
+
+        devnull = subprocess.DEVNULL
+        procs["upstream"] = subprocess.Popen(["nginx", "-c", up_conf, "-p", work], stdout=devnull, stderr=devnull)
+        procs["nginx"] = subprocess.Popen(["nginx", "-c", px_conf, "-p", work], stdout=devnull, stderr=devnull)
+        procs["bare-pingora"] = subprocess.Popen([bare, f"127.0.0.1:{ports['bare-pingora']}",
+                                                  f"127.0.0.1:{ports['upstream']}"], stdout=devnull, stderr=devnull)
+        procs["tenantgate"] = subprocess.Popen([binary, "edge", "--config", config], stdout=devnull,
+                                               stderr=open(os.path.join(work, "edge.log"), "w"),
+                                               env={**os.environ, "TENANTGATE_LOG": "warn"})
+        for name in ("upstream", "nginx", "bare-pingora", "tenantgate"):
+            wait_port(ports[name])
+        script = wrk_script(work, args.hosts)
+        # Warm up every proxy (the edge also fills its route cache for all hosts).
+        for name in ("nginx", "bare-pingora", "tenantgate"):
+            subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d3s", "-s", script,
+                            f"http://127.0.0.1:{ports[name]}/"], capture_output=True, check=True)
+
+        results = {name: [] for name in ("nginx", "bare-pingora", "tenantgate")}
+        order = list(results)
+        for round_ in range(args.repeat):
+            for name in order if round_ % 2 == 0 else list(reversed(order)):
+                before = cpu_seconds(procs[name].pid)
+                r = run_wrk(ports[name], args, script)
+                r["cpu"] = cpu_seconds(procs[name].pid) - before
+                r["cpu_us_per_req"] = r["cpu"] / max(r["requests"], 1) * 1e6
+                results[name].append(r)
+                print(f"round {round_ + 1} {name:13s} {r['rps']:9.0f} req/s  p50 {r['p50']:.2f} ms  "
+                      f"p99 {r['p99']:.2f} ms  cpu {r['cpu']:.2f} s  non-2xx {r['non2xx']} {r['socket_errors']}",
+                      flush=True)
+
+        def med(name, key):
+            return statistics.median(r[key] for r in results[name])
+
+        print()
+        print(f"median of {args.repeat} runs, wrk -t1 -c{args.connections} -d{args.duration}s, "
+              f"{args.tenants} tenants, {args.hosts} hosts, {os.cpu_count()} cores")
+        print(f"{'proxy':13s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu s':>7s} {'cpu us/req':>10s}")
+        for name in results:
+            print(f"{name:13s} {med(name, 'rps'):9.0f} {med(name, 'p50'):8.2f} {med(name, 'p99'):8.2f} "
+                  f"{med(name, 'cpu'):7.2f} {med(name, 'cpu_us_per_req'):10.1f}")
+        print()
+        for base in ("nginx", "bare-pingora"):
+            print(f"tenantgate/{base}: throughput {med('tenantgate', 'rps') / med(base, 'rps'):.2f}x, "
+                  f"cpu per request {med('tenantgate', 'cpu_us_per_req') / med(base, 'cpu_us_per_req'):.2f}x, "
+                  f"p99 {med('tenantgate', 'p99') / med(base, 'p99'):.2f}x")
+        rss = 0
+        with open(f"/proc/{procs['tenantgate'].pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) // 1024
+        print(f"tenantgate edge RSS after the runs: {rss} MiB")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+//! The command line (DESIGN §4).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// tenantgate: a database-aware edge for database-per-tenant SaaS.
+///
+/// One Pingora edge routes every request to its tenant's shard with a signed tenant header; a
+/// stateless app tier opens that tenant's own database; an admin API manages tenants, shards and
+/// tokens. Start with `tenantgate dev`, which runs everything in one process on SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "tenantgate", version)]
+pub(crate) struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the whole system in one process (edge, admin, one app per shard) with demo tenants.
+    ///
+    /// Data (the SQLite catalog and tenant databases, and the configuration it runs with, written
+    /// to DIR/tenantgate.toml) lives under --data-dir. Ports: edge N, admin N+1, edge metrics N+2,
+    /// apps N+10 (shard-a) and N+11 (shard-b). Seeds shard-a, shard-b and the tenants acme and
+    /// globex if absent, prints the admin token and curl lines, stops on Ctrl-C or SIGTERM.
+    Dev(DevArgs),
+    /// Run the Pingora edge proxy.
+    Edge {
+        #[arg(long)]
+        config: PathBuf,
+        /// Take over the listening sockets of a running edge (Pingora graceful upgrade): start the
+        /// new binary with --upgrade, then send SIGQUIT to the old one.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Run the admin API and the provisioning worker (applies catalog migrations first).
+    Admin {
+        #[arg(long)]
+        config: PathBuf,
+        /// Directory of tenant migrations (overrides tenant_migrations.dir).
+        #[arg(long)]
+        tenant_migrations: Option<PathBuf>,
+    },
+    /// Run one app-tier process for the shard named in [app] shard.
+    App {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Apply schema migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Check a configuration file (with TENANTGATE__* environment overrides) and exit:
+    /// 0 when valid, non-zero with a message naming the offending key otherwise.
+    CheckConfig { file: PathBuf },
+    /// Manage admin API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Where the demo keeps its data and configuration.
+    #[arg(long, default_value = "data")]
+    pub(crate) data_dir: PathBuf,
+    /// First port: edge N, admin N+1, metrics N+2, apps N+10 and N+11.
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port_base: u16,
+    /// Admin token to use (default: generated on first run and kept in DIR/tenantgate.toml).
+    #[arg(long)]
+    pub(crate) admin_token: Option<String>,
+    /// Put the catalog and both shards on this PostgreSQL server instead of SQLite
+    /// (e.g. postgres://postgres@127.0.0.1:5432/tenantgate; the database is created if missing).
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// Directory of tenant migrations (default ./tenant_migrations).
+    #[arg(long)]
+    pub(crate) tenant_migrations: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Bring the catalog schema up to date.
+    Catalog {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Apply pending tenant migrations to every tenant database (or those named).
+    Tenants {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this tenant (slug); repeatable.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Tenant databases migrated at once per database server.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// List what would run and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Directory of tenant migrations (overrides tenant_migrations.dir).
+        #[arg(long)]
+        tenant_migrations: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create an admin token and print it alone on stdout (it is shown only once).
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_parser = ["read", "write"])]
+        scope: String,
+        /// A name to recognise the token by in the audit log.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}

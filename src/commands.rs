@@ -1,0 +1,171 @@
+//! One function per command: load the configuration, build the component, run it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tenantgate_catalog::config::Config;
+use tenantgate_catalog::{Catalog, TokenScope};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Command, MigrateCommand, TokenCommand};
+
+pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Dev(args) => crate::dev::run(args),
+        Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Edge { config, upgrade } => {
+            let config = load(&config, None)?;
+            tenantgate_proxy::run_standalone(Arc::new(config), upgrade)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            config,
+            tenant_migrations,
+        } => {
+            let config = Arc::new(load(&config, tenant_migrations)?);
+            runtime()?.block_on(async move {
+                let catalog = connect(&config, true).await?;
+                let listener = bind(config.admin.listen).await?;
+                tracing::info!(listen = %config.admin.listen, "admin API listening");
+                let shutdown = shutdown_on_signal();
+                tenantgate_admin::serve(config, catalog, listener, shutdown).await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::App { config } => {
+            let config = Arc::new(load(&config, None)?);
+            runtime()?.block_on(async move {
+                let catalog = connect(&config, false).await?;
+                let listener = bind(config.app.listen).await?;
+                tracing::info!(listen = %config.app.listen, shard = %config.app.shard, "app listening");
+                let shutdown = shutdown_on_signal();
+                tenantgate_app::serve(config, catalog, listener, shutdown).await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Migrate(MigrateCommand::Catalog { config }) => {
+            let config = load(&config, None)?;
+            runtime()?.block_on(async move {
+                let catalog = connect(&config, true).await?;
+                let version = catalog.latest_version().await?;
+                println!("catalog schema is up to date (feed version {version})");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Migrate(MigrateCommand::Tenants {
+            config,
+            tenants,
+            concurrency,
+            dry_run,
+            tenant_migrations,
+        }) => {
+            let config = Arc::new(load(&config, tenant_migrations)?);
+            runtime()?.block_on(async move {
+                let catalog = connect(&config, false).await?;
+                let options = tenantgate_admin::fleet::FleetOptions {
+                    tenants,
+                    concurrency,
+                    dry_run,
+                };
+                let summary =
+                    tenantgate_admin::fleet::migrate_tenants(&config, &catalog, &options).await?;
+                Ok(if summary.failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            })
+        }
+        Command::Token(TokenCommand::Create {
+            config,
+            scope,
+            name,
+        }) => {
+            let config = load(&config, None)?;
+            let scope: TokenScope = scope.parse().map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+            runtime()?.block_on(async move {
+                let catalog = connect(&config, true).await?;
+                let token = tenantgate_admin::create_token(&catalog, scope, &name).await?;
+                println!("{token}");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+/// `check-config`: exit 0 when the file (with environment overrides) is valid.
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: ok ({:?} mode)", file.display(), config.mode);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Load and validate the configuration; nothing is bound before this succeeds.
+pub(crate) fn load(path: &Path, tenant_migrations: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = Config::load(path)?;
+    if let Some(dir) = tenant_migrations {
+        config.tenant_migrations.dir = dir;
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub(crate) async fn connect(config: &Config, migrate: bool) -> anyhow::Result<Catalog> {
+    let url = &config.catalog.url;
+    let catalog = Catalog::connect(url, config.catalog.max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the catalog at {}",
+                tenantgate_catalog::store::redact_url(url)
+            )
+        })?;
+    if migrate {
+        catalog.migrate().await.context("migrating the catalog")?;
+    }
+    Ok(catalog)
+}
+
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// A token cancelled on Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,241 @@
+//! Observability end to end: a real Prometheus scrapes a running `tenantgate dev`; every query of
+//! the Grafana dashboard must return data and every alert rule must evaluate without error.
+//! Needs the `prometheus` and `promtool` binaries (Debian package `prometheus`; `.ci/run` and
+//! `scripts/test` install it).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{free_port, free_port_base, get_with_host, wait_until, DevProcess};
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{tool} is not installed: `apt-get install prometheus` (scripts/test does it when run as root)"
+    );
+}
+
+fn start_prometheus(dir: &std::path::Path, dev: &DevProcess, port: u16) -> Prometheus {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let base = dev.port_base;
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {root}/config/prometheus/alerts.yml\n\
+         scrape_configs:\n\
+         \x20 - job_name: tenantgate-edge\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
+         \x20 - job_name: tenantgate-admin\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
+         \x20 - job_name: tenantgate-app\n    static_configs:\n      - targets: ['127.0.0.1:{}', '127.0.0.1:{}']\n",
+        base + 2,
+        base + 1,
+        base + 10,
+        base + 11
+    );
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    Prometheus(child)
+}
+
+async fn query(client: &reqwest::Client, prom: &str, expr: &str) -> Value {
+    client
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every PromQL expression of the dashboard, with `$tenant` set.
+fn dashboard_queries(tenant: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/grafana/tenantgate.json"
+    ))
+    .unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().replace("$tenant", tenant);
+            out.push((panel["title"].as_str().unwrap().to_string(), expr));
+        }
+    }
+    assert!(out.len() >= 15, "dashboard lost its panels");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
+    require("prometheus");
+    require("promtool");
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(&dir.path().join("data"), free_port_base(), &[]);
+    let client = reqwest::Client::new();
+    let admin = |path: &str| format!("{}{path}", dev.admin());
+
+    // Every component's /metrics passes promtool's lint.
+    for url in [
+        format!("{}/metrics", dev.metrics()),
+        admin("/metrics"),
+        format!("http://127.0.0.1:{}/metrics", dev.port_base + 10),
+    ] {
+        let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics {url}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Traffic for every panel: requests to both shards, an unknown host, a rate-limited
+    // tenant, and a provisioning job that fails.
+    let patch = client
+        .patch(admin("/v1/tenants/globex"))
+        .bearer_auth(&dev.admin_token)
+        .json(&json!({"rate_limit": {"rps": 1, "burst": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        patch.status().is_success(),
+        "{}",
+        patch.text().await.unwrap()
+    );
+    let shard = client
+        .post(admin("/v1/shards"))
+        .bearer_auth(&dev.admin_token)
+        .json(
+            &json!({"name": "broken", "app_upstreams": [format!("127.0.0.1:{}", free_port())],
+                      "database_url": "sqlite:///proc/tenantgate-cannot-write-here"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        shard.status().is_success(),
+        "{}",
+        shard.text().await.unwrap()
+    );
+    let tenant = client
+        .post(admin("/v1/tenants"))
+        .bearer_auth(&dev.admin_token)
+        .json(&json!({"slug": "doomed", "name": "Doomed", "domains": ["doomed.localhost"], "shard": "broken"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tenant.status(), 202, "{}", tenant.text().await.unwrap());
+
+    let prom_port = free_port();
+    let _prometheus = start_prometheus(dir.path(), &dev, prom_port);
+    let prom = format!("http://127.0.0.1:{prom_port}");
+
+    let edge = format!("{}/whoami", dev.edge());
+    let traffic = async {
+        for _ in 0..8 {
+            for host in ["acme.localhost", "globex.localhost", "nobody.localhost"] {
+                for _ in 0..5 {
+                    get_with_host(&edge, host).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    traffic.await;
+
+    let queries = dashboard_queries("acme");
+    wait_until(
+        "every dashboard query to return data",
+        Duration::from_secs(60),
+        || {
+            let (client, prom, queries) = (&client, &prom, &queries);
+            async move {
+                for (title, expr) in queries {
+                    let r = query(client, prom, expr).await;
+                    if r["status"] != "success" {
+                        panic!("dashboard query of {title:?} fails: {expr}: {r}");
+                    }
+                    if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
+                        eprintln!("still no data for {title:?}: {expr}");
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+
+    let rules: Value = client
+        .get(format!("{prom}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    let all: Vec<&Value> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert_eq!(all.len(), 6, "{rules}");
+    for rule in all {
+        assert_eq!(
+            rule["health"], "ok",
+            "rule {} does not evaluate: {}",
+            rule["name"], rule["lastError"]
+        );
+        assert!(
+            rule["lastEvaluation"]
+                .as_str()
+                .is_some_and(|t| !t.starts_with("0001")),
+            "rule {} never evaluated",
+            rule["name"]
+        );
+    }
+}
