@@ -5,8 +5,10 @@
 //!   `app.tenant_label_limit`, the rest under `_other`; `_none` before a tenant is verified) and
 //!   status code.
 //! - `tenantgate_app_tenant_pools`: tenant pools that exist now.
-//! - `tenantgate_app_db_connections{state}`: tenant database connections now, `idle` or
-//!   `in_use`, plus `reserved` (budget held by pools) and `budget` (the limit).
+//! - `tenantgate_app_db_connections{state}`: tenant database connections open now, `idle` or
+//!   `active` (handed out to a request).
+//! - `tenantgate_app_db_connection_budget`: the most connections the process may open.
+//! - `tenantgate_app_db_connections_reserved`: budget held by existing pools (≤ the budget).
 //! - `tenantgate_app_tenant_pools_opened_total`: pools opened since start (cold tenants).
 //! - `tenantgate_app_db_acquires_total{role}`: connections handed out, `primary` or `replica`.
 
@@ -39,6 +41,8 @@ pub struct AppMetrics {
     requests: IntCounterVec,
     pools: IntGauge,
     connections: IntGaugeVec,
+    budget: IntGauge,
+    reserved: IntGauge,
     pools_opened: IntCounter,
     acquires: IntCounterVec,
     /// Serialises scrapes: counters are advanced to the manager's totals while rendering.
@@ -71,9 +75,19 @@ impl AppMetrics {
         let connections = IntGaugeVec::new(
             Opts::new(
                 "tenantgate_app_db_connections",
-                "Tenant database connections by state (idle, in_use; reserved and budget are limits)",
+                "Tenant database connections open now, by state (idle, active)",
             ),
             &["state"],
+        )
+        .expect("valid metric");
+        let budget = IntGauge::new(
+            "tenantgate_app_db_connection_budget",
+            "Most tenant database connections this process may open",
+        )
+        .expect("valid metric");
+        let reserved = IntGauge::new(
+            "tenantgate_app_db_connections_reserved",
+            "Connection budget held by existing tenant pools",
         )
         .expect("valid metric");
         let pools_opened = IntCounter::new(
@@ -93,6 +107,8 @@ impl AppMetrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(pools.clone()),
             Box::new(connections.clone()),
+            Box::new(budget.clone()),
+            Box::new(reserved.clone()),
             Box::new(pools_opened.clone()),
             Box::new(acquires.clone()),
         ] {
@@ -103,6 +119,8 @@ impl AppMetrics {
             requests,
             pools,
             connections,
+            budget,
+            reserved,
             pools_opened,
             acquires,
             render_lock: Arc::new(Mutex::new(())),
@@ -125,11 +143,11 @@ impl AppMetrics {
     pub fn render(&self, stats: &PoolStats) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.pools.set(stats.pools as i64);
+        self.budget.set(i64::from(stats.connection_budget));
+        self.reserved.set(i64::from(stats.reserved));
         for (state, value) in [
             ("idle", stats.idle_connections),
-            ("in_use", stats.in_use_connections()),
-            ("reserved", stats.reserved),
-            ("budget", stats.connection_budget),
+            ("active", stats.in_use_connections()),
         ] {
             self.connections
                 .with_label_values(&[state])

@@ -92,8 +92,7 @@ async fn many_tenants_share_a_bounded_budget(backend: Backend) {
                 let m = app.metrics().await;
                 max_metrics = max_metrics.max(open_connections(&m));
                 assert!(
-                    metric(&m, r#"tenantgate_app_db_connections{state="reserved"}"#)
-                        <= BUDGET as f64,
+                    metric(&m, "tenantgate_app_db_connections_reserved") <= BUDGET as f64,
                     "{m}"
                 );
                 samples += 1;

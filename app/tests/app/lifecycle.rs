@@ -106,7 +106,7 @@ async fn suspending_or_deleting_a_tenant_closes_its_pool(backend: Backend) {
         Duration::from_secs(5),
         || async {
             let m = app.metrics().await;
-            (metric(&m, r#"tenantgate_app_db_connections{state="reserved"}"#) == 0.0).then_some(())
+            (metric(&m, "tenantgate_app_db_connections_reserved") == 0.0).then_some(())
         },
     )
     .await;

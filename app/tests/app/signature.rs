@@ -53,6 +53,11 @@ async fn whoami_comes_from_the_signed_header_without_a_database(backend: Backend
     );
     assert_eq!(open_connections(&metrics), 0.0);
     assert_eq!(
+        metric(&metrics, "tenantgate_app_db_connection_budget"),
+        20.0,
+        "{metrics}"
+    );
+    assert_eq!(
         metric(
             &metrics,
             r#"tenantgate_app_requests_total{code="200",tenant="globex"}"#

@@ -364,7 +364,7 @@ pub(crate) fn metric(text: &str, series: &str) -> f64 {
 /// Open tenant connections according to the app's metrics.
 pub(crate) fn open_connections(metrics: &str) -> f64 {
     metric(metrics, r#"tenantgate_app_db_connections{state="idle"}"#)
-        + metric(metrics, r#"tenantgate_app_db_connections{state="in_use"}"#)
+        + metric(metrics, r#"tenantgate_app_db_connections{state="active"}"#)
 }
 
 /// Run `body` for both backends in one test each.
