@@ -293,13 +293,15 @@ both!(domains_patches_and_listing, |backend| async move {
         .body;
     assert_eq!(p2["tenants"][0]["slug"], "charlie");
     assert_eq!(p2["next_cursor"], json!(null));
-    assert_eq!(
-        h.get("/v1/tenants?schema_version=1").await.body["tenants"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    for slug in ["bravo", "charlie"] {
+        h.wait_status(slug, "active").await;
+    }
+    let count = |q: &'static str| {
+        let h = &h;
+        async move { h.get(q).await.body["tenants"].as_array().unwrap().len() }
+    };
+    assert_eq!(count("/v1/tenants?schema_version=1").await, 3);
+    assert_eq!(count("/v1/tenants?schema_version=0").await, 0);
 
     // Every write is in the audit log with before and after.
     let audit = h.get("/v1/audit?tenant=acme&limit=3").await.body;
@@ -420,14 +422,24 @@ async fn metrics_count_tenants_and_jobs() {
     h.shard("shard-a").await;
     let (id, _) = h.tenant("acme", None).await;
     h.wait_status(&id, "active").await;
-    let r = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    // The job counter moves just after the activation commits.
+    let text = tenantgate_catalog::testing::wait_until(
+        "the job to be counted",
+        Duration::from_secs(5),
+        || async {
+            let r = h
+                .client
+                .get(format!("{}/metrics", h.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let text = r.text().await.unwrap();
+            text.contains("tenantgate_jobs_total{kind=\"provision_tenant\",result=\"succeeded\"} 1")
+                .then_some(text)
+        },
+    )
+    .await;
     assert!(
         text.contains("tenantgate_tenants{status=\"active\"} 1"),
         "{text}"
