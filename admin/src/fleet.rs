@@ -55,10 +55,11 @@ pub enum FleetError {
     Concurrency,
 }
 
+/// What happened to one tenant; each carries the version its database is at afterwards.
 enum Outcome {
     Migrated(i64),
-    Current,
-    Failed(String),
+    Current(i64),
+    Failed(String, i64),
 }
 
 /// Tenants whose databases exist and can be migrated.
@@ -159,8 +160,8 @@ pub async fn migrate_tenants(
                 }
                 match outcome {
                     Outcome::Migrated(_) => summary.migrated += 1,
-                    Outcome::Current => summary.current += 1,
-                    Outcome::Failed(e) => {
+                    Outcome::Current(_) => summary.current += 1,
+                    Outcome::Failed(e, _) => {
                         summary.failed += 1;
                         summary.failures.push((tenant.slug.clone(), e));
                     }
@@ -245,16 +246,17 @@ async fn migrate_one(
             .map(|m| m.version)
             .collect();
         if dry_run || pending.is_empty() {
-            return Ok((pending, Outcome::Current));
+            let version = applied.iter().copied().max().unwrap_or(0);
+            return Ok((pending, Outcome::Current(version)));
         }
-        let outcome = match migrator.run(&pool).await {
-            Ok(()) => {
-                let version = tenant_db::schema_version(&pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Outcome::Migrated(version)
-            }
-            Err(e) => Outcome::Failed(e.to_string()),
+        let run = migrator.run(&pool).await;
+        // Read the version back either way: a failed run may still have applied earlier files.
+        let version = tenant_db::schema_version(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let outcome = match run {
+            Ok(()) => Outcome::Migrated(version),
+            Err(e) => Outcome::Failed(e.to_string(), version),
         };
         Ok((pending, outcome))
     }
@@ -267,24 +269,21 @@ async fn migrate_one(
     Ok((pending, outcome))
 }
 
-/// Record the tenant's new version or its error in the catalog (best effort: the tenant
-/// database is the truth, the next run corrects the catalog).
+/// Record the tenant's version and error in the catalog when they changed (best effort: the
+/// tenant database is the truth, and the next run corrects the catalog, e.g. after a run was
+/// killed between migrating a tenant and recording it).
 async fn record(catalog: &Catalog, tenant: &Tenant, outcome: &Outcome) {
-    let patch = match outcome {
-        Outcome::Migrated(version) => TenantPatch {
-            schema_version: Some(*version),
-            migration_error: Some(None),
-            ..TenantPatch::default()
-        },
-        Outcome::Current if tenant.migration_error.is_some() => TenantPatch {
-            migration_error: Some(None),
-            ..TenantPatch::default()
-        },
-        Outcome::Current => return,
-        Outcome::Failed(e) => TenantPatch {
-            migration_error: Some(Some(e.clone())),
-            ..TenantPatch::default()
-        },
+    let (version, error) = match outcome {
+        Outcome::Migrated(v) | Outcome::Current(v) => (*v, None),
+        Outcome::Failed(e, v) => (*v, Some(e.clone())),
+    };
+    if tenant.schema_version == version && tenant.migration_error == error {
+        return;
+    }
+    let patch = TenantPatch {
+        schema_version: Some(version),
+        migration_error: Some(error),
+        ..TenantPatch::default()
     };
     if let Err(e) = catalog.update_tenant(tenant.id, &patch).await {
         tracing::warn!(tenant = %tenant.slug, error = %e, "could not record migration result");

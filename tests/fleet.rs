@@ -1,0 +1,297 @@
+//! Fleet migrations through the real binary: `tenantgate migrate tenants` on both backends.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use tenantgate_catalog::config::{Config, RawConfig};
+use tenantgate_catalog::store::{connect_any, TenantFilter};
+use tenantgate_catalog::tenant_db::TenantDbTarget;
+use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
+use tenantgate_catalog::{Catalog, TenantStatus};
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+
+/// A catalog with `n` provisioned tenants on one shard, and a config file for the binary.
+struct Fleet {
+    tc: TestCatalog,
+    catalog: Catalog,
+    config: Arc<Config>,
+    config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn fleet(tc: TestCatalog, n: usize) -> Fleet {
+    let catalog = tc.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = RawConfig::default();
+    raw.catalog.url = tc.url();
+    raw.security.signing_keys.insert("k".into(), KEY.into());
+    raw.security.credential_key = Some(KEY.into());
+    raw.tenant_migrations.dir = tenant_migrations_dir();
+    let config_path = dir.path().join("tenantgate.toml");
+    std::fs::write(&config_path, raw.to_toml()).unwrap();
+    let config = Arc::new(Config::try_from(raw).unwrap());
+
+    tenantgate_admin::ensure_shard(
+        &catalog,
+        "s1",
+        vec!["127.0.0.1:1".into()],
+        &tc.shard_database_url("s1"),
+    )
+    .await
+    .unwrap();
+    for i in 0..n {
+        let slug = format!("f{i:03}");
+        tenantgate_admin::ensure_tenant(
+            &config,
+            &catalog,
+            &slug,
+            &slug,
+            &format!("{slug}.test"),
+            "s1",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(tenantgate_admin::run_worker(
+        config.clone(),
+        catalog.clone(),
+        shutdown.clone(),
+    ));
+    support::wait_until("tenants provisioned", Duration::from_secs(120), || {
+        let catalog = catalog.clone();
+        async move {
+            let active = catalog
+                .list_tenants(&TenantFilter {
+                    status: Some(TenantStatus::Active),
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (active.len() == n).then_some(())
+        }
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    Fleet {
+        tc,
+        catalog,
+        config,
+        config_path,
+        _dir: dir,
+    }
+}
+
+/// The repository's tenant migrations plus `extra` as version 2, in a new folder.
+fn migrations_with(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["postgres", "sqlite"] {
+        let to = dir.path().join(backend);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(tenant_migrations_dir().join(backend)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        std::fs::write(to.join("0002_item_priority.sql"), extra).unwrap();
+    }
+    dir
+}
+
+fn migrate(config: &Path, migrations: &Path, extra: &[&str]) -> Output {
+    Command::new(support::binary())
+        .args(["migrate", "tenants", "--config"])
+        .arg(config)
+        .arg("--tenant-migrations")
+        .arg(migrations)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+async fn tenant_pool(f: &Fleet, slug: &str) -> sqlx::AnyPool {
+    let tenant = f.catalog.tenant(slug).await.unwrap().unwrap();
+    let shard = f.catalog.shard(&tenant.shard).await.unwrap().unwrap();
+    let target =
+        TenantDbTarget::resolve(&shard, &tenant, &f.config.security.credential_key).unwrap();
+    connect_any(&target.primary, 1).await.unwrap()
+}
+
+/// `(version, count)` of successful rows in a tenant's migration table.
+async fn applied(f: &Fleet, slug: &str) -> Vec<(i64, i64)> {
+    let pool = tenant_pool(f, slug).await;
+    let rows = sqlx::query("SELECT version, COUNT(*) FROM _sqlx_migrations WHERE success = TRUE GROUP BY version ORDER BY version")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+async fn versions(f: &Fleet) -> Vec<(String, i64, Option<String>)> {
+    f.catalog
+        .list_tenants(&TenantFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.slug, t.schema_version, t.migration_error))
+        .collect()
+}
+
+const PRIORITY: &str = "ALTER TABLE items ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;\n\
+                        CREATE UNIQUE INDEX items_title_unique ON items (title);\n";
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::TestCatalog::postgres().await).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::TestCatalog::sqlite()).await })*
+        }
+    };
+}
+
+both_backends!(fifty_tenants_one_bad_then_fixed);
+
+async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
+    let f = fleet(tc, 50).await;
+    assert!(
+        versions(&f)
+            .await
+            .iter()
+            .all(|(_, v, e)| *v == 1 && e.is_none()),
+        "provisioned at the latest version"
+    );
+    // Crafted bad data: two items with one title break the new unique index for f007 only.
+    let pool = tenant_pool(&f, "f007").await;
+    for id in ["a", "b"] {
+        sqlx::query("INSERT INTO items (id, title, body, created_at, updated_at) VALUES ($1, 'dup', '', 0, 0)")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let migrations = migrations_with(PRIORITY);
+
+    // --dry-run lists the work and changes nothing.
+    let out = migrate(&f.config_path, migrations.path(), &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("f000: would apply 2") && stdout.contains("f049: would apply 2"),
+        "{stdout}"
+    );
+    assert!(versions(&f).await.iter().all(|(_, v, _)| *v == 1));
+    assert_eq!(applied(&f, "f000").await, vec![(1, 1)]);
+
+    let out = migrate(&f.config_path, migrations.path(), &["--concurrency", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "a failed tenant makes the run fail: {stdout}"
+    );
+    assert!(
+        stdout.contains("migrated 49, already current 0, failed 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("failed f007"), "{stdout}");
+    for (slug, version, error) in versions(&f).await {
+        if slug == "f007" {
+            assert_eq!(version, 1, "the failed tenant stays at its old version");
+            assert!(error.is_some_and(|e| !e.is_empty()));
+            assert_eq!(applied(&f, &slug).await, vec![(1, 1)]);
+        } else {
+            assert_eq!((version, error), (2, None), "{slug}");
+        }
+    }
+    // The failed migration left no half-applied change behind (it ran in a transaction).
+    let columns = sqlx::query("SELECT priority FROM items")
+        .fetch_all(&pool)
+        .await;
+    assert!(columns.is_err(), "f007 must not have the new column");
+
+    // Fix the data, run again: only f007 has work left.
+    sqlx::query("DELETE FROM items WHERE id = 'b'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = migrate(&f.config_path, migrations.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("migrated 1, already current 49, failed 0"),
+        "{stdout}"
+    );
+    assert!(versions(&f)
+        .await
+        .iter()
+        .all(|(_, v, e)| *v == 2 && e.is_none()));
+    let _ = &f.tc;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
+    let f = fleet(TestCatalog::sqlite(), 30).await;
+    // A slow migration, so that the kill lands midway.
+    let slow = format!(
+        "{PRIORITY}SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) SELECT x FROM c);\n"
+    );
+    let migrations = migrations_with(&slow);
+    let mut child = Command::new(support::binary())
+        .args(["migrate", "tenants", "--concurrency", "1", "--config"])
+        .arg(&f.config_path)
+        .arg("--tenant-migrations")
+        .arg(migrations.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until("a few tenants migrated", Duration::from_secs(60), || {
+        let f = &f;
+        async move {
+            let done = versions(f).await.iter().filter(|(_, v, _)| *v == 2).count();
+            (done >= 3).then_some(())
+        }
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = versions(&f)
+        .await
+        .iter()
+        .filter(|(_, v, _)| *v == 2)
+        .count();
+    assert!(
+        done < 30,
+        "the run finished before it was killed; the test proves nothing"
+    );
+
+    let out = migrate(&f.config_path, migrations.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for (slug, version, error) in versions(&f).await {
+        assert_eq!((version, error), (2, None), "{slug}");
+        assert_eq!(
+            applied(&f, &slug).await,
+            vec![(1, 1), (2, 1)],
+            "{slug} migrated exactly once"
+        );
+    }
+}
