@@ -19,7 +19,7 @@ use crate::error::Reject;
 use crate::headers::{self, Forwarded};
 use crate::metrics::{EdgeMetrics, NONE_LABEL};
 use crate::pools::{Backend, Pools};
-use crate::rate_limit::Decision;
+use crate::rate_limit::{Decision, InFlight};
 use crate::resolve::{Resolver, RouteInfo};
 use crate::status_gate::{self, Gate};
 
@@ -44,6 +44,8 @@ pub struct RequestCtx {
     retried: bool,
     request_id: String,
     reject: Option<Reject>,
+    /// Held while the request counts against its tenant's in-flight cap.
+    in_flight: Option<InFlight>,
 }
 
 #[async_trait]
@@ -60,6 +62,7 @@ impl ProxyHttp for Edge {
             retried: false,
             request_id: String::new(),
             reject: None,
+            in_flight: None,
         }
     }
 
@@ -333,9 +336,17 @@ impl Edge {
             }
         }
 
-        let decision = route.limiter.check(Instant::now());
+        let decision = route.limits.rate.check(Instant::now());
         if !decision.allowed {
             return Err((Reject::RateLimited, Some(decision)));
+        }
+        if let Some(cap) = self.config.edge.max_inflight_per_tenant {
+            ctx.in_flight = Some(
+                route
+                    .limits
+                    .enter(cap)
+                    .ok_or((Reject::TooManyInFlight, None))?,
+            );
         }
 
         let pool = self

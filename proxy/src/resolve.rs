@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::error::Reject;
 use crate::metrics::{EdgeMetrics, Lookup};
 use crate::pools::Pools;
-use crate::rate_limit::{Gcra, Limiters};
+use crate::rate_limit::{Gcra, Limiters, TenantLimits};
 
 /// Longest a single catalog query on behalf of a request may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,8 +49,8 @@ pub struct RouteInfo {
     pub epoch_text: Box<str>,
     /// The path prefix of a host + prefix domain.
     pub path_prefix: Option<Box<str>>,
-    /// The tenant's limiter (shared by all its hosts).
-    pub limiter: Arc<Gcra>,
+    /// The tenant's rate limiter and in-flight count (shared by all its hosts).
+    pub limits: Arc<TenantLimits>,
 }
 
 /// Everything cached for one host. No routes means the host is unknown (a negative entry).
@@ -297,7 +297,7 @@ impl Resolver {
                     tenant_id: r.tenant_id,
                     tenant_id_text: r.tenant_id.hyphenated().to_string().into(),
                     label: self.labels.label(&r.slug),
-                    limiter: self
+                    limits: self
                         .limiters
                         .get(r.tenant_id, r.rate_limit.unwrap_or(self.default_limit)),
                     slug: r.slug.into(),
@@ -405,7 +405,7 @@ mod tests {
             epoch: 1,
             epoch_text: "1".into(),
             path_prefix: prefix.map(Into::into),
-            limiter: Arc::new(Gcra::new(RateLimit { rps: 1, burst: 1 })),
+            limits: Arc::new(TenantLimits::new(RateLimit { rps: 1, burst: 1 })),
         })
     }
 

@@ -220,3 +220,60 @@ async fn backends_follow_shard_changes(tc: TestCatalog) {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_in_flight_requests_per_tenant() {
+    let mut h = Harness::new(TestCatalog::sqlite(), "max_inflight_per_tenant = 2", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    h.add_tenant(
+        "busy",
+        "shard-a",
+        &["busy.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.add_tenant(
+        "calm",
+        "shard-a",
+        &["calm.test"],
+        TenantStatus::Active,
+        None,
+    )
+    .await;
+    h.start().await;
+    let h = Arc::new(h);
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let h = h.clone();
+        slow.spawn(async move { h.get("busy.test", "/slow", &[]).await.status });
+    }
+    wait_until(
+        "two slow requests in flight",
+        Duration::from_secs(5),
+        || async {
+            (backend
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.contains("/slow"))
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    let r = h.get("busy.test", "/", &[]).await;
+    assert_eq!((r.status, r.code()), (429, "too_many_in_flight"));
+    assert_eq!(h.get("calm.test", "/", &[]).await.status, 200);
+    while let Some(status) = slow.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(
+        h.get("busy.test", "/", &[]).await.status,
+        200,
+        "the cap frees up"
+    );
+}

@@ -193,3 +193,51 @@ async fn status_changes_apply_within_bounds(tc: TestCatalog) {
     assert!(took < Duration::from_secs(2), "new host took {took:?}");
     h.stop().await;
 }
+
+both_backends!(moving_tenants_are_held);
+async fn moving_tenants_are_held(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "moving_hold_ms = 1500", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    let mover = h
+        .add_tenant(
+            "mover",
+            "shard-a",
+            &["mover.test"],
+            TenantStatus::Moving,
+            None,
+        )
+        .await;
+    h.start().await;
+
+    // Held until the move ends (the catalog says active again), then forwarded.
+    let h = std::sync::Arc::new(h);
+    let held = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let began = Instant::now();
+            (h.get("mover.test", "/", &[]).await, began.elapsed())
+        })
+    };
+    tokio::task::yield_now().await;
+    h.set_status(mover, TenantStatus::Active).await;
+    let (r, took) = held.await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(took < Duration::from_millis(1500), "held {took:?}");
+
+    // A move that outlasts the hold: 503 tenant_moving after the deadline.
+    h.set_status(mover, TenantStatus::Moving).await;
+    wait_until("moving again", Duration::from_secs(5), || async {
+        (h.get("mover.test", "/", &[]).await.status == 503).then_some(())
+    })
+    .await;
+    let began = Instant::now();
+    let r = h.get("mover.test", "/", &[]).await;
+    assert_eq!((r.status, r.code()), (503, "tenant_moving"));
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        began.elapsed() >= Duration::from_millis(1400),
+        "answered after {:?}",
+        began.elapsed()
+    );
+}

@@ -126,6 +126,10 @@ async fn echo(
             .verify(get("x-tenant-signature"), &claims, now, 30)
             .ok()
     });
+    if uri.path().starts_with("/slow") {
+        // An in-flight request for shutdown and concurrency tests.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     if verified.is_none() {
         return (
             StatusCode::UNAUTHORIZED,
