@@ -32,7 +32,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(name: String, addr: Option<SocketAddr>) -> Backend {
+    /// A backend named `name` (`host:port`) at `addr`; healthy when it has an address.
+    pub fn new(name: String, addr: Option<SocketAddr>) -> Backend {
         Backend {
             name,
             healthy: AtomicBool::new(addr.is_some()),
@@ -84,6 +85,16 @@ pub struct ShardPool {
 }
 
 impl ShardPool {
+    /// A pool of `backends` for shard `name`.
+    pub fn new(name: &str, status: ShardStatus, backends: Vec<Arc<Backend>>) -> ShardPool {
+        ShardPool {
+            name: Arc::from(name),
+            status,
+            backends,
+            next: AtomicUsize::new(0),
+        }
+    }
+
     /// The next healthy backend in round-robin order that is not in `tried`.
     pub fn pick(&self, tried: &[Arc<Backend>]) -> Option<Arc<Backend>> {
         let n = self.backends.len();
@@ -137,16 +148,8 @@ impl Pools {
                     .set(i64::from(backend.is_healthy()));
                 backends.push(backend);
             }
-            let name: Arc<str> = Arc::from(shard.name.as_str());
-            fresh.insert(
-                name.clone(),
-                Arc::new(ShardPool {
-                    name,
-                    status: shard.status,
-                    backends,
-                    next: AtomicUsize::new(0),
-                }),
-            );
+            let pool = ShardPool::new(&shard.name, shard.status, backends);
+            fresh.insert(pool.name.clone(), Arc::new(pool));
         }
         // Drop the health series of backends that are gone.
         for (shard, pool) in &old {
@@ -255,12 +258,7 @@ mod tests {
     #[test]
     fn picks_round_robin_skipping_unhealthy_and_tried() {
         let (a, b) = (backend("a"), backend("b"));
-        let pool = ShardPool {
-            name: "s".into(),
-            status: ShardStatus::Active,
-            backends: vec![a.clone(), b.clone()],
-            next: AtomicUsize::new(0),
-        };
+        let pool = ShardPool::new("s", ShardStatus::Active, vec![a.clone(), b.clone()]);
         let first = pool.pick(&[]).unwrap();
         let second = pool.pick(&[]).unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
