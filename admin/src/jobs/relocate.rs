@@ -110,6 +110,7 @@ async fn finish(
             let patch = TenantPatch {
                 shard: Some(payload.to.clone()),
                 status: Some(payload.resume),
+                last_error: Some(None),
                 bump_epoch: true,
                 ..TenantPatch::default()
             };
