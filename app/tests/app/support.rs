@@ -283,23 +283,7 @@ impl TestApp {
         keys: &SigningKeys,
         ts: i64,
     ) -> Vec<(&'static str, String)> {
-        let request_id = Uuid::new_v4().to_string();
-        let claims = TenantClaims {
-            tenant_id: t.id,
-            slug: &t.slug,
-            shard: SHARD,
-            epoch: t.epoch,
-            request_id: &request_id,
-        };
-        let signature = keys.sign(&claims, ts);
-        vec![
-            (HEADER_TENANT_ID, t.id.to_string()),
-            (HEADER_TENANT_SLUG, t.slug.clone()),
-            (HEADER_TENANT_SHARD, SHARD.to_string()),
-            (HEADER_TENANT_EPOCH, t.epoch.to_string()),
-            (HEADER_REQUEST_ID, request_id.clone()),
-            (HEADER_TENANT_SIGNATURE, signature),
-        ]
+        edge_headers(t, keys, ts)
     }
 
     /// A request for `t` signed like the edge signs it, now.
@@ -399,4 +383,29 @@ impl Rng {
         self.0 ^= self.0 << 17;
         (self.0 % n as u64) as usize
     }
+}
+
+/// The headers the edge sends for `t`, signed with `keys` at unix time `ts`.
+pub(crate) fn edge_headers(
+    t: &TestTenant,
+    keys: &SigningKeys,
+    ts: i64,
+) -> Vec<(&'static str, String)> {
+    let request_id = Uuid::new_v4().to_string();
+    let claims = TenantClaims {
+        tenant_id: t.id,
+        slug: &t.slug,
+        shard: SHARD,
+        epoch: t.epoch,
+        request_id: &request_id,
+    };
+    let signature = keys.sign(&claims, ts);
+    vec![
+        (HEADER_TENANT_ID, t.id.to_string()),
+        (HEADER_TENANT_SLUG, t.slug.clone()),
+        (HEADER_TENANT_SHARD, SHARD.to_string()),
+        (HEADER_TENANT_EPOCH, t.epoch.to_string()),
+        (HEADER_REQUEST_ID, request_id.clone()),
+        (HEADER_TENANT_SIGNATURE, signature),
+    ]
 }
