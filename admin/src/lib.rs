@@ -170,6 +170,24 @@ pub async fn create_token(
     name: &str,
 ) -> Result<String, AdminError> {
     let token = tenantgate_catalog::crypto::random_token("tga_");
-    catalog.insert_admin_token(name, &token, scope).await?;
+    let id = catalog.insert_admin_token(name, &token, scope).await?;
+    // The audit record names the token, never its value.
+    let mut conn = catalog
+        .pool()
+        .acquire()
+        .await
+        .map_err(tenantgate_catalog::CatalogError::from)?;
+    tenantgate_catalog::store::audit::append(
+        &mut conn,
+        &tenantgate_catalog::store::audit::NewAudit {
+            actor: CLI_ACTOR,
+            action: "admin_token.create",
+            target: &format!("admin_token:{name}:{id}"),
+            tenant_id: None,
+            before: None,
+            after: Some(serde_json::json!({ "name": name, "scope": scope.as_str() })),
+        },
+    )
+    .await?;
     Ok(token)
 }

@@ -64,6 +64,9 @@ both!(
             .as_str()
             .unwrap()
             .starts_with("token:test:"));
+        let text = audit.body.to_string();
+        assert!(text.contains("admin_token.create"), "{text}");
+        assert!(!text.contains(&write) && !text.contains(&read));
         // Operational endpoints are open.
         assert_eq!(h.call("GET", "/healthz", None, None).await.status, 200);
         assert_eq!(h.call("GET", "/readyz", None, None).await.status, 200);
