@@ -656,3 +656,46 @@ both!(
         h.stop().await;
     }
 );
+
+both!(
+    two_workers_share_the_queue_without_running_a_job_twice,
+    |backend| async move {
+        let h = Harness::started(backend).await;
+        // A second admin process on the same catalog.
+        let second = tenantgate_catalog::Catalog::connect(&h.tc.url(), 4)
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(tenantgate_admin::run_worker(
+            h.config.clone(),
+            second,
+            stop.clone(),
+        ));
+        h.shard("shard-a").await;
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            ids.push(h.tenant(&format!("pair-{i:02}"), None).await.0);
+        }
+        for id in &ids {
+            h.wait_status(id, "active").await;
+        }
+        for id in &ids {
+            let jobs = h.catalog.jobs_of_tenant(id.parse().unwrap()).await.unwrap();
+            assert_eq!(jobs.len(), 1);
+            assert_eq!(jobs[0].attempts, 1, "claimed once");
+        }
+        let audit = h.get("/v1/audit?limit=1000").await;
+        let activations = audit.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "tenant.activate")
+            .count();
+        assert_eq!(activations, ids.len());
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(2), worker)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+);
