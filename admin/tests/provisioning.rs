@@ -107,6 +107,16 @@ async fn postgres_tenant_login_reaches_only_its_own_database() {
 
     // No server-wide privileges.
     let mut admin = pg(&server).await;
+    // The role's stored SCRAM verifier is that of the sealed password, so the login works
+    // under password authentication too (this test server trusts every local connection).
+    let stored: String = sqlx::query("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&ta.db_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(scram_matches(&login.password, &stored), "{stored}");
+    assert!(!scram_matches("another password", &stored));
     let row = sqlx::query("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolcanlogin FROM pg_roles WHERE rolname = $1")
         .bind(&ta.db_name)
         .fetch_one(&mut admin)
@@ -699,3 +709,34 @@ both!(
             .unwrap();
     }
 );
+
+/// Whether `stored` (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`) is the verifier of
+/// `password`: an implementation independent of the crate's, from RFC 5802.
+fn scram_matches(password: &str, stored: &str) -> bool {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let mac = |key: &[u8], data: &[u8]| {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    };
+    let Some(rest) = stored.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let (params, keys) = rest.split_once('$').unwrap();
+    let (iterations, salt) = params.split_once(':').unwrap();
+    let (stored_key, _server_key) = keys.split_once(':').unwrap();
+    let iterations: u32 = iterations.parse().unwrap();
+    let mut block = STANDARD.decode(salt).unwrap();
+    block.extend_from_slice(&[0, 0, 0, 1]);
+    let mut u = mac(password.as_bytes(), &block);
+    let mut salted = u.clone();
+    for _ in 1..iterations {
+        u = mac(password.as_bytes(), &u);
+        salted.iter_mut().zip(&u).for_each(|(s, x)| *s ^= x);
+    }
+    let client_key = mac(&salted, b"Client Key");
+    STANDARD.encode(Sha256::digest(&client_key)) == stored_key
+}

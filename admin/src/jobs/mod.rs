@@ -10,6 +10,7 @@
 pub(crate) mod drop;
 pub(crate) mod provision;
 pub(crate) mod relocate;
+mod scram;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

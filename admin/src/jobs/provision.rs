@@ -185,9 +185,10 @@ async fn create_postgres(shard: &Shard, db: &str, login: &Credentials) -> Result
     let mut conn = admin_connection(shard).await?;
     let result = async {
         let role = ident(db);
+        // The SCRAM verifier, not the password: the statement may end up in the server's log.
         let attributes = format!(
             "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}",
-            literal(&login.password)
+            literal(&super::scram::verifier(&login.password))
         );
         let role_exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(db)
