@@ -25,6 +25,10 @@ use crate::status_gate::{self, Gate};
 
 /// Connect timeout towards app backends; a backend that does not accept within it is ejected.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for any read from a backend (a hung backend must not hold requests forever).
+const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pooled backend connections idle longer than this are closed.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The edge's proxy logic, shared by all requests.
 pub struct Edge {
@@ -123,6 +127,8 @@ impl ProxyHttp for Edge {
         ctx.tried.push(backend);
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.read_timeout = Some(UPSTREAM_READ_TIMEOUT);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
 
