@@ -1,4 +1,5 @@
-//! Many tenants on one app: interleaved creates and reads never cross tenants.
+//! Many tenants on two shards (an app process each): interleaved creates and reads never cross
+//! tenants, and an app refuses tenants of the other shard.
 
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -6,13 +7,13 @@ use serde_json::{json, Value};
 use tenantgate_catalog::Backend;
 
 use crate::both_backends;
-use crate::support::{Options, Rng, TestApp};
+use crate::support::{edge_headers, Options, Rng, TestApp, SHARD};
 
 const TENANTS: usize = 20;
 const OPERATIONS: usize = 400;
 
 async fn no_tenant_sees_another_tenants_items(backend: Backend) {
-    let app = TestApp::start(
+    let mut app = TestApp::start(
         backend,
         Options {
             budget: 40,
@@ -20,11 +21,15 @@ async fn no_tenant_sees_another_tenants_items(backend: Backend) {
         },
     )
     .await;
+    app.add_shard("shard-b").await;
     let tenants: Vec<_> = futures::stream::iter(0..TENANTS)
         .map(|i| {
             let app = &app;
             async move {
-                let t = app.tenant(&format!("iso-{i:02}"), json!({})).await;
+                let shard = if i % 2 == 0 { SHARD } else { "shard-b" };
+                let t = app
+                    .tenant_on(shard, &format!("iso-{i:02}"), json!({}))
+                    .await;
                 let token = app.user(&t, "owner", None).await;
                 (t, token)
             }
@@ -133,6 +138,25 @@ async fn no_tenant_sees_another_tenants_items(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+
+    // A tenant of shard-b sent to shard-a's app: refused, whether it says shard-b (the header
+    // names another shard) or claims shard-a (the catalog places it elsewhere).
+    let (b_tenant, b_token) = tenants.iter().find(|(t, _)| t.shard == "shard-b").unwrap();
+    let mut claims_a = b_tenant.clone();
+    claims_a.shard = SHARD.into();
+    for (t, what) in [(b_tenant, "own shard"), (&claims_a, "claims shard-a")] {
+        let mut rb = app
+            .client
+            .get(format!("{}/api/items", app.base_of(SHARD)))
+            .bearer_auth(b_token);
+        for (k, v) in edge_headers(t, &app.edge_keys, tenantgate_catalog::time::now_secs()) {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST, "{what}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "wrong_shard");
     }
     app.stop().await;
 }

@@ -57,9 +57,13 @@ pub(crate) struct TestTenant {
     pub(crate) id: Uuid,
     pub(crate) slug: String,
     pub(crate) epoch: i64,
+    /// The shard the tenant lives on (and the app that serves it).
+    pub(crate) shard: String,
     /// URL to reach the tenant database as the test (server user or the SQLite file).
     pub(crate) admin_url: String,
 }
+
+type ServeTask = JoinHandle<Result<(), AppError>>;
 
 pub(crate) struct TestApp {
     pub(crate) backend: Backend,
@@ -72,7 +76,10 @@ pub(crate) struct TestApp {
     /// The other configured key (`k1`): no longer used by the edge, still accepted.
     pub(crate) previous_keys: SigningKeys,
     shutdown: CancellationToken,
-    handle: Option<JoinHandle<Result<(), AppError>>>,
+    handle: Option<ServeTask>,
+    /// Apps of further shards: (shard, base URL, task), stopped with the first.
+    others: Vec<(String, String, ServeTask)>,
+    raw_config: RawConfig,
     // Last: dropped after the app stopped (drops the PostgreSQL databases / temp dir).
     test_catalog: TestCatalog,
 }
@@ -138,7 +145,7 @@ impl TestApp {
         let previous_keys =
             SigningKeys::new("k1", &[("k1".into(), decode_key(&k1).unwrap())]).unwrap();
         let raw = RawConfig::parse(&text, std::iter::empty()).expect("test config parses");
-        let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
+        let config = Arc::new(Config::try_from(raw.clone()).expect("test config is valid"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -158,8 +165,48 @@ impl TestApp {
             client: reqwest::Client::new(),
             shutdown,
             handle: Some(handle),
+            others: Vec::new(),
+            raw_config: raw,
             test_catalog,
         }
+    }
+
+    /// Create shard `shard` (on the same database server, or its own folder) and start an app
+    /// for it, with the same keys; [`TestApp::request`] sends its tenants' requests there.
+    pub(crate) async fn add_shard(&mut self, shard: &str) {
+        self.catalog
+            .create_shard(&NewShard {
+                name: shard.into(),
+                app_upstreams: vec![],
+                database_url: self.test_catalog.shard_database_url(shard),
+                replicas: vec![],
+            })
+            .await
+            .expect("create shard");
+        let mut raw = self.raw_config.clone();
+        raw.app.shard = shard.into();
+        let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = tokio::spawn(tenantgate_app::serve(
+            config,
+            self.catalog.clone(),
+            listener,
+            self.shutdown.clone(),
+        ));
+        self.others.push((shard.into(), base, handle));
+    }
+
+    /// Base URL of the app serving `shard`.
+    pub(crate) fn base_of(&self, shard: &str) -> &str {
+        if shard == SHARD {
+            return &self.base;
+        }
+        self.others
+            .iter()
+            .find(|(s, _, _)| s == shard)
+            .map(|(_, base, _)| base.as_str())
+            .unwrap_or_else(|| panic!("no app for shard {shard}"))
     }
 
     pub(crate) fn shard_url(&self) -> String {
@@ -168,6 +215,16 @@ impl TestApp {
 
     /// Create an active tenant with `settings` and provision its database (schema migrated).
     pub(crate) async fn tenant(&self, slug: &str, settings: serde_json::Value) -> TestTenant {
+        self.tenant_on(SHARD, slug, settings).await
+    }
+
+    /// As [`TestApp::tenant`], on `shard`.
+    pub(crate) async fn tenant_on(
+        &self,
+        shard: &str,
+        slug: &str,
+        settings: serde_json::Value,
+    ) -> TestTenant {
         let id = Uuid::new_v4();
         let db_name = tenant_db::db_name(id);
         self.catalog
@@ -176,7 +233,7 @@ impl TestApp {
                 slug: slug.into(),
                 name: format!("{slug} Inc."),
                 status: TenantStatus::Provisioning,
-                shard: SHARD.into(),
+                shard: shard.into(),
                 domains: vec![],
                 rate_limit: None,
                 settings,
@@ -184,7 +241,7 @@ impl TestApp {
             })
             .await
             .expect("create tenant");
-        let shard_url = self.shard_url();
+        let shard_url = self.test_catalog.shard_database_url(shard);
         let migrator = tenant_db::migrator(&tenant_migrations_dir(), self.backend)
             .await
             .expect("tenant migrations");
@@ -237,6 +294,7 @@ impl TestApp {
             id,
             slug: slug.into(),
             epoch: tenant.epoch,
+            shard: shard.into(),
             admin_url,
         }
     }
@@ -293,7 +351,8 @@ impl TestApp {
         method: reqwest::Method,
         path: &str,
     ) -> reqwest::RequestBuilder {
-        let mut rb = self.client.request(method, format!("{}{path}", self.base));
+        let base = self.base_of(&t.shard);
+        let mut rb = self.client.request(method, format!("{base}{path}"));
         for (k, v) in self.signed_headers(t, &self.edge_keys, tenantgate_catalog::time::now_secs())
         {
             rb = rb.header(k, v);
@@ -320,12 +379,15 @@ impl TestApp {
     /// Stop the app; it must return promptly.
     pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
-        let handle = self.handle.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(2), handle)
-            .await
-            .expect("serve returns within 2 s of shutdown")
-            .unwrap()
-            .expect("serve ends cleanly");
+        let handles = std::iter::once(self.handle.take().unwrap())
+            .chain(self.others.drain(..).map(|(_, _, h)| h));
+        for handle in handles {
+            tokio::time::timeout(Duration::from_secs(2), handle)
+                .await
+                .expect("serve returns within 2 s of shutdown")
+                .unwrap()
+                .expect("serve ends cleanly");
+        }
     }
 }
 
@@ -395,7 +457,7 @@ pub(crate) fn edge_headers(
     let claims = TenantClaims {
         tenant_id: t.id,
         slug: &t.slug,
-        shard: SHARD,
+        shard: &t.shard,
         epoch: t.epoch,
         request_id: &request_id,
     };
@@ -403,7 +465,7 @@ pub(crate) fn edge_headers(
     vec![
         (HEADER_TENANT_ID, t.id.to_string()),
         (HEADER_TENANT_SLUG, t.slug.clone()),
-        (HEADER_TENANT_SHARD, SHARD.to_string()),
+        (HEADER_TENANT_SHARD, t.shard.clone()),
         (HEADER_TENANT_EPOCH, t.epoch.to_string()),
         (HEADER_REQUEST_ID, request_id.clone()),
         (HEADER_TENANT_SIGNATURE, signature),
