@@ -182,13 +182,18 @@ fn ignore_code<T>(result: Result<T, sqlx::Error>, code: &str) -> Result<bool, sq
 /// CREATEROLE, no replication); it owns its database, and only it may connect to that database
 /// (CONNECT is revoked from PUBLIC).
 async fn create_postgres(shard: &Shard, db: &str, login: &Credentials) -> Result<(), AdminError> {
+    // The SCRAM verifier, not the password: the statement may end up in the server's log.
+    // Deriving it is deliberately slow (4096 HMAC rounds), so it runs off the async workers.
+    let password = login.password.clone();
+    let verifier = tokio::task::spawn_blocking(move || super::scram::verifier(&password))
+        .await
+        .map_err(|e| AdminError::Job(format!("deriving the login verifier failed: {e}")))?;
     let mut conn = admin_connection(shard).await?;
     let result = async {
         let role = ident(db);
-        // The SCRAM verifier, not the password: the statement may end up in the server's log.
         let attributes = format!(
             "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}",
-            literal(&super::scram::verifier(&login.password))
+            literal(&verifier)
         );
         let role_exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(db)
