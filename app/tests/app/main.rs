@@ -9,5 +9,7 @@ mod isolation;
 mod items;
 mod lifecycle;
 mod pages;
+mod pg_cluster;
 mod replicas;
 mod signature;
+mod streaming_replica;

@@ -37,6 +37,9 @@ pub(crate) struct Options {
     /// PostgreSQL only: list the test server again as the shard's replica, told apart by its
     /// `application_name` ([`REPLICA_APP_NAME`]).
     pub(crate) replica: bool,
+    /// PostgreSQL only: put shard-a on this server URL with these replicas instead of the test
+    /// server.
+    pub(crate) shard_location: Option<(String, Vec<String>)>,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             pool_idle_secs: 60,
             max_skew_secs: 30,
             replica: false,
+            shard_location: None,
         }
     }
 }
@@ -80,6 +84,7 @@ pub(crate) struct TestApp {
     /// Apps of further shards: (shard, base URL, task), stopped with the first.
     others: Vec<(String, String, ServeTask)>,
     raw_config: RawConfig,
+    shard_a_url: String,
     // Last: dropped after the app stopped (drops the PostgreSQL databases / temp dir).
     test_catalog: TestCatalog,
 }
@@ -119,18 +124,21 @@ impl TestApp {
             Backend::Sqlite => TestCatalog::sqlite(),
         };
         let catalog = test_catalog.connect().await;
+        let (database_url, replicas) = match (&opts.shard_location, backend, opts.replica) {
+            (Some(location), _, _) => location.clone(),
+            (None, Backend::Postgres, true) => {
+                let server = test_catalog.shard_database_url(SHARD);
+                let replica = format!("{server}?application_name={REPLICA_APP_NAME}");
+                (server, vec![replica])
+            }
+            (None, _, _) => (test_catalog.shard_database_url(SHARD), vec![]),
+        };
         catalog
             .create_shard(&NewShard {
                 name: SHARD.into(),
                 app_upstreams: vec![],
-                database_url: test_catalog.shard_database_url(SHARD),
-                replicas: match (backend, opts.replica) {
-                    (Backend::Postgres, true) => vec![format!(
-                        "{}?application_name={REPLICA_APP_NAME}",
-                        test_catalog.shard_database_url(SHARD)
-                    )],
-                    _ => vec![],
-                },
+                database_url: database_url.clone(),
+                replicas,
             })
             .await
             .expect("create shard");
@@ -167,6 +175,7 @@ impl TestApp {
             handle: Some(handle),
             others: Vec::new(),
             raw_config: raw,
+            shard_a_url: database_url,
             test_catalog,
         }
     }
@@ -209,8 +218,9 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no app for shard {shard}"))
     }
 
+    /// The database URL of shard-a (a server, or a folder of SQLite files).
     pub(crate) fn shard_url(&self) -> String {
-        self.test_catalog.shard_database_url(SHARD)
+        self.shard_a_url.clone()
     }
 
     /// Create an active tenant with `settings` and provision its database (schema migrated).
@@ -241,7 +251,11 @@ impl TestApp {
             })
             .await
             .expect("create tenant");
-        let shard_url = self.test_catalog.shard_database_url(shard);
+        let shard_url = if shard == SHARD {
+            self.shard_url()
+        } else {
+            self.test_catalog.shard_database_url(shard)
+        };
         let migrator = tenant_db::migrator(&tenant_migrations_dir(), self.backend)
             .await
             .expect("tenant migrations");
