@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian machine lacks to build and test tenantgate.
-#   scripts/ensure-deps.sh             cmake (Pingora's zlib-ng needs it)
-#   scripts/ensure-deps.sh --postgres  also a running PostgreSQL on 127.0.0.1:5432
+#   scripts/ensure-deps.sh         cmake (Pingora's zlib-ng needs it)
+#   scripts/ensure-deps.sh --test  also what the tests use: a running PostgreSQL on
+#                                  127.0.0.1:5432 (with its server binaries, for the replica
+#                                  test), Prometheus and promtool, headless Chromium
 # Installing needs root (apt-get); it says what it installs.
 set -euo pipefail
 
@@ -21,7 +23,12 @@ command -v cc >/dev/null || apt_install build-essential
 
 postgres_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 
-if [ "${1:-}" = "--postgres" ] && [ -z "${TENANTGATE_TEST_DATABASE_URL:-}" ] && ! postgres_up; then
+if [ "${1:-}" = "--test" ]; then
+    command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
+    command -v chromium >/dev/null || apt_install chromium
+fi
+
+if [ "${1:-}" = "--test" ] && [ -z "${TENANTGATE_TEST_DATABASE_URL:-}" ] && ! postgres_up; then
     if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
         apt_install postgresql
         # Tests connect as postgres over TCP without a password: trust loopback only.
