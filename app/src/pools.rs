@@ -183,10 +183,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A connection to one tenant's database, checked out of its pool.
 ///
-/// Only [`crate::TenantContext::db`] / [`crate::TenantContext::read_db`] (through
-/// [`PoolManager::acquire`], which needs a verified tenant) make one, so a handler cannot reach a
-/// tenant database without the request's tenant. Derefs to `sqlx::AnyConnection`: pass
-/// `&mut *db` to sqlx queries. Dropping it returns the connection to the pool.
+/// Only [`crate::TenantContext::db`] / [`crate::TenantContext::read_db`] make one, so a handler
+/// cannot reach a tenant database without the request's verified tenant. Derefs to
+/// `sqlx::AnyConnection`: pass `&mut *db` to sqlx queries. Dropping it returns the connection
+/// to the pool.
+///
+/// Code outside this crate can neither ask the pool manager for a tenant by hand nor build a
+/// handle:
+///
+/// ```compile_fail
+/// # async fn f(pools: tenantgate_app::PoolManager, t: tenantgate_catalog::Tenant, s: tenantgate_catalog::Shard) {
+/// let db = pools.acquire(&t, &s, tenantgate_app::DbRole::Primary).await; // private
+/// # }
+/// ```
 pub struct TenantDb {
     // Field order matters: the connection goes back to the pool before the lease is released,
     // so a pool is never seen idle (evictable) while one of its connections is still out.
