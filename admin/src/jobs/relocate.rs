@@ -39,7 +39,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
         .ok_or_else(|| AdminError::Job("move job without a tenant".into()))?;
     let tenant = state.catalog.tenant(&tenant_id.to_string()).await?;
     let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Moving) else {
-        return finish(state, worker, job, None).await;
+        return finish(state, worker, job, None).await.map(|_| ());
     };
     let from = state
         .catalog
@@ -51,7 +51,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
         .shard(&payload.to)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let mut source_file = None;
+    let mut copy = None;
     if Backend::of_url(&from.database_url)? == Backend::Sqlite {
         let src = tenant_db::sqlite_file(&from.database_url, &tenant.db_name);
         let dst = tenant_db::sqlite_file(&to.database_url, &tenant.db_name);
@@ -69,14 +69,16 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
                 .await;
             pool.close().await;
             copied?;
-            source_file = Some(src);
+            copy = Some((src, dst));
         }
     }
-    finish(state, worker, job, Some((tenant, payload))).await?;
-    if let Some(src) = source_file {
-        // After the switch: the copy is the tenant's database now.
-        if let Err(e) = remove_sqlite(&src) {
-            tracing::warn!(error = %e, file = %src.display(), "could not remove a moved tenant's old file");
+    let switched = finish(state, worker, job, Some((tenant, payload))).await?;
+    if let Some((src, dst)) = copy {
+        // After the switch the copy is the tenant's database; without it (the tenant was
+        // deleted meanwhile) the copy is the leftover.
+        let leftover = if switched { src } else { dst };
+        if let Err(e) = remove_sqlite(&leftover) {
+            tracing::warn!(error = %e, file = %leftover.display(), "could not remove a tenant file left by a move");
         }
     }
     Ok(())
@@ -95,18 +97,22 @@ fn remove_sqlite(file: &std::path::Path) -> Result<(), std::io::Error> {
     Ok(())
 }
 
+/// Complete the job and, when `switch` is given and the tenant is still moving, switch it to
+/// the new shard. Returns whether it switched.
 async fn finish(
     state: &AppState,
     worker: &str,
     job: &Job,
     switch: Option<(tenantgate_catalog::Tenant, MovePayload)>,
-) -> Result<(), AdminError> {
+) -> Result<bool, AdminError> {
     let mut w = Write::begin(state).await?;
     if !succeed(&mut w, job, worker).await? {
         return Err(AdminError::Job("lost the job's lease".into()));
     }
+    let mut switched = false;
     if let Some((tenant, payload)) = switch {
         if tenant_state::status(w.conn(), tenant.id).await? == Some(TenantStatus::Moving) {
+            switched = true;
             let patch = TenantPatch {
                 shard: Some(payload.to.clone()),
                 status: Some(payload.resume),
@@ -127,5 +133,6 @@ async fn finish(
             .await?;
         }
     }
-    w.commit().await
+    w.commit().await?;
+    Ok(switched)
 }
