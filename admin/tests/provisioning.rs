@@ -740,3 +740,98 @@ fn scram_matches(password: &str, stored: &str) -> bool {
     let client_key = mac(&salted, b"Client Key");
     STANDARD.encode(Sha256::digest(&client_key)) == stored_key
 }
+
+both!(
+    concurrent_claims_take_each_job_once_and_leases_fence,
+    |backend| async move {
+        use tenantgate_catalog::store::jobs::{self, NewJob};
+        let h = Harness::new(backend, |_| {}).await;
+        let now = tenantgate_catalog::time::now_ms();
+        let mut tx = h.catalog.begin_write().await.unwrap();
+        for _ in 0..20 {
+            let job = NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: "noop",
+                tenant_id: None,
+                payload: json!({}),
+                max_attempts: 3,
+                run_at: now,
+            };
+            jobs::enqueue(&mut tx, &job).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        let claimers = (0..6).map(|i| {
+            let catalog = h.catalog.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let lease = tenantgate_catalog::time::now_ms() + 60_000;
+                while let Some(job) = catalog.claim_job(&format!("w{i}"), lease).await.unwrap() {
+                    mine.push(job.id);
+                }
+                mine
+            })
+        });
+        let mut all = Vec::new();
+        for c in claimers {
+            all.extend(c.await.unwrap());
+        }
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 20, "every job claimed");
+        assert_eq!(unique.len(), 20, "no job claimed twice");
+
+        // A lease that ran out lets another worker take the job; the old holder is fenced off.
+        let mut tx = h.catalog.begin_write().await.unwrap();
+        let id = uuid::Uuid::now_v7();
+        let job = NewJob {
+            id,
+            kind: "noop",
+            tenant_id: None,
+            payload: json!({}),
+            max_attempts: 3,
+            run_at: now,
+        };
+        jobs::enqueue(&mut tx, &job).await.unwrap();
+        tx.commit().await.unwrap();
+        let expired = tenantgate_catalog::time::now_ms() - 1;
+        assert_eq!(
+            h.catalog
+                .claim_job("old", expired)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            id
+        );
+        let taken = h
+            .catalog
+            .claim_job("new", expired + 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((taken.id, taken.attempts), (id, 2));
+        assert!(!h
+            .catalog
+            .renew_job_lease(id, "old", expired + 60_000)
+            .await
+            .unwrap());
+        let mut tx = h.catalog.begin_write().await.unwrap();
+        assert!(
+            !jobs::finish(&mut tx, id, "old", JobStatus::Succeeded, None, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            jobs::finish(&mut tx, id, "new", JobStatus::Succeeded, None, None)
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        assert!(h
+            .catalog
+            .claim_job("any", expired + 60_000)
+            .await
+            .unwrap()
+            .is_none());
+    }
+);
