@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tenantgate_catalog::host::normalize_host;
 use tenantgate_catalog::signing::{SigningKeys, TenantClaims};
 use tenantgate_catalog::{RateLimit, ShardStatus, TenantStatus};
+use tenantgate_proxy::headers::new_request_id;
 use tenantgate_proxy::pools::{Backend, ShardPool};
 use tenantgate_proxy::rate_limit::{Gcra, TenantLimits};
 use tenantgate_proxy::resolve::{HostEntry, RouteInfo};
@@ -179,8 +180,11 @@ fn main() {
     bench("baseline: Instant::now", |_| {
         black_box(Instant::now());
     });
-    bench("request id: uuid v7 string", |_| {
+    bench("baseline: Uuid::now_v7 string", |_| {
         black_box(Uuid::now_v7().hyphenated().to_string());
+    });
+    bench("request id: headers::new_request_id", |_| {
+        black_box(new_request_id());
     });
     let r = route(0, "shard-a");
     bench("signing: HMAC-SHA256 x-tenant-signature", |_| {
@@ -205,7 +209,7 @@ fn main() {
             assert!(route.limits.rate.check(Instant::now()).allowed);
             let pool = pools.read().unwrap().get(&*route.shard).cloned().unwrap();
             let backend = pool.pick(&[]).unwrap();
-            let request_id = Uuid::now_v7().hyphenated().to_string();
+            let request_id = new_request_id();
             let sig = keys.sign(
                 &TenantClaims {
                     tenant_id: route.tenant_id,

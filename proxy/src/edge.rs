@@ -243,6 +243,12 @@ impl ProxyHttp for Edge {
         }
     }
 
+    /// Pingora logs every failed request at error level; requests the edge refused on purpose
+    /// (no healthy backend, ...) are already in the access log and the metrics.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.reject.is_some()
+    }
+
     /// Runs once per request at its very end: metrics and the access log.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -327,7 +333,7 @@ impl Edge {
         let (route, prefixed) = entry.route_for(path).ok_or((Reject::UnknownTenant, None))?;
         let mut route = route.clone();
         ctx.prefixed = prefixed;
-        ctx.request_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        ctx.request_id = headers::new_request_id();
         ctx.route = Some(route.clone());
 
         match status_gate::gate(route.status) {
