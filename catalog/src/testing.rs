@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use futures::StreamExt;
 use sqlx::{Connection, Executor, Row};
 
 /// Environment variable naming the PostgreSQL server tests may use.
@@ -71,18 +72,24 @@ impl Drop for PgTestDb {
                     }
                     let _ = conn.close().await;
                 }
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
-                    for db in tenant_dbs.iter().chain(std::iter::once(&name)) {
-                        let _ = conn
-                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                            .await;
+                // Drop the databases a few at a time: one by one dominates the suite's run time.
+                let drops = tenant_dbs.iter().chain(std::iter::once(&name)).map(|db| {
+                    let server = server.clone();
+                    async move {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+                            let drop_db = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+                            let _ = conn.execute(drop_db.as_str()).await;
+                            let _ = conn
+                                .execute(format!("DROP ROLE IF EXISTS {db}").as_str())
+                                .await;
+                            let _ = conn.close().await;
+                        }
                     }
-                    for db in &tenant_dbs {
-                        let _ = conn
-                            .execute(format!("DROP ROLE IF EXISTS {db}").as_str())
-                            .await;
-                    }
-                }
+                });
+                futures::stream::iter(drops)
+                    .buffer_unordered(8)
+                    .collect::<Vec<()>>()
+                    .await;
             });
         });
         let _ = cleanup.join();
