@@ -205,8 +205,9 @@ impl Credential {
     }
 
     /// Authenticate and require `permission` on a read connection (a replica when there is
-    /// one). A token not yet replicated is looked up again on the primary, so a freshly minted
-    /// token works at once.
+    /// one). A token not yet replicated — or a replica that cannot answer yet, like a tenant
+    /// database whose schema is still replicating — is looked up again on the primary, so a
+    /// freshly minted token works at once.
     pub async fn read(
         &self,
         ctx: &TenantContext,
@@ -214,7 +215,9 @@ impl Credential {
     ) -> Result<(User, TenantDb), AppError> {
         let mut db = ctx.read_db().await?;
         let user = match self.authenticate(&mut db).await {
-            Err(AppError::Unauthenticated) if db.role() == DbRole::Replica => {
+            Err(AppError::Unauthenticated | AppError::Database(_))
+                if db.role() == DbRole::Replica =>
+            {
                 drop(db);
                 db = ctx.db().await?;
                 self.authenticate(&mut db).await?
