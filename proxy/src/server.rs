@@ -183,16 +183,32 @@ impl ShutdownSignalWatch for TokenSignal {
     }
 }
 
+/// Start an embedded edge on a thread of its own. Preparing (catalog connection, runtimes)
+/// happens on that thread too, so this may be called from inside an async runtime; it blocks
+/// the caller until the proxy listens or start-up failed.
 pub(crate) fn start_embedded(
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, ProxyError> {
-    let control = prepare(config.clone(), false)?;
     let grace = config.edge.grace_period.min(EMBEDDED_MAX_GRACE);
     let listen = config.edge.listen;
+    // Also cancelled by us if the proxy never comes up, without touching the caller's token.
+    let stop_server = shutdown.child_token();
+    let server_token = stop_server.clone();
+    let (prepared_tx, prepared_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("tenantgate-edge".into())
         .spawn(move || {
+            let control = match prepare(config.clone(), false) {
+                Ok(control) => {
+                    let _ = prepared_tx.send(Ok(()));
+                    control
+                }
+                Err(e) => {
+                    let _ = prepared_tx.send(Err(e));
+                    return;
+                }
+            };
             let Control {
                 runtime,
                 edge,
@@ -200,13 +216,29 @@ pub(crate) fn start_embedded(
             } = control;
             let server = build_server(&config, edge, false, grace, false);
             server.run(RunArgs {
-                shutdown_signal: Box::new(TokenSignal(shutdown)),
+                shutdown_signal: Box::new(TokenSignal(server_token)),
             });
             stop.cancel();
             runtime.shutdown_timeout(Duration::from_secs(2));
         })
         .map_err(|e| ProxyError::Start(format!("edge thread: {e}")))?;
-    wait_listening(listen, &thread)?;
+    match prepared_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            return Err(ProxyError::Start(
+                "the edge thread ended while starting".into(),
+            ))
+        }
+    }
+    if let Err(e) = wait_listening(listen, &thread) {
+        stop_server.cancel();
+        let _ = thread.join();
+        return Err(e);
+    }
     Ok(thread)
 }
 

@@ -241,3 +241,90 @@ async fn moving_tenants_are_held(tc: TestCatalog) {
         began.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_fails_cleanly_on_taken_addresses() {
+    for which in ["listen", "metrics_listen"] {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let h = Harness::new(TestCatalog::sqlite(), &format!("{which} = \"{addr}\""), "").await;
+        let err =
+            tenantgate_proxy::start(h.config.clone(), tokio_util::sync::CancellationToken::new())
+                .err()
+                .unwrap_or_else(|| panic!("{which}: started on a taken address"));
+        assert!(
+            matches!(&err, tenantgate_proxy::ProxyError::Bind { addr: a, .. } if *a == addr),
+            "{which}: {err}"
+        );
+    }
+}
+
+both_backends!(caches_unknown_hosts_and_bounds_misses);
+async fn caches_unknown_hosts_and_bounds_misses(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "miss_queries_per_sec = 3").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    h.start().await;
+    let lookups = |text: &str, result: &str| {
+        let prefix = format!(r#"tenantgate_catalog_cache_lookups_total{{result="{result}"}} "#);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // An unknown host costs one catalog query, then is answered from the negative cache.
+    for _ in 0..5 {
+        assert_eq!(h.get("ghost.test", "/", &[]).await.code(), "unknown_tenant");
+    }
+    let text = h.metrics_text().await;
+    assert_eq!((lookups(&text, "miss"), lookups(&text, "negative")), (1, 4));
+    // Many distinct unknown hosts at once: beyond the miss budget they get 503, not queries.
+    let mut codes = Vec::new();
+    for i in 0..10 {
+        codes.push(h.get(&format!("ghost{i}.test"), "/", &[]).await.status);
+    }
+    assert!(
+        codes.iter().filter(|&&c| c == 404).count() <= 4,
+        "{codes:?}"
+    );
+    assert!(codes.contains(&503), "{codes:?}");
+}
+
+both_backends!(rate_limit_changes_apply_live);
+async fn rate_limit_changes_apply_live(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    let id = h
+        .add_tenant(
+            "tight",
+            "shard-a",
+            &["tight.test"],
+            TenantStatus::Active,
+            Some(tenantgate_catalog::RateLimit { rps: 1, burst: 1 }),
+        )
+        .await;
+    h.start().await;
+    assert_eq!(h.get("tight.test", "/", &[]).await.status, 200);
+    assert_eq!(h.get("tight.test", "/", &[]).await.status, 429);
+    h.catalog
+        .update_tenant(
+            id,
+            &tenantgate_catalog::store::TenantPatch {
+                rate_limit: Some(Some(tenantgate_catalog::RateLimit {
+                    rps: 1000,
+                    burst: 1000,
+                })),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_until("new limit applied", Duration::from_secs(2), || async {
+        let mut ok = 0;
+        for _ in 0..5 {
+            ok += usize::from(h.get("tight.test", "/", &[]).await.status == 200);
+        }
+        (ok == 5).then_some(())
+    })
+    .await;
+}

@@ -251,12 +251,10 @@ impl Harness {
         }
     }
 
-    /// Start the edge (blocking start-up runs off the test's runtime threads).
+    /// Start the edge. Called straight from the test's async context on purpose: `start` must
+    /// work there (as in `tenantgate dev`), not only on a blocking thread.
     pub async fn start(&mut self) {
-        let (config, token) = (self.config.clone(), self.shutdown.clone());
-        let handle = tokio::task::spawn_blocking(move || tenantgate_proxy::start(config, token))
-            .await
-            .unwrap()
+        let handle = tenantgate_proxy::start(self.config.clone(), self.shutdown.clone())
             .expect("edge starts");
         self.handle = Some(handle);
     }
