@@ -69,8 +69,12 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
                     concurrency,
                     dry_run,
                 };
-                let summary =
-                    tenantgate_admin::fleet::migrate_tenants(&config, &catalog, &options).await?;
+                let progress = tenantgate_admin::fleet::ConsoleProgress::default();
+                let summary = tenantgate_admin::fleet::migrate_tenants(
+                    &config, &catalog, &options, &progress,
+                )
+                .await?;
+                tenantgate_admin::fleet::print_summary(&summary, dry_run);
                 Ok(if summary.failed == 0 {
                     ExitCode::SUCCESS
                 } else {

@@ -16,6 +16,7 @@ use tenantgate_catalog::{Catalog, TenantStatus};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+const ADMIN_TOKEN: &str = "fleet-test-admin-token";
 
 /// A catalog with `n` provisioned tenants on one shard, and a config file for the binary.
 struct Fleet {
@@ -34,6 +35,7 @@ async fn fleet(tc: TestCatalog, n: usize) -> Fleet {
     raw.security.signing_keys.insert("k".into(), KEY.into());
     raw.security.credential_key = Some(KEY.into());
     raw.tenant_migrations.dir = tenant_migrations_dir();
+    raw.admin.bootstrap_token = Some(ADMIN_TOKEN.into());
     let config_path = dir.path().join("tenantgate.toml");
     std::fs::write(&config_path, raw.to_toml()).unwrap();
     let config = Arc::new(Config::try_from(raw).unwrap());
@@ -294,4 +296,82 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
             "{slug} migrated exactly once"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_job_through_the_admin_api_reports_progress() {
+    let f = fleet(TestCatalog::sqlite(), 10).await;
+    let migrations = migrations_with(PRIORITY);
+    let mut config = (*f.config).clone();
+    config.tenant_migrations.dir = migrations.path().to_path_buf();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(tenantgate_admin::serve(
+        Arc::new(config),
+        f.catalog.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("{admin}/v1/migrations"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    let bad = post(serde_json::json!({"tenants": ["f001", "nobody"], "concurrency": 0}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["concurrency", "tenants[1]"], "{body}");
+    let unknown = post(serde_json::json!({"tenantz": []})).await.unwrap();
+    assert_eq!(unknown.status(), 422);
+
+    let started = post(serde_json::json!({"concurrency": 2})).await.unwrap();
+    assert_eq!(started.status(), 202);
+    let job_id = started.json::<serde_json::Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = support::wait_until(
+        "the migration job to finish",
+        Duration::from_secs(60),
+        || {
+            let (client, url) = (&client, format!("{admin}/v1/jobs/{job_id}"));
+            async move {
+                let job: serde_json::Value = client
+                    .get(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                matches!(job["status"].as_str(), Some("succeeded" | "failed")).then_some(job)
+            }
+        },
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "migrate_tenants");
+    assert_eq!(job["progress"]["done"], 10, "{job}");
+    assert_eq!(job["progress"]["total"], 10);
+    assert_eq!(job["progress"]["migrated"], 10);
+    assert!(versions(&f)
+        .await
+        .iter()
+        .all(|(_, v, e)| *v == 2 && e.is_none()));
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
 }

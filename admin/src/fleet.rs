@@ -70,12 +70,25 @@ fn migratable(t: &Tenant) -> bool {
     )
 }
 
-/// Run (or with `dry_run`, plan) the fleet migration and print progress on stderr and the
-/// summary on stdout.
+/// How far a run is: tenants finished (migrated, current or failed) of `total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub failed: usize,
+}
+
+/// Receives progress after every tenant; implementations throttle their own output.
+pub trait ProgressSink: Send + Sync {
+    fn update(&self, progress: Progress);
+}
+
+/// Run (or with `dry_run`, plan) the fleet migration, reporting to `progress`.
 pub async fn migrate_tenants(
     config: &Config,
     catalog: &Catalog,
     options: &FleetOptions,
+    progress: &dyn ProgressSink,
 ) -> Result<FleetSummary, FleetError> {
     if options.concurrency == 0 {
         return Err(FleetError::Concurrency);
@@ -104,9 +117,13 @@ pub async fn migrate_tenants(
     // One semaphore per database server bounds the load each server sees.
     let mut servers: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let total = tenants.len();
-    let done = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let progress = tokio::spawn(report_progress(total, done.clone(), failed.clone()));
+    let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    progress.update(Progress {
+        done: 0,
+        total,
+        failed: 0,
+    });
 
     let jobs: Vec<_> = tenants
         .into_iter()
@@ -121,7 +138,7 @@ pub async fn migrate_tenants(
                 .or_insert_with(|| Arc::new(Semaphore::new(options.concurrency)))
                 .clone();
             let migrators = migrators.clone();
-            let (done, failed) = (done.clone(), failed.clone());
+            let (done, failed) = (&done, &failed);
             async move {
                 let _permit = permits.acquire_owned().await.expect("semaphore open");
                 let result = match shard {
@@ -149,7 +166,6 @@ pub async fn migrate_tenants(
     // Enough in flight to keep every server's semaphore busy.
     let width = options.concurrency * servers.len().max(1);
     let results: Vec<_> = stream::iter(jobs).buffer_unordered(width).collect().await;
-    progress.abort();
 
     let mut summary = FleetSummary::default();
     for (tenant, result) in results {
@@ -175,7 +191,6 @@ pub async fn migrate_tenants(
     }
     summary.pending.sort();
     summary.failures.sort();
-    print_summary(&summary, options.dry_run);
     Ok(summary)
 }
 
@@ -301,36 +316,64 @@ async fn applied_versions(pool: &sqlx::AnyPool) -> Result<Vec<i64>, sqlx::Error>
     }
 }
 
-async fn report_progress(total: usize, done: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) {
-    let terminal = std::io::stderr().is_terminal();
-    let started = Instant::now();
-    let period = if terminal {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(2)
-    };
-    loop {
-        tokio::time::sleep(period).await;
-        let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-        let rate = d as f64 / started.elapsed().as_secs_f64().max(0.001);
-        if terminal {
-            let width = 30;
-            let filled = (d * width).checked_div(total).unwrap_or(width);
-            eprint!(
-                "\r[{}{}] {d}/{total} tenants, {f} failed, {rate:.0}/s ",
-                "#".repeat(filled),
-                "-".repeat(width - filled)
-            );
-        } else {
-            eprintln!("progress: {d}/{total} tenants, {f} failed, {rate:.0}/s");
+/// Progress on stderr: a bar redrawn at most five times a second on a terminal, otherwise a line
+/// every two seconds (and one at the end).
+pub struct ConsoleProgress {
+    terminal: bool,
+    started: Instant,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Default for ConsoleProgress {
+    fn default() -> Self {
+        ConsoleProgress {
+            terminal: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last: std::sync::Mutex::new(None),
         }
     }
 }
 
-fn print_summary(summary: &FleetSummary, dry_run: bool) {
-    if std::io::stderr().is_terminal() {
-        eprintln!();
+impl ProgressSink for ConsoleProgress {
+    fn update(&self, p: Progress) {
+        let period = if self.terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(2)
+        };
+        {
+            let mut last = self.last.lock().expect("progress lock");
+            let finished = p.done == p.total;
+            if last.is_some_and(|t| t.elapsed() < period) && !finished {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let rate = p.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let Progress {
+            done,
+            total,
+            failed,
+        } = p;
+        if self.terminal {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width);
+            eprint!(
+                "\r[{}{}] {done}/{total} tenants, {failed} failed, {rate:.0}/s ",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            );
+            if done == total {
+                eprintln!();
+            }
+        } else {
+            eprintln!("progress: {done}/{total} tenants, {failed} failed, {rate:.0}/s");
+        }
     }
+}
+
+/// Print the outcome of a run on stdout.
+pub fn print_summary(summary: &FleetSummary, dry_run: bool) {
     if dry_run {
         println!("dry run: nothing was changed");
         for (slug, versions) in &summary.pending {

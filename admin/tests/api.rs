@@ -467,7 +467,8 @@ async fn openapi_documents_every_route() {
     let r = h.call("GET", "/openapi.json", None, None).await;
     assert_eq!(r.status, 200);
     let paths = r.body["paths"].as_object().unwrap();
-    // Every route of DESIGN §6 is documented ...
+    // Every route of DESIGN §6 (and POST /v1/migrations from the fleet-migration issue) is
+    // documented ...
     let design = [
         ("post", "/v1/shards"),
         ("get", "/v1/shards"),
@@ -484,6 +485,7 @@ async fn openapi_documents_every_route() {
         ("post", "/v1/tenants/{id}/move"),
         ("get", "/v1/jobs/{id}"),
         ("post", "/v1/jobs/{id}/retry"),
+        ("post", "/v1/migrations"),
         ("get", "/v1/resolve"),
         ("get", "/v1/audit"),
         ("get", "/openapi.json"),

@@ -28,6 +28,8 @@ pub(crate) struct JobView {
     attempts: i64,
     max_attempts: i64,
     error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<serde_json::Value>,
     #[serde(with = "serde_rfc3339")]
     run_at: i64,
     #[serde(with = "serde_rfc3339")]
@@ -46,6 +48,7 @@ impl From<Job> for JobView {
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             error: j.error,
+            progress: j.progress,
             run_at: j.run_at,
             created_at: j.created_at,
             updated_at: j.updated_at,

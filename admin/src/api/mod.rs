@@ -3,6 +3,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod jobs;
+pub(crate) mod migrations;
 pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod resolve;
@@ -94,6 +95,8 @@ pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
             routing::get(jobs::get_handler)),
         (doc("post", "/v1/jobs/{id}/retry", "Retry a failed job", Write, None, &[], (202, "Job")),
             routing::post(jobs::retry_handler)),
+        (doc("post", "/v1/migrations", "Migrate tenant databases to the latest tenant schema, as a job", Write, Some("StartMigration"), &[], (202, "MigrationJob")),
+            routing::post(migrations::handler)),
         (doc("get", "/v1/resolve", "What the edge would do for a host", Read, None, &[
             ("host", "string", "Host header value (required)"),
             ("path", "string", "request path, for host + prefix domains"),

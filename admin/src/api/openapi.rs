@@ -149,6 +149,7 @@ fn schemas() -> Value {
         "status": { "enum": ["queued", "running", "succeeded", "failed"] },
         "attempts": { "type": "integer" }, "max_attempts": { "type": "integer" },
         "error": { "type": ["string", "null"] }, "run_at": time, "created_at": time, "updated_at": time,
+        "progress": { "type": ["object", "null"], "description": "for migrate_tenants: done, total, failed, and at the end migrated, current and failures" },
     }});
     json!({
         "Error": { "type": "object", "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
@@ -186,6 +187,11 @@ fn schemas() -> Value {
             "next_cursor": { "type": ["string", "null"] } } },
         "MoveTenant": obj(&["shard"], json!({ "shard": string })),
         "MoveJob": { "type": "object", "properties": { "job_id": { "type": "string", "format": "uuid" } } },
+        "StartMigration": obj(&[], json!({
+            "tenants": { "type": "array", "items": string, "description": "slugs or ids; empty or absent means every tenant" },
+            "concurrency": { "type": "integer", "minimum": 1, "maximum": 64, "description": "databases at once per database server, default 8" },
+        })),
+        "MigrationJob": { "type": "object", "properties": { "job_id": { "type": "string", "format": "uuid" } } },
         "AddDomain": obj(&["domain"], json!({ "domain": string })),
         "MintToken": obj(&["email", "role"], json!({
             "email": string, "role": { "type": "string", "examples": ["owner", "member", "viewer"] },

@@ -8,6 +8,7 @@
 //! transaction, conditional on this worker still holding the lease.
 
 pub(crate) mod drop;
+pub(crate) mod migrate;
 pub(crate) mod provision;
 pub(crate) mod relocate;
 mod scram;
@@ -36,6 +37,8 @@ pub(crate) mod kind {
     pub(crate) const DROP: &str = "drop_tenant";
     /// Copy a tenant to another shard (SQLite) or re-point it (same PostgreSQL server).
     pub(crate) const MOVE: &str = "move_tenant";
+    /// Apply pending tenant migrations to many tenants (`POST /v1/migrations`).
+    pub(crate) const MIGRATE: &str = "migrate_tenants";
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
@@ -252,6 +255,7 @@ async fn execute(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminE
         kind::PROVISION => provision::run(state, worker, job).await,
         kind::DROP => drop::run(state, worker, job).await,
         kind::MOVE => relocate::run(state, worker, job).await,
+        kind::MIGRATE => migrate::run(state, worker, job).await,
         other => Err(AdminError::Job(format!("unknown job kind {other:?}"))),
     }
 }

@@ -60,6 +60,8 @@ pub struct Job {
     pub locked_by: Option<String>,
     /// Error of the last failed attempt.
     pub error: Option<String>,
+    /// What a long job reports about itself while it runs (JSON), e.g. a fleet migration.
+    pub progress: Option<serde_json::Value>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -76,7 +78,7 @@ pub struct NewJob {
 }
 
 const COLUMNS: &str = "id, kind, tenant_id, payload, status, attempts, max_attempts, run_at, \
-    lease_until, locked_by, error, created_at, updated_at";
+    lease_until, locked_by, error, progress, created_at, updated_at";
 
 fn from_row(r: &AnyRow) -> Result<Job, CatalogError> {
     Ok(Job {
@@ -94,6 +96,10 @@ fn from_row(r: &AnyRow) -> Result<Job, CatalogError> {
         lease_until: r.try_get("lease_until")?,
         locked_by: r.try_get("locked_by")?,
         error: r.try_get("error")?,
+        progress: r
+            .try_get::<Option<String>, _>("progress")?
+            .map(|p| super::json_col(&p, "jobs.progress"))
+            .transpose()?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -246,6 +252,26 @@ impl Catalog {
         .bind(id.to_string())
         .bind(worker)
         .bind(lease_until)
+        .bind(crate::time::now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Record the progress of a job `worker` holds. False when the worker no longer holds it.
+    pub async fn set_job_progress(
+        &self,
+        id: Uuid,
+        worker: &str,
+        progress: &serde_json::Value,
+    ) -> Result<bool, CatalogError> {
+        let result = sqlx::query(
+            "UPDATE jobs SET progress = $3, updated_at = $4
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(worker)
+        .bind(progress.to_string())
         .bind(crate::time::now_ms())
         .execute(self.pool())
         .await?;
