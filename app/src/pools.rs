@@ -401,7 +401,11 @@ impl PoolManager {
                     state.pools.remove(&key);
                     shared.retire_locked(&mut state, entry, "tenant database target changed");
                 }
-                if state.reserved + per_pool <= budget {
+                if state.closing.iter().any(|e| e.key == key) {
+                    // Its previous pool is still closing: wait, so a tenant database never has
+                    // two pools (and SQLite never holds a closed pool's file open for a live
+                    // one's locks).
+                } else if state.reserved + per_pool <= budget {
                     state.reserved += per_pool;
                     let entry = Arc::new(Entry {
                         key,
@@ -420,20 +424,25 @@ impl PoolManager {
                         entry,
                         shared: shared.clone(),
                     });
-                }
-                // At budget. Evict the least recently used idle pool, unless pools already
-                // closing will give back enough room (each waiter would otherwise evict one).
-                let releasing: u32 = state.closing.iter().map(|e| e.reserved).sum();
-                if state.reserved - releasing + per_pool > budget {
-                    let victim = state
-                        .pools
-                        .values()
-                        .filter(|e| e.leases.load(Ordering::Acquire) == 0)
-                        .min_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
-                        .cloned();
-                    if let Some(victim) = victim {
-                        state.pools.remove(&victim.key);
-                        shared.retire_locked(&mut state, victim, "room needed for another tenant");
+                } else {
+                    // At budget. Evict the least recently used idle pool, unless pools already
+                    // closing will give back enough room (each waiter would otherwise evict one).
+                    let releasing: u32 = state.closing.iter().map(|e| e.reserved).sum();
+                    if state.reserved - releasing + per_pool > budget {
+                        let victim = state
+                            .pools
+                            .values()
+                            .filter(|e| e.leases.load(Ordering::Acquire) == 0)
+                            .min_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
+                            .cloned();
+                        if let Some(victim) = victim {
+                            state.pools.remove(&victim.key);
+                            shared.retire_locked(
+                                &mut state,
+                                victim,
+                                "room needed for another tenant",
+                            );
+                        }
                     }
                 }
             }
