@@ -135,7 +135,7 @@ impl AppMetrics {
     /// Count one response.
     pub fn record_request(&self, tenant: &str, code: u16) {
         self.requests
-            .with_label_values(&[tenant, itoa(code).as_str()])
+            .with_label_values(&[tenant, code.to_string().as_str()])
             .inc();
     }
 
@@ -169,10 +169,6 @@ impl AppMetrics {
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("text exposition is UTF-8")
     }
-}
-
-fn itoa(code: u16) -> String {
-    code.to_string()
 }
 
 fn advance(counter: &IntCounter, total: u64) {

@@ -49,6 +49,7 @@ pub enum DbRole {
 }
 
 impl DbRole {
+    /// The metric label value: `primary` or `replica`.
     pub fn as_str(self) -> &'static str {
         match self {
             DbRole::Primary => "primary",
@@ -320,6 +321,7 @@ impl PoolManager {
         }
     }
 
+    /// The limits this manager was made with.
     pub fn options(&self) -> &PoolOptions {
         &self.shared.options
     }

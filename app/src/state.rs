@@ -98,10 +98,12 @@ impl AppState {
         Background { feed, tasks }
     }
 
+    /// The validated configuration the process runs with.
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
     }
 
+    /// The catalog handle (uncached; requests use [`AppState::directory`]).
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
     }
@@ -116,6 +118,7 @@ impl AppState {
         &self.inner.pools
     }
 
+    /// This process's metrics registry and families.
     pub fn metrics(&self) -> &AppMetrics {
         &self.inner.metrics
     }
