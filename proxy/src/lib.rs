@@ -9,7 +9,7 @@
 //! Modules, one per concern: [`headers`] (request checks, upstream headers), [`resolve`] (route
 //! cache over the catalog), [`status_gate`], [`rate_limit`], [`pools`] (shard backends and
 //! health), [`metrics`], [`edge`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! [`server`] (Pingora server and shutdown).
+//! `server` (Pingora server and shutdown).
 
 pub mod edge;
 pub mod error;
