@@ -2,6 +2,7 @@
 //! named after what it does (`headers`, `resolve`, `status_gate`, `rate_limit`, `pools`,
 //! `metrics`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,10 @@ pub struct Edge {
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) metrics: Arc<EdgeMetrics>,
+    /// Set when a stop or an upgrade was requested: responses then close their connection, so
+    /// keep-alive clients reconnect (to the new process, during an upgrade) instead of sending
+    /// their next request on a connection that is about to go away.
+    pub(crate) draining: Arc<AtomicBool>,
 }
 
 /// What one request carries between phases.
@@ -204,15 +209,20 @@ impl ProxyHttp for Edge {
         )
     }
 
-    /// Runs before the response goes to the client: echo the request id for support cases.
+    /// Runs before the response goes to the client: echo the request id for support cases, and
+    /// close the connection after it while draining.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if !ctx.request_id.is_empty() {
             response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            response.insert_header("connection", "close")?;
+            session.set_keepalive(None);
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -93,6 +94,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
             stop.clone(),
         ));
         Ok::<_, ProxyError>(Edge {
+            draining: Arc::new(AtomicBool::new(false)),
             config: config.clone(),
             resolver,
             pools,
@@ -173,13 +175,46 @@ fn build_server(
 }
 
 /// Ends the embedded Pingora server when the caller's token is cancelled.
-struct TokenSignal(CancellationToken);
+struct TokenSignal {
+    token: CancellationToken,
+    draining: Arc<AtomicBool>,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for TokenSignal {
     async fn recv(&self) -> ShutdownSignal {
-        self.0.cancelled().await;
+        self.token.cancelled().await;
+        self.draining.store(true, Ordering::Relaxed);
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// The standalone edge's signals: SIGTERM stops gracefully, SIGQUIT upgrades, SIGINT stops at
+/// once. The first two mark the edge as draining before Pingora acts on them.
+struct UnixSignals {
+    draining: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for UnixSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        let received = tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+        };
+        tracing::info!(signal = ?received, "edge draining");
+        self.draining.store(true, Ordering::Relaxed);
+        received
     }
 }
 
@@ -214,9 +249,13 @@ pub(crate) fn start_embedded(
                 edge,
                 stop,
             } = control;
+            let draining = edge.draining.clone();
             let server = build_server(&config, edge, false, grace, false);
             server.run(RunArgs {
-                shutdown_signal: Box::new(TokenSignal(server_token)),
+                shutdown_signal: Box::new(TokenSignal {
+                    token: server_token,
+                    draining,
+                }),
             });
             stop.cancel();
             runtime.shutdown_timeout(Duration::from_secs(2));
@@ -249,11 +288,14 @@ pub(crate) fn run_standalone(config: Arc<Config>, upgrade: bool) -> Result<(), P
         edge,
         stop,
     } = control;
+    let draining = edge.draining.clone();
     let mut server = build_server(&config, edge, upgrade, config.edge.grace_period, true);
     // With `upgrade`, this receives the listening socket from the old process.
     server.bootstrap();
     tracing::info!(listen = %config.edge.listen, metrics = %config.edge.metrics_listen, upgrade, "edge running");
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(UnixSignals { draining }),
+    });
     stop.cancel();
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())

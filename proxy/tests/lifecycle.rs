@@ -145,26 +145,31 @@ async fn graceful_upgrade_fails_no_request() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
+    // Plus keep-alive clients that never retry: the draining edge closes their connections
+    // after a response, so they reconnect instead of losing a request.
+    let keep_alive = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut load = tokio::task::JoinSet::new();
-    for _ in 0..2 {
-        let (client, url, stop, ok, failed) = (
-            client.clone(),
-            h.url("/"),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
+    for i in 0..4 {
+        let fresh = i % 2 == 0;
+        let client = if fresh {
+            client.clone()
+        } else {
+            keep_alive.clone()
+        };
+        let (url, stop, ok, failed) = (h.url("/"), stop.clone(), ok.clone(), failed.clone());
         load.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let r = client
-                    .get(&url)
-                    .header("host", "acme.test")
-                    .header("connection", "close")
-                    .send()
-                    .await;
-                match r {
+                let mut req = client.get(&url).header("host", "acme.test");
+                if fresh {
+                    req = req.header("connection", "close");
+                }
+                match req.send().await {
                     Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
