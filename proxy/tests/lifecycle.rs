@@ -33,29 +33,42 @@ fn edge_child_process() {
     tenantgate_proxy::run_standalone(Arc::new(config), upgrade).expect("edge runs");
 }
 
-fn spawn_edge(config: &Path, upgrade: bool) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// An edge process, killed if the test ends (or panics) before it exited.
+struct EdgeProcess(Child);
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn_edge(config: &Path, upgrade: bool) -> EdgeProcess {
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "edge_child_process", "--nocapture"])
         .env(CONFIG_ENV, config)
         .env(UPGRADE_ENV, if upgrade { "1" } else { "0" })
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn edge process")
+        .expect("spawn edge process");
+    EdgeProcess(child)
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(child: &EdgeProcess, sig: &str) {
     let status = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
+        .args([&format!("-{sig}"), &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success(), "kill -{sig}");
 }
 
-async fn wait_exit(child: &mut Child, within: Duration) -> Duration {
+async fn wait_exit(child: &mut EdgeProcess, within: Duration) -> Duration {
     let began = Instant::now();
     wait_until("edge process exit", within, || {
-        let done = child.try_wait().unwrap().is_some();
+        let done = child.0.try_wait().unwrap().is_some();
         async move { done.then_some(()) }
     })
     .await;
@@ -211,7 +224,11 @@ async fn graceful_upgrade_fails_no_request() {
         ok.load(Ordering::Relaxed)
     );
 
-    assert!(new.try_wait().unwrap().is_none(), "the new edge is running");
+    assert!(
+        new.0.try_wait().unwrap().is_none(),
+        "the new edge is running"
+    );
     signal(&new, "TERM");
     wait_exit(&mut new, Duration::from_secs(10)).await;
+    let _ = std::fs::remove_file(&sock);
 }
