@@ -212,6 +212,14 @@ pub(crate) async fn health_checks(
                         Some(addr) => probe(addr, &backend.name, config.health_timeout).await,
                         None => false,
                     };
+                    if !ok {
+                        // Failed checks are upstream errors too: a dead backend shows up in
+                        // the error panels before (and while) traffic avoids it.
+                        metrics
+                            .upstream_errors
+                            .with_label_values(&[&*pool.name, "health_check"])
+                            .inc();
+                    }
                     let changed = backend.record_check(
                         ok,
                         config.healthy_threshold,

@@ -31,6 +31,9 @@ use crate::metrics::{EdgeMetrics, Lookup};
 use crate::pools::Pools;
 use crate::rate_limit::{Gcra, Limiters, TenantLimits};
 
+/// Catalog queries a full resync runs at once (the pool has `catalog.max_connections`).
+const RESYNC_CONCURRENCY: usize = 4;
+
 /// Longest a single catalog query on behalf of a request may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -362,10 +365,18 @@ async fn refresh_worker(resolver: std::sync::Weak<Resolver>, mut rx: mpsc::Unbou
             Job::Shards => resolver.reload_shards().await,
             Job::All => {
                 resolver.reload_shards().await;
-                let hosts: Vec<String> = resolver.cache.iter().map(|(k, _)| (*k).clone()).collect();
-                for host in &hosts {
-                    resolver.refresh(host).await;
+                // Distinct hosts, so their refreshes may overlap; the next job waits for all of
+                // them, which keeps every host's refreshes in feed order.
+                let hosts: Vec<Arc<String>> = resolver.cache.iter().map(|(k, _)| k).collect();
+                let mut running = tokio::task::JoinSet::new();
+                for host in hosts {
+                    if running.len() >= RESYNC_CONCURRENCY {
+                        running.join_next().await;
+                    }
+                    let resolver = resolver.clone();
+                    running.spawn(async move { resolver.refresh(&host).await });
                 }
+                while running.join_next().await.is_some() {}
             }
         }
     }
