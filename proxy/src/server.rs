@@ -51,7 +51,8 @@ struct Control {
 /// Bind-check the proxy address, bind the metrics listener, connect the catalog and start the
 /// control tasks. Nothing is left running when this fails.
 fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
-    // Pingora binds the proxy address itself, inside its runtime, and only logs a failure;
+    // Pingora binds the proxy address itself, inside its runtime, where a failure only ends
+    // its listener task;
     // checking first turns the common case (address taken) into an error here. During an
     // upgrade the old process legitimately holds it.
     if !upgrade {
