@@ -52,9 +52,8 @@ struct Control {
 /// control tasks. Nothing is left running when this fails.
 fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
     // Pingora binds the proxy address itself, inside its runtime, where a failure only ends
-    // its listener task;
-    // checking first turns the common case (address taken) into an error here. During an
-    // upgrade the old process legitimately holds it.
+    // its listener task; checking first turns the common case (address taken) into an error
+    // here. During an upgrade the old process legitimately holds it.
     if !upgrade {
         std::net::TcpListener::bind(config.edge.listen).map_err(|source| ProxyError::Bind {
             addr: config.edge.listen,
