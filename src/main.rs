@@ -10,7 +10,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.log_format);
+    let _log_guard = logging::init(cli.log_format);
     match commands::run(cli.command) {
         Ok(code) => code,
         Err(e) => {
