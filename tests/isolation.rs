@@ -118,7 +118,7 @@ async fn isolation(data_dir: &std::path::Path, extra: &[&str]) {
 
     let edge = format!("{}/api/items", dev.edge());
     let mut rng = Lcg(42);
-    let mut created = vec![0usize; TENANTS];
+    let mut created = [0usize; TENANTS];
     for n in 0..OPERATIONS {
         let t = rng.next(TENANTS);
         let host = format!("{}.localhost", slugs[t]);
