@@ -14,6 +14,11 @@ proxy process, CPU per request, and the ratios tenantgate/nginx and tenantgate/b
 
 Usage: benches/load.py [--duration 10] [--repeat 3] [--connections 32] [--tenants 10000]
                        [--hosts 1000] [--port-base 18000] [--skip-build]
+       benches/load.py --scale [--scale-tenants 100000] [--flood-seconds 10]
+The --scale mode measures memory and scale instead: the edge's RSS with N tenants in a
+PostgreSQL catalog after every one was requested, and the catalog queries per second during a
+flood of distinct unknown hosts (against `catalog.miss_queries_per_sec`). It needs PostgreSQL
+(TENANTGATE_BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres) and psql.
 Needs: nginx and wrk (Debian packages), cmake (for the build). See BENCHMARKS.md.
 """
 
@@ -161,6 +166,10 @@ def main():
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--port-base", type=int, default=18000)
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--scale", action="store_true", help="memory and unknown-host flood instead")
+    ap.add_argument("--scale-tenants", type=int, default=100000)
+    ap.add_argument("--flood-seconds", type=int, default=10)
+    ap.add_argument("--miss-cap", type=int, default=500)
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
@@ -171,6 +180,8 @@ def main():
                        cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target/release/tenantgate")
     bare = os.path.join(ROOT, "target/release/examples/bare_pingora")
+    if args.scale:
+        return scale(args, binary)
 
     p = args.port_base
     ports = {"upstream": p, "nginx": p + 1, "bare-pingora": p + 2, "tenantgate": p + 3, "metrics": p + 4}
@@ -278,6 +289,146 @@ credential_key = "{key()}"
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def psql(url, sql, stdin=None):
+    return subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], input=stdin, text=True,
+                          capture_output=True, check=True).stdout.strip()
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def scale(args, binary):
+    """RSS with many cached tenants, and catalog queries during an unknown-host flood."""
+    server = os.environ.get("TENANTGATE_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = f"tg_bench_{os.getpid()}"
+    catalog_url = server.rsplit("/", 1)[0] + "/" + name
+    p = args.port_base
+    ports = {"upstream": p, "tenantgate": p + 3, "metrics": p + 4}
+    work = tempfile.mkdtemp(prefix="tenantgate-scale-")
+    procs = {}
+    psql(server, f"CREATE DATABASE {name}")
+    try:
+        signing, credential = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+
+        def write_config(path, miss_cap):
+            with open(path, "w") as f:
+                f.write(f"""mode = "dev"
+[catalog]
+url = "{catalog_url}"
+cache_capacity = {args.scale_tenants * 2}
+miss_queries_per_sec = {miss_cap}
+negative_ttl_ms = 60000
+[edge]
+listen = "127.0.0.1:{ports['tenantgate']}"
+metrics_listen = "127.0.0.1:{ports['metrics']}"
+default_rps = 1000000
+default_burst = 1000000
+[security]
+signing_keys = {{ bench = "{signing}" }}
+credential_key = "{credential}"
+""")
+            return path
+
+        def start_edge(config):
+            proc = subprocess.Popen([binary, "edge", "--config", config], stdout=subprocess.DEVNULL,
+                                    stderr=open(os.path.join(work, "edge.log"), "a"),
+                                    env={**os.environ, "TENANTGATE_LOG": "warn"})
+            wait_port(ports["tenantgate"])
+            return proc
+
+        # Warming 100,000 hosts under the default miss cap would take minutes: the memory phase
+        # runs with the cap out of the way, the flood phase with the cap it measures.
+        config = write_config(os.path.join(work, "warm.toml"), 1_000_000)
+        flood_config = write_config(os.path.join(work, "flood.toml"), args.miss_cap)
+        subprocess.run([binary, "migrate", "catalog", "--config", config], check=True, stdout=subprocess.DEVNULL)
+        now = int(time.time() * 1000)
+        psql(catalog_url, "INSERT INTO shards (name, status, app_upstreams, database_url, replicas, created_at, updated_at)"
+                          f" VALUES ('bench', 'active', '[\"127.0.0.1:{ports['upstream']}\"]', '{server}', '[]', {now}, {now})")
+        tenants, domains = [], []
+        for i in range(args.scale_tenants):
+            tid = str(uuid.uuid4())
+            tenants.append(f"{tid}\tt{i:06d}\tTenant {i}\tactive\tbench\t1\t\\N\t\\N\t{{}}\tt_{tid.replace('-', '')}\t1\t{now}\t{now}")
+            domains.append(f"t{i:06d}.scale.local\t\t{tid}\t1\t{now}")
+        psql(catalog_url, "COPY tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst, settings,"
+                          " db_name, schema_version, created_at, updated_at) FROM STDIN", "\n".join(tenants) + "\n")
+        psql(catalog_url, "COPY tenant_domains (host, path_prefix, tenant_id, is_primary, created_at) FROM STDIN",
+             "\n".join(domains) + "\n")
+        up_conf = nginx_conf(work, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{ports['upstream']} reuseport backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}""")
+        devnull = subprocess.DEVNULL
+        procs["upstream"] = subprocess.Popen(["nginx", "-c", up_conf, "-p", work], stdout=devnull, stderr=devnull)
+        wait_port(ports["upstream"])
+        procs["tenantgate"] = start_edge(config)
+        rss_start = rss_mib(procs["tenantgate"].pid)
+
+        # Every tenant once: wrk walks the host list in order until all were requested.
+        walk = os.path.join(work, "walk.lua")
+        with open(walk, "w") as f:
+            f.write(f"local n = -1\nrequest = function()\n  n = n + 1\n"
+                    f"  return wrk.format('GET', '/', {{ ['Host'] = string.format('t%06d.scale.local', n % {args.scale_tenants}) }})\nend\n")
+        started = time.time()
+        subprocess.run(["wrk", "-t1", "-c8", f"-d{max(10, args.scale_tenants // 4000)}s", "-s", walk,
+                        f"http://127.0.0.1:{ports['tenantgate']}/"], capture_output=True, check=True)
+        metrics = metric_values(ports["metrics"])
+        misses = metrics.get('tenantgate_catalog_cache_lookups_total{result="miss"}', 0)
+        print(f"requested every host of {args.scale_tenants} tenants in {time.time() - started:.0f} s "
+              f"({misses:.0f} cache misses, each a catalog query)")
+        rss_full = rss_mib(procs["tenantgate"].pid)
+        print(f"edge RSS: {rss_start:.0f} MiB at start, {rss_full:.0f} MiB with {args.scale_tenants} tenants cached "
+              f"({(rss_full - rss_start) * 1024 * 1024 / args.scale_tenants:.0f} bytes per tenant)")
+
+        # Flood of distinct unknown hosts: catalog transactions counted on the server.
+        procs["tenantgate"].send_signal(signal.SIGINT)
+        procs["tenantgate"].wait(timeout=30)
+        procs["tenantgate"] = start_edge(flood_config)
+        flood = os.path.join(work, "flood.lua")
+        with open(flood, "w") as f:
+            f.write("local n = 0\nrequest = function()\n  n = n + 1\n"
+                    "  return wrk.format('GET', '/', { ['Host'] = string.format('u%d-%d.flood.local', math.random(1, 1000000000), n) })\nend\n")
+        commits = f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{name}'"
+        before = int(psql(server, commits))
+        started = time.time()
+        out = subprocess.run(["wrk", "-t1", "-c32", f"-d{args.flood_seconds}s", "-s", flood,
+                              f"http://127.0.0.1:{ports['tenantgate']}/"], capture_output=True, text=True, check=True).stdout
+        elapsed = time.time() - started
+        time.sleep(1.5)  # let the server publish its statistics
+        after = int(psql(server, commits))
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        qps = (after - before) / elapsed
+        print(f"unknown-host flood: {rps:.0f} distinct hosts/s for {args.flood_seconds} s; catalog transactions "
+              f"{qps:.0f}/s (cap catalog.miss_queries_per_sec = {args.miss_cap}, plus the feed's polls)")
+        print(f"edge RSS after the flood (a fresh edge): {rss_mib(procs['tenantgate'].pid):.0f} MiB")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def metric_values(port):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
 
 
 if __name__ == "__main__":

@@ -59,6 +59,19 @@ async fn check_demo(dev: &DevProcess) -> Vec<(String, String, String)> {
     assert_eq!(globex["locale"], "de");
     assert_ne!(globex["tenant_id"], acme["tenant_id"]);
 
+    // Every component reports alive and ready.
+    for base in [
+        dev.metrics(),
+        dev.admin(),
+        format!("http://127.0.0.1:{}", dev.port_base + 10),
+        format!("http://127.0.0.1:{}", dev.port_base + 11),
+    ] {
+        for probe in ["healthz", "readyz"] {
+            let r = reqwest::get(format!("{base}/{probe}")).await.unwrap();
+            assert_eq!(r.status(), 200, "{base}/{probe}");
+        }
+    }
+
     let unknown = get_with_host(&format!("{}/whoami", dev.edge()), "nobody.localhost").await;
     assert_eq!(unknown.status(), 404);
     let body: Value = unknown.json().await.unwrap();

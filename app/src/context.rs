@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::directory::servable;
 use crate::error::{AppError, Unavailable};
-use crate::metrics::TenantLabel;
+use crate::metrics::{TenantLabel, VerifiedSlug};
 use crate::pools::{DbRole, PoolManager, TenantDb};
 use crate::replicas;
 use crate::state::AppState;
@@ -263,6 +263,7 @@ pub async fn require_tenant(
         Err(e) => return e.into_response(),
     };
     let label = TenantLabel(state.labels().label(ctx.slug()));
+    let slug = VerifiedSlug(ctx.slug().to_owned());
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let span = tracing::info_span!("tenant", tenant = %ctx.slug(), request_id = %ctx.request_id());
     req.extensions_mut().insert(ctx);
@@ -271,6 +272,7 @@ pub async fn require_tenant(
         replicas::mark_wrote(&mut response, state.config().app.read_your_writes);
     }
     response.extensions_mut().insert(label);
+    response.extensions_mut().insert(slug);
     response
 }
 

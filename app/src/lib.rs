@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_tenant));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics_handler))
         .merge(tenant_routes)
         .layer(from_fn_with_state(state.clone(), metrics::track_requests))
@@ -122,6 +124,21 @@ pub fn router(state: AppState) -> Router {
 /// `GET /healthz`: the process is up. No tenant, no database.
 async fn healthz(State(_): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 once the catalog feed has loaded and while the catalog answers, else 503.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready() {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "error": { "code": "not_ready", "message": "the catalog is not loaded or not reachable" }
+            })),
+        )
+            .into_response()
+    }
 }
 
 /// Body of `GET /whoami`.

@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use tenantgate_catalog::signing::{HEADER_TENANT_ID, HEADER_TENANT_SIGNATURE};
+use tenantgate_catalog::signing::{HEADER_REQUEST_ID, HEADER_TENANT_ID, HEADER_TENANT_SIGNATURE};
 
 use crate::error::AppError;
 use crate::pools::PoolStats;
@@ -33,6 +33,10 @@ pub const NO_TENANT: &str = "_none";
 /// The bounded tenant label of a response, left in its extensions by `require_tenant`.
 #[derive(Debug, Clone)]
 pub(crate) struct TenantLabel(pub(crate) Arc<str>);
+
+/// The verified tenant's slug, set on the response for the request log.
+#[derive(Clone)]
+pub(crate) struct VerifiedSlug(pub(crate) String);
 
 /// The app's metric families, registered in [`AppMetrics::registry`].
 #[derive(Debug, Clone)]
@@ -180,15 +184,37 @@ fn advance(counter: &IntCounter, total: u64) {
 
 /// Middleware around the whole app: counts every response by tenant label and code.
 pub async fn track_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get(HEADER_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
     let response = next.run(req).await;
     let tenant = response
         .extensions()
         .get::<TenantLabel>()
         .map(|l| l.0.clone());
-    state.metrics().record_request(
-        tenant.as_deref().unwrap_or(NO_TENANT),
-        response.status().as_u16(),
-    );
+    let status = response.status().as_u16();
+    state
+        .metrics()
+        .record_request(tenant.as_deref().unwrap_or(NO_TENANT), status);
+    // One line per request with tenant, shard and request id; probes only at debug level.
+    let slug = response
+        .extensions()
+        .get::<VerifiedSlug>()
+        .map(|s| s.0.as_str());
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let shard = state.config().app.shard.as_str();
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(target: "tenantgate::app_access", %method, %path, status, duration_ms, "request");
+    } else {
+        tracing::info!(target: "tenantgate::app_access", tenant = slug.unwrap_or("-"), shard, status,
+            duration_ms, request_id = %request_id, %method, %path, "request");
+    }
     response
 }
 

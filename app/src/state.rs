@@ -33,6 +33,8 @@ struct Inner {
     pools: PoolManager,
     metrics: AppMetrics,
     labels: TenantLabels,
+    /// The feed follower's state once [`AppState::start`] ran (for `/readyz`).
+    feed: std::sync::OnceLock<Arc<FeedState>>,
 }
 
 /// Background tasks of an app process, from [`AppState::start`].
@@ -69,6 +71,7 @@ impl AppState {
                 pools,
                 metrics: AppMetrics::new(),
                 labels,
+                feed: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -81,6 +84,7 @@ impl AppState {
             self.inner.config.catalog.poll_interval,
             shutdown.clone(),
         );
+        let _ = self.inner.feed.set(feed.clone());
         let pools = self.inner.pools.clone();
         // Check a few times per idle period so a pool closes soon after it went idle.
         let every = (self.inner.config.app.pool_idle / 4)
@@ -99,6 +103,14 @@ impl AppState {
     }
 
     /// The validated configuration the process runs with.
+    /// Ready to serve: the catalog feed has loaded and the catalog is reachable.
+    pub fn ready(&self) -> bool {
+        self.inner
+            .feed
+            .get()
+            .is_some_and(|f| f.loaded() && f.unreachable_for().is_none())
+    }
+
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
     }

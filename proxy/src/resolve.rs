@@ -166,9 +166,11 @@ impl Resolver {
             control: Handle::current(),
             feed: OnceLock::new(),
             generation: AtomicU64::new(0),
+            // A small burst keeps the catalog's load within about 10 % of the cap in any
+            // second, even at the start of a flood.
             miss_budget: Gcra::new(RateLimit {
                 rps: per_sec,
-                burst: per_sec,
+                burst: (per_sec / 10).max(1),
             }),
             limiters: Limiters::default(),
             labels: TenantLabels::new(config.edge.tenant_label_limit),
