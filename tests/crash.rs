@@ -1,0 +1,200 @@
+//! Crash safety of provisioning with the real binary: SIGKILL the admin process in the middle of
+//! provisioning a PostgreSQL tenant, start it again, and the job completes with exactly one
+//! database and one login for the tenant.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::{Connection, Row};
+use tenantgate_catalog::config::RawConfig;
+use tenantgate_catalog::testing::{server_url, tenant_migrations_dir, PgTestDb};
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+const TOKEN: &str = "crash-test-admin-token";
+
+struct Admin(Child);
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_admin(config: &std::path::Path) -> Admin {
+    Admin(
+        Command::new(support::binary())
+            .args(["admin", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+async fn ready(client: &reqwest::Client, base: &str) {
+    support::wait_until("admin ready", Duration::from_secs(30), || async move {
+        let r = client.get(format!("{base}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_provisioning_then_restart_completes_once() {
+    let db = PgTestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The repository's tenant schema plus a slow step, so the kill lands mid-migration.
+    let migrations = dir.path().join("tenant_migrations");
+    for backend in ["postgres", "sqlite"] {
+        std::fs::create_dir_all(migrations.join(backend)).unwrap();
+        for entry in std::fs::read_dir(tenant_migrations_dir().join(backend)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(
+                entry.path(),
+                migrations.join(backend).join(entry.file_name()),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(
+        migrations.join("postgres/0002_slow.sql"),
+        "SELECT pg_sleep(2);\n",
+    )
+    .unwrap();
+
+    let port = support::free_port();
+    let mut raw = RawConfig::default();
+    raw.catalog.url = db.url.clone();
+    raw.admin.listen = format!("127.0.0.1:{port}");
+    raw.admin.bootstrap_token = Some(TOKEN.into());
+    raw.admin.job_lease_secs = 2;
+    raw.security.signing_keys.insert("k".into(), KEY.into());
+    raw.security.credential_key = Some(KEY.into());
+    raw.tenant_migrations.dir = migrations;
+    let config = dir.path().join("admin.toml");
+    std::fs::write(&config, raw.to_toml()).unwrap();
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut admin = start_admin(&config);
+    ready(&client, &base).await;
+    let r = client
+        .post(format!("{base}/v1/shards"))
+        .bearer_auth(TOKEN)
+        .json(
+            &json!({"name": "pg", "app_upstreams": ["127.0.0.1:9"], "database_url": server_url()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let created: Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"slug": "phoenix", "name": "Phoenix", "domains": ["phoenix.test"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = created["job_id"].as_str().expect("job id").to_string();
+
+    // Kill it while the job runs (inside the slow migration).
+    support::wait_until("the job to run", Duration::from_secs(30), || {
+        let (client, url) = (&client, format!("{base}/v1/jobs/{job}"));
+        async move {
+            let j: Value = client
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (j["status"] == "running").then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    admin.0.kill().unwrap();
+    admin.0.wait().unwrap();
+
+    let mut catalog = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let row = sqlx::query("SELECT status, db_name FROM tenants WHERE slug = 'phoenix'")
+        .fetch_one(&mut catalog)
+        .await
+        .unwrap();
+    let (status, db_name): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(
+        status, "provisioning",
+        "the kill must land before provisioning finished"
+    );
+
+    let _admin = start_admin(&config);
+    ready(&client, &base).await;
+    let tenant = support::wait_until(
+        "the tenant to become active",
+        Duration::from_secs(60),
+        || {
+            let (client, url) = (&client, format!("{base}/v1/tenants/phoenix"));
+            async move {
+                let t: Value = client
+                    .get(url)
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (t["status"] == "active").then_some(t)
+            }
+        },
+    )
+    .await;
+    assert_eq!(tenant["schema_version"], 2);
+    let job: Value = client
+        .get(format!("{base}/v1/jobs/{job}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "succeeded");
+    assert!(job["attempts"].as_i64().unwrap() >= 2, "{job}");
+
+    // Exactly one database and one login for the tenant.
+    let mut server = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+    for sql in [
+        "SELECT COUNT(*) FROM pg_database WHERE datname = $1",
+        "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1",
+    ] {
+        let n: i64 = sqlx::query(sql)
+            .bind(&db_name)
+            .fetch_one(&mut server)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "{sql}");
+    }
+    let tenant_db =
+        tenantgate_catalog::tenant_db::postgres_url(&server_url(), &db_name, None).unwrap();
+    let mut conn = sqlx::PgConnection::connect(&tenant_db).await.unwrap();
+    let applied: Vec<(i64, i64)> = sqlx::query("SELECT version, COUNT(*) FROM _sqlx_migrations WHERE success GROUP BY version ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(applied, vec![(1, 1), (2, 1)]);
+}
