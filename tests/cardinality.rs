@@ -16,8 +16,24 @@ use uuid::Uuid;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
+/// A running `tenantgate edge` over a SQLite catalog with `n` active tenants `tNNNN` on hosts
+/// `tNNNN.test`, backed by an upstream that answers 200.
+struct Edge {
+    child: std::process::Child,
+    edge_port: u16,
+    metrics_port: u16,
+    _catalog: TestCatalog,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn edge_with_tenants(n: usize, edge_settings: &str) -> Edge {
     let tc = TestCatalog::sqlite();
     let catalog = tc.connect().await;
     let upstream = support::ok_upstream();
@@ -30,7 +46,7 @@ async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
         })
         .await
         .unwrap();
-    for i in 0..1000 {
+    for i in 0..n {
         let id = Uuid::new_v4();
         catalog
             .create_tenant(&NewTenant {
@@ -47,27 +63,34 @@ async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
             .await
             .unwrap();
     }
-
     let (edge_port, metrics_port) = (support::free_port(), support::free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
     std::fs::write(
         &config,
         format!(
-            "[catalog]\nurl = \"{}\"\n[edge]\nlisten = \"127.0.0.1:{edge_port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-             tenant_label_limit = 100\ndefault_rps = 100000\ndefault_burst = 100000\n\
+            "[catalog]\nurl = \"{}\"\nmiss_queries_per_sec = 100000\n[edge]\nlisten = \"127.0.0.1:{edge_port}\"\n\
+             metrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+             default_rps = 100000\ndefault_burst = 100000\n{edge_settings}\n\
              [security]\nsigning_keys = {{ k = \"{KEY}\" }}\ncredential_key = \"{KEY}\"\n",
             tc.url()
         ),
     )
     .unwrap();
-    let mut edge = Command::new(support::binary())
+    let child = Command::new(support::binary())
         .args(["edge", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let edge = Edge {
+        child,
+        edge_port,
+        metrics_port,
+        _catalog: tc,
+        _dir: dir,
+    };
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{edge_port}/");
     support::wait_until("edge to serve t0000", Duration::from_secs(30), || {
@@ -83,27 +106,17 @@ async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
         }
     })
     .await;
-    for i in 0..1000 {
-        let r = client
-            .get(&base)
-            .header("host", format!("t{i:04}.test"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "tenant t{i:04}");
-    }
+    edge
+}
 
-    let text = client
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
+/// Distinct `tenant` label values per metric in one scrape.
+async fn tenant_values(metrics_port: u16) -> BTreeMap<String, BTreeSet<String>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let _ = edge.kill();
-    let _ = edge.wait();
-
     let mut per_metric: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, labels)) = line.split_once('{') else {
@@ -117,6 +130,24 @@ async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
                 .insert(value);
         }
     }
+    per_metric
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
+    let edge = edge_with_tenants(1000, "tenant_label_limit = 100").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}/", edge.edge_port);
+    for i in 0..1000 {
+        let r = client
+            .get(&base)
+            .header("host", format!("t{i:04}.test"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "tenant t{i:04}");
+    }
+    let per_metric = tenant_values(edge.metrics_port).await;
     let requests = per_metric
         .get("tenantgate_edge_requests_total")
         .expect("requests carry a tenant label");
@@ -131,4 +162,59 @@ async fn tenant_label_stays_bounded_at_a_thousand_tenants() {
             values.len()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn series_of_quiet_tenants_are_dropped_and_their_places_reused() {
+    let edge = edge_with_tenants(3, "tenant_label_limit = 2\ntenant_label_idle_secs = 1").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}/", edge.edge_port);
+    for host in ["t0000.test", "t0001.test", "t0002.test"] {
+        assert_eq!(
+            client
+                .get(&base)
+                .header("host", host)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let requests = |m: &BTreeMap<String, BTreeSet<String>>| {
+        m.get("tenantgate_edge_requests_total")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = requests(&tenant_values(edge.metrics_port).await);
+    assert!(
+        first.contains("_other") && !first.contains("t0002"),
+        "{first:?}"
+    );
+    // Without traffic the tenants' series go after about a second...
+    support::wait_until(
+        "quiet tenants' series to be dropped",
+        Duration::from_secs(15),
+        || async {
+            let values = requests(&tenant_values(edge.metrics_port).await);
+            (!values.contains("t0000") && !values.contains("t0001")).then_some(())
+        },
+    )
+    .await;
+    // ...and the freed places go to the next tenants that send traffic.
+    assert_eq!(
+        client
+            .get(&base)
+            .header("host", "t0002.test")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let after = requests(&tenant_values(edge.metrics_port).await);
+    assert!(
+        after.contains("t0002"),
+        "t0002 gets its own label once places are free: {after:?}"
+    );
 }

@@ -60,6 +60,11 @@ impl Default for AppMetrics {
 }
 
 impl AppMetrics {
+    /// The counters labelled by tenant (for dropping the series of quiet tenants).
+    pub(crate) fn tenant_counters(&self) -> [&IntCounterVec; 1] {
+        [&self.requests]
+    }
+
     /// Fresh metrics in a fresh registry.
     pub fn new() -> AppMetrics {
         let registry = Registry::new();

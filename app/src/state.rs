@@ -86,6 +86,7 @@ impl AppState {
         );
         let _ = self.inner.feed.set(feed.clone());
         let pools = self.inner.pools.clone();
+        let reaper_shutdown = shutdown.clone();
         // Check a few times per idle period so a pool closes soon after it went idle.
         let every = (self.inner.config.app.pool_idle / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -94,8 +95,23 @@ impl AppState {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = reaper_shutdown.cancelled() => return,
                     _ = tick.tick() => { pools.reap_idle(); }
+                }
+            }
+        }));
+        // Drop the metric series of tenants that went quiet, freeing their label places.
+        let state = self.clone();
+        let idle = self.inner.config.app.tenant_label_idle;
+        let sweep_every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        tasks.push(tokio::spawn(async move {
+            let mut sweeper = tenantgate_catalog::labels::QuietSweeper::new(idle);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(sweep_every) => {
+                        sweeper.sweep(&state.inner.labels, &state.inner.metrics.tenant_counters());
+                    }
                 }
             }
         }));

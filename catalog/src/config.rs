@@ -126,6 +126,8 @@ pub struct RawEdge {
     pub threads: usize,
     /// Distinct tenants labelled in metrics before the rest count as `_other`. Default 1000.
     pub tenant_label_limit: usize,
+    /// Seconds without traffic after which a tenant's metric series are dropped. Default 3600.
+    pub tenant_label_idle_secs: u64,
     /// Seconds SIGTERM waits for in-flight requests. Default 10.
     pub grace_period_secs: u64,
 }
@@ -146,6 +148,7 @@ impl Default for RawEdge {
             moving_hold_ms: 5000,
             threads: 1,
             tenant_label_limit: 1000,
+            tenant_label_idle_secs: 3600,
             grace_period_secs: 10,
         }
     }
@@ -203,6 +206,8 @@ pub struct RawApp {
     pub read_your_writes_ms: u64,
     /// Distinct tenants labelled in metrics before the rest count as `_other`. Default 1000.
     pub tenant_label_limit: usize,
+    /// Seconds without traffic after which a tenant's metric series are dropped. Default 3600.
+    pub tenant_label_idle_secs: u64,
 }
 
 impl Default for RawApp {
@@ -215,6 +220,7 @@ impl Default for RawApp {
             acquire_timeout_ms: 2000,
             read_your_writes_ms: 5000,
             tenant_label_limit: 1000,
+            tenant_label_idle_secs: 3600,
         }
     }
 }
@@ -297,6 +303,7 @@ pub struct EdgeConfig {
     pub moving_hold: Duration,
     pub threads: usize,
     pub tenant_label_limit: usize,
+    pub tenant_label_idle: Duration,
     pub grace_period: Duration,
 }
 
@@ -320,6 +327,7 @@ pub struct AppConfig {
     pub acquire_timeout: Duration,
     pub read_your_writes: Duration,
     pub tenant_label_limit: usize,
+    pub tenant_label_idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -541,6 +549,12 @@ impl TryFrom<RawConfig> for Config {
                 1,
                 1_000_000,
             )?,
+            tenant_label_idle: secs(
+                "edge.tenant_label_idle_secs",
+                e.tenant_label_idle_secs,
+                1,
+                30 * 86_400,
+            )?,
             grace_period: secs("edge.grace_period_secs", e.grace_period_secs, 0, 3600)?,
         };
 
@@ -603,6 +617,12 @@ impl TryFrom<RawConfig> for Config {
                 p.tenant_label_limit,
                 1,
                 1_000_000,
+            )?,
+            tenant_label_idle: secs(
+                "app.tenant_label_idle_secs",
+                p.tenant_label_idle_secs,
+                1,
+                30 * 86_400,
             )?,
         };
 

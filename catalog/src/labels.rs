@@ -73,3 +73,122 @@ mod tests {
         assert_eq!(&*labels.label("c"), "c");
     }
 }
+
+/// Drops the series of tenants that went quiet, so a process that saw many tenants over its
+/// lifetime keeps only the recently active ones and frees their places under the limit.
+///
+/// A tenant is quiet when none of its counters in the watched vectors moved for `idle`. The
+/// sweep reads the counters (no cost on the request path), removes every series of a quiet
+/// tenant from those vectors and forgets its label. Call [`QuietSweeper::sweep`] periodically
+/// (a few times per `idle`).
+#[derive(Debug)]
+pub struct QuietSweeper {
+    idle: std::time::Duration,
+    /// Per tenant label: the sum of its counters and when that sum last changed.
+    last: std::collections::HashMap<String, (u64, std::time::Instant)>,
+}
+
+impl QuietSweeper {
+    pub fn new(idle: std::time::Duration) -> QuietSweeper {
+        QuietSweeper {
+            idle,
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    /// One sweep over `vecs` (counter vectors with a `tenant` label). Returns the tenants whose
+    /// series were removed.
+    pub fn sweep(
+        &mut self,
+        labels: &TenantLabels,
+        vecs: &[&prometheus::IntCounterVec],
+    ) -> Vec<String> {
+        use prometheus::core::Collector;
+        let mut sums: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for vec in vecs {
+            for family in vec.collect() {
+                for metric in family.get_metric() {
+                    if let Some(tenant) = tenant_of(metric) {
+                        *sums.entry(tenant.to_string()).or_default() +=
+                            metric.get_counter().get_value() as u64;
+                    }
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        let mut quiet = Vec::new();
+        for (tenant, sum) in &sums {
+            match self.last.get_mut(tenant) {
+                Some((seen, since)) if *seen == *sum => {
+                    if now.duration_since(*since) >= self.idle {
+                        quiet.push(tenant.clone());
+                    }
+                }
+                Some(entry) => *entry = (*sum, now),
+                None => {
+                    self.last.insert(tenant.clone(), (*sum, now));
+                }
+            }
+        }
+        self.last.retain(|t, _| sums.contains_key(t));
+        for tenant in &quiet {
+            for vec in vecs {
+                for family in vec.collect() {
+                    for metric in family.get_metric() {
+                        if tenant_of(metric) == Some(tenant.as_str()) {
+                            let series: std::collections::HashMap<&str, &str> = metric
+                                .get_label()
+                                .iter()
+                                .map(|l| (l.name(), l.value()))
+                                .collect();
+                            let _ = vec.remove(&series);
+                        }
+                    }
+                }
+            }
+            labels.forget(tenant);
+            self.last.remove(tenant);
+        }
+        quiet
+    }
+}
+
+/// The `tenant` label of a series, unless it is the shared `_other`.
+fn tenant_of(metric: &prometheus::proto::Metric) -> Option<&str> {
+    metric
+        .get_label()
+        .iter()
+        .find(|l| l.name() == "tenant")
+        .map(|l| l.value())
+        .filter(|v| *v != OTHER)
+}
+
+#[cfg(test)]
+mod sweeper_tests {
+    use super::*;
+    use prometheus::{IntCounterVec, Opts};
+
+    #[test]
+    fn drops_series_of_quiet_tenants_only() {
+        let labels = TenantLabels::new(10);
+        let requests =
+            IntCounterVec::new(Opts::new("requests_total", "h"), &["tenant", "code"]).unwrap();
+        for t in ["a", "b", OTHER] {
+            let l = labels.label(t);
+            requests.with_label_values(&[&*l, "200"]).inc();
+        }
+        requests.with_label_values(&["a", "404"]).inc();
+        let mut sweeper = QuietSweeper::new(std::time::Duration::ZERO);
+        assert!(sweeper.sweep(&labels, &[&requests]).is_empty(), "first sweep only records");
+        requests.with_label_values(&["b", "200"]).inc();
+        assert_eq!(sweeper.sweep(&labels, &[&requests]), vec!["a".to_string()]);
+        let left: Vec<String> = prometheus::core::Collector::collect(&requests)[0]
+            .get_metric()
+            .iter()
+            .map(|m| m.get_label()[1].value().to_string())
+            .collect();
+        assert_eq!(left.len(), 2, "a's two series are gone: {left:?}");
+        assert!(!left.contains(&"a".to_string()));
+        assert_eq!(labels.len(), 2, "a's place is free (b and _other remain labelled)");
+    }
+}

@@ -161,6 +161,7 @@ impl Resolver {
             cache: Cache::builder()
                 .max_capacity(config.catalog.cache_capacity)
                 .expire_after(NegativeExpiry(config.catalog.negative_ttl))
+                .support_invalidation_closures()
                 .build(),
             catalog,
             control: Handle::current(),
@@ -348,6 +349,29 @@ impl Resolver {
     }
 
     /// The feed sink that keeps this resolver current.
+    /// Drop the metric series of tenants without traffic for `edge.tenant_label_idle`, and the
+    /// cached routes that carry their labels or `_other`, so their next request takes a fresh
+    /// label (or `_other`) under the limit. Runs on the control runtime, a few times per idle period.
+    pub(crate) fn sweep_quiet_tenants(
+        &self,
+        sweeper: &mut tenantgate_catalog::labels::QuietSweeper,
+    ) {
+        let quiet = sweeper.sweep(
+            &self.labels,
+            &[&self.metrics.requests, &self.metrics.rate_limited],
+        );
+        if quiet.is_empty() {
+            return;
+        }
+        tracing::debug!(tenants = quiet.len(), "dropped metric series of quiet tenants");
+        // Entries counted under `_other` go too: they may take the freed places now.
+        let mut relabel: std::collections::HashSet<String> = quiet.into_iter().collect();
+        relabel.insert(tenantgate_catalog::labels::OTHER.to_string());
+        let _ = self.cache.invalidate_entries_if(move |_, entry| {
+            entry.routes.iter().any(|r| relabel.contains(&*r.label))
+        });
+    }
+
     pub(crate) fn sink(self: &Arc<Self>) -> Arc<dyn ChangeSink> {
         Arc::new(Sink(self.clone()))
     }
