@@ -64,6 +64,20 @@ async fn main() {
     let pool = connect_any(&postgres_url(&server, &template, None).unwrap(), 1).await.unwrap();
     tenant_db::migrator(migrations.path(), Backend::Postgres).await.unwrap().run(&pool).await.unwrap();
     pool.close().await;
+    // No session may stay on a template while it is copied.
+    for _ in 0..100 {
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+        )
+        .bind(&template)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if sessions == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     catalog
         .create_shard(&NewShard {
@@ -98,7 +112,14 @@ async fn main() {
                     .await
                     .unwrap();
                 let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
-                conn.execute(format!("CREATE DATABASE {db} TEMPLATE {template}").as_str()).await.unwrap();
+                // Autovacuum may visit the template for a moment; copying waits for it to leave.
+                let create = format!("CREATE DATABASE {db} TEMPLATE {template}");
+                let mut tries = 0;
+                while let Err(e) = conn.execute(create.as_str()).await {
+                    tries += 1;
+                    assert!(tries < 200, "{e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 let login = Credentials { user, password: "unused-trust-auth".into() };
                 let patch = TenantPatch {
                     db_credentials: Some(Some(login.seal(&config.security.credential_key, id))),
@@ -108,7 +129,8 @@ async fn main() {
                 catalog.update_tenant(id, &patch).await.unwrap();
             }
         })
-        .buffer_unordered(4)
+        // One at a time: PostgreSQL refuses concurrent copies of one template.
+        .buffer_unordered(1)
         .count()
         .await;
     println!("{created} tenant databases created in {:.1} s", started.elapsed().as_secs_f64());
@@ -129,7 +151,16 @@ async fn main() {
         let summary = migrate_tenants(&config, &catalog, &options, &Quiet).await.unwrap();
         let seconds = started.elapsed().as_secs_f64();
         assert_eq!((summary.migrated, summary.failed), (tenants, 0), "{summary:?}");
-        println!("{concurrency:>11}  {seconds:>8.1} s  {:>9.1}", tenants as f64 / seconds);
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname LIKE 't\\_%'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        println!(
+            "{concurrency:>11}  {seconds:>8.1} s  {:>9.1}   (tenant sessions left open: {open})",
+            tenants as f64 / seconds
+        );
     }
     admin.execute(format!("DROP DATABASE {template}").as_str()).await.unwrap();
     drop(tc);
