@@ -60,9 +60,19 @@ async fn main() {
     // A migrated template, copied into every tenant database.
     let template = format!("tg_bench_tpl_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-    admin.execute(format!("CREATE DATABASE {template}").as_str()).await.unwrap();
-    let pool = connect_any(&postgres_url(&server, &template, None).unwrap(), 1).await.unwrap();
-    tenant_db::migrator(migrations.path(), Backend::Postgres).await.unwrap().run(&pool).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {template}").as_str())
+        .await
+        .unwrap();
+    let pool = connect_any(&postgres_url(&server, &template, None).unwrap(), 1)
+        .await
+        .unwrap();
+    tenant_db::migrator(migrations.path(), Backend::Postgres)
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     // No session may stay on a template while it is copied.
     for _ in 0..100 {
@@ -92,8 +102,13 @@ async fn main() {
     let started = Instant::now();
     let created = stream::iter(0..tenants)
         .map(|i| {
-            let (catalog, server, template, config, user) =
-                (catalog.clone(), server.clone(), template.clone(), config.clone(), user.clone());
+            let (catalog, server, template, config, user) = (
+                catalog.clone(),
+                server.clone(),
+                template.clone(),
+                config.clone(),
+                user.clone(),
+            );
             async move {
                 let id = uuid::Uuid::new_v4();
                 let db = tenant_db::db_name(id);
@@ -120,7 +135,10 @@ async fn main() {
                     assert!(tries < 200, "{e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                let login = Credentials { user, password: "unused-trust-auth".into() };
+                let login = Credentials {
+                    user,
+                    password: "unused-trust-auth".into(),
+                };
                 let patch = TenantPatch {
                     db_credentials: Some(Some(login.seal(&config.security.credential_key, id))),
                     schema_version: Some(1),
@@ -133,7 +151,10 @@ async fn main() {
         .buffer_unordered(1)
         .count()
         .await;
-    println!("{created} tenant databases created in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{created} tenant databases created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     println!("concurrency  wall time  tenants/s  (one migration: add a column and an index)");
     for (n, concurrency) in CONCURRENCIES.into_iter().enumerate() {
@@ -146,22 +167,34 @@ async fn main() {
             ),
         )
         .unwrap();
-        let options = FleetOptions { tenants: Vec::new(), concurrency, dry_run: false };
+        let options = FleetOptions {
+            tenants: Vec::new(),
+            concurrency,
+            dry_run: false,
+        };
         let started = Instant::now();
-        let summary = migrate_tenants(&config, &catalog, &options, &Quiet).await.unwrap();
+        let summary = migrate_tenants(&config, &catalog, &options, &Quiet)
+            .await
+            .unwrap();
         let seconds = started.elapsed().as_secs_f64();
-        assert_eq!((summary.migrated, summary.failed), (tenants, 0), "{summary:?}");
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname LIKE 't\\_%'",
-        )
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+        assert_eq!(
+            (summary.migrated, summary.failed),
+            (tenants, 0),
+            "{summary:?}"
+        );
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname LIKE 't\\_%'")
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
         println!(
             "{concurrency:>11}  {seconds:>8.1} s  {:>9.1}   (tenant sessions left open: {open})",
             tenants as f64 / seconds
         );
     }
-    admin.execute(format!("DROP DATABASE {template}").as_str()).await.unwrap();
+    admin
+        .execute(format!("DROP DATABASE {template}").as_str())
+        .await
+        .unwrap();
     drop(tc);
 }

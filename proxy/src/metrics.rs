@@ -171,8 +171,9 @@ impl Default for EdgeMetrics {
 
 /// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
 ///
-/// `/readyz` is 200 once the route cache follows the catalog feed and the catalog is reachable
-/// (or unreachable for less than `catalog.stale_max`), 503 otherwise.
+/// `/readyz` is 200 once the route cache follows the catalog feed, the catalog is reachable (or
+/// unreachable for less than `catalog.stale_max`) and at least one app backend is healthy (when
+/// any is configured), 503 otherwise.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<EdgeMetrics>,

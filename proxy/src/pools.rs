@@ -167,6 +167,14 @@ impl Pools {
         *self.shards.write().expect("pools lock") = fresh;
     }
 
+    /// True when some shard has a healthy backend, or no shard has any backend yet (an edge
+    /// with nothing to route to is not broken, it is empty).
+    pub fn any_healthy(&self) -> bool {
+        let shards = self.snapshot();
+        let mut backends = shards.iter().flat_map(|s| s.backends.iter()).peekable();
+        backends.peek().is_none() || backends.any(|b| b.is_healthy())
+    }
+
     fn snapshot(&self) -> Vec<Arc<ShardPool>> {
         self.shards
             .read()

@@ -197,9 +197,11 @@ impl Resolver {
 
     /// Ready to route: the feed has loaded and the catalog is reachable or stale within bounds.
     pub fn ready(&self) -> bool {
-        self.feed
+        let catalog = self
+            .feed
             .get()
-            .is_some_and(|f| f.loaded() && f.unreachable_for().is_none_or(|d| d <= self.stale_max))
+            .is_some_and(|f| f.loaded() && f.unreachable_for().is_none_or(|d| d <= self.stale_max));
+        catalog && self.pools.any_healthy()
     }
 
     fn unreachable_for(&self) -> Option<Duration> {
@@ -363,7 +365,10 @@ impl Resolver {
         if quiet.is_empty() {
             return;
         }
-        tracing::debug!(tenants = quiet.len(), "dropped metric series of quiet tenants");
+        tracing::debug!(
+            tenants = quiet.len(),
+            "dropped metric series of quiet tenants"
+        );
         // Entries counted under `_other` go too: they may take the freed places now.
         let mut relabel: std::collections::HashSet<String> = quiet.into_iter().collect();
         relabel.insert(tenantgate_catalog::labels::OTHER.to_string());

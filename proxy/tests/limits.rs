@@ -181,6 +181,13 @@ async fn ejects_dead_backends_and_recovers(tc: TestCatalog) {
     .await;
     assert_eq!(r.code(), "shard_unavailable");
     assert!(r.header("retry-after").is_some());
+    // With no healthy backend anywhere the edge is not ready either.
+    let readyz = |h: &Harness| {
+        let url = format!("http://{}/readyz", h.metrics);
+        let client = h.client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(readyz(&h).await, 503);
 
     // Back again on the same addresses: traffic recovers without a restart.
     let b1 = TestBackend::start("b1", h.keys(), Some(addr1)).await;
@@ -194,6 +201,7 @@ async fn ejects_dead_backends_and_recovers(tc: TestCatalog) {
         (b1.hits.load(Ordering::Relaxed) > 0 && b2.hits.load(Ordering::Relaxed) > 0).then_some(())
     })
     .await;
+    assert_eq!(readyz(&h).await, 200);
     let metrics = h.metrics_text().await;
     assert!(
         metrics.contains(r#"tenantgate_upstream_errors_total{kind="connect",shard="shard-a"}"#)
