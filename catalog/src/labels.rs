@@ -179,7 +179,10 @@ mod sweeper_tests {
         }
         requests.with_label_values(&["a", "404"]).inc();
         let mut sweeper = QuietSweeper::new(std::time::Duration::ZERO);
-        assert!(sweeper.sweep(&labels, &[&requests]).is_empty(), "first sweep only records");
+        assert!(
+            sweeper.sweep(&labels, &[&requests]).is_empty(),
+            "first sweep only records"
+        );
         requests.with_label_values(&["b", "200"]).inc();
         assert_eq!(sweeper.sweep(&labels, &[&requests]), vec!["a".to_string()]);
         let left: Vec<String> = prometheus::core::Collector::collect(&requests)[0]
@@ -189,6 +192,10 @@ mod sweeper_tests {
             .collect();
         assert_eq!(left.len(), 2, "a's two series are gone: {left:?}");
         assert!(!left.contains(&"a".to_string()));
-        assert_eq!(labels.len(), 2, "a's place is free (b and _other remain labelled)");
+        assert_eq!(
+            labels.len(),
+            2,
+            "a's place is free (b and _other remain labelled)"
+        );
     }
 }
