@@ -210,6 +210,12 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
         "{stdout}"
     );
     assert!(stdout.contains("failed f007"), "{stdout}");
+    // Without a terminal, progress comes as lines on stderr, the last one complete.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("progress: 50/50 tenants, 1 failed"),
+        "{stderr}"
+    );
     for (slug, version, error) in versions(&f).await {
         if slug == "f007" {
             assert_eq!(version, 1, "the failed tenant stays at its old version");

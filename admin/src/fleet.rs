@@ -155,10 +155,15 @@ pub async fn migrate_tenants(
                     }
                     None => Err(format!("shard {} not found", tenant.shard)),
                 };
-                done.fetch_add(1, Ordering::Relaxed);
-                if result.is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
+                let tenant_failed = matches!(result, Err(_) | Ok((_, Outcome::Failed(..))));
+                let failed = failed.fetch_add(usize::from(tenant_failed), Ordering::Relaxed)
+                    + usize::from(tenant_failed);
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress.update(Progress {
+                    done,
+                    total,
+                    failed,
+                });
                 (tenant, result)
             }
         })
