@@ -16,7 +16,6 @@ use tenantgate_catalog::Backend;
 use crate::both_backends;
 use crate::support::{metric, open_connections, Options, Rng, TestApp};
 
-const BUDGET: u32 = 10;
 const ACQUIRE_TIMEOUT_MS: u64 = 1000;
 
 /// Tenant database connections open now, counted outside the app.
@@ -46,16 +45,17 @@ async fn connections_seen_outside(app: &TestApp, db_names: &[String]) -> usize {
 }
 
 async fn many_tenants_share_a_bounded_budget(backend: Backend) {
-    let (tenant_count, requests) = match backend {
+    let (tenant_count, requests, budget) = match backend {
         // Creating and dropping PostgreSQL databases is slow (~0.5 s each to drop); the budget
-        // is what matters, and 30 tenants already need six times the pools the budget allows.
-        Backend::Postgres => (30, 300),
-        Backend::Sqlite => (200, 600),
+        // is what matters, and 30 tenants already need several times the pools it allows.
+        Backend::Postgres => (30, 300, 10u32),
+        // The scale: 1,000 tenants against a budget of 50.
+        Backend::Sqlite => (1000, 2000, 50u32),
     };
     let app = TestApp::start(
         backend,
         Options {
-            budget: BUDGET,
+            budget,
             acquire_timeout_ms: ACQUIRE_TIMEOUT_MS,
             pool_idle_secs: 1,
             ..Options::default()
@@ -66,7 +66,7 @@ async fn many_tenants_share_a_bounded_budget(backend: Backend) {
         .map(|i| {
             let app = &app;
             async move {
-                let t = app.tenant(&format!("b-{i:03}"), json!({})).await;
+                let t = app.tenant(&format!("b-{i:04}"), json!({})).await;
                 let token = app.user(&t, "owner", None).await;
                 (t, token)
             }
@@ -92,7 +92,7 @@ async fn many_tenants_share_a_bounded_budget(backend: Backend) {
                 let m = app.metrics().await;
                 max_metrics = max_metrics.max(open_connections(&m));
                 assert!(
-                    metric(&m, "tenantgate_app_db_connections_reserved") <= BUDGET as f64,
+                    metric(&m, "tenantgate_app_db_connections_reserved") <= budget as f64,
                     "{m}"
                 );
                 samples += 1;
@@ -157,11 +157,11 @@ async fn many_tenants_share_a_bounded_budget(backend: Backend) {
     );
     assert!(samples > 3, "the watcher sampled {samples} times");
     assert!(
-        max_outside <= BUDGET as usize,
-        "{max_outside} connections open (budget {BUDGET})"
+        max_outside <= budget as usize,
+        "{max_outside} connections open (budget {budget})"
     );
     assert!(
-        max_metrics <= BUDGET as f64,
+        max_metrics <= budget as f64,
         "metrics showed {max_metrics} connections"
     );
     assert!(max_outside > 0, "the watcher never saw a connection");
@@ -169,7 +169,7 @@ async fn many_tenants_share_a_bounded_budget(backend: Backend) {
     let m = app.metrics().await;
     let opened = metric(&m, "tenantgate_app_tenant_pools_opened_total");
     assert!(
-        opened > BUDGET as f64,
+        opened > budget as f64,
         "pools were reused rather than evicted? opened {opened}"
     );
     // Idle pools close on their own after pool_idle.
