@@ -166,6 +166,7 @@ def main():
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--port-base", type=int, default=18000)
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--edge-threads", type=int, default=1, help="edge.threads of tenantgate")
     ap.add_argument("--scale", action="store_true", help="memory and unknown-host flood instead")
     ap.add_argument("--scale-tenants", type=int, default=100000)
     ap.add_argument("--flood-seconds", type=int, default=10)
@@ -223,7 +224,7 @@ listen = "127.0.0.1:{ports['tenantgate']}"
 metrics_listen = "127.0.0.1:{ports['metrics']}"
 default_rps = 1000000
 default_burst = 1000000
-threads = 1
+threads = {args.edge_threads}
 [security]
 signing_keys = {{ bench = "{key()}" }}
 credential_key = "{key()}"
