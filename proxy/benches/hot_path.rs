@@ -90,13 +90,17 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
     let id = Uuid::new_v4();
     Arc::new(RouteInfo {
         tenant_id: id,
-        tenant_id_text: id.hyphenated().to_string().into(),
+        headers: tenantgate_proxy::headers::RouteHeaders::new(
+            id,
+            &format!("tenant{i}"),
+            backend_pool,
+            1,
+        ),
         slug: format!("tenant{i}").into(),
         label: Arc::from(format!("tenant{i}").as_str()),
         shard: Arc::from(backend_pool),
         status: TenantStatus::Active,
         epoch: 1,
-        epoch_text: "1".into(),
         path_prefix: None,
         // A limit no benchmark reaches, so every check takes the "allowed" path.
         limits: Arc::new(TenantLimits::new(RateLimit {

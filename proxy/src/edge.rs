@@ -193,10 +193,7 @@ impl ProxyHttp for Edge {
         headers::rewrite_upstream(
             upstream,
             &Forwarded {
-                tenant_id: &route.tenant_id_text,
-                slug: &route.slug,
-                shard: &route.shard,
-                epoch: &route.epoch_text,
+                route: &route.headers,
                 request_id: &ctx.request_id,
                 signature: &signature,
                 client_ip,

@@ -10,7 +10,7 @@
 //! drops the hop-by-hop headers a client names in `Connection` before this runs, so the headers
 //! set here cannot be removed by a client.
 
-use http::header::HOST;
+use http::header::{HeaderValue, HOST};
 use pingora::http::RequestHeader;
 use tenantgate_catalog::signing::{
     HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID, HEADER_TENANT_SHARD,
@@ -134,12 +134,38 @@ pub fn new_request_id() -> String {
         .to_string()
 }
 
+/// The tenant headers of one route, built once when the route is cached: on the request path
+/// each is a reference-counted clone, not a copy.
+#[derive(Debug, Clone)]
+pub struct RouteHeaders {
+    pub tenant_id: HeaderValue,
+    pub slug: HeaderValue,
+    pub shard: HeaderValue,
+    pub epoch: HeaderValue,
+}
+
+impl RouteHeaders {
+    /// The header values of a route. Catalog names are validated ASCII; a value that is not a
+    /// valid header value becomes empty, which makes the app refuse the signature (401).
+    pub fn new(tenant_id: uuid::Uuid, slug: &str, shard: &str, epoch: i64) -> RouteHeaders {
+        let value =
+            |text: &str| HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""));
+        RouteHeaders {
+            tenant_id: value(
+                tenant_id
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            ),
+            slug: value(slug),
+            shard: value(shard),
+            epoch: value(&epoch.to_string()),
+        }
+    }
+}
+
 /// Everything the edge sets on the upstream request.
 pub struct Forwarded<'a> {
-    pub tenant_id: &'a str,
-    pub slug: &'a str,
-    pub shard: &'a str,
-    pub epoch: &'a str,
+    pub route: &'a RouteHeaders,
     pub request_id: &'a str,
     pub signature: &'a str,
     pub client_ip: Option<String>,
@@ -175,10 +201,10 @@ pub fn rewrite_upstream(up: &mut RequestHeader, fwd: &Forwarded<'_>) -> pingora:
     if let Some(host) = forwarded_host {
         up.insert_header("x-forwarded-host", host)?;
     }
-    up.insert_header(HEADER_TENANT_ID, fwd.tenant_id)?;
-    up.insert_header(HEADER_TENANT_SLUG, fwd.slug)?;
-    up.insert_header(HEADER_TENANT_SHARD, fwd.shard)?;
-    up.insert_header(HEADER_TENANT_EPOCH, fwd.epoch)?;
+    up.insert_header(HEADER_TENANT_ID, fwd.route.tenant_id.clone())?;
+    up.insert_header(HEADER_TENANT_SLUG, fwd.route.slug.clone())?;
+    up.insert_header(HEADER_TENANT_SHARD, fwd.route.shard.clone())?;
+    up.insert_header(HEADER_TENANT_EPOCH, fwd.route.epoch.clone())?;
     up.insert_header(HEADER_REQUEST_ID, fwd.request_id)?;
     up.insert_header(HEADER_TENANT_SIGNATURE, fwd.signature)?;
     Ok(())
@@ -286,11 +312,10 @@ mod tests {
                 ("Accept", "*/*"),
             ],
         );
+        let id = uuid::Uuid::from_u128(7);
+        let route = RouteHeaders::new(id, "acme", "shard-a", 3);
         let fwd = Forwarded {
-            tenant_id: "id",
-            slug: "acme",
-            shard: "shard-a",
-            epoch: "3",
+            route: &route,
             request_id: "rid",
             signature: "sig",
             client_ip: Some("127.0.0.1".into()),
@@ -298,7 +323,13 @@ mod tests {
         };
         rewrite_upstream(&mut r, &fwd).unwrap();
         let get = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(get("x-tenant-id").as_deref(), Some("id"));
+        assert_eq!(
+            get("x-tenant-id").as_deref(),
+            Some("00000000-0000-0000-0000-000000000007")
+        );
+        assert_eq!(get("x-tenant-slug").as_deref(), Some("acme"));
+        assert_eq!(get("x-tenant-shard").as_deref(), Some("shard-a"));
+        assert_eq!(get("x-tenant-epoch").as_deref(), Some("3"));
         assert_eq!(r.headers.get_all("x-tenant-id").iter().count(), 1);
         assert_eq!(get("x-forwarded-for").as_deref(), Some("127.0.0.1"));
         assert_eq!(get("x-forwarded-host").as_deref(), Some("app.example.com"));

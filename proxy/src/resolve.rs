@@ -41,15 +41,14 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct RouteInfo {
     pub tenant_id: Uuid,
-    /// `tenant_id` as sent in `x-tenant-id`.
-    pub tenant_id_text: Box<str>,
+    /// The tenant headers sent upstream (`x-tenant-id`, `-slug`, `-shard`, `-epoch`).
+    pub headers: crate::headers::RouteHeaders,
     pub slug: Box<str>,
     /// The bounded metric label for this tenant.
     pub label: Arc<str>,
     pub shard: Arc<str>,
     pub status: TenantStatus,
     pub epoch: i64,
-    pub epoch_text: Box<str>,
     /// The path prefix of a host + prefix domain.
     pub path_prefix: Option<Box<str>>,
     /// The tenant's rate limiter and in-flight count (shared by all its hosts).
@@ -303,7 +302,12 @@ impl Resolver {
             .map(|r| {
                 Arc::new(RouteInfo {
                     tenant_id: r.tenant_id,
-                    tenant_id_text: r.tenant_id.hyphenated().to_string().into(),
+                    headers: crate::headers::RouteHeaders::new(
+                        r.tenant_id,
+                        &r.slug,
+                        &r.shard,
+                        r.epoch,
+                    ),
                     label: self.labels.label(&r.slug),
                     limits: self
                         .limiters
@@ -312,7 +316,6 @@ impl Resolver {
                     shard: r.shard.into(),
                     status: r.status,
                     epoch: r.epoch,
-                    epoch_text: r.epoch.to_string().into(),
                     path_prefix: r.path_prefix.map(Into::into),
                 })
             })
@@ -439,13 +442,12 @@ mod tests {
     fn route(prefix: Option<&str>, slug: &str) -> Arc<RouteInfo> {
         Arc::new(RouteInfo {
             tenant_id: Uuid::new_v4(),
-            tenant_id_text: "".into(),
+            headers: crate::headers::RouteHeaders::new(Uuid::new_v4(), slug, "s", 1),
             slug: slug.into(),
             label: Arc::from(slug),
             shard: Arc::from("s"),
             status: TenantStatus::Active,
             epoch: 1,
-            epoch_text: "1".into(),
             path_prefix: prefix.map(Into::into),
             limits: Arc::new(TenantLimits::new(RateLimit { rps: 1, burst: 1 })),
         })
