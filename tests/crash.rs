@@ -36,6 +36,19 @@ fn start_admin(config: &std::path::Path) -> Admin {
     )
 }
 
+/// `GET url` with the admin token, as JSON; `None` while the admin is not answering.
+async fn get_json(client: &reqwest::Client, url: String) -> Option<Value> {
+    client
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 async fn ready(client: &reqwest::Client, base: &str) {
     support::wait_until("admin ready", Duration::from_secs(30), || async move {
         let r = client.get(format!("{base}/readyz")).send().await.ok()?;
@@ -105,33 +118,40 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         .unwrap();
     let job = created["job_id"].as_str().expect("job id").to_string();
 
-    // Kill it while the job runs (inside the slow migration).
-    support::wait_until("the job to run", Duration::from_secs(30), || {
-        let (client, url) = (&client, format!("{base}/v1/jobs/{job}"));
-        async move {
-            let j: Value = client
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
+    // Kill it inside the slow second migration: the job runs and the first one has committed.
+    let db_name: String = sqlx::query_scalar("SELECT db_name FROM tenants WHERE slug = 'phoenix'")
+        .fetch_one(&mut sqlx::PgConnection::connect(&db.url).await.unwrap())
+        .await
+        .unwrap();
+    let tenant_db =
+        tenantgate_catalog::tenant_db::postgres_url(&server_url(), &db_name, None).unwrap();
+    support::wait_until(
+        "the first migration to commit",
+        Duration::from_secs(30),
+        || {
+            let (client, url, tenant_db) = (&client, format!("{base}/v1/jobs/{job}"), &tenant_db);
+            async move {
+                let job = get_json(client, url).await?;
+                let mut conn = sqlx::PgConnection::connect(tenant_db).await.ok()?;
+                let first: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE version = 1 AND success",
+                )
+                .fetch_optional(&mut conn)
                 .await
                 .ok()?;
-            (j["status"] == "running").then_some(())
-        }
-    })
+                (job["status"] == "running" && first.is_some()).then_some(())
+            }
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
     admin.0.kill().unwrap();
     admin.0.wait().unwrap();
 
     let mut catalog = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let row = sqlx::query("SELECT status, db_name FROM tenants WHERE slug = 'phoenix'")
+    let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE slug = 'phoenix'")
         .fetch_one(&mut catalog)
         .await
         .unwrap();
-    let (status, db_name): (String, String) = (row.get(0), row.get(1));
     assert_eq!(
         status, "provisioning",
         "the kill must land before provisioning finished"
@@ -145,28 +165,14 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         || {
             let (client, url) = (&client, format!("{base}/v1/tenants/phoenix"));
             async move {
-                let t: Value = client
-                    .get(url)
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let t = get_json(client, url).await?;
                 (t["status"] == "active").then_some(t)
             }
         },
     )
     .await;
     assert_eq!(tenant["schema_version"], 2);
-    let job: Value = client
-        .get(format!("{base}/v1/jobs/{job}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let job = get_json(&client, format!("{base}/v1/jobs/{job}"))
         .await
         .unwrap();
     assert_eq!(job["status"], "succeeded");
@@ -186,8 +192,6 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
             .get(0);
         assert_eq!(n, 1, "{sql}");
     }
-    let tenant_db =
-        tenantgate_catalog::tenant_db::postgres_url(&server_url(), &db_name, None).unwrap();
     let mut conn = sqlx::PgConnection::connect(&tenant_db).await.unwrap();
     let applied: Vec<(i64, i64)> = sqlx::query("SELECT version, COUNT(*) FROM _sqlx_migrations WHERE success GROUP BY version ORDER BY version")
         .fetch_all(&mut conn)

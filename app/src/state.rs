@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tenantgate_catalog::config::Config;
 use tenantgate_catalog::feed::FeedState;
-use tenantgate_catalog::labels::TenantLabels;
+use tenantgate_catalog::labels::{QuietSweeper, TenantLabels};
 use tenantgate_catalog::Catalog;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -102,19 +102,13 @@ impl AppState {
         }));
         // Drop the metric series of tenants that went quiet, freeing their label places.
         let state = self.clone();
-        let idle = self.inner.config.app.tenant_label_idle;
-        let sweep_every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
-        tasks.push(tokio::spawn(async move {
-            let mut sweeper = tenantgate_catalog::labels::QuietSweeper::new(idle);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(sweep_every) => {
-                        sweeper.sweep(&state.inner.labels, &state.inner.metrics.tenant_counters());
-                    }
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(QuietSweeper::run(
+            self.inner.config.app.tenant_label_idle,
+            shutdown,
+            move |sweeper| {
+                sweeper.sweep(&state.inner.labels, &state.inner.metrics.tenant_counters());
+            },
+        )));
         Background { feed, tasks }
     }
 

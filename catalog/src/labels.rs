@@ -96,6 +96,26 @@ impl QuietSweeper {
         }
     }
 
+    /// Sweep every quarter of `idle` (at least every minute, at most every 250 ms) until
+    /// `shutdown`; `sweep` does one sweep with the sweeper and acts on what it dropped.
+    pub async fn run(
+        idle: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+        mut sweep: impl FnMut(&mut QuietSweeper),
+    ) {
+        let mut sweeper = QuietSweeper::new(idle);
+        let every = (idle / 4).clamp(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_secs(60),
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => sweep(&mut sweeper),
+            }
+        }
+    }
+
     /// One sweep over `vecs` (counter vectors with a `tenant` label). Returns the tenants whose
     /// series were removed.
     pub fn sweep(

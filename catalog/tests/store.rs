@@ -326,15 +326,20 @@ async fn feed_follower_applies_changes_in_order(tc: TestCatalog) {
 
 async fn admin_tokens_by_hash(tc: TestCatalog) {
     let catalog = tc.connect().await;
-    catalog
+    let id = catalog
         .insert_admin_token("ops", "tok-123", TokenScope::Read)
         .await
         .unwrap();
     let hash = tenantgate_catalog::crypto::hash_token("tok-123");
+    let info = catalog
+        .admin_token_info(&hash)
+        .await
+        .unwrap()
+        .expect("token found");
     assert_eq!(
-        catalog.admin_token_by_hash(&hash).await.unwrap(),
-        Some((TokenScope::Read, "ops".into()))
+        (info.scope, info.name, info.id),
+        (TokenScope::Read, "ops".into(), id.to_string())
     );
     let other = tenantgate_catalog::crypto::hash_token("tok-124");
-    assert_eq!(catalog.admin_token_by_hash(&other).await.unwrap(), None);
+    assert_eq!(catalog.admin_token_info(&other).await.unwrap(), None);
 }

@@ -12,6 +12,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 use tenantgate_catalog::config::Config;
+use tenantgate_catalog::labels::QuietSweeper;
 use tenantgate_catalog::{feed, Catalog};
 use tokio_util::sync::CancellationToken;
 
@@ -87,10 +88,11 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
             metrics.clone(),
             stop.clone(),
         ));
-        tokio::spawn(sweep_quiet_tenants(
-            resolver.clone(),
+        let sweeping = resolver.clone();
+        tokio::spawn(QuietSweeper::run(
             config.edge.tenant_label_idle,
             stop.clone(),
+            move |sweeper| sweeping.sweep_quiet_tenants(sweeper),
         ));
         tokio::spawn(metrics::serve(
             metrics_listener,
@@ -333,23 +335,4 @@ fn wait_listening(listen: SocketAddr, thread: &JoinHandle<()>) -> Result<(), Pro
     Err(ProxyError::Start(format!(
         "the proxy did not listen on {listen} within {START_TIMEOUT:?}"
     )))
-}
-
-/// Drop the metric series of quiet tenants every quarter of `idle` (at most once a minute).
-async fn sweep_quiet_tenants(
-    resolver: Arc<crate::resolve::Resolver>,
-    idle: std::time::Duration,
-    stop: CancellationToken,
-) {
-    let mut sweeper = tenantgate_catalog::labels::QuietSweeper::new(idle);
-    let every = (idle / 4).clamp(
-        std::time::Duration::from_millis(250),
-        std::time::Duration::from_secs(60),
-    );
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => resolver.sweep_quiet_tenants(&mut sweeper),
-        }
-    }
 }

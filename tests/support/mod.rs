@@ -188,11 +188,5 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// Poll `check` every 50 ms until it returns `Some`, or panic after `timeout` naming `what`.
-pub(crate) async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    tenantgate_catalog::testing::wait_until(what, timeout, check).await
-}
+#[allow(unused_imports)] // not every test binary polls
+pub(crate) use tenantgate_catalog::testing::wait_until;

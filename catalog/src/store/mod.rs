@@ -16,7 +16,6 @@ pub mod outbox;
 pub mod shards;
 pub mod tenant_state;
 pub mod tenants;
-pub mod token_auth;
 pub mod tokens;
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Admin tokens, stored as SHA-256 hashes.
+//! Admin tokens, stored as SHA-256 hashes: creation and the lookup authentication uses.
 
 use sqlx::Row;
 
@@ -6,6 +6,14 @@ use super::Catalog;
 use crate::crypto::hash_token;
 use crate::error::CatalogError;
 use crate::model::TokenScope;
+
+/// An unrevoked admin token, as authentication sees it (the id goes to the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTokenInfo {
+    pub id: String,
+    pub name: String,
+    pub scope: TokenScope,
+}
 
 impl Catalog {
     /// Store a new admin token (its hash) and return its id.
@@ -29,23 +37,26 @@ impl Catalog {
         Ok(id)
     }
 
-    /// The scope and name of an unrevoked token with this hash.
-    pub async fn admin_token_by_hash(
+    /// The unrevoked admin token whose SHA-256 hash is `token_hash`, if any.
+    pub async fn admin_token_info(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(TokenScope, String)>, CatalogError> {
+    ) -> Result<Option<AdminTokenInfo>, CatalogError> {
         let row = sqlx::query(
-            "SELECT scope, name FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, name, scope FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
         row.map(|r| {
             let scope: String = r.try_get("scope")?;
-            let scope = scope
-                .parse()
-                .map_err(|e| crate::error::corrupt("admin_tokens.scope", e))?;
-            Ok((scope, r.try_get("name")?))
+            Ok(AdminTokenInfo {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                scope: scope
+                    .parse()
+                    .map_err(|e| crate::error::corrupt("admin_tokens.scope", e))?,
+            })
         })
         .transpose()
     }
