@@ -85,7 +85,8 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             ))));
         }
 
-        // The edge builds its own runtimes, so it starts outside of ours.
+        // `start` blocks until the edge listens (it runs its own runtimes): keep that wait off
+        // our async workers.
         let (edge_config, edge_shutdown) = (config.clone(), shutdown.clone());
         let edge = tokio::task::spawn_blocking(move || {
             tenantgate_proxy::start(edge_config, edge_shutdown)
