@@ -1,12 +1,17 @@
 //! A bare Pingora 0.9 proxy for the load benchmark (`benches/load.py`): one fixed upstream, no
-//! tenant logic, the same server settings as the tenantgate edge (one thread, no work stealing).
-//! It is the floor that tenantgate's own per-request work is measured against.
+//! tenant logic, the same server settings and allocator as the tenantgate edge (one thread, no
+//! work stealing, mimalloc). It is the floor that tenantgate's own per-request work is measured
+//! against.
 //!
 //! Usage: bare_pingora LISTEN_ADDR UPSTREAM_ADDR
 
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
+
+/// The edge's allocator, so the comparison measures tenant logic and not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: String,

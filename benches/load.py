@@ -14,7 +14,12 @@ proxy process, CPU per request, and the ratios tenantgate/nginx and tenantgate/b
 
 Usage: benches/load.py [--duration 10] [--repeat 3] [--connections 32] [--tenants 10000]
                        [--hosts 1000] [--port-base 18000] [--skip-build]
+       benches/load.py --callgrind DIR [--duration 20]
        benches/load.py --scale [--scale-tenants 100000] [--flood-seconds 10]
+The --callgrind mode runs bare Pingora and the edge under valgrind's callgrind instead, counts
+the instructions each executes while wrk drives it, and prints instructions per request: a count
+that repeats from run to run on a shared machine, where requests per second do not. The profiles
+(callgrind_annotate DIR/NAME.out.*) are left in DIR.
 The --scale mode measures memory and scale instead: the edge's RSS with N tenants in a
 PostgreSQL catalog after every one was requested, and the catalog queries per second during a
 flood of distinct unknown hosts (against `catalog.miss_queries_per_sec`). It needs PostgreSQL
@@ -167,6 +172,7 @@ def main():
     ap.add_argument("--port-base", type=int, default=18000)
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--edge-threads", type=int, default=1, help="edge.threads of tenantgate")
+    ap.add_argument("--callgrind", metavar="DIR", help="count instructions per request under callgrind")
     ap.add_argument("--scale", action="store_true", help="memory and unknown-host flood instead")
     ap.add_argument("--scale-tenants", type=int, default=100000)
     ap.add_argument("--flood-seconds", type=int, default=10)
@@ -232,16 +238,24 @@ credential_key = "{key()}"
         seed_catalog(work, binary, config, args.tenants, ports["upstream"])
 
         devnull = subprocess.DEVNULL
+        def wrap(name):
+            if not args.callgrind:
+                return []
+            os.makedirs(args.callgrind, exist_ok=True)
+            return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                    f"--callgrind-out-file={os.path.abspath(args.callgrind)}/{name}.out"]
         procs["upstream"] = subprocess.Popen(["nginx", "-c", up_conf, "-p", work], stdout=devnull, stderr=devnull)
         procs["nginx"] = subprocess.Popen(["nginx", "-c", px_conf, "-p", work], stdout=devnull, stderr=devnull)
-        procs["bare-pingora"] = subprocess.Popen([bare, f"127.0.0.1:{ports['bare-pingora']}",
+        procs["bare-pingora"] = subprocess.Popen(wrap("bare-pingora") + [bare, f"127.0.0.1:{ports['bare-pingora']}",
                                                   f"127.0.0.1:{ports['upstream']}"], stdout=devnull, stderr=devnull)
-        procs["tenantgate"] = subprocess.Popen([binary, "edge", "--config", config], stdout=devnull,
+        procs["tenantgate"] = subprocess.Popen(wrap("tenantgate") + [binary, "edge", "--config", config], stdout=devnull,
                                                stderr=open(os.path.join(work, "edge.log"), "w"),
                                                env={**os.environ, "TENANTGATE_LOG": "warn"})
         for name in ("upstream", "nginx", "bare-pingora", "tenantgate"):
-            wait_port(ports[name])
+            wait_port(ports[name], timeout=120 if args.callgrind else 30)
         script = wrk_script(work, args.hosts)
+        if args.callgrind:
+            return count_instructions(args, ports, procs, script)
         # Warm up every proxy (the edge also fills its route cache for all hosts).
         for name in ("nginx", "bare-pingora", "tenantgate"):
             subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d3s", "-s", script,
@@ -290,6 +304,28 @@ credential_key = "{key()}"
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def count_instructions(args, ports, procs, script):
+    """Instructions per request of bare Pingora and the edge, counted by callgrind."""
+    per_request = {}
+    for name in ("bare-pingora", "tenantgate"):
+        pid = str(procs[name].pid)
+        # Warm up uninstrumented (the edge fills its route cache), then count one wrk run.
+        subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d10s", "-s", script,
+                        f"http://127.0.0.1:{ports[name]}/"], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-i", "on", pid], capture_output=True, check=True)
+        r = run_wrk(ports[name], args, script)
+        subprocess.run(["callgrind_control", "-i", "off", pid], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-d", name, pid], capture_output=True, check=True)
+        dumps = sorted(f for f in os.listdir(args.callgrind) if f.startswith(f"{name}.out"))
+        with open(os.path.join(args.callgrind, dumps[-1])) as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith("totals:"))
+        per_request[name] = total / max(r["requests"], 1)
+        print(f"{name:13s} {r['requests']:7d} requests (non-2xx {r['non2xx']})  "
+              f"{per_request[name]:9.0f} instructions per request  profile: {dumps[-1]}", flush=True)
+    print(f"tenantgate/bare-pingora: instructions per request "
+          f"{per_request['tenantgate'] / per_request['bare-pingora']:.2f}x")
 
 
 def psql(url, sql, stdin=None):

@@ -217,4 +217,18 @@ async fn series_of_quiet_tenants_are_dropped_and_their_places_reused() {
         after.contains("t0002"),
         "t0002 gets its own label once places are free: {after:?}"
     );
+    // A dropped tenant that comes back is counted again (its cached route, which kept handles
+    // to the removed series, went with them).
+    assert_eq!(
+        client
+            .get(&base)
+            .header("host", "t0000.test")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let back = requests(&tenant_values(edge.metrics_port).await);
+    assert!(back.contains("t0000"), "t0000 is counted again: {back:?}");
 }

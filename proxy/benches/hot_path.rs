@@ -107,6 +107,7 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
             rps: 10_000_000,
             burst: 10_000_000,
         })),
+        series: Default::default(),
     })
 }
 

@@ -189,13 +189,13 @@ impl ProxyHttp for Edge {
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip());
         headers::rewrite_upstream(
             upstream,
-            &Forwarded {
+            Forwarded {
                 route: &route.headers,
                 request_id: &ctx.request_id,
-                signature: &signature,
+                signature,
                 client_ip,
                 prefix: if ctx.prefixed {
                     route.path_prefix.as_deref()
@@ -214,14 +214,11 @@ impl ProxyHttp for Edge {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        if !ctx.request_id.is_empty() {
-            response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        }
-        if self.draining.load(Ordering::Relaxed) {
-            response.insert_header("connection", "close")?;
+        let draining = self.draining.load(Ordering::Relaxed);
+        if draining {
             session.set_keepalive(None);
         }
-        Ok(())
+        headers::annotate_response(response, &ctx.request_id, draining)
     }
 
     /// Runs when proxying failed: answer with the JSON error of the reason (none when the
@@ -264,15 +261,13 @@ impl ProxyHttp for Edge {
             Some(r) => (&*r.label, &*r.shard),
             None => (NONE_LABEL, NONE_LABEL),
         };
-        let code = self.metrics.code_label(status);
-        self.metrics
-            .requests
-            .with_label_values(&[tenant, shard, code])
-            .inc();
-        self.metrics
-            .duration
-            .with_label_values(&[shard])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record(
+            ctx.route
+                .as_deref()
+                .map(|r| (&r.series, &*r.label, &*r.shard)),
+            status,
+            elapsed,
+        );
         if let Some(reject) = ctx.reject {
             self.metrics
                 .rejections

@@ -3,7 +3,8 @@
 //!
 //! No process-global registry: two edges in one process (tests) keep separate numbers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,18 @@ pub enum Lookup {
     Negative,
     /// Answered from the cache while the catalog is unreachable.
     Stale,
+}
+
+/// A route's own series, looked up on its first request and kept with the cached route: a
+/// label lookup hashes every label value and takes a lock, on every request. Only the common
+/// case is kept (status 200); other codes take the lookup.
+///
+/// A cached handle outlives its series when the quiet-tenant sweep removes it; the sweep also
+/// drops the cached routes of those tenants, so the next request builds fresh handles.
+#[derive(Debug, Default)]
+pub struct RouteSeries {
+    ok: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
 }
 
 /// All metrics of one edge.
@@ -146,6 +159,35 @@ impl EdgeMetrics {
             100..=599 => &self.codes[usize::from(status) - 99],
             _ => &self.codes[0],
         }
+    }
+
+    /// Count one finished request: `tenantgate_edge_requests_total` and its duration.
+    /// `route` is `(series, tenant label, shard)` when the request was routed.
+    pub fn record(&self, route: Option<(&RouteSeries, &str, &str)>, status: u16, took: Duration) {
+        let Some((series, tenant, shard)) = route else {
+            let code = self.code_label(status);
+            self.requests
+                .with_label_values(&[NONE_LABEL, NONE_LABEL, code])
+                .inc();
+            self.duration
+                .with_label_values(&[NONE_LABEL])
+                .observe(took.as_secs_f64());
+            return;
+        };
+        if status == 200 {
+            series
+                .ok
+                .get_or_init(|| self.requests.with_label_values(&[tenant, shard, "200"]))
+                .inc();
+        } else {
+            self.requests
+                .with_label_values(&[tenant, shard, self.code_label(status)])
+                .inc();
+        }
+        series
+            .duration
+            .get_or_init(|| self.duration.with_label_values(&[shard]))
+            .observe(took.as_secs_f64());
     }
 
     /// Count one cache lookup.

@@ -53,6 +53,8 @@ pub struct RouteInfo {
     pub path_prefix: Option<Box<str>>,
     /// The tenant's rate limiter and in-flight count (shared by all its hosts).
     pub limits: Arc<TenantLimits>,
+    /// This route's metric series, once used.
+    pub series: crate::metrics::RouteSeries,
 }
 
 /// Everything cached for one host. No routes means the host is unknown (a negative entry).
@@ -317,6 +319,7 @@ impl Resolver {
                     status: r.status,
                     epoch: r.epoch,
                     path_prefix: r.path_prefix.map(Into::into),
+                    series: Default::default(),
                 })
             })
             .collect();
@@ -450,6 +453,7 @@ mod tests {
             epoch: 1,
             path_prefix: prefix.map(Into::into),
             limits: Arc::new(TenantLimits::new(RateLimit { rps: 1, burst: 1 })),
+            series: Default::default(),
         })
     }
 
