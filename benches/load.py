@@ -289,6 +289,12 @@ credential_key = "{key()}"
             print(f"tenantgate/{base}: throughput {med('tenantgate', 'rps') / med(base, 'rps'):.2f}x, "
                   f"cpu per request {med('tenantgate', 'cpu_us_per_req') / med(base, 'cpu_us_per_req'):.2f}x, "
                   f"p99 {med('tenantgate', 'p99') / med(base, 'p99'):.2f}x")
+        # The machine's speed drifts between rounds; a ratio within one round (the two runs are
+        # back to back) is steadier than a ratio of medians.
+        for base in ("nginx", "bare-pingora"):
+            paired = [t["rps"] / b["rps"] for t, b in zip(results["tenantgate"], results[base])]
+            print(f"tenantgate/{base} throughput per round: "
+                  + " ".join(f"{r:.2f}" for r in paired) + f"  (median {statistics.median(paired):.2f}x)")
         rss = 0
         with open(f"/proc/{procs['tenantgate'].pid}/status") as f:
             for line in f:

@@ -189,7 +189,7 @@ fn main() {
         black_box(Uuid::now_v7().hyphenated().to_string());
     });
     bench("request id: headers::new_request_id", |_| {
-        black_box(new_request_id());
+        black_box(new_request_id(tenantgate_catalog::time::now_ms()));
     });
     let r = route(0, "shard-a");
     bench("signing: HMAC-SHA256 x-tenant-signature", |_| {
@@ -214,7 +214,7 @@ fn main() {
             assert!(route.limits.rate.check(Instant::now()).allowed);
             let pool = pools.read().unwrap().get(&*route.shard).cloned().unwrap();
             let backend = pool.pick(&[]).unwrap();
-            let request_id = new_request_id();
+            let request_id = new_request_id(tenantgate_catalog::time::now_ms());
             let sig = keys.sign(
                 &TenantClaims {
                     tenant_id: route.tenant_id,

@@ -46,6 +46,9 @@ pub struct Edge {
 /// What one request carries between phases.
 pub struct RequestCtx {
     started: Instant,
+    /// Wall-clock time of admission (Unix ms): the request id's and the signature's time, read
+    /// once per request (again after a hold).
+    unix_ms: i64,
     route: Option<Arc<RouteInfo>>,
     prefixed: bool,
     backend: Option<Arc<Backend>>,
@@ -64,6 +67,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            unix_ms: 0,
             route: None,
             prefixed: false,
             backend: None,
@@ -184,7 +188,7 @@ impl ProxyHttp for Edge {
                 epoch: route.epoch,
                 request_id: &ctx.request_id,
             },
-            tenantgate_catalog::time::now_secs(),
+            ctx.unix_ms / 1000,
         );
         let client_ip = session
             .client_addr()
@@ -335,9 +339,12 @@ impl Edge {
         let (route, prefixed) = entry.route_for(path).ok_or((Reject::UnknownTenant, None))?;
         let mut route = route.clone();
         ctx.prefixed = prefixed;
-        ctx.request_id = headers::new_request_id();
+        ctx.unix_ms = tenantgate_catalog::time::now_ms();
+        ctx.request_id = headers::new_request_id(ctx.unix_ms);
         ctx.route = Some(route.clone());
 
+        // `new_ctx` ran once the request header was read: its instant is "now" for the limiter.
+        let mut now = ctx.started;
         match status_gate::gate(route.status) {
             Gate::Pass => {}
             Gate::Refuse(reject) => return Err((reject, None)),
@@ -347,10 +354,12 @@ impl Edge {
                     .await
                     .map_err(|r| (r, None))?;
                 ctx.route = Some(route.clone());
+                now = Instant::now();
+                ctx.unix_ms = tenantgate_catalog::time::now_ms();
             }
         }
 
-        let decision = route.limits.rate.check(Instant::now());
+        let decision = route.limits.rate.check(now);
         if !decision.allowed {
             return Err((Reject::RateLimited, Some(decision)));
         }

@@ -139,13 +139,12 @@ pub fn host_of(req: &RequestHeader) -> Result<&str, Reject> {
     }
 }
 
-/// A fresh `x-request-id`: a UUID v7 (milliseconds since the epoch, then 74 random bits from
-/// the thread's generator). `Uuid::now_v7` does the same through a shared, locked context and
-/// the OS generator, which measured about four times slower on the request path.
-pub fn new_request_id() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+/// A fresh `x-request-id` for a request that arrived at `unix_ms`: a UUID v7 (milliseconds
+/// since the epoch, then 74 random bits from the thread's generator). `Uuid::now_v7` does the
+/// same through a shared, locked context and the OS generator, which measured about four times
+/// slower on the request path.
+pub fn new_request_id(unix_ms: i64) -> String {
+    let millis = u64::try_from(unix_ms).unwrap_or(0);
     let random: [u8; 10] = rand::random();
     uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
@@ -436,8 +435,9 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique_v7_uuids() {
-        let a = new_request_id();
-        let b = new_request_id();
+        let now = tenantgate_catalog::time::now_ms();
+        let a = new_request_id(now);
+        let b = new_request_id(now);
         assert_ne!(a, b);
         let parsed = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(parsed.get_version_num(), 7);
