@@ -24,7 +24,8 @@ The --scale mode measures memory and scale instead: the edge's RSS with N tenant
 PostgreSQL catalog after every one was requested, and the catalog queries per second during a
 flood of distinct unknown hosts (against `catalog.miss_queries_per_sec`). It needs PostgreSQL
 (TENANTGATE_BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres) and psql.
-Needs: nginx and wrk (Debian packages), cmake (for the build). See BENCHMARKS.md.
+Needs: nginx and wrk (Debian packages), valgrind for --callgrind, PostgreSQL for --scale, cmake for
+the build; scripts/ensure-deps.sh --bench installs what is missing (as root). See BENCHMARKS.md.
 """
 
 import argparse
@@ -178,6 +179,8 @@ def main():
     ap.add_argument("--flood-seconds", type=int, default=10)
     ap.add_argument("--miss-cap", type=int, default=500)
     args = ap.parse_args()
+    # What a fresh machine lacks (nginx, wrk, valgrind, PostgreSQL) is installed as for the tests.
+    subprocess.run([os.path.join(ROOT, "scripts/ensure-deps.sh"), "--bench"], check=True)
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install nginx-light wrk")
@@ -185,8 +188,9 @@ def main():
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "tenantgate", "--example", "bare_pingora"],
                        cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target/release/tenantgate")
-    bare = os.path.join(ROOT, "target/release/examples/bare_pingora")
+    release = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+    binary = os.path.join(release, "tenantgate")
+    bare = os.path.join(release, "examples", "bare_pingora")
     if args.scale:
         return scale(args, binary)
 

@@ -4,6 +4,8 @@
 #   scripts/ensure-deps.sh --test  also what the tests use: a running PostgreSQL on
 #                                  127.0.0.1:5432 (with its server binaries, for the replica
 #                                  test), Prometheus and promtool, headless Chromium
+#   scripts/ensure-deps.sh --bench also what benches/load.py uses: nginx, wrk, valgrind, and a
+#                                  running PostgreSQL (for its --scale mode)
 # Installing needs root (apt-get); it says what it installs.
 set -euo pipefail
 
@@ -23,12 +25,19 @@ command -v cc >/dev/null || apt_install build-essential
 
 postgres_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 
+if [ "${1:-}" = "--bench" ]; then
+    command -v nginx >/dev/null || apt_install nginx-light
+    command -v wrk >/dev/null || apt_install wrk
+    command -v valgrind >/dev/null || apt_install valgrind
+    command -v psql >/dev/null || apt_install postgresql-client
+fi
+
 if [ "${1:-}" = "--test" ]; then
     command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
     command -v chromium >/dev/null || apt_install chromium
 fi
 
-if [ "${1:-}" = "--test" ] && [ -z "${TENANTGATE_TEST_DATABASE_URL:-}" ] && ! postgres_up; then
+if { [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; } && [ -z "${TENANTGATE_TEST_DATABASE_URL:-}" ] && ! postgres_up; then
     if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
         apt_install postgresql
         # Tests connect as postgres over TCP without a password: trust loopback only.
