@@ -163,20 +163,36 @@ pub struct RouteHeaders {
 }
 
 impl RouteHeaders {
-    /// The header values of a route. Catalog names are validated ASCII; a value that is not a
-    /// valid header value becomes empty, which makes the app refuse the signature (401).
+    /// The header values of a route, slices of one shared buffer (a route is cached per host, so
+    /// at 100,000 tenants four separate buffers per route cost about 20 MB more). Catalog names
+    /// are validated ASCII; a value that is not a valid header value becomes empty, which makes
+    /// the app refuse the signature (401).
     pub fn new(tenant_id: uuid::Uuid, slug: &str, shard: &str, epoch: i64) -> RouteHeaders {
-        let value =
-            |text: &str| HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""));
+        let mut id = uuid::Uuid::encode_buffer();
+        let mut epoch_text = itoa::Buffer::new();
+        let parts = [
+            tenant_id.hyphenated().encode_lower(&mut id) as &str,
+            slug,
+            shard,
+            epoch_text.format(epoch),
+        ];
+        let mut joined = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 4];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            joined.extend_from_slice(part.as_bytes());
+            *end = joined.len();
+        }
+        let joined = bytes::Bytes::from(joined);
+        let value = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            HeaderValue::from_maybe_shared(joined.slice(start..ends[i]))
+                .unwrap_or(HeaderValue::from_static(""))
+        };
         RouteHeaders {
-            tenant_id: value(
-                tenant_id
-                    .hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
-            ),
-            slug: value(slug),
-            shard: value(shard),
-            epoch: value(&epoch.to_string()),
+            tenant_id: value(0),
+            slug: value(1),
+            shard: value(2),
+            epoch: value(3),
         }
     }
 }
@@ -493,5 +509,19 @@ mod tests {
         assert_eq!(get("keep-alive"), None);
         assert_eq!(get("accept").as_deref(), Some("*/*"));
         assert_eq!(r.uri.path_and_query().unwrap().as_str(), "/items?x=1");
+    }
+
+    #[test]
+    fn route_headers_slice_one_buffer_and_refuse_bad_values() {
+        let id = uuid::Uuid::from_u128(0xabc);
+        let h = RouteHeaders::new(id, "acme", "shard-a", -12);
+        assert_eq!(h.tenant_id, "00000000-0000-0000-0000-000000000abc");
+        assert_eq!(h.slug, "acme");
+        assert_eq!(h.shard, "shard-a");
+        assert_eq!(h.epoch, "-12");
+        let bad = RouteHeaders::new(id, "bad\nslug", "", 0);
+        assert_eq!(bad.slug, "");
+        assert_eq!(bad.shard, "");
+        assert_eq!(bad.epoch, "0");
     }
 }
