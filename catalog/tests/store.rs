@@ -102,6 +102,21 @@ async fn tenants_domains_and_routes(tc: TestCatalog) {
         .await
         .unwrap()
         .is_empty());
+
+    // The same routes in one batch (a full resync), unknown hosts included, and across
+    // several queries when the batch is larger than one query takes.
+    let many: Vec<String> = (0..tenantgate_catalog::store::tenants::HOSTS_PER_QUERY + 3)
+        .map(|i| format!("unknown{i}.example.com"))
+        .chain(["acme.example.com".into(), "app.example.com".into()])
+        .collect();
+    let hosts: Vec<&str> = many.iter().map(String::as_str).collect();
+    let batch = catalog.routes_of_hosts(&hosts).await.unwrap();
+    assert_eq!(batch.len(), hosts.len());
+    assert_eq!(batch["acme.example.com"], routes);
+    let mut batch_shared = batch["app.example.com"].clone();
+    batch_shared.sort_by(|a, b| a.slug.cmp(&b.slug));
+    assert_eq!(batch_shared, shared);
+    assert!(batch["unknown0.example.com"].is_empty());
 }
 
 async fn conflicts_are_reported(tc: TestCatalog) {

@@ -21,6 +21,7 @@ use moka::Expiry;
 use tenantgate_catalog::config::Config;
 use tenantgate_catalog::feed::{ChangeSink, FeedState};
 use tenantgate_catalog::labels::TenantLabels;
+use tenantgate_catalog::store::tenants::HOSTS_PER_QUERY;
 use tenantgate_catalog::{Catalog, CatalogError, Change, RateLimit, Route, TenantStatus};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -30,9 +31,6 @@ use crate::error::Reject;
 use crate::metrics::{EdgeMetrics, Lookup};
 use crate::pools::Pools;
 use crate::rate_limit::{Gcra, Limiters, TenantLimits};
-
-/// Catalog queries a full resync runs at once (the pool has `catalog.max_connections`).
-const RESYNC_CONCURRENCY: usize = 4;
 
 /// Longest a single catalog query on behalf of a request may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -342,6 +340,40 @@ impl Resolver {
         }
     }
 
+    /// Refresh every cached host, a batch of hosts per catalog query (a resync after a gap or
+    /// an outage; at 100,000 cached hosts one query per host would be 100,000 queries). A batch
+    /// that fails keeps its old entries. The next feed job waits for this one, which keeps
+    /// every host's refreshes in feed order.
+    async fn refresh_all(&self) {
+        let hosts: Vec<Arc<String>> = self.cache.iter().map(|(k, _)| k).collect();
+        for batch in hosts.chunks(HOSTS_PER_QUERY) {
+            let names: Vec<&str> = batch.iter().map(|h| h.as_str()).collect();
+            let catalog = self.catalog.clone();
+            let routes =
+                match tokio::time::timeout(QUERY_TIMEOUT, catalog.routes_of_hosts(&names)).await {
+                    Ok(Ok(routes)) => routes,
+                    Ok(Err(e)) => {
+                        self.failed(&e);
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            hosts = names.len(),
+                            "catalog resync timed out; keeping the cached routes"
+                        );
+                        continue;
+                    }
+                };
+            for (host, routes) in routes {
+                // A host evicted meanwhile stays out: the next request loads it.
+                if self.cache.contains_key(&host) {
+                    let entry = self.entry(routes);
+                    self.cache.insert(host, entry).await;
+                }
+            }
+        }
+    }
+
     async fn reload_shards(&self) {
         match self.catalog.shards().await {
             Ok(shards) => self.pools.replace(&shards, &self.metrics).await,
@@ -402,18 +434,7 @@ async fn refresh_worker(resolver: std::sync::Weak<Resolver>, mut rx: mpsc::Unbou
             Job::Shards => resolver.reload_shards().await,
             Job::All => {
                 resolver.reload_shards().await;
-                // Distinct hosts, so their refreshes may overlap; the next job waits for all of
-                // them, which keeps every host's refreshes in feed order.
-                let hosts: Vec<Arc<String>> = resolver.cache.iter().map(|(k, _)| k).collect();
-                let mut running = tokio::task::JoinSet::new();
-                for host in hosts {
-                    if running.len() >= RESYNC_CONCURRENCY {
-                        running.join_next().await;
-                    }
-                    let resolver = resolver.clone();
-                    running.spawn(async move { resolver.refresh(&host).await });
-                }
-                while running.join_next().await.is_some() {}
+                resolver.refresh_all().await;
             }
         }
     }

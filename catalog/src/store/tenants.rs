@@ -1,5 +1,7 @@
 //! Tenants and their domains.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -356,31 +358,37 @@ impl Catalog {
     ///
     /// This is the edge's one query on a cache miss.
     pub async fn host_routes(&self, host: &str) -> Result<Vec<Route>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT d.path_prefix, t.id, t.slug, t.status, t.shard, t.epoch, t.rate_limit_rps, t.rate_limit_burst
-             FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id
-             WHERE d.host = $1",
-        )
-        .bind(host)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let prefix: String = r.try_get("path_prefix")?;
-                Ok(Route {
-                    tenant_id: uuid_col(&r.try_get::<String, _>("id")?, "tenants.id")?,
-                    slug: r.try_get("slug")?,
-                    status: status_col(&r.try_get::<String, _>("status")?)?,
-                    shard: r.try_get("shard")?,
-                    epoch: r.try_get("epoch")?,
-                    rate_limit: rate_limit_cols(
-                        r.try_get("rate_limit_rps")?,
-                        r.try_get("rate_limit_burst")?,
-                    ),
-                    path_prefix: (!prefix.is_empty()).then_some(prefix),
-                })
-            })
-            .collect()
+        let rows = sqlx::query(&format!("{ROUTES_SELECT} WHERE d.host = $1"))
+            .bind(host)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(route_from_row(r)?.1)).collect()
+    }
+
+    /// The routes of many hosts at once (each host is a key, with no routes when unknown), in
+    /// queries of at most [`HOSTS_PER_QUERY`] hosts: the edge's full resync of its cache.
+    pub async fn routes_of_hosts(
+        &self,
+        hosts: &[&str],
+    ) -> Result<HashMap<String, Vec<Route>>, CatalogError> {
+        let mut routes: HashMap<String, Vec<Route>> =
+            hosts.iter().map(|h| (h.to_string(), Vec::new())).collect();
+        for chunk in hosts.chunks(HOSTS_PER_QUERY) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "{ROUTES_SELECT} WHERE d.host IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for host in chunk {
+                query = query.bind(*host);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                let (host, route) = route_from_row(&row)?;
+                routes.entry(host).or_default().push(route);
+            }
+        }
+        Ok(routes)
     }
 
     /// Number of tenants per status.
@@ -392,6 +400,30 @@ impl Catalog {
             .map(|r| Ok((status_col(&r.try_get::<String, _>(0)?)?, r.try_get(1)?)))
             .collect()
     }
+}
+
+/// Hosts per query of [`Catalog::routes_of_hosts`] (well under SQLite's and PostgreSQL's limits
+/// on bound parameters).
+pub const HOSTS_PER_QUERY: usize = 500;
+
+const ROUTES_SELECT: &str =
+    "SELECT d.host, d.path_prefix, t.id, t.slug, t.status, t.shard, t.epoch,
+        t.rate_limit_rps, t.rate_limit_burst
+     FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id";
+
+/// A row of [`ROUTES_SELECT`]: its host and route.
+fn route_from_row(r: &AnyRow) -> Result<(String, Route), CatalogError> {
+    let prefix: String = r.try_get("path_prefix")?;
+    let route = Route {
+        tenant_id: uuid_col(&r.try_get::<String, _>("id")?, "tenants.id")?,
+        slug: r.try_get("slug")?,
+        status: status_col(&r.try_get::<String, _>("status")?)?,
+        shard: r.try_get("shard")?,
+        epoch: r.try_get("epoch")?,
+        rate_limit: rate_limit_cols(r.try_get("rate_limit_rps")?, r.try_get("rate_limit_burst")?),
+        path_prefix: (!prefix.is_empty()).then_some(prefix),
+    };
+    Ok((r.try_get("host")?, route))
 }
 
 fn domain_from_row(r: &AnyRow) -> Result<Domain, CatalogError> {
