@@ -432,9 +432,13 @@ async fn respond(
     } else if let Some(secs) = reject.retry_after_secs() {
         resp.insert_header("retry-after", secs.to_string())?;
     }
-    if !ctx.request_id.is_empty() {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if ctx.request_id.is_empty() {
+        // Refused before routing (unknown or invalid host, malformed request): the answer and
+        // the access log still carry an id a support case can quote.
+        ctx.unix_ms = tenantgate_catalog::time::now_ms();
+        ctx.request_id = headers::new_request_id(ctx.unix_ms);
     }
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if close {
         resp.insert_header("connection", "close")?;
         session.set_keepalive(None);

@@ -88,8 +88,13 @@ async fn proxies_with_signed_headers(tc: TestCatalog) {
     let r = h.get("nobody.test", "/", &[]).await;
     assert_eq!((r.status, r.code()), (404, "unknown_tenant"));
     assert!(r.body["error"]["message"].is_string());
+    let id = r
+        .header("x-request-id")
+        .expect("refusals carry a request id");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     let r = h.get("bad_host.test", "/", &[]).await;
     assert_eq!((r.status, r.code()), (400, "invalid_host"));
+    assert!(r.header("x-request-id").is_some());
 
     let metrics = h.metrics_text().await;
     assert!(
