@@ -60,6 +60,14 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
 }
 
+impl RequestCtx {
+    /// Read the wall clock for this request and give it its request id.
+    fn stamp(&mut self) {
+        self.unix_ms = tenantgate_catalog::time::now_ms();
+        self.request_id = headers::new_request_id(self.unix_ms);
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = RequestCtx;
@@ -339,8 +347,7 @@ impl Edge {
         let (route, prefixed) = entry.route_for(path).ok_or((Reject::UnknownTenant, None))?;
         let mut route = route.clone();
         ctx.prefixed = prefixed;
-        ctx.unix_ms = tenantgate_catalog::time::now_ms();
-        ctx.request_id = headers::new_request_id(ctx.unix_ms);
+        ctx.stamp();
         ctx.route = Some(route.clone());
 
         // `new_ctx` ran once the request header was read: its instant is "now" for the limiter.
@@ -435,8 +442,7 @@ async fn respond(
     if ctx.request_id.is_empty() {
         // Refused before routing (unknown or invalid host, malformed request): the answer and
         // the access log still carry an id a support case can quote.
-        ctx.unix_ms = tenantgate_catalog::time::now_ms();
-        ctx.request_id = headers::new_request_id(ctx.unix_ms);
+        ctx.stamp();
     }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if close {

@@ -324,33 +324,19 @@ impl Resolver {
         Arc::new(HostEntry { routes })
     }
 
-    /// Refresh one cached host from the catalog; keeps the old entry if the catalog fails.
-    async fn refresh(&self, host: &str) {
-        if !self.cache.contains_key(host) {
-            return;
-        }
-        let catalog = self.catalog.clone();
-        match tokio::time::timeout(QUERY_TIMEOUT, catalog.host_routes(host)).await {
-            Ok(Ok(routes)) => {
-                let entry = self.entry(routes);
-                self.cache.insert(host.to_string(), entry).await;
-            }
-            Ok(Err(e)) => self.failed(&e),
-            Err(_) => tracing::warn!(host, "catalog refresh timed out; keeping the cached route"),
-        }
-    }
-
-    /// Refresh every cached host, a batch of hosts per catalog query (a resync after a gap or
-    /// an outage; at 100,000 cached hosts one query per host would be 100,000 queries). A batch
-    /// that fails keeps its old entries. The next feed job waits for this one, which keeps
-    /// every host's refreshes in feed order.
-    async fn refresh_all(&self) {
-        let hosts: Vec<Arc<String>> = self.cache.iter().map(|(k, _)| k).collect();
-        for batch in hosts.chunks(HOSTS_PER_QUERY) {
-            let names: Vec<&str> = batch.iter().map(|h| h.as_str()).collect();
+    /// Refresh the cached ones of `hosts` from the catalog, a batch of hosts per query (a full
+    /// resync at 100,000 cached hosts is 200 queries, not 100,000). A batch that fails keeps its
+    /// old entries. Hosts not cached are skipped: their next request loads them.
+    async fn refresh(&self, hosts: &[&str]) {
+        let cached: Vec<&str> = hosts
+            .iter()
+            .copied()
+            .filter(|h| self.cache.contains_key(*h))
+            .collect();
+        for batch in cached.chunks(HOSTS_PER_QUERY) {
             let catalog = self.catalog.clone();
             let routes =
-                match tokio::time::timeout(QUERY_TIMEOUT, catalog.routes_of_hosts(&names)).await {
+                match tokio::time::timeout(QUERY_TIMEOUT, catalog.routes_of_hosts(batch)).await {
                     Ok(Ok(routes)) => routes,
                     Ok(Err(e)) => {
                         self.failed(&e);
@@ -358,14 +344,14 @@ impl Resolver {
                     }
                     Err(_) => {
                         tracing::warn!(
-                            hosts = names.len(),
-                            "catalog resync timed out; keeping the cached routes"
+                            hosts = batch.len(),
+                            "catalog refresh timed out; keeping the cached routes"
                         );
                         continue;
                     }
                 };
             for (host, routes) in routes {
-                // A host evicted meanwhile stays out: the next request loads it.
+                // A host evicted meanwhile stays out.
                 if self.cache.contains_key(&host) {
                     let entry = self.entry(routes);
                     self.cache.insert(host, entry).await;
@@ -427,14 +413,16 @@ async fn refresh_worker(resolver: std::sync::Weak<Resolver>, mut rx: mpsc::Unbou
         };
         match job {
             Job::Hosts(hosts) => {
-                for host in &hosts {
-                    resolver.refresh(host).await;
-                }
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                resolver.refresh(&hosts).await;
             }
             Job::Shards => resolver.reload_shards().await,
             Job::All => {
                 resolver.reload_shards().await;
-                resolver.refresh_all().await;
+                // Jobs run one after another, which keeps every host's refreshes in feed order.
+                let all: Vec<Arc<String>> = resolver.cache.iter().map(|(k, _)| k).collect();
+                let hosts: Vec<&str> = all.iter().map(|h| h.as_str()).collect();
+                resolver.refresh(&hosts).await;
             }
         }
     }
