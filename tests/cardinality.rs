@@ -186,7 +186,12 @@ async fn series_of_quiet_tenants_are_dropped_and_their_places_reused() {
             .cloned()
             .unwrap_or_default()
     };
-    let first = requests(&tenant_values(edge.metrics_port).await);
+    // The edge counts a request after its response is sent: wait for all three.
+    let first = support::wait_until("three requests counted", Duration::from_secs(5), || async {
+        let values = requests(&tenant_values(edge.metrics_port).await);
+        (values.len() == 3).then_some(values)
+    })
+    .await;
     assert!(
         first.contains("_other") && !first.contains("t0002"),
         "{first:?}"
@@ -212,11 +217,15 @@ async fn series_of_quiet_tenants_are_dropped_and_their_places_reused() {
             .status(),
         200
     );
-    let after = requests(&tenant_values(edge.metrics_port).await);
-    assert!(
-        after.contains("t0002"),
-        "t0002 gets its own label once places are free: {after:?}"
-    );
+    support::wait_until(
+        "t0002 to get its own label once places are free",
+        Duration::from_secs(5),
+        || async {
+            let after = requests(&tenant_values(edge.metrics_port).await);
+            after.contains("t0002").then_some(())
+        },
+    )
+    .await;
     // A dropped tenant that comes back is counted again (its cached route, which kept handles
     // to the removed series, went with them).
     assert_eq!(
@@ -229,6 +238,13 @@ async fn series_of_quiet_tenants_are_dropped_and_their_places_reused() {
             .status(),
         200
     );
-    let back = requests(&tenant_values(edge.metrics_port).await);
-    assert!(back.contains("t0000"), "t0000 is counted again: {back:?}");
+    support::wait_until(
+        "t0000 to be counted again",
+        Duration::from_secs(5),
+        || async {
+            let back = requests(&tenant_values(edge.metrics_port).await);
+            back.contains("t0000").then_some(())
+        },
+    )
+    .await;
 }
