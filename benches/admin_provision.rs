@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tenantgate_catalog::config::{Config, RawConfig};
 use tenantgate_catalog::store::TenantFilter;
 use tenantgate_catalog::testing::{server_url, tenant_migrations_dir, TestCatalog};
-use tenantgate_catalog::TenantStatus;
+use tenantgate_config::{Config, RawConfig};
+use tenantgate_contract::TenantStatus;
 use tokio_util::sync::CancellationToken;
 
 const TENANTS: usize = 100;

@@ -17,13 +17,15 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 use sqlx::{Connection, Executor};
 use tenantgate_admin::fleet::{migrate_tenants, FleetOptions, Progress, ProgressSink};
-use tenantgate_catalog::config::{Config, RawConfig};
-use tenantgate_catalog::host::DomainSpec;
+use tenantgate_catalog::db::connect;
 use tenantgate_catalog::store::shards::NewShard;
-use tenantgate_catalog::store::{connect_any, NewTenant, TenantPatch};
+use tenantgate_catalog::store::{NewTenant, TenantPatch};
 use tenantgate_catalog::tenant_db::{self, postgres_url, Credentials};
 use tenantgate_catalog::testing::{server_url, tenant_migrations_dir, TestCatalog};
-use tenantgate_catalog::{Backend, TenantStatus};
+use tenantgate_config::db_url::Engine;
+use tenantgate_config::{Config, RawConfig};
+use tenantgate_contract::host::DomainSpec;
+use tenantgate_contract::TenantStatus;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 const CONCURRENCIES: [usize; 5] = [1, 2, 4, 8, 16];
@@ -64,10 +66,10 @@ async fn main() {
         .execute(format!("CREATE DATABASE {template}").as_str())
         .await
         .unwrap();
-    let pool = connect_any(&postgres_url(&server, &template, None).unwrap(), 1)
+    let pool = connect(&postgres_url(&server, &template, None).unwrap(), 1)
         .await
         .unwrap();
-    tenant_db::migrator(migrations.path(), Backend::Postgres)
+    tenant_db::migrator(migrations.path(), Engine::Postgres)
         .await
         .unwrap()
         .run(&pool)

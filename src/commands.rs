@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tenantgate_catalog::config::Config;
 use tenantgate_catalog::{Catalog, TokenScope};
+use tenantgate_config::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, MigrateCommand, TokenCommand};
@@ -142,7 +142,7 @@ pub(crate) async fn connect(config: &Config, migrate: bool) -> anyhow::Result<Ca
         .with_context(|| {
             format!(
                 "connecting to the catalog at {}",
-                tenantgate_catalog::store::redact_url(url)
+                tenantgate_config::db_url::redact(url)
             )
         })?;
     if migrate {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tenantgate_catalog::config::{Config, RawConfig};
-use tenantgate_catalog::crypto::{random_secret, random_token};
-use tenantgate_catalog::{Catalog, TenantStatus};
+use tenantgate_catalog::Catalog;
+use tenantgate_config::{Config, RawConfig};
+use tenantgate_contract::crypto::{random_secret, random_token};
+use tenantgate_contract::TenantStatus;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DevArgs;
@@ -262,7 +263,7 @@ async fn create_postgres_database(url: &str) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "connecting to {}",
-                tenantgate_catalog::store::redact_url(&server)
+                tenantgate_config::db_url::redact(&server)
             )
         })?;
     let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")

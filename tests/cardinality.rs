@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tenantgate_catalog::host::DomainSpec;
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::NewTenant;
 use tenantgate_catalog::testing::TestCatalog;
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::host::DomainSpec;
+use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";

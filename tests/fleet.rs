@@ -1,18 +1,19 @@
 //! Fleet migrations through the real binary: `tenantgate migrate tenants` on both backends.
 
 mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use tenantgate_catalog::config::{Config, RawConfig};
-use tenantgate_catalog::store::{connect_any, TenantFilter};
+use tenantgate_catalog::db::connect;
+use tenantgate_catalog::store::TenantFilter;
 use tenantgate_catalog::tenant_db::TenantDbTarget;
 use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
-use tenantgate_catalog::{Catalog, TenantStatus};
+use tenantgate_catalog::Catalog;
+use tenantgate_config::{Config, RawConfig};
+use tenantgate_contract::TenantStatus;
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
@@ -125,7 +126,7 @@ async fn tenant_pool(f: &Fleet, slug: &str) -> sqlx::AnyPool {
     let shard = f.catalog.shard(&tenant.shard).await.unwrap().unwrap();
     let target =
         TenantDbTarget::resolve(&shard, &tenant, &f.config.security.credential_key).unwrap();
-    connect_any(&target.primary, 1).await.unwrap()
+    connect(&target.primary, 1).await.unwrap()
 }
 
 /// `(version, count)` of successful rows in a tenant's migration table.

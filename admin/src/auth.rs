@@ -7,8 +7,8 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use tenantgate_catalog::crypto::{constant_time_eq, hash_token};
 use tenantgate_catalog::TokenScope;
+use tenantgate_contract::crypto::{constant_time_eq, hash_token};
 
 use crate::error::AdminError;
 use crate::state::AppState;

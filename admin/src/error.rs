@@ -64,6 +64,14 @@ pub enum AdminError {
     Job(String),
 }
 
+/// A shard URL read from the catalog that does not parse: the catalog holds bad data (request
+/// URLs are validated field by field before they are stored).
+impl From<tenantgate_config::db_url::UrlError> for AdminError {
+    fn from(e: tenantgate_config::db_url::UrlError) -> AdminError {
+        AdminError::Catalog(CatalogError::from(e))
+    }
+}
+
 impl AdminError {
     /// A validation error about one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> AdminError {

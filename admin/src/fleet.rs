@@ -14,13 +14,16 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use sqlx::migrate::Migrator;
 use sqlx::Row;
-use tenantgate_catalog::config::Config;
-use tenantgate_catalog::store::{connect_any, Backend, TenantFilter, TenantPatch};
+use tenantgate_catalog::store::{TenantFilter, TenantPatch};
 use tenantgate_catalog::tenant_db::{self, TenantDbTarget};
-use tenantgate_catalog::{Catalog, CatalogError, Shard, Tenant, TenantStatus};
+use tenantgate_catalog::{Catalog, CatalogError, Shard, Tenant};
+use tenantgate_config::Config;
 use tokio::sync::Semaphore;
 
+use tenantgate_catalog::db::connect;
+use tenantgate_config::db_url::Engine;
 /// Which tenants to migrate and how.
+use tenantgate_contract::TenantStatus;
 #[derive(Debug, Clone, Default)]
 pub struct FleetOptions {
     /// Slugs to migrate; empty means every tenant that has a database.
@@ -100,12 +103,12 @@ pub async fn migrate_tenants(
         .into_iter()
         .map(|s| (s.name.clone(), s))
         .collect();
-    let mut migrators: HashMap<Backend, Arc<Migrator>> = HashMap::new();
-    for backend in [Backend::Postgres, Backend::Sqlite] {
+    let mut migrators: HashMap<Engine, Arc<Migrator>> = HashMap::new();
+    for backend in [Engine::Postgres, Engine::Sqlite] {
         let used = tenants.iter().any(|t| {
             shards
                 .get(&t.shard)
-                .and_then(|s| Backend::of_url(&s.database_url).ok())
+                .and_then(|s| Engine::of_url(&s.database_url).ok())
                 == Some(backend)
         });
         if used {
@@ -247,15 +250,15 @@ async fn migrate_one(
     catalog: &Catalog,
     shard: &Shard,
     tenant: &Tenant,
-    migrators: &HashMap<Backend, Arc<Migrator>>,
+    migrators: &HashMap<Engine, Arc<Migrator>>,
     dry_run: bool,
 ) -> Result<(Vec<i64>, Outcome), String> {
     let target = TenantDbTarget::resolve(shard, tenant, &config.security.credential_key)
         .map_err(|e| e.to_string())?;
     let migrator = migrators
-        .get(&target.backend)
+        .get(&target.engine)
         .ok_or("no migrator for the tenant's backend")?;
-    let pool = connect_any(&target.primary, 1)
+    let pool = connect(&target.primary, 1)
         .await
         .map_err(|e| format!("connecting to the tenant database: {e}"))?;
     let result: Result<(Vec<i64>, Outcome), String> = async {

@@ -20,20 +20,19 @@ mod state;
 mod validate;
 pub mod webhooks;
 mod write;
+pub use error::{AdminError, FieldError};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenantgate_catalog::config::Config;
-use tenantgate_catalog::{Catalog, RateLimit, TokenScope};
+use state::AppState;
+use tenantgate_catalog::{Catalog, TokenScope};
+use tenantgate_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use error::{AdminError, FieldError};
-
-use state::AppState;
-
 /// Actor recorded in the audit log for writes made through the CLI helpers.
+use tenantgate_contract::RateLimit;
 const CLI_ACTOR: &str = "cli";
 
 /// How long the HTTP server may take to finish in-flight requests after shutdown.
@@ -129,7 +128,7 @@ pub async fn ensure_shard(
 }
 
 fn cli_config() -> Result<Config, AdminError> {
-    Config::try_from(tenantgate_catalog::config::RawConfig::default())
+    Config::try_from(tenantgate_config::RawConfig::default())
         .map_err(|e| AdminError::BadRequest(e.to_string()))
 }
 
@@ -169,7 +168,7 @@ pub async fn create_token(
     scope: TokenScope,
     name: &str,
 ) -> Result<String, AdminError> {
-    let token = tenantgate_catalog::crypto::random_token("tga_");
+    let token = tenantgate_contract::crypto::random_token("tga_");
     let id = catalog.insert_admin_token(name, &token, scope).await?;
     // The audit record names the token, never its value.
     let mut conn = catalog

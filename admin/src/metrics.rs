@@ -2,7 +2,8 @@
 //! several admin instances, e.g. parallel tests, never share counters).
 
 use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use tenantgate_catalog::{Catalog, TenantStatus};
+use tenantgate_catalog::Catalog;
+use tenantgate_contract::TenantStatus;
 
 /// Metrics of one admin instance.
 #[derive(Clone)]

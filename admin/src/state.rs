@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use tenantgate_catalog::config::Config;
 use tenantgate_catalog::Catalog;
+use tenantgate_config::Config;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;

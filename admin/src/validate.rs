@@ -1,8 +1,10 @@
 //! Field validation of API requests. Each check pushes a [`FieldError`] naming the field, so one
 //! 422 answer lists every problem of a request at once.
 
-use tenantgate_catalog::host::{normalize_host, DomainSpec};
-use tenantgate_catalog::{Backend, RateLimit};
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::host::{normalize_host, DomainSpec};
+use tenantgate_contract::settings::{SettingsErrors, TenantSettings};
+use tenantgate_contract::RateLimit;
 
 use crate::error::{AdminError, FieldError};
 
@@ -114,88 +116,21 @@ pub(crate) fn rate_limit(errors: &mut Errors, limit: &RateLimit) {
     }
 }
 
-/// Known tenant settings and their types. Unknown keys are rejected like unknown fields, so a
-/// typo (`loacle`) never silently does nothing.
-///
-/// - `locale`: BCP 47-like tag, `en`, `de`, `pt-BR` (2-3 letter language, optional region)
-/// - `timezone`: IANA name such as `Europe/Berlin` or `UTC`
-/// - `theme`: `light`, `dark` or `system`
-/// - `features`: object of feature name → boolean
-pub(crate) const SETTINGS_KEYS: [&str; 4] = ["locale", "timezone", "theme", "features"];
-
-/// Check a settings object (or, with `allow_null`, a merge patch where `null` removes a key).
-pub(crate) fn settings(errors: &mut Errors, value: &serde_json::Value, allow_null: bool) {
-    let Some(map) = value.as_object() else {
-        errors.add("settings", "must be a JSON object");
-        return;
-    };
-    for (key, v) in map {
-        let field = format!("settings.{key}");
-        if allow_null && v.is_null() {
-            if !SETTINGS_KEYS.contains(&key.as_str()) {
-                errors.add(field, "is not a known setting");
+/// Tenant settings, checked by the tenant contract's typed schema
+/// ([`TenantSettings`](tenantgate_contract::TenantSettings)); its error names the field.
+pub(crate) fn settings(
+    errors: &mut Errors,
+    parsed: Result<TenantSettings, SettingsErrors>,
+) -> Option<TenantSettings> {
+    match parsed {
+        Ok(settings) => Some(settings),
+        Err(invalid) => {
+            for e in invalid.0 {
+                errors.add(e.field, e.message);
             }
-            continue;
-        }
-        match key.as_str() {
-            "locale" => match v.as_str() {
-                Some(s) if is_locale(s) => {}
-                _ => errors.add(field, "must be a locale such as \"en\" or \"pt-BR\""),
-            },
-            "timezone" => match v.as_str() {
-                Some(s) if is_timezone(s) => {}
-                _ => errors.add(field, "must be an IANA time zone such as \"Europe/Berlin\""),
-            },
-            "theme" => match v.as_str() {
-                Some("light" | "dark" | "system") => {}
-                _ => errors.add(field, "must be one of \"light\", \"dark\", \"system\""),
-            },
-            "features" => match v.as_object() {
-                Some(flags) => {
-                    for (flag, on) in flags {
-                        if !on.is_boolean() {
-                            errors.add(format!("{field}.{flag}"), "must be true or false");
-                        }
-                    }
-                }
-                None => errors.add(field, "must be an object of feature name to boolean"),
-            },
-            _ => errors.add(
-                field,
-                format!(
-                    "is not a known setting (known: {})",
-                    SETTINGS_KEYS.join(", ")
-                ),
-            ),
+            None
         }
     }
-}
-
-fn is_locale(s: &str) -> bool {
-    let mut parts = s.split('-');
-    let lang = parts.next().unwrap_or("");
-    let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
-    let rest_ok = match (parts.next(), parts.next()) {
-        (None, _) => true,
-        (Some(region), None) => {
-            (region.len() == 2 && region.bytes().all(|b| b.is_ascii_uppercase()))
-                || (region.len() == 3 && region.bytes().all(|b| b.is_ascii_digit()))
-        }
-        _ => false,
-    };
-    lang_ok && rest_ok
-}
-
-fn is_timezone(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.split('/').all(|part| {
-            !part.is_empty()
-                && part.as_bytes()[0].is_ascii_alphabetic()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
-        })
 }
 
 /// App upstreams of a shard: at least one `host:port` with a valid host and a non-zero port.
@@ -217,8 +152,8 @@ pub(crate) fn upstreams(errors: &mut Errors, values: &[String]) {
 }
 
 /// A shard's database location: a PostgreSQL server URL or `sqlite://DIR`.
-pub(crate) fn database_url(errors: &mut Errors, value: &str) -> Option<Backend> {
-    let backend = match Backend::of_url(value) {
+pub(crate) fn database_url(errors: &mut Errors, value: &str) -> Option<Engine> {
+    let backend = match Engine::of_url(value) {
         Ok(b) => b,
         Err(_) => {
             errors.add("database_url", "must be a postgres:// URL or sqlite://DIR");
@@ -226,8 +161,8 @@ pub(crate) fn database_url(errors: &mut Errors, value: &str) -> Option<Backend> 
         }
     };
     let ok = match backend {
-        Backend::Sqlite => !tenantgate_catalog::store::sqlite_path(value).is_empty(),
-        Backend::Postgres => url::Url::parse(value).is_ok_and(|u| u.host_str().is_some()),
+        Engine::Sqlite => !tenantgate_config::db_url::sqlite_path(value).is_empty(),
+        Engine::Postgres => url::Url::parse(value).is_ok_and(|u| u.host_str().is_some()),
     };
     if !ok {
         errors.add("database_url", "is not a valid URL");
@@ -237,14 +172,13 @@ pub(crate) fn database_url(errors: &mut Errors, value: &str) -> Option<Backend> 
 }
 
 /// Replicas of a shard: PostgreSQL URLs, only on a PostgreSQL shard.
-pub(crate) fn replicas(errors: &mut Errors, backend: Option<Backend>, values: &[String]) {
-    if backend == Some(Backend::Sqlite) && !values.is_empty() {
+pub(crate) fn replicas(errors: &mut Errors, backend: Option<Engine>, values: &[String]) {
+    if backend == Some(Engine::Sqlite) && !values.is_empty() {
         errors.add("replicas", "a SQLite shard has no replicas");
         return;
     }
     for (i, value) in values.iter().enumerate() {
-        if !matches!(Backend::of_url(value), Ok(Backend::Postgres))
-            || url::Url::parse(value).is_err()
+        if !matches!(Engine::of_url(value), Ok(Engine::Postgres)) || url::Url::parse(value).is_err()
         {
             errors.add(format!("replicas[{i}]"), "must be a postgres:// URL");
         }
@@ -269,36 +203,6 @@ mod tests {
         for bad in ["a", "1abc", "Acme", "ac_me", "acme-", "", &"a".repeat(64)] {
             assert_eq!(check(|e| slug(e, "slug", bad)), ["slug"], "{bad}");
         }
-    }
-
-    #[test]
-    fn settings_are_typed() {
-        let ok = serde_json::json!({"locale": "pt-BR", "timezone": "America/Sao_Paulo",
-            "theme": "dark", "features": {"beta": true}});
-        assert!(check(|e| settings(e, &ok, false)).is_empty());
-        let bad = serde_json::json!({"locale": "english", "timezone": "", "theme": 3,
-            "features": {"beta": "yes"}, "colour": "red"});
-        let mut fields = check(|e| settings(e, &bad, false));
-        fields.sort();
-        assert_eq!(
-            fields,
-            [
-                "settings.colour",
-                "settings.features.beta",
-                "settings.locale",
-                "settings.theme",
-                "settings.timezone"
-            ]
-        );
-        assert_eq!(
-            check(|e| settings(e, &serde_json::json!([1]), false)),
-            ["settings"]
-        );
-        assert!(check(|e| settings(e, &serde_json::json!({"locale": null}), true)).is_empty());
-        assert_eq!(
-            check(|e| settings(e, &serde_json::json!({"locale": null}), false)),
-            ["settings.locale"]
-        );
     }
 
     #[test]

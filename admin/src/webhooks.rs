@@ -69,7 +69,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         if shutdown.is_cancelled() {
             return;
         }
-        let lease_until = tenantgate_catalog::time::now_ms() + LEASE.as_millis() as i64;
+        let lease_until = tenantgate_contract::time::now_ms() + LEASE.as_millis() as i64;
         match state.catalog.claim_outbox(lease_until).await {
             Ok(Some(entry)) => {
                 tokio::select! {
@@ -96,7 +96,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 async fn deliver(state: &AppState, client: &reqwest::Client, secret: &str, entry: OutboxEntry) {
-    let t = tenantgate_catalog::time::now_secs();
+    let t = tenantgate_contract::time::now_secs();
     let response = client
         .post(&entry.url)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -121,7 +121,7 @@ async fn deliver(state: &AppState, client: &reqwest::Client, secret: &str, entry
         }
         Some(message) => {
             let retry_at = (entry.attempts < MAX_ATTEMPTS).then(|| {
-                tenantgate_catalog::time::now_ms() + backoff(entry.attempts).as_millis() as i64
+                tenantgate_contract::time::now_ms() + backoff(entry.attempts).as_millis() as i64
             });
             tracing::warn!(event = %entry.event, attempt = entry.attempts, error = %message, gave_up = retry_at.is_none(), "webhook delivery failed");
             state

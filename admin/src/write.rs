@@ -43,7 +43,7 @@ impl<'a> Write<'a> {
     }
 
     pub(crate) async fn change(&mut self, change: &NewChange) -> Result<(), AdminError> {
-        changes::append(&mut self.tx, self.state.catalog.backend(), change).await?;
+        changes::append(&mut self.tx, self.state.catalog.engine(), change).await?;
         Ok(())
     }
 
@@ -79,7 +79,7 @@ impl<'a> Write<'a> {
         let payload = serde_json::json!({
             "id": uuid::Uuid::new_v4(),
             "event": event,
-            "at": tenantgate_catalog::time::rfc3339(tenantgate_catalog::time::now_ms()),
+            "at": tenantgate_contract::time::rfc3339(tenantgate_contract::time::now_ms()),
             "tenant": tenant,
         });
         outbox::enqueue(&mut self.tx, event, urls, &payload.to_string()).await?;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fields, Backend, Harness, BOOTSTRAP};
+use common::{fields, Engine, Harness, BOOTSTRAP};
 use serde_json::json;
 use sqlx::Row;
 use tenantgate_catalog::TokenScope;
@@ -356,7 +356,7 @@ both!(
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].get::<String, _>(0), "ann@acme.test");
         assert_eq!(users[0].get::<String, _>(1), "member");
-        let hash = tenantgate_catalog::crypto::hash_token(&token);
+        let hash = tenantgate_contract::crypto::hash_token(&token);
         let row = sqlx::query("SELECT expires_at FROM user_tokens WHERE token_hash = $1")
             .bind(&hash)
             .fetch_one(&pool)
@@ -399,7 +399,7 @@ both!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_passwords_are_redacted() {
-    let h = Harness::started(Backend::Postgres).await;
+    let h = Harness::started(Engine::Postgres).await;
     let mut url = url::Url::parse(&h.pg_server()).unwrap();
     url.set_password(Some("s3cret-pw")).unwrap();
     let r = h.post("/v1/shards", json!({ "name": "shard-p", "app_upstreams": ["127.0.0.1:9"], "database_url": url.to_string(), "replicas": [url.to_string()] })).await;
@@ -421,7 +421,7 @@ async fn shard_passwords_are_redacted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_tenants_and_jobs() {
-    let h = Harness::started(Backend::Sqlite).await;
+    let h = Harness::started(Engine::Sqlite).await;
     h.shard("shard-a").await;
     let (id, _) = h.tenant("acme", None).await;
     h.wait_status(&id, "active").await;
@@ -463,7 +463,7 @@ async fn metrics_count_tenants_and_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_every_route() {
-    let h = Harness::started(Backend::Sqlite).await;
+    let h = Harness::started(Engine::Sqlite).await;
     let r = h.call("GET", "/openapi.json", None, None).await;
     assert_eq!(r.status, 200);
     let paths = r.body["paths"].as_object().unwrap();
@@ -536,7 +536,7 @@ async fn openapi_documents_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_promptly_with_a_job_running() {
-    let mut h = Harness::started(Backend::Postgres).await;
+    let mut h = Harness::started(Engine::Postgres).await;
     h.shard("shard-a").await;
     h.tenant("acme", None).await;
     // Keep an idle keep-alive connection open too.

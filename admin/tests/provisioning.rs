@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, pg, Backend, Harness};
+use common::{count, pg, Engine, Harness};
 use serde_json::json;
 use sqlx::Row;
 use tenantgate_catalog::store::jobs::JobStatus;
@@ -59,7 +59,7 @@ both!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_tenant_login_reaches_only_its_own_database() {
-    let h = Harness::started(Backend::Postgres).await;
+    let h = Harness::started(Engine::Postgres).await;
     h.shard("shard-a").await;
     let (a, _) = h.tenant("alpha", None).await;
     let (b, _) = h.tenant("bravo", None).await;
@@ -173,7 +173,7 @@ both!(
         );
         h.wait_job(&drop_job, "succeeded").await;
         assert!(!h.database_exists(&id).await);
-        if backend == Backend::Postgres {
+        if backend == Engine::Postgres {
             let db = h.catalog.tenant(&id).await.unwrap().unwrap().db_name;
             let mut admin = pg(&h.pg_server()).await;
             assert_eq!(
@@ -290,7 +290,7 @@ both!(
         .unwrap();
         let tenant = h.catalog.tenant("phoenix").await.unwrap().unwrap();
         // A worker claims the job and dies: its lease is already over.
-        let now = tenantgate_catalog::time::now_ms();
+        let now = tenantgate_contract::time::now_ms();
         let claimed = h
             .catalog
             .claim_job("dead-worker", now - 1)
@@ -301,7 +301,7 @@ both!(
         // ... after doing part of the work: the database exists, in an unknown state.
         let shard_url = h.tc.shard_database_url("shard-a");
         match backend {
-            Backend::Postgres => {
+            Engine::Postgres => {
                 use sqlx::Executor;
                 let mut admin = pg(&shard_url).await;
                 admin
@@ -319,7 +319,7 @@ both!(
                     .await
                     .unwrap();
             }
-            Backend::Sqlite => {
+            Engine::Sqlite => {
                 let file = tenantgate_catalog::tenant_db::sqlite_file(&shard_url, &tenant.db_name);
                 std::fs::create_dir_all(file.parent().unwrap()).unwrap();
                 std::fs::write(&file, b"").unwrap();
@@ -356,7 +356,7 @@ both!(
             .get(0);
         assert_eq!(roles, 3);
         pool.close().await;
-        if backend == Backend::Postgres {
+        if backend == Engine::Postgres {
             let mut admin = pg(&shard_url).await;
             assert_eq!(
                 count(
@@ -474,7 +474,7 @@ both!(
             .get(0);
         assert_eq!(title, "kept");
         pool.close().await;
-        if backend == Backend::Sqlite {
+        if backend == Engine::Sqlite {
             let old = tenantgate_catalog::tenant_db::sqlite_file(
                 &h.tc.shard_database_url("shard-a"),
                 &before.db_name,
@@ -488,7 +488,7 @@ both!(
 );
 
 /// Tenant migrations with a slow second step, so a worker can be killed in the middle.
-fn slow_migrations(backend: Backend) -> tempfile::TempDir {
+fn slow_migrations(backend: Engine) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let sub = backend.dir_name();
     std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -497,8 +497,8 @@ fn slow_migrations(backend: Backend) -> tempfile::TempDir {
         .join("0001_rbac_and_items.sql");
     std::fs::copy(&real, dir.path().join(sub).join("0001_rbac_and_items.sql")).unwrap();
     let slow = match backend {
-        Backend::Postgres => "SELECT pg_sleep(1.5);",
-        Backend::Sqlite => "CREATE TABLE slow AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT COUNT(*) AS n FROM c;",
+        Engine::Postgres => "SELECT pg_sleep(1.5);",
+        Engine::Sqlite => "CREATE TABLE slow AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT COUNT(*) AS n FROM c;",
     };
     std::fs::write(dir.path().join(sub).join("0002_slow.sql"), slow).unwrap();
     dir
@@ -583,7 +583,7 @@ both!(worker_killed_mid_job_is_taken_over, |backend| async move {
         .get(0);
     assert_eq!(roles, 3);
     pool.close().await;
-    if backend == Backend::Postgres {
+    if backend == Engine::Postgres {
         let mut admin = pg(&shard_url).await;
         assert_eq!(
             count(
@@ -746,7 +746,7 @@ both!(
     |backend| async move {
         use tenantgate_catalog::store::jobs::{self, NewJob};
         let h = Harness::new(backend, |_| {}).await;
-        let now = tenantgate_catalog::time::now_ms();
+        let now = tenantgate_contract::time::now_ms();
         let mut tx = h.catalog.begin_write().await.unwrap();
         for _ in 0..20 {
             let job = NewJob {
@@ -765,7 +765,7 @@ both!(
             let catalog = h.catalog.clone();
             tokio::spawn(async move {
                 let mut mine = Vec::new();
-                let lease = tenantgate_catalog::time::now_ms() + 60_000;
+                let lease = tenantgate_contract::time::now_ms() + 60_000;
                 while let Some(job) = catalog.claim_job(&format!("w{i}"), lease).await.unwrap() {
                     mine.push(job.id);
                 }
@@ -793,7 +793,7 @@ both!(
         };
         jobs::enqueue(&mut tx, &job).await.unwrap();
         tx.commit().await.unwrap();
-        let expired = tenantgate_catalog::time::now_ms() - 1;
+        let expired = tenantgate_contract::time::now_ms() - 1;
         assert_eq!(
             h.catalog
                 .claim_job("old", expired)

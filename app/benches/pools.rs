@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use tenantgate_catalog::Backend;
-
 use support::{Options, TestApp};
+use tenantgate_config::db_url::Engine;
 
 const WARM_REQUESTS: usize = 1000;
 
@@ -47,7 +46,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn report(backend: Backend, what: &str, mut samples: Vec<Duration>) {
+fn report(backend: Engine, what: &str, mut samples: Vec<Duration>) {
     samples.sort();
     println!(
         "{backend:?} {what:>5}: n={:5} p50={:8.3} ms p99={:8.3} ms",
@@ -57,11 +56,11 @@ fn report(backend: Backend, what: &str, mut samples: Vec<Duration>) {
     );
 }
 
-async fn bench(backend: Backend) {
+async fn bench(backend: Engine) {
     // PostgreSQL allows few connections (100 by default, shared): keep the cold set small.
     let cold_tenants = match backend {
-        Backend::Postgres => 30,
-        Backend::Sqlite => 200,
+        Engine::Postgres => 30,
+        Engine::Sqlite => 200,
     };
     let app = TestApp::start(
         backend,
@@ -130,8 +129,8 @@ async fn bench(backend: Backend) {
 /// per backend, so the memory measured for one is not blurred by what the other freed.
 fn main() {
     let backend = match std::env::args().nth(1).as_deref() {
-        Some("sqlite") => Backend::Sqlite,
-        Some("postgres") => Backend::Postgres,
+        Some("sqlite") => Engine::Sqlite,
+        Some("postgres") => Engine::Postgres,
         _ => {
             for backend in ["sqlite", "postgres"] {
                 let status = std::process::Command::new(std::env::current_exe().unwrap())

@@ -11,7 +11,6 @@
 //! [`TenantContext::db`] / [`TenantContext::read_db`]: there is no other way to a [`TenantDb`],
 //! so a handler that forgot the tenant does not compile.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -19,112 +18,21 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tenantgate_catalog::signing::{
+use tenantgate_catalog::{CatalogError, Shard, Tenant};
+use tenantgate_contract::signing::{
     TenantClaims, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID, HEADER_TENANT_SHARD,
     HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
 };
-use tenantgate_catalog::{Shard, Tenant, TenantStatus};
+use tenantgate_contract::TenantSettings;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::directory::servable;
+use crate::directory::{refusal, servable};
 use crate::error::{AppError, Unavailable};
 use crate::metrics::{TenantLabel, VerifiedSlug};
 use crate::pools::{DbRole, PoolManager, TenantDb};
 use crate::replicas;
 use crate::state::AppState;
-
-/// Per-tenant settings from the catalog (`tenants.settings` JSON), with defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantSettings {
-    /// `settings.locale`; default `en`. Pages fall back to English for locales they lack.
-    pub locale: String,
-    /// `settings.timezone` (IANA name, not validated here); default `UTC`.
-    pub timezone: String,
-    /// `settings.theme` when it is a name (e.g. `dark`); `None` when unset.
-    pub theme: Option<String>,
-    /// The theme colour, validated as a CSS hex colour (`#rgb` or `#rrggbb`, lower-cased):
-    /// `settings.theme_color`, or `settings.theme` when that is a colour, or
-    /// `settings.theme.color`. Invalid values are ignored (`None`), so it is safe in HTML.
-    pub theme_color: Option<String>,
-    /// `settings.features` (or `settings.feature_flags`): flag name → on/off.
-    pub features: BTreeMap<String, bool>,
-}
-
-impl Default for TenantSettings {
-    fn default() -> Self {
-        TenantSettings {
-            locale: "en".into(),
-            timezone: "UTC".into(),
-            theme: None,
-            theme_color: None,
-            features: BTreeMap::new(),
-        }
-    }
-}
-
-impl TenantSettings {
-    /// Read the settings JSON of a tenant; unknown keys are ignored, bad values fall back to
-    /// defaults (settings are validated where they are written, the admin API).
-    pub fn from_json(settings: &serde_json::Value) -> TenantSettings {
-        let text = |key: &str| {
-            settings
-                .get(key)
-                .and_then(|v| v.as_str())
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        let theme_value = settings.get("theme");
-        let theme_color = text("theme_color")
-            .and_then(|c| css_hex_colour(&c))
-            .or_else(|| {
-                theme_value
-                    .and_then(|v| v.as_str())
-                    .and_then(css_hex_colour)
-            })
-            .or_else(|| {
-                theme_value
-                    .and_then(|v| v.get("color"))
-                    .and_then(|v| v.as_str())
-                    .and_then(css_hex_colour)
-            });
-        let theme = theme_value
-            .and_then(|v| v.as_str())
-            .filter(|s| css_hex_colour(s).is_none() && !s.is_empty())
-            .map(str::to_string);
-        let features = settings
-            .get("features")
-            .or_else(|| settings.get("feature_flags"))
-            .and_then(|v| v.as_object())
-            .map(|flags| {
-                flags
-                    .iter()
-                    .filter_map(|(k, v)| v.as_bool().map(|b| (k.clone(), b)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        TenantSettings {
-            locale: text("locale").unwrap_or_else(|| "en".into()),
-            timezone: text("timezone").unwrap_or_else(|| "UTC".into()),
-            theme,
-            theme_color,
-            features,
-        }
-    }
-
-    /// Whether feature flag `name` is on (off when unset).
-    pub fn feature(&self, name: &str) -> bool {
-        self.features.get(name).copied().unwrap_or(false)
-    }
-}
-
-/// `#rgb` or `#rrggbb` (hex digits only), lower-cased; anything else is `None`.
-pub fn css_hex_colour(text: &str) -> Option<String> {
-    let hex = text.strip_prefix('#')?;
-    (matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| format!("#{}", hex.to_ascii_lowercase()))
-}
 
 /// The verified tenant of a request. Cheap to clone.
 ///
@@ -304,7 +212,7 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
     if let Err(e) = security.signing.verify(
         signature,
         &claims,
-        tenantgate_catalog::time::now_secs(),
+        tenantgate_contract::time::now_secs(),
         security.max_skew_secs,
     ) {
         tracing::debug!(reason = %e, "tenant signature refused");
@@ -329,8 +237,8 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
             .await?
             .ok_or(AppError::UnknownTenant)?;
     }
-    if !servable(tenant.status) {
-        return Err(AppError::TenantStatus(tenant.status));
+    if let Some(refused) = refusal(tenant.status) {
+        return Err(AppError::TenantRefused(refused));
     }
     if &tenant.shard != served {
         // Moved away; the edge has not caught up yet.
@@ -343,52 +251,16 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
         .directory()
         .shard(served)
         .await?
-        .ok_or(AppError::TenantStatus(TenantStatus::Failed))?;
+        .ok_or(CatalogError::NotFound("shard of this app"))?;
     Ok(TenantContext {
         inner: Arc::new(ContextInner {
             request_id: request_id.to_string(),
             epoch,
-            settings: TenantSettings::from_json(&tenant.settings),
+            settings: TenantSettings::read_stored(&tenant.settings),
             sticky_primary: replicas::wrote_recently(headers),
             tenant,
             shard: shard_row,
             pools: state.pools().clone(),
         }),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_defaults_and_theme_colour() {
-        let s = TenantSettings::from_json(&serde_json::json!({}));
-        assert_eq!(s, TenantSettings::default());
-        let s = TenantSettings::from_json(&serde_json::json!({
-            "locale": "de", "timezone": "Europe/Berlin", "theme": "#AbC",
-            "features": {"beta": true, "x": "nope"}
-        }));
-        assert_eq!(s.locale, "de");
-        assert_eq!(s.theme_color.as_deref(), Some("#abc"));
-        assert_eq!(s.theme, None);
-        assert!(s.feature("beta"));
-        assert!(!s.feature("x"));
-        let s = TenantSettings::from_json(&serde_json::json!({
-            "theme": "dark", "theme_color": "red;}</style><script>"
-        }));
-        assert_eq!(s.theme.as_deref(), Some("dark"));
-        assert_eq!(s.theme_color, None);
-        let s = TenantSettings::from_json(&serde_json::json!({"theme": {"color": "#112233"}}));
-        assert_eq!(s.theme_color.as_deref(), Some("#112233"));
-    }
-
-    #[test]
-    fn hex_colours() {
-        assert_eq!(css_hex_colour("#fff").as_deref(), Some("#fff"));
-        assert_eq!(css_hex_colour("#A0B1C2").as_deref(), Some("#a0b1c2"));
-        for bad in ["fff", "#ffff", "#ggg", "#12345", "#1234567", "", "#"] {
-            assert_eq!(css_hex_colour(bad), None, "{bad}");
-        }
-    }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use tenantgate_catalog::feed::ChangeSink;
-use tenantgate_catalog::{Catalog, CatalogError, Change, Shard, Tenant, TenantStatus};
+use tenantgate_catalog::{Catalog, CatalogError, Change, Shard, Tenant};
+use tenantgate_contract::{Admission, Refusal, TenantStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -40,9 +41,19 @@ impl std::fmt::Debug for Directory {
     }
 }
 
-/// Whether a tenant in `status` may be served (its database opened).
+/// Why a tenant in `status` is refused, by the tenant contract; `None` when it may be served
+/// (its database opened). A moving tenant is served: the edge holds its new requests, and
+/// those already past the edge finish.
+pub fn refusal(status: TenantStatus) -> Option<Refusal> {
+    match status.admission() {
+        Admission::Refuse(r) => Some(r),
+        Admission::Serve | Admission::Hold => None,
+    }
+}
+
+/// Whether a tenant in `status` may be served.
 pub fn servable(status: TenantStatus) -> bool {
-    matches!(status, TenantStatus::Active | TenantStatus::Moving)
+    refusal(status).is_none()
 }
 
 impl Directory {

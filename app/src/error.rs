@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tenantgate_catalog::tenant_db::TenantDbError;
-use tenantgate_catalog::{CatalogError, TenantStatus};
+use tenantgate_catalog::CatalogError;
+use tenantgate_contract::Refusal;
 
 use crate::rbac::Permission;
 
@@ -32,10 +33,10 @@ pub enum AppError {
     /// The signed tenant id is not in the catalog. 404 `unknown_tenant`.
     #[error("tenant not found in the catalog")]
     UnknownTenant,
-    /// The tenant exists but may not be served in its current status (403 suspended,
-    /// 410 deleted, 503 otherwise).
-    #[error("tenant is {0}")]
-    TenantStatus(TenantStatus),
+    /// The tenant exists but its status refuses requests: the tenant contract's answer, the
+    /// same the edge gives (403 `tenant_suspended`, 410 `tenant_deleted`, ...).
+    #[error("{}", .0.message())]
+    TenantRefused(Refusal),
     /// No connection to the tenant's database within the acquire timeout (budget exhausted,
     /// database down). 503 `tenant_db_unavailable`.
     #[error("tenant database unavailable: {0}")]
@@ -102,14 +103,10 @@ impl AppError {
             AppError::InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             AppError::WrongShard => (StatusCode::MISDIRECTED_REQUEST, "wrong_shard"),
             AppError::UnknownTenant => (StatusCode::NOT_FOUND, "unknown_tenant"),
-            AppError::TenantStatus(TenantStatus::Suspended) => {
-                (StatusCode::FORBIDDEN, "tenant_suspended")
-            }
-            AppError::TenantStatus(TenantStatus::Deleted) => (StatusCode::GONE, "tenant_deleted"),
-            AppError::TenantStatus(TenantStatus::Provisioning) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "tenant_provisioning")
-            }
-            AppError::TenantStatus(_) => (StatusCode::SERVICE_UNAVAILABLE, "tenant_unavailable"),
+            AppError::TenantRefused(r) => (
+                StatusCode::from_u16(r.status()).expect("contract statuses are valid"),
+                r.code(),
+            ),
             AppError::TenantDbUnavailable(_) | AppError::TenantDb(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "tenant_db_unavailable")
             }
@@ -146,6 +143,13 @@ impl From<CatalogError> for AppError {
     }
 }
 
+/// A shard URL from the catalog that does not parse: bad catalog data, an internal error.
+impl From<tenantgate_config::db_url::UrlError> for AppError {
+    fn from(e: tenantgate_config::db_url::UrlError) -> Self {
+        AppError::Catalog(Arc::new(CatalogError::from(e)))
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -162,11 +166,15 @@ impl IntoResponse for AppError {
             body["error"]["fields"] = serde_json::json!(fields);
         }
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                "1".parse().expect("valid header"),
-            );
+        let retry_after = match &self {
+            AppError::TenantRefused(r) => r.retry_after_secs(),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt};
-use tenantgate_catalog::time::{now_ms, rfc3339};
+use tenantgate_contract::time::{now_ms, rfc3339};
 
 use crate::context::TenantContext;
 use crate::error::AppError;

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use tenantgate_catalog::time::{now_ms, rfc3339};
+use tenantgate_contract::time::{now_ms, rfc3339};
 use uuid::Uuid;
 
 use crate::context::TenantContext;

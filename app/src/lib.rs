@@ -44,8 +44,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tenantgate_catalog::config::Config;
 use tenantgate_catalog::Catalog;
+use tenantgate_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -62,12 +62,13 @@ pub mod rbac;
 pub mod replicas;
 pub mod state;
 
-pub use context::{require_tenant, TenantContext, TenantSettings};
+pub use context::{require_tenant, TenantContext};
 pub use error::{AppError, Unavailable};
 pub use metrics::AppMetrics;
 pub use pools::{DbRole, PoolManager, PoolOptions, PoolStats, TenantDb};
 pub use rbac::{Credential, Permission, User};
 pub use state::{AppState, Background};
+pub use tenantgate_contract::TenantSettings;
 
 /// How long in-flight requests may finish after shutdown before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
@@ -159,6 +160,6 @@ async fn whoami(ctx: TenantContext) -> Json<serde_json::Value> {
         slug: ctx.slug(),
         shard: ctx.shard(),
         epoch: ctx.epoch(),
-        locale: &ctx.settings().locale,
+        locale: ctx.settings().locale(),
     }))
 }

@@ -20,8 +20,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-
-use tenantgate_catalog::signing::{HEADER_REQUEST_ID, HEADER_TENANT_ID, HEADER_TENANT_SIGNATURE};
+use tenantgate_contract::signing::{HEADER_REQUEST_ID, HEADER_TENANT_ID, HEADER_TENANT_SIGNATURE};
 
 use crate::error::AppError;
 use crate::pools::PoolStats;

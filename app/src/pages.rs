@@ -146,11 +146,7 @@ fn prefix(headers: &HeaderMap) -> String {
 }
 
 fn page(ctx: &TenantContext, m: &Messages, title: &str, main: &str) -> String {
-    let colour = ctx
-        .settings()
-        .theme_color
-        .as_deref()
-        .unwrap_or(DEFAULT_COLOUR);
+    let colour = ctx.settings().theme_color().unwrap_or(DEFAULT_COLOUR);
     format!(
         "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -181,7 +177,7 @@ pub(crate) async fn dashboard(
     let total = items::count(&mut db).await?;
     let recent = items::recent(&mut db, RECENT).await?;
     drop(db);
-    let m = messages(&ctx.settings().locale);
+    let m = messages(ctx.settings().locale());
     let mut list = String::new();
     if recent.is_empty() {
         list.push_str(&format!("<p class=\"empty\">{}</p>", escape(m.no_items)));
@@ -210,7 +206,7 @@ pub(crate) async fn dashboard(
 }
 
 fn login_form(ctx: &TenantContext, headers: &HeaderMap, failed: bool) -> String {
-    let m = messages(&ctx.settings().locale);
+    let m = messages(ctx.settings().locale());
     let error = if failed {
         format!(
             "<p class=\"error\" role=\"alert\">{}</p>",

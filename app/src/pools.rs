@@ -20,19 +20,17 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor};
-use tenantgate_catalog::config::AppConfig;
-use tenantgate_catalog::crypto::CredentialKey;
-use tenantgate_catalog::store::sqlite_path;
+use sqlx::{Any, AnyConnection, AnyPool};
 use tenantgate_catalog::tenant_db::TenantDbTarget;
-use tenantgate_catalog::{Backend, Shard, Tenant};
+use tenantgate_catalog::{Shard, Tenant};
+use tenantgate_config::db_url::Engine;
+use tenantgate_config::AppConfig;
+use tenantgate_contract::crypto::CredentialKey;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -202,7 +200,7 @@ pub struct TenantDb {
     // so a pool is never seen idle (evictable) while one of its connections is still out.
     conn: PoolConnection<Any>,
     role: DbRole,
-    backend: Backend,
+    engine: Engine,
     _lease: Lease,
 }
 
@@ -213,8 +211,8 @@ impl TenantDb {
     }
 
     /// The database kind, for the rare query that differs between PostgreSQL and SQLite.
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 }
 
@@ -222,7 +220,7 @@ impl std::fmt::Debug for TenantDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantDb")
             .field("role", &self.role)
-            .field("backend", &self.backend)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -355,7 +353,7 @@ impl PoolManager {
                     return Ok(TenantDb {
                         conn,
                         role,
-                        backend: Backend::of_url(&shard.database_url)?,
+                        engine: Engine::of_url(&shard.database_url)?,
                         _lease: lease,
                     });
                 }
@@ -537,7 +535,15 @@ impl PoolManager {
         let options = &self.shared.options;
         let opened = tokio::time::timeout_at(
             deadline,
-            open_pool(&url, target.backend, options.per_pool, options.pool_idle),
+            tenantgate_catalog::db::connect_with(
+                &url,
+                tenantgate_catalog::db::PoolOptions {
+                    idle_timeout: Some(options.pool_idle),
+                    create: false,
+                    busy_timeout: Duration::from_secs(5),
+                    ..tenantgate_catalog::db::PoolOptions::new(options.per_pool)
+                },
+            ),
         )
         .await;
         match opened {
@@ -665,37 +671,6 @@ impl PoolManager {
     }
 }
 
-/// Open a pool on a tenant database URL. SQLite files must exist (a missing file is a tenant
-/// that was never provisioned here, not one to create empty).
-async fn open_pool(
-    url: &str,
-    backend: Backend,
-    max_connections: u32,
-    idle: Duration,
-) -> Result<AnyPool, sqlx::Error> {
-    sqlx::any::install_default_drivers();
-    let url = match backend {
-        Backend::Postgres => url.to_string(),
-        Backend::Sqlite => format!("sqlite://{}?mode=rw", sqlite_path(url)),
-    };
-    let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-    AnyPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(0)
-        .idle_timeout(idle)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
-}
-
 fn tenant_fingerprint(t: &Tenant) -> u64 {
     let mut h = DefaultHasher::new();
     (&t.shard, &t.db_name, &t.db_credentials).hash(&mut h);
@@ -710,8 +685,10 @@ fn shard_fingerprint(s: &Shard) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use tenantgate_catalog::ShardStatus;
+    use tenantgate_contract::TenantStatus;
+
     use super::*;
-    use tenantgate_catalog::{ShardStatus, TenantStatus};
 
     fn shard(dir: &std::path::Path) -> Shard {
         Shard {
@@ -729,10 +706,9 @@ mod tests {
         let id = Uuid::from_u128(n);
         let db_name = tenantgate_catalog::tenant_db::db_name(id);
         let file = tenantgate_catalog::tenant_db::sqlite_file(&shard.database_url, &db_name);
-        let pool =
-            tenantgate_catalog::store::connect_any(&format!("sqlite://{}", file.display()), 1)
-                .await
-                .unwrap();
+        let pool = tenantgate_catalog::db::connect(&format!("sqlite://{}", file.display()), 1)
+            .await
+            .unwrap();
         pool.close().await;
         Tenant {
             id,

@@ -28,7 +28,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use sqlx::Row;
-use tenantgate_catalog::crypto::hash_token;
+use tenantgate_contract::crypto::hash_token;
 
 use crate::context::TenantContext;
 use crate::error::AppError;
@@ -175,7 +175,7 @@ impl Credential {
             return Err(AppError::Unauthenticated);
         };
         let expires_at: Option<i64> = row.try_get("expires_at")?;
-        if expires_at.is_some_and(|at| at <= tenantgate_catalog::time::now_ms()) {
+        if expires_at.is_some_and(|at| at <= tenantgate_contract::time::now_ms()) {
             return Err(AppError::Unauthenticated);
         }
         let permissions: Vec<String> =

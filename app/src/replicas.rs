@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use tenantgate_catalog::time::now_ms;
+use tenantgate_contract::time::now_ms;
 
 /// Cookie holding the read-from-primary deadline (unix milliseconds).
 pub const STICKY_COOKIE: &str = "tg_primary_until";

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenantgate_catalog::config::Config;
 use tenantgate_catalog::feed::FeedState;
-use tenantgate_catalog::labels::{QuietSweeper, TenantLabels};
 use tenantgate_catalog::Catalog;
+use tenantgate_config::Config;
+use tenantgate_contract::labels::{QuietSweeper, TenantLabels};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -26,9 +26,9 @@ pub enum CatalogError {
         column: &'static str,
         detail: String,
     },
-    /// The catalog URL is not one tenantgate supports.
-    #[error("unsupported catalog url: {0}")]
-    UnsupportedUrl(String),
+    /// A database URL is not one tenantgate supports, or not complete.
+    #[error("database url {0}")]
+    Url(#[from] tenantgate_config::db_url::UrlError),
 }
 
 impl CatalogError {

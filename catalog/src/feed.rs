@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tenantgate_config::db_url::Engine;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Change;
-use crate::store::{Backend, Catalog, NOTIFY_CHANNEL};
+use crate::store::{Catalog, NOTIFY_CHANNEL};
 
 /// Most changes read per poll.
 const BATCH: i64 = 1000;
@@ -53,7 +54,7 @@ impl FeedState {
         match self.unreachable_since_ms.load(Ordering::Acquire) {
             0 => None,
             since => Some(Duration::from_millis(
-                (crate::time::now_ms() - since).max(0) as u64,
+                (tenantgate_contract::time::now_ms() - since).max(0) as u64,
             )),
         }
     }
@@ -62,7 +63,7 @@ impl FeedState {
     pub fn mark_unreachable(&self) {
         let _ = self.unreachable_since_ms.compare_exchange(
             0,
-            crate::time::now_ms().max(1),
+            tenantgate_contract::time::now_ms().max(1),
             Ordering::AcqRel,
             Ordering::Acquire,
         );
@@ -82,7 +83,7 @@ pub fn follow(
 ) -> (Arc<FeedState>, JoinHandle<()>) {
     let state = Arc::new(FeedState::default());
     let wake = Arc::new(Notify::new());
-    if catalog.backend() == Backend::Postgres {
+    if catalog.engine() == Engine::Postgres {
         tokio::spawn(listen(
             catalog.url().to_string(),
             wake.clone(),

@@ -1,25 +1,24 @@
-//! The shared core of tenantgate.
+//! The catalog: where tenants, their domains and shards are recorded, and their databases.
 //!
-//! Every component (edge, admin, app) depends on this crate and on nothing of each other: the
-//! model, the catalog store on PostgreSQL or SQLite, the change feed, host normalisation, the
-//! configuration, the signed tenant header contract and the credential crypto live here.
+//! - [`store`]: the catalog database on PostgreSQL or SQLite (tenants, domains, shards, tokens,
+//!   jobs, audit, webhook outbox) and its change feed table;
+//! - [`feed`]: following the change feed (polling, plus LISTEN/NOTIFY on PostgreSQL);
+//! - [`model`]: the rows as the components use them;
+//! - [`db`]: opening a pool on a database URL (the catalog's, or a tenant database's);
+//! - [`tenant_db`]: where each tenant's own database lives, how to reach and migrate it.
+//!
+//! The rules the components must agree on (status answers, host rules, signing, settings) are in
+//! `tenantgate-contract`; configuration is in `tenantgate-config`.
 
-pub mod config;
-pub mod crypto;
+pub mod db;
 pub mod error;
 pub mod feed;
-pub mod host;
-pub mod labels;
 pub mod model;
-pub mod signing;
 pub mod store;
 pub mod tenant_db;
 #[cfg(feature = "test-support")]
 pub mod testing;
-pub mod time;
 
 pub use error::CatalogError;
-pub use model::{
-    Change, Domain, RateLimit, Route, Shard, ShardStatus, Tenant, TenantStatus, TokenScope,
-};
-pub use store::{Backend, Catalog};
+pub use model::{Change, Domain, Route, Shard, ShardStatus, Tenant, TokenScope};
+pub use store::Catalog;

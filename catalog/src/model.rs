@@ -4,72 +4,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use tenantgate_contract::host::DomainSpec;
+use tenantgate_contract::status::UnknownStatus;
+use tenantgate_contract::time::serde_rfc3339;
+use tenantgate_contract::{RateLimit, TenantStatus};
 use uuid::Uuid;
-
-use crate::host::DomainSpec;
-use crate::time::serde_rfc3339;
-
-/// Lifecycle of a tenant. The edge's status gate is a function of this alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TenantStatus {
-    /// Its database is being created; the edge answers 503 with `Retry-After`.
-    Provisioning,
-    /// Serving traffic.
-    Active,
-    /// Blocked by an operator; the edge answers 403.
-    Suspended,
-    /// Being moved to another shard; the edge holds requests for a bounded time.
-    Moving,
-    /// Deleted; the edge answers 410 and the database is dropped after the grace period.
-    Deleted,
-    /// Provisioning failed; the error is on the tenant and its job.
-    Failed,
-}
-
-impl TenantStatus {
-    pub const ALL: [TenantStatus; 6] = [
-        TenantStatus::Provisioning,
-        TenantStatus::Active,
-        TenantStatus::Suspended,
-        TenantStatus::Moving,
-        TenantStatus::Deleted,
-        TenantStatus::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantStatus::Provisioning => "provisioning",
-            TenantStatus::Active => "active",
-            TenantStatus::Suspended => "suspended",
-            TenantStatus::Moving => "moving",
-            TenantStatus::Deleted => "deleted",
-            TenantStatus::Failed => "failed",
-        }
-    }
-}
-
-/// Error for a status word that is not one of ours.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status {0:?}")]
-pub struct UnknownStatus(pub String);
-
-impl FromStr for TenantStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TenantStatus::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_string()))
-    }
-}
-
-impl fmt::Display for TenantStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Whether a shard takes traffic and new tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -151,14 +90,6 @@ impl FromStr for TokenScope {
     }
 }
 
-/// A per-tenant rate limit: sustained requests per second and burst size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub rps: u32,
-    pub burst: u32,
-}
-
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tenant {
@@ -189,16 +120,6 @@ pub struct Tenant {
     pub created_at: i64,
     #[serde(with = "serde_rfc3339")]
     pub updated_at: i64,
-}
-
-impl Tenant {
-    /// The tenant's locale from its settings, `en` when unset.
-    pub fn locale(&self) -> &str {
-        self.settings
-            .get("locale")
-            .and_then(|v| v.as_str())
-            .unwrap_or("en")
-    }
 }
 
 /// One routable domain row.

@@ -9,17 +9,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
+use tenantgate_config::db_url::{self, sqlite_path, Engine, UrlError};
+use tenantgate_contract::crypto::CredentialKey;
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::crypto::CredentialKey;
 use crate::model::{Shard, Tenant};
-use crate::store::{sqlite_path, Backend};
 
 #[derive(Debug, Error)]
 pub enum TenantDbError {
-    #[error("shard database url is invalid")]
-    BadShardUrl,
+    #[error("shard database url {0}")]
+    Url(#[from] UrlError),
     #[error("tenant has no stored database credentials")]
     NoCredentials,
     #[error("tenant database credentials do not open with the configured credential key")]
@@ -79,30 +79,21 @@ pub fn sqlite_file(shard_url: &str, db_name: &str) -> PathBuf {
     Path::new(sqlite_path(shard_url)).join(format!("{db_name}.db"))
 }
 
-/// `url` (a PostgreSQL server URL) pointed at `database`, optionally with another login.
+/// `url` (a PostgreSQL server URL) pointed at `database`, optionally with the tenant's login.
 pub fn postgres_url(
     url: &str,
     database: &str,
     login: Option<&Credentials>,
 ) -> Result<String, TenantDbError> {
-    let mut parsed = url::Url::parse(url).map_err(|_| TenantDbError::BadShardUrl)?;
-    parsed.set_path(&format!("/{database}"));
-    if let Some(c) = login {
-        parsed
-            .set_username(&c.user)
-            .map_err(|_| TenantDbError::BadShardUrl)?;
-        parsed
-            .set_password(Some(&c.password))
-            .map_err(|_| TenantDbError::BadShardUrl)?;
-    }
-    Ok(parsed.to_string())
+    let login = login.map(|c| (c.user.as_str(), c.password.as_str()));
+    Ok(db_url::postgres_url(url, database, login)?)
 }
 
 /// How to reach a tenant's database: URLs for the primary and the replicas, with the tenant's
 /// own login. Contains secrets: never log it.
 #[derive(Clone)]
 pub struct TenantDbTarget {
-    pub backend: Backend,
+    pub engine: Engine,
     pub primary: String,
     pub replicas: Vec<String>,
 }
@@ -110,7 +101,7 @@ pub struct TenantDbTarget {
 impl std::fmt::Debug for TenantDbTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantDbTarget")
-            .field("backend", &self.backend)
+            .field("engine", &self.engine)
             .field("replicas", &self.replicas.len())
             .finish_non_exhaustive()
     }
@@ -123,17 +114,17 @@ impl TenantDbTarget {
         tenant: &Tenant,
         key: &CredentialKey,
     ) -> Result<TenantDbTarget, TenantDbError> {
-        let backend = Backend::of_url(&shard.database_url)?;
-        match backend {
-            Backend::Sqlite => Ok(TenantDbTarget {
-                backend,
+        let engine = Engine::of_url(&shard.database_url)?;
+        match engine {
+            Engine::Sqlite => Ok(TenantDbTarget {
+                engine,
                 primary: format!(
                     "sqlite://{}",
                     sqlite_file(&shard.database_url, &tenant.db_name).display()
                 ),
                 replicas: Vec::new(),
             }),
-            Backend::Postgres => {
+            Engine::Postgres => {
                 let sealed = tenant
                     .db_credentials
                     .as_deref()
@@ -146,7 +137,7 @@ impl TenantDbTarget {
                     .map(|r| postgres_url(r, &tenant.db_name, Some(&login)))
                     .collect::<Result<_, _>>()?;
                 Ok(TenantDbTarget {
-                    backend,
+                    engine,
                     primary,
                     replicas,
                 })
@@ -155,9 +146,9 @@ impl TenantDbTarget {
     }
 }
 
-/// The tenant migrations for `backend` under `dir` (`dir/postgres` or `dir/sqlite`), read now.
-pub async fn migrator(dir: &Path, backend: Backend) -> Result<Migrator, TenantDbError> {
-    let path = dir.join(backend.dir_name());
+/// The tenant migrations for `engine` under `dir` (`dir/postgres` or `dir/sqlite`), read now.
+pub async fn migrator(dir: &Path, engine: Engine) -> Result<Migrator, TenantDbError> {
+    let path = dir.join(engine.dir_name());
     Migrator::new(path.clone())
         .await
         .map_err(|source| TenantDbError::Migrations { path, source })
@@ -187,28 +178,6 @@ pub fn latest_version(migrator: &Migrator) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postgres_urls_swap_database_and_login() {
-        let login = Credentials {
-            user: "t_1".into(),
-            password: "p@ss/word".into(),
-        };
-        let url = postgres_url(
-            "postgres://postgres@127.0.0.1:5432/postgres",
-            "t_1",
-            Some(&login),
-        )
-        .unwrap();
-        assert_eq!(url, "postgres://t_1:p%40ss%2Fword@127.0.0.1:5432/t_1");
-        let url = postgres_url(
-            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-            "x",
-            None,
-        )
-        .unwrap();
-        assert_eq!(url, "postgres://postgres@127.0.0.1:5432/x?sslmode=disable");
-    }
 
     #[test]
     fn credentials_seal_and_hide_password() {

@@ -133,10 +133,10 @@ impl TestCatalog {
         }
     }
 
-    pub fn backend(&self) -> crate::Backend {
+    pub fn engine(&self) -> tenantgate_config::db_url::Engine {
         match self {
-            TestCatalog::Postgres(_) => crate::Backend::Postgres,
-            TestCatalog::Sqlite { .. } => crate::Backend::Sqlite,
+            TestCatalog::Postgres(_) => tenantgate_config::db_url::Engine::Postgres,
+            TestCatalog::Sqlite { .. } => tenantgate_config::db_url::Engine::Sqlite,
         }
     }
 

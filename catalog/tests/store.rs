@@ -4,11 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tenantgate_catalog::feed::{self, ChangeSink};
-use tenantgate_catalog::host::DomainSpec;
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{NewTenant, TenantFilter, TenantPatch};
 use tenantgate_catalog::testing::{wait_until, TestCatalog};
-use tenantgate_catalog::{Catalog, Change, RateLimit, TenantStatus, TokenScope};
+use tenantgate_catalog::{Catalog, Change, TokenScope};
+use tenantgate_contract::host::DomainSpec;
+use tenantgate_contract::{RateLimit, TenantStatus};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -76,7 +77,7 @@ async fn tenants_domains_and_routes(tc: TestCatalog) {
 
     let t = catalog.tenant("acme").await.unwrap().unwrap();
     assert_eq!(t.id, acme.id);
-    assert_eq!(t.locale(), "de");
+    assert_eq!(t.settings["locale"], "de");
     assert_eq!(t.domains, vec!["acme.example.com", "app.example.com/acme"]);
     assert_eq!(
         catalog
@@ -345,7 +346,7 @@ async fn admin_tokens_by_hash(tc: TestCatalog) {
         .insert_admin_token("ops", "tok-123", TokenScope::Read)
         .await
         .unwrap();
-    let hash = tenantgate_catalog::crypto::hash_token("tok-123");
+    let hash = tenantgate_contract::crypto::hash_token("tok-123");
     let info = catalog
         .admin_token_info(&hash)
         .await
@@ -355,6 +356,6 @@ async fn admin_tokens_by_hash(tc: TestCatalog) {
         (info.scope, info.name, info.id),
         (TokenScope::Read, "ops".into(), id.to_string())
     );
-    let other = tenantgate_catalog::crypto::hash_token("tok-124");
+    let other = tenantgate_contract::crypto::hash_token("tok-124");
     assert_eq!(catalog.admin_token_info(&other).await.unwrap(), None);
 }

@@ -12,14 +12,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tenantgate_catalog::host::normalize_host;
-use tenantgate_catalog::signing::{SigningKeys, TenantClaims};
-use tenantgate_catalog::{RateLimit, ShardStatus, TenantStatus};
+use tenantgate_catalog::ShardStatus;
+use tenantgate_contract::host::normalize_host;
+use tenantgate_contract::signing::{SigningKeys, TenantClaims};
+use tenantgate_contract::{Admission, RateLimit, TenantStatus};
 use tenantgate_proxy::headers::new_request_id;
 use tenantgate_proxy::pools::{Backend, ShardPool};
 use tenantgate_proxy::rate_limit::{Gcra, TenantLimits};
 use tenantgate_proxy::resolve::{HostEntry, RouteInfo};
-use tenantgate_proxy::status_gate::{gate, Gate};
 use uuid::Uuid;
 
 const HOSTS: usize = 10_000;
@@ -189,7 +189,7 @@ fn main() {
         black_box(Uuid::now_v7().hyphenated().to_string());
     });
     bench("request id: headers::new_request_id", |_| {
-        black_box(new_request_id(tenantgate_catalog::time::now_ms()));
+        black_box(new_request_id(tenantgate_contract::time::now_ms()));
     });
     let r = route(0, "shard-a");
     let claims = TenantClaims {
@@ -214,11 +214,11 @@ fn main() {
             let host = normalize_host(host).unwrap();
             let entry = cache.get(host.as_ref()).await.unwrap();
             let (route, _) = entry.route_for("/items?x=1").unwrap();
-            assert_eq!(gate(route.status), Gate::Pass);
+            assert_eq!(route.status.admission(), Admission::Serve);
             assert!(route.limits.rate.check(Instant::now()).allowed);
             let pool = pools.read().unwrap().get(&*route.shard).cloned().unwrap();
             let backend = pool.pick(&[]).unwrap();
-            let request_id = new_request_id(tenantgate_catalog::time::now_ms());
+            let request_id = new_request_id(tenantgate_contract::time::now_ms());
             let sig = keys.sign(
                 &TenantClaims {
                     tenant_id: route.tenant_id,

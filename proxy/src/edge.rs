@@ -1,6 +1,6 @@
 //! The `ProxyHttp` implementation: a short list of phase hooks, each delegating to the module
-//! named after what it does (`headers`, `resolve`, `status_gate`, `rate_limit`, `pools`,
-//! `metrics`).
+//! named after what it does (`headers`, `resolve`, `rate_limit`, `pools`, `metrics`); the
+//! status gate is the tenant contract's `TenantStatus::admission`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use tenantgate_catalog::config::Config;
-use tenantgate_catalog::host::normalize_host;
-use tenantgate_catalog::signing::TenantClaims;
+use tenantgate_config::Config;
+use tenantgate_contract::host::normalize_host;
+use tenantgate_contract::signing::TenantClaims;
+use tenantgate_contract::{Admission, Refusal};
 
 use crate::error::Reject;
 use crate::headers::{self, Forwarded};
@@ -22,7 +23,6 @@ use crate::metrics::{EdgeMetrics, NONE_LABEL};
 use crate::pools::{Backend, Pools};
 use crate::rate_limit::{Decision, InFlight};
 use crate::resolve::{Resolver, RouteInfo};
-use crate::status_gate::{self, Gate};
 
 /// Connect timeout towards app backends; a backend that does not accept within it is ejected.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,7 +63,7 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// Read the wall clock for this request and give it its request id.
     fn stamp(&mut self) {
-        self.unix_ms = tenantgate_catalog::time::now_ms();
+        self.unix_ms = tenantgate_contract::time::now_ms();
         self.request_id = headers::new_request_id(self.unix_ms);
     }
 }
@@ -352,17 +352,17 @@ impl Edge {
 
         // `new_ctx` ran once the request header was read: its instant is "now" for the limiter.
         let mut now = ctx.started;
-        match status_gate::gate(route.status) {
-            Gate::Pass => {}
-            Gate::Refuse(reject) => return Err((reject, None)),
-            Gate::Hold => {
+        match route.status.admission() {
+            Admission::Serve => {}
+            Admission::Refuse(refusal) => return Err((Reject::Tenant(refusal), None)),
+            Admission::Hold => {
                 route = self
                     .hold_while_moving(&host, &route)
                     .await
                     .map_err(|r| (r, None))?;
                 ctx.route = Some(route.clone());
                 now = Instant::now();
-                ctx.unix_ms = tenantgate_catalog::time::now_ms();
+                ctx.unix_ms = tenantgate_contract::time::now_ms();
             }
         }
 
@@ -404,15 +404,15 @@ impl Edge {
                 .await
                 .and_then(|e| e.route_of(route.tenant_id).cloned());
             match current {
-                Some(r) => match status_gate::gate(r.status) {
-                    Gate::Pass => return Ok(r),
-                    Gate::Refuse(reject) => return Err(reject),
-                    Gate::Hold => {}
+                Some(r) => match r.status.admission() {
+                    Admission::Serve => return Ok(r),
+                    Admission::Refuse(refusal) => return Err(Reject::Tenant(refusal)),
+                    Admission::Hold => {}
                 },
                 None => return Err(Reject::UnknownTenant),
             }
         }
-        Err(Reject::TenantMoving)
+        Err(Reject::Tenant(Refusal::MovingTimedOut))
     }
 }
 

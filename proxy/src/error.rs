@@ -1,8 +1,11 @@
 //! The edge's errors: [`ProxyError`] for starting and running the edge, and [`Reject`] for the
 //! answers the edge gives itself instead of proxying. Every rejection is mapped to its HTTP
-//! status, error code and message here and nowhere else (DESIGN §5).
+//! status, error code and message here and nowhere else (DESIGN §5); the answers to a tenant's
+//! status come from the tenant contract, which the admin API and the app use too.
 
 use std::net::SocketAddr;
+
+use tenantgate_contract::Refusal;
 
 /// Why the edge could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -29,16 +32,9 @@ pub enum Reject {
     InvalidHost,
     /// No tenant has this host (or host + path prefix).
     UnknownTenant,
-    /// The tenant's database is still being created.
-    TenantProvisioning,
-    /// Provisioning the tenant failed; an operator has to act.
-    TenantFailed,
-    /// An operator suspended the tenant.
-    TenantSuspended,
-    /// The tenant was deleted.
-    TenantDeleted,
-    /// The tenant stayed in `moving` longer than the hold deadline.
-    TenantMoving,
+    /// The tenant's status refuses the request; the answer is the contract's
+    /// ([`TenantStatus::admission`](tenantgate_contract::TenantStatus::admission)).
+    Tenant(Refusal),
     /// The tenant is over its rate limit.
     RateLimited,
     /// The tenant is over its cap on concurrent requests.
@@ -63,17 +59,12 @@ impl Reject {
         match self {
             Reject::InvalidHost | Reject::MalformedRequest => 400,
             Reject::UnknownTenant => 404,
-            Reject::TenantSuspended => 403,
-            Reject::TenantDeleted => 410,
+            Reject::Tenant(r) => r.status(),
             Reject::RateLimited | Reject::TooManyInFlight => 429,
             Reject::HeadersTooLarge => 431,
             Reject::UriTooLong => 414,
             Reject::BadGateway => 502,
-            Reject::TenantProvisioning
-            | Reject::TenantFailed
-            | Reject::TenantMoving
-            | Reject::ShardUnavailable
-            | Reject::CatalogUnavailable => 503,
+            Reject::ShardUnavailable | Reject::CatalogUnavailable => 503,
         }
     }
 
@@ -82,11 +73,7 @@ impl Reject {
         match self {
             Reject::InvalidHost => "invalid_host",
             Reject::UnknownTenant => "unknown_tenant",
-            Reject::TenantProvisioning => "tenant_provisioning",
-            Reject::TenantFailed => "tenant_failed",
-            Reject::TenantSuspended => "tenant_suspended",
-            Reject::TenantDeleted => "tenant_deleted",
-            Reject::TenantMoving => "tenant_moving",
+            Reject::Tenant(r) => r.code(),
             Reject::RateLimited => "rate_limited",
             Reject::TooManyInFlight => "too_many_in_flight",
             Reject::ShardUnavailable => "shard_unavailable",
@@ -103,11 +90,7 @@ impl Reject {
         match self {
             Reject::InvalidHost => "the Host header is missing or invalid",
             Reject::UnknownTenant => "no tenant is served at this address",
-            Reject::TenantProvisioning => "the tenant is being set up; retry shortly",
-            Reject::TenantFailed => "the tenant could not be set up; contact the operator",
-            Reject::TenantSuspended => "the tenant is suspended",
-            Reject::TenantDeleted => "the tenant has been deleted",
-            Reject::TenantMoving => "the tenant is being moved; retry shortly",
+            Reject::Tenant(r) => r.message(),
             Reject::RateLimited => "too many requests for this tenant",
             Reject::TooManyInFlight => "too many concurrent requests for this tenant",
             Reject::ShardUnavailable => "no healthy backend is available for this tenant",
@@ -122,7 +105,7 @@ impl Reject {
     /// Seconds for a `Retry-After` header, for answers that invite a retry.
     pub fn retry_after_secs(self) -> Option<u64> {
         match self {
-            Reject::TenantProvisioning | Reject::TenantMoving => Some(5),
+            Reject::Tenant(r) => r.retry_after_secs(),
             Reject::ShardUnavailable | Reject::CatalogUnavailable => Some(1),
             Reject::TooManyInFlight => Some(1),
             _ => None,
@@ -154,12 +137,15 @@ mod tests {
     #[test]
     fn bodies_follow_the_contract() {
         let body: serde_json::Value =
-            serde_json::from_str(&Reject::TenantSuspended.body()).unwrap();
+            serde_json::from_str(&Reject::Tenant(Refusal::Suspended).body()).unwrap();
         assert_eq!(body["error"]["code"], "tenant_suspended");
         assert!(body["error"]["message"].is_string());
         assert_eq!(Reject::UnknownTenant.status(), 404);
-        assert_eq!(Reject::TenantDeleted.status(), 410);
+        assert_eq!(Reject::Tenant(Refusal::Deleted).status(), 410);
         assert_eq!(Reject::HeadersTooLarge.status(), 431);
-        assert_eq!(Reject::TenantProvisioning.retry_after_secs(), Some(5));
+        assert_eq!(
+            Reject::Tenant(Refusal::Provisioning).retry_after_secs(),
+            Some(5)
+        );
     }
 }

@@ -14,7 +14,8 @@ use std::net::IpAddr;
 
 use http::header::{HeaderName, HeaderValue, HOST};
 use pingora::http::{RequestHeader, ResponseHeader};
-use tenantgate_catalog::signing::{
+use tenantgate_contract::host::split_first_segment;
+use tenantgate_contract::signing::{
     HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID, HEADER_TENANT_SHARD,
     HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG, INTERNAL_PREFIX,
 };
@@ -245,7 +246,7 @@ pub fn rewrite_upstream(up: &mut RequestHeader, fwd: Forwarded<'_>) -> pingora::
     }
     headers.reserve(ADDED_HEADERS);
     if let Some(prefix) = fwd.prefix {
-        parts.uri = strip_prefix(&parts.uri, prefix)?;
+        parts.uri = strip_prefix(&parts.uri)?;
         headers.insert(X_FORWARDED_PREFIX, header_value(&format!("/{prefix}"))?);
     }
     if let Some(ip) = fwd.client_ip {
@@ -327,21 +328,12 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(&text[..len]).expect("an IP address is a valid header value")
 }
 
-/// `/acme/items?x` → `/items?x` for prefix `acme`.
-fn strip_prefix(uri: &http::Uri, prefix: &str) -> pingora::Result<http::Uri> {
+/// The request target without its first path segment (the matched prefix, see the contract's
+/// [`split_first_segment`]): `/acme/items?x` → `/items?x`.
+fn strip_prefix(uri: &http::Uri) -> pingora::Result<http::Uri> {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let rest = target
-        .strip_prefix('/')
-        .and_then(|t| t.strip_prefix(prefix))
-        .unwrap_or(target);
-    let new = if rest.is_empty() {
-        "/".to_string()
-    } else if rest.starts_with('?') {
-        format!("/{rest}")
-    } else {
-        rest.to_string()
-    };
-    new.parse::<http::Uri>().map_err(|_| {
+    let (_, rest) = split_first_segment(target);
+    rest.parse::<http::Uri>().map_err(|_| {
         pingora::Error::explain(
             pingora::ErrorType::InvalidHTTPHeader,
             "bad path after prefix",
@@ -451,7 +443,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique_v7_uuids() {
-        let now = tenantgate_catalog::time::now_ms();
+        let now = tenantgate_contract::time::now_ms();
         let a = new_request_id(now);
         let b = new_request_id(now);
         assert_ne!(a, b);

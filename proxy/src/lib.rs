@@ -7,9 +7,10 @@
 //! known host; misses are spawned onto the control runtime and awaited across runtimes.
 //!
 //! Modules, one per concern: [`headers`] (request checks, upstream headers), [`resolve`] (route
-//! cache over the catalog), [`status_gate`], [`rate_limit`], [`pools`] (shard backends and
+//! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
 //! health), [`metrics`], [`edge`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! `server` (Pingora server and shutdown).
+//! `server` (Pingora server and shutdown). The status gate is the tenant contract's
+//! `TenantStatus::admission`, shared with the admin API and the app.
 
 pub mod edge;
 pub mod error;
@@ -20,15 +21,14 @@ pub mod pools;
 pub mod rate_limit;
 pub mod resolve;
 mod server;
-pub mod status_gate;
-
-use std::sync::Arc;
-
-use tenantgate_catalog::config::Config;
-use tokio_util::sync::CancellationToken;
 
 pub use error::{ProxyError, Reject};
 pub use server::{upgrade_paths, EMBEDDED_MAX_GRACE};
+
+use std::sync::Arc;
+
+use tenantgate_config::Config;
+use tokio_util::sync::CancellationToken;
 
 /// A running edge inside this process.
 pub struct EdgeHandle {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use tenantgate_catalog::RateLimit;
+use tenantgate_contract::RateLimit;
 use uuid::Uuid;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -183,8 +183,9 @@ impl Limiters {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::time::Duration;
+
+    use super::*;
 
     #[test]
     fn allows_a_burst_then_the_rate() {

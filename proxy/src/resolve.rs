@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::Expiry;
-use tenantgate_catalog::config::Config;
 use tenantgate_catalog::feed::{ChangeSink, FeedState};
-use tenantgate_catalog::labels::TenantLabels;
 use tenantgate_catalog::store::tenants::HOSTS_PER_QUERY;
-use tenantgate_catalog::{Catalog, CatalogError, Change, RateLimit, Route, TenantStatus};
+use tenantgate_catalog::{Catalog, CatalogError, Change, Route};
+use tenantgate_config::Config;
+use tenantgate_contract::host;
+use tenantgate_contract::labels::TenantLabels;
+use tenantgate_contract::{RateLimit, TenantStatus};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -67,36 +69,16 @@ impl HostEntry {
         self.routes.is_empty()
     }
 
-    /// The route for a request path: a host + prefix route whose prefix is the first path
-    /// segment wins over the whole-host route. Returns whether a prefix matched.
+    /// The route for a request path (the contract's [`host::route_for`]). Returns whether a
+    /// prefix matched.
     pub fn route_for(&self, path: &str) -> Option<(&Arc<RouteInfo>, bool)> {
-        if self.routes.iter().any(|r| r.path_prefix.is_some()) {
-            let first = first_segment(path);
-            if let Some(r) = self
-                .routes
-                .iter()
-                .find(|r| r.path_prefix.as_deref() == Some(first))
-            {
-                return Some((r, true));
-            }
-        }
-        self.routes
-            .iter()
-            .find(|r| r.path_prefix.is_none())
-            .map(|r| (r, false))
+        host::route_for(&self.routes, path, |r| r.path_prefix.as_deref())
     }
 
     /// The route of `tenant`, if it is still on this host.
     pub fn route_of(&self, tenant: Uuid) -> Option<&Arc<RouteInfo>> {
         self.routes.iter().find(|r| r.tenant_id == tenant)
     }
-}
-
-/// The first segment of a path (`/acme/x?y` → `acme`).
-pub fn first_segment(path: &str) -> &str {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let end = path.find(['/', '?']).unwrap_or(path.len());
-    &path[..end]
 }
 
 /// Negative entries expire after `catalog.negative_ttl`; positive ones live until evicted or
@@ -380,7 +362,7 @@ impl Resolver {
     /// label (or `_other`) under the limit. Runs on the control runtime, a few times per idle period.
     pub(crate) fn sweep_quiet_tenants(
         &self,
-        sweeper: &mut tenantgate_catalog::labels::QuietSweeper,
+        sweeper: &mut tenantgate_contract::labels::QuietSweeper,
     ) {
         let quiet = sweeper.sweep(
             &self.labels,
@@ -395,7 +377,7 @@ impl Resolver {
         );
         // Entries counted under `_other` go too: they may take the freed places now.
         let mut relabel: std::collections::HashSet<String> = quiet.into_iter().collect();
-        relabel.insert(tenantgate_catalog::labels::OTHER.to_string());
+        relabel.insert(tenantgate_contract::labels::OTHER.to_string());
         let _ = self.cache.invalidate_entries_if(move |_, entry| {
             entry.routes.iter().any(|r| relabel.contains(&*r.label))
         });
@@ -479,7 +461,5 @@ mod tests {
             routes: vec![route(Some("acme"), "acme")].into(),
         };
         assert!(only_prefix.route_for("/other").is_none());
-        assert_eq!(first_segment("/a/b"), "a");
-        assert_eq!(first_segment("/"), "");
     }
 }

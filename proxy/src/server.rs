@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
-use tenantgate_catalog::config::Config;
-use tenantgate_catalog::labels::QuietSweeper;
 use tenantgate_catalog::{feed, Catalog};
+use tenantgate_config::Config;
+use tenantgate_contract::labels::QuietSweeper;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::Edge;

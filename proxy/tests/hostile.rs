@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::Harness;
 use tenantgate_catalog::testing::TestCatalog;
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::TenantStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Harness;
-use tenantgate_catalog::config::Config;
 use tenantgate_catalog::testing::{wait_until, TestCatalog};
-use tenantgate_catalog::TenantStatus;
+use tenantgate_config::Config;
+use tenantgate_contract::TenantStatus;
 
 const CONFIG_ENV: &str = "TENANTGATE_TEST_EDGE_CONFIG";
 const UPGRADE_ENV: &str = "TENANTGATE_TEST_EDGE_UPGRADE";

@@ -1,14 +1,13 @@
 //! Per-tenant rate limits and shard backend health, end to end.
 
 mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Harness, TestBackend};
 use tenantgate_catalog::testing::{wait_until, TestCatalog};
-use tenantgate_catalog::{RateLimit, TenantStatus};
+use tenantgate_contract::{RateLimit, TenantStatus};
 
 both_backends!(rate_limits_one_tenant_only);
 async fn rate_limits_one_tenant_only(tc: TestCatalog) {
@@ -242,7 +241,7 @@ async fn backends_follow_shard_changes(tc: TestCatalog) {
     .unwrap();
     tenantgate_catalog::store::changes::append(
         &mut tx,
-        h.catalog.backend(),
+        h.catalog.engine(),
         &tenantgate_catalog::store::shards::shard_change("shard-a"),
     )
     .await

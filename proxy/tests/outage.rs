@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Harness;
 use tenantgate_catalog::testing::{wait_until, TestCatalog};
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::TenantStatus;
 use tokio_util::sync::CancellationToken;
 
 /// Forwards TCP connections from `addr` to `target` until cut; cutting closes the listener

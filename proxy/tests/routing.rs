@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::Harness;
 use tenantgate_catalog::testing::{wait_until, TestCatalog};
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::TenantStatus;
 
 both_backends!(proxies_with_signed_headers);
 async fn proxies_with_signed_headers(tc: TestCatalog) {
@@ -315,7 +315,7 @@ async fn rate_limit_changes_apply_live(tc: TestCatalog) {
             "shard-a",
             &["tight.test"],
             TenantStatus::Active,
-            Some(tenantgate_catalog::RateLimit { rps: 1, burst: 1 }),
+            Some(tenantgate_contract::RateLimit { rps: 1, burst: 1 }),
         )
         .await;
     h.start().await;
@@ -325,7 +325,7 @@ async fn rate_limit_changes_apply_live(tc: TestCatalog) {
         .update_tenant(
             id,
             &tenantgate_catalog::store::TenantPatch {
-                rate_limit: Some(Some(tenantgate_catalog::RateLimit {
+                rate_limit: Some(Some(tenantgate_contract::RateLimit {
                     rps: 1000,
                     burst: 1000,
                 })),

@@ -8,8 +8,8 @@ use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::jobs::{self as store, Job, JobStatus};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
-use tenantgate_catalog::time::serde_rfc3339;
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::time::serde_rfc3339;
+use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
 
 use crate::auth::{Reader, Writer};

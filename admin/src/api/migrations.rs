@@ -70,7 +70,7 @@ pub(crate) async fn handler(
         payload: serde_json::to_value(&payload).expect("payload serialises"),
         // A failed run is final and visible; re-running it is POST /v1/jobs/{id}/retry.
         max_attempts: 1,
-        run_at: tenantgate_catalog::time::now_ms(),
+        run_at: tenantgate_contract::time::now_ms(),
     })
     .await?;
     w.audit(NewAudit {

@@ -7,8 +7,8 @@
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tenantgate_catalog::host::{normalize_host, split_first_segment};
-use tenantgate_catalog::{RateLimit, Route, TenantStatus};
+use tenantgate_contract::host::{self, normalize_host};
+use tenantgate_contract::{Admission, RateLimit, Refusal};
 
 use crate::auth::Reader;
 use crate::error::AdminError;
@@ -52,16 +52,6 @@ fn answer(status: u16, code: Option<&'static str>, reason: impl Into<String>) ->
     }
 }
 
-/// The edge's choice among a host's routes: a prefix route matching the first path segment
-/// wins over the whole-host route.
-fn pick<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
-    let (first, _) = split_first_segment(path);
-    routes
-        .iter()
-        .find(|r| r.path_prefix.as_deref() == Some(first) && !first.is_empty())
-        .or_else(|| routes.iter().find(|r| r.path_prefix.is_none()))
-}
-
 pub(crate) async fn handler(
     State(state): State<AppState>,
     _: Reader,
@@ -86,7 +76,7 @@ pub(crate) async fn handler(
     out.host = Some(host.to_string());
     let routes = state.catalog.host_routes(&host).await?;
     let path = q.path.as_deref().unwrap_or("/");
-    let Some(route) = pick(&routes, path) else {
+    let Some((route, _)) = host::route_for(&routes, path, |r| r.path_prefix.as_deref()) else {
         out.edge = answer(
             404,
             Some("unknown_tenant"),
@@ -109,23 +99,36 @@ pub(crate) async fn handler(
         out.backends = s.app_upstreams.clone();
         out.shard = Some(serde_json::json!({ "name": s.name, "status": s.status }));
     }
-    out.edge = match route.status {
-        TenantStatus::Provisioning => answer(503, Some("tenant_provisioning"), "the tenant's database is being created"),
-        TenantStatus::Suspended => answer(403, Some("tenant_suspended"), "the tenant is suspended"),
-        TenantStatus::Deleted => answer(410, Some("tenant_deleted"), "the tenant is deleted"),
-        TenantStatus::Failed => answer(503, Some("tenant_provisioning"), "provisioning failed; see the tenant's last_error"),
-        TenantStatus::Moving => answer(200, None, format!(
-            "the tenant is moving: requests are held up to {} ms, then forwarded or answered 503 tenant_moving",
-            state.config.edge.moving_hold.as_millis()
-        )),
-        TenantStatus::Active if out.backends.is_empty() => {
-            answer(503, Some("shard_unavailable"), "the tenant's shard has no app backends")
-        }
-        TenantStatus::Active => answer(200, None, format!(
-            "forwarded to a healthy backend of shard {} with a signed tenant header{}",
-            route.shard,
-            if route.path_prefix.is_some() { ", path prefix stripped" } else { "" }
-        )),
+    out.edge = match route.status.admission() {
+        Admission::Refuse(r) => answer(r.status(), Some(r.code()), r.message()),
+        Admission::Hold => answer(
+            200,
+            None,
+            format!(
+            "the tenant is moving: requests are held up to {} ms, then forwarded or answered {} {}",
+            state.config.edge.moving_hold.as_millis(),
+            Refusal::MovingTimedOut.status(),
+            Refusal::MovingTimedOut.code(),
+        ),
+        ),
+        Admission::Serve if out.backends.is_empty() => answer(
+            503,
+            Some("shard_unavailable"),
+            "the tenant's shard has no app backends",
+        ),
+        Admission::Serve => answer(
+            200,
+            None,
+            format!(
+                "forwarded to a healthy backend of shard {} with a signed tenant header{}",
+                route.shard,
+                if route.path_prefix.is_some() {
+                    ", path prefix stripped"
+                } else {
+                    ""
+                }
+            ),
+        ),
     };
     Ok(Json(out))
 }

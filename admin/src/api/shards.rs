@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tenantgate_catalog::store::audit::NewAudit;
-use tenantgate_catalog::store::redact_url;
 use tenantgate_catalog::store::shards::{self, shard_change, NewShard};
 use tenantgate_catalog::{Shard, ShardStatus};
+use tenantgate_config::db_url::redact;
 
 use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
@@ -45,8 +45,8 @@ pub(crate) struct ShardView(Shard);
 
 impl From<Shard> for ShardView {
     fn from(mut s: Shard) -> ShardView {
-        s.database_url = redact_url(&s.database_url);
-        s.replicas = s.replicas.iter().map(|r| redact_url(r)).collect();
+        s.database_url = redact(&s.database_url);
+        s.replicas = s.replicas.iter().map(|r| redact(r)).collect();
         ShardView(s)
     }
 }
@@ -87,7 +87,7 @@ pub(crate) async fn create(
     let mut w = Write::begin(state).await?;
     shards::insert(w.conn(), &new).await?;
     w.change(&shard_change(name)).await?;
-    let now = tenantgate_catalog::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let shard = Shard {
         name: new.name,
         status: ShardStatus::Active,
@@ -129,7 +129,7 @@ pub(crate) async fn update(
         validate::upstreams(&mut errors, u);
     }
     if let Some(r) = &replicas {
-        let backend = tenantgate_catalog::Backend::of_url(&before.database_url).ok();
+        let backend = tenantgate_config::db_url::Engine::of_url(&before.database_url).ok();
         validate::replicas(&mut errors, backend, r);
     }
     errors.finish()?;
@@ -143,7 +143,7 @@ pub(crate) async fn update(
     if let Some(r) = &replicas {
         after.replicas = r.clone();
     }
-    after.updated_at = tenantgate_catalog::time::now_ms();
+    after.updated_at = tenantgate_contract::time::now_ms();
     let mut w = Write::begin(state).await?;
     shards::update(
         w.conn(),

@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use tenantgate_catalog::host::DomainSpec;
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::jobs::{self, NewJob};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, NewTenant, TenantFilter, TenantPatch};
 use tenantgate_catalog::tenant_db::db_name;
-use tenantgate_catalog::{RateLimit, ShardStatus, Tenant, TenantStatus};
+use tenantgate_catalog::{ShardStatus, Tenant};
+use tenantgate_contract::{RateLimit, TenantSettings, TenantStatus};
 use uuid::Uuid;
 
 use crate::auth::{Reader, Writer};
@@ -129,17 +129,6 @@ fn json(t: &Tenant) -> Value {
     serde_json::to_value(t).expect("tenant serialises")
 }
 
-/// 409 when any of `specs` routes to a tenant already.
-async fn check_domains_free(state: &AppState, specs: &[DomainSpec]) -> Result<(), AdminError> {
-    for spec in specs {
-        let routes = state.catalog.host_routes(&spec.host).await?;
-        if routes.iter().any(|r| r.path_prefix == spec.path_prefix) {
-            return Err(AdminError::Conflict(format!("domain {spec} is taken")));
-        }
-    }
-    Ok(())
-}
-
 /// The shard a new tenant goes to: the requested one if it exists and is active, else the
 /// active shard with the fewest tenants (ties broken by name, so placement is deterministic).
 async fn place(state: &AppState, requested: Option<&str>) -> Result<String, AdminError> {
@@ -193,15 +182,17 @@ pub(crate) async fn create(
     if let Some(limit) = &req.rate_limit {
         validate::rate_limit(&mut errors, limit);
     }
-    if let Some(settings) = &req.settings {
-        validate::settings(&mut errors, settings, false);
-    }
+    let settings = match &req.settings {
+        Some(value) => validate::settings(&mut errors, TenantSettings::from_value(value)),
+        None => Some(TenantSettings::default()),
+    };
     errors.finish()?;
+    // `None` only for invalid settings, which `finish` refused above.
+    let settings = settings.unwrap_or_default();
     let shard = place(state, req.shard.as_deref()).await?;
     if state.catalog.tenant(&req.slug).await?.is_some() {
         return Err(AdminError::Conflict(format!("slug {} is taken", req.slug)));
     }
-    check_domains_free(state, &specs).await?;
 
     let id = Uuid::now_v7();
     let new = NewTenant {
@@ -212,10 +203,10 @@ pub(crate) async fn create(
         shard,
         domains: specs.clone(),
         rate_limit: req.rate_limit,
-        settings: req.settings.unwrap_or_else(|| serde_json::json!({})),
+        settings: settings.to_value(),
         db_name: db_name(id),
     };
-    let now = tenantgate_catalog::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let tenant = Tenant {
         id,
         slug: new.slug.clone(),
@@ -339,23 +330,8 @@ fn patched(before: &Tenant, patch: &TenantPatch) -> Tenant {
     if patch.bump_epoch {
         t.epoch += 1;
     }
-    t.updated_at = tenantgate_catalog::time::now_ms();
+    t.updated_at = tenantgate_contract::time::now_ms();
     t
-}
-
-/// Settings after a merge patch: keys replaced, `null` removes.
-fn merge_settings(current: &Value, patch: &Value) -> Value {
-    let mut merged = current.as_object().cloned().unwrap_or_default();
-    if let Some(patch) = patch.as_object() {
-        for (k, v) in patch {
-            if v.is_null() {
-                merged.remove(k);
-            } else {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Value::Object(merged)
 }
 
 /// Run a tenant write that requires the tenant to still be in `before.status` (checked under
@@ -393,11 +369,18 @@ pub(crate) async fn patch_handler(
     if let Some(Some(limit)) = &req.rate_limit {
         validate::rate_limit(&mut errors, limit);
     }
-    if let Some(settings) = &req.settings {
-        validate::settings(&mut errors, settings, true);
-    }
     errors.finish()?;
     let before = find(&state, &id).await?;
+    let settings = match &req.settings {
+        Some(patch) => {
+            let mut errors = Errors::default();
+            let merged =
+                validate::settings(&mut errors, TenantSettings::merge(&before.settings, patch));
+            errors.finish()?;
+            merged
+        }
+        None => None,
+    };
     if status.is_some()
         && !matches!(
             before.status,
@@ -414,7 +397,7 @@ pub(crate) async fn patch_handler(
         name: req.name,
         status: status.filter(|_| status_changes),
         rate_limit: req.rate_limit,
-        settings: req.settings.map(|s| merge_settings(&before.settings, &s)),
+        settings: settings.map(|s| s.to_value()),
         bump_epoch: status_changes,
         ..TenantPatch::default()
     };
@@ -452,7 +435,7 @@ pub(crate) async fn delete(
     purge: bool,
 ) -> Result<(Tenant, Uuid), AdminError> {
     let before = find(state, id_or_slug).await?;
-    let now = tenantgate_catalog::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let run_at = if purge {
         now
     } else {
@@ -548,7 +531,6 @@ pub(crate) async fn add_domain_handler(
     if before.status == TenantStatus::Deleted {
         return Err(AdminError::Conflict("the tenant is deleted".into()));
     }
-    check_domains_free(&state, std::slice::from_ref(&spec)).await?;
     let mut after = before.clone();
     after.domains.push(spec.to_string());
     let mut w = begin_for(&state, &before).await?;
@@ -658,13 +640,16 @@ pub(crate) async fn move_handler(
         .shard(&before.shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let from = tenantgate_catalog::Backend::of_url(&source.database_url)?;
-    let to = tenantgate_catalog::Backend::of_url(&target_shard.database_url)?;
+    let from = tenantgate_config::db_url::Engine::of_url(&source.database_url)?;
+    let to = tenantgate_config::db_url::Engine::of_url(&target_shard.database_url)?;
     let movable = match (from, to) {
-        (tenantgate_catalog::Backend::Sqlite, tenantgate_catalog::Backend::Sqlite) => true,
-        (tenantgate_catalog::Backend::Postgres, tenantgate_catalog::Backend::Postgres) => {
-            pg_server(&source.database_url) == pg_server(&target_shard.database_url)
+        (tenantgate_config::db_url::Engine::Sqlite, tenantgate_config::db_url::Engine::Sqlite) => {
+            true
         }
+        (
+            tenantgate_config::db_url::Engine::Postgres,
+            tenantgate_config::db_url::Engine::Postgres,
+        ) => pg_server(&source.database_url) == pg_server(&target_shard.database_url),
         _ => false,
     };
     if !movable {
@@ -689,7 +674,7 @@ pub(crate) async fn move_handler(
         tenant_id: Some(before.id),
         payload: serde_json::json!({ "from": before.shard, "to": target_shard.name, "resume": before.status }),
         max_attempts: i64::from(state.config.admin.job_max_attempts),
-        run_at: tenantgate_catalog::time::now_ms(),
+        run_at: tenantgate_contract::time::now_ms(),
     })
     .await?;
     w.audit(NewAudit {

@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use tenantgate_catalog::crypto::{hash_token, random_token};
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::tenant_db::TenantDbTarget;
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::crypto::{hash_token, random_token};
+use tenantgate_contract::TenantStatus;
 
 use crate::auth::Writer;
 use crate::error::AdminError;
@@ -91,11 +91,11 @@ pub(crate) async fn handler(
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
     let target = TenantDbTarget::resolve(&shard, &tenant, &state.config.security.credential_key)?;
-    let now = tenantgate_catalog::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let expires_at = req.ttl_secs.map(|t| now + (t as i64) * 1000);
     let token = random_token("tgu_");
 
-    let pool = tenantgate_catalog::store::connect_any(&target.primary, 1).await?;
+    let pool = tenantgate_catalog::db::connect(&target.primary, 1).await?;
     let result = async {
         let mut tx = pool.begin().await?;
         let role_known = sqlx::query("SELECT 1 FROM roles WHERE name = $1")
@@ -152,7 +152,7 @@ pub(crate) async fn handler(
             format!("the tenant has no role {:?}", req.role),
         ));
     };
-    let expires_text = expires_at.map(tenantgate_catalog::time::rfc3339);
+    let expires_text = expires_at.map(tenantgate_contract::time::rfc3339);
     let mut w = Write::begin(&state).await?;
     w.audit(NewAudit {
         actor: &actor.name,

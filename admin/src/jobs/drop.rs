@@ -6,13 +6,14 @@
 //! was just dropped.
 
 use sqlx::{Connection, Executor};
-use tenantgate_catalog::host::DomainSpec;
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::jobs::{self as store, Job};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
 use tenantgate_catalog::tenant_db;
-use tenantgate_catalog::{Backend, TenantStatus};
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::host::DomainSpec;
+use tenantgate_contract::TenantStatus;
 
 use super::provision::{admin_connection, ident};
 use super::{kind, succeed};
@@ -54,8 +55,8 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
         .shard(&tenant.shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    match Backend::of_url(&shard.database_url)? {
-        Backend::Postgres => {
+    match Engine::of_url(&shard.database_url)? {
+        Engine::Postgres => {
             let mut conn = admin_connection(&shard).await?;
             let name = ident(&tenant.db_name);
             let result = async {
@@ -69,7 +70,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
             let _ = conn.close().await;
             result?;
         }
-        Backend::Sqlite => {
+        Engine::Sqlite => {
             let file = tenant_db::sqlite_file(&shard.database_url, &tenant.db_name);
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let mut path = file.clone().into_os_string();

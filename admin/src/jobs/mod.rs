@@ -20,7 +20,7 @@ use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::jobs::{self as store, Job, JobStatus};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
-use tenantgate_catalog::TenantStatus;
+use tenantgate_contract::TenantStatus;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +109,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 fn now_plus(d: Duration) -> i64 {
-    tenantgate_catalog::time::now_ms() + d.as_millis() as i64
+    tenantgate_contract::time::now_ms() + d.as_millis() as i64
 }
 
 /// Run one claimed job while renewing its lease; record the result.

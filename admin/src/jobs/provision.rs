@@ -12,13 +12,15 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
-use tenantgate_catalog::crypto::random_secret;
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::jobs::Job;
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
 use tenantgate_catalog::tenant_db::{self, Credentials};
-use tenantgate_catalog::{Backend, Shard, Tenant, TenantStatus};
+use tenantgate_catalog::{Shard, Tenant};
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::crypto::random_secret;
+use tenantgate_contract::TenantStatus;
 
 use super::succeed;
 use crate::error::AdminError;
@@ -41,14 +43,14 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
         .shard(&tenant.shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let backend = Backend::of_url(&shard.database_url)?;
+    let backend = Engine::of_url(&shard.database_url)?;
     let migrator = tenant_db::migrator(&state.config.tenant_migrations.dir, backend).await?;
     let url = match backend {
-        Backend::Postgres => {
+        Engine::Postgres => {
             let login = login(state, &tenant).await?;
             // Only the lease holder may set the role's password: a worker whose lease ran out
             // could otherwise apply a password other than the sealed one.
-            let lease_until = tenantgate_catalog::time::now_ms()
+            let lease_until = tenantgate_contract::time::now_ms()
                 + state.config.admin.job_lease.as_millis() as i64;
             if !state
                 .catalog
@@ -60,13 +62,13 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
             create_postgres(&shard, &tenant.db_name, &login).await?;
             tenant_db::postgres_url(&shard.database_url, &tenant.db_name, Some(&login))?
         }
-        Backend::Sqlite => {
+        Engine::Sqlite => {
             let path = tenant_db::sqlite_file(&shard.database_url, &tenant.db_name);
             format!("sqlite://{}", path.display())
         }
     };
     // Migrate as the tenant's own login, so everything it creates belongs to the tenant.
-    let pool = tenantgate_catalog::store::connect_any(&url, 1).await?;
+    let pool = tenantgate_catalog::db::connect(&url, 1).await?;
     let migrated = async {
         migrator.run(&pool).await?;
         tenant_db::schema_version(&pool).await

@@ -14,7 +14,8 @@ use tenantgate_catalog::store::jobs::Job;
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
 use tenantgate_catalog::tenant_db;
-use tenantgate_catalog::{Backend, TenantStatus};
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::TenantStatus;
 
 use super::succeed;
 use crate::error::AdminError;
@@ -52,7 +53,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
     let mut copy = None;
-    if Backend::of_url(&from.database_url)? == Backend::Sqlite {
+    if Engine::of_url(&from.database_url)? == Engine::Sqlite {
         let src = tenant_db::sqlite_file(&from.database_url, &tenant.db_name);
         let dst = tenant_db::sqlite_file(&to.database_url, &tenant.db_name);
         if src != dst {
@@ -61,8 +62,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
             }
             remove_sqlite(&dst)?;
             let pool =
-                tenantgate_catalog::store::connect_any(&format!("sqlite://{}", src.display()), 1)
-                    .await?;
+                tenantgate_catalog::db::connect(&format!("sqlite://{}", src.display()), 1).await?;
             let target = dst.display().to_string().replace('\'', "''");
             let copied = sqlx::query(&format!("VACUUM INTO '{target}'"))
                 .execute(&pool)

@@ -3,14 +3,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub use tenantgate_config::db_url::Engine;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tenantgate_catalog::config::{Config, RawConfig};
 use tenantgate_catalog::testing::{tenant_migrations_dir, wait_until, TestCatalog};
-pub use tenantgate_catalog::Backend;
 use tenantgate_catalog::{Catalog, TokenScope};
+use tenantgate_config::{Config, RawConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -24,20 +25,20 @@ macro_rules! both {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                common::run_with(common::Backend::Sqlite, $body).await;
+                common::run_with(common::Engine::Sqlite, $body).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                common::run_with(common::Backend::Postgres, $body).await;
+                common::run_with(common::Engine::Postgres, $body).await;
             }
         }
     };
 }
 
 /// Run a test body on `backend` (gives the body's closure its parameter type).
-pub async fn run_with<F, Fut>(backend: Backend, body: F)
+pub async fn run_with<F, Fut>(backend: Engine, body: F)
 where
-    F: FnOnce(Backend) -> Fut,
+    F: FnOnce(Engine) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     body(backend).await
@@ -62,10 +63,10 @@ pub struct Response {
 
 impl Harness {
     /// A catalog on `backend` and a config tuned for tests, adjusted by `tweak`; no server yet.
-    pub async fn new(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> Harness {
+    pub async fn new(backend: Engine, tweak: impl FnOnce(&mut RawConfig)) -> Harness {
         let tc = match backend {
-            Backend::Postgres => TestCatalog::postgres().await,
-            Backend::Sqlite => TestCatalog::sqlite(),
+            Engine::Postgres => TestCatalog::postgres().await,
+            Engine::Sqlite => TestCatalog::sqlite(),
         };
         let catalog = tc.connect().await;
         let mut raw = RawConfig::default();
@@ -102,12 +103,12 @@ impl Harness {
     }
 
     /// New harness with defaults, started.
-    pub async fn started(backend: Backend) -> Harness {
+    pub async fn started(backend: Engine) -> Harness {
         Harness::new(backend, |_| {}).await.start().await
     }
 
-    pub fn backend(&self) -> Backend {
-        self.tc.backend()
+    pub fn engine(&self) -> Engine {
+        self.tc.engine()
     }
 
     pub async fn call(
@@ -228,12 +229,12 @@ impl Harness {
     pub async fn database_exists(&self, id: &str) -> bool {
         let tenant = self.catalog.tenant(id).await.unwrap().unwrap();
         let shard = self.catalog.shard(&tenant.shard).await.unwrap().unwrap();
-        match self.backend() {
-            Backend::Sqlite => {
+        match self.engine() {
+            Engine::Sqlite => {
                 tenantgate_catalog::tenant_db::sqlite_file(&shard.database_url, &tenant.db_name)
                     .exists()
             }
-            Backend::Postgres => {
+            Engine::Postgres => {
                 let mut conn = pg(&self.pg_server()).await;
                 count(
                     &mut conn,
@@ -256,7 +257,7 @@ impl Harness {
             &self.config.security.credential_key,
         )
         .unwrap();
-        tenantgate_catalog::store::connect_any(&target.primary, 1)
+        tenantgate_catalog::db::connect(&target.primary, 1)
             .await
             .unwrap()
     }

@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use reqwest::Method;
 use serde_json::json;
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::both_backends;
 use crate::support::{edge_headers, Options, TestApp};
@@ -31,11 +31,14 @@ fn chromium() -> String {
     path
 }
 
-async fn dashboard_renders_in_headless_chromium(backend: Backend) {
+async fn dashboard_renders_in_headless_chromium(backend: Engine) {
     let browser = chromium();
     let app = TestApp::start(backend, Options::default()).await;
     let t = app
-        .tenant("globex", json!({"locale": "de", "theme_color": "#123456"}))
+        .tenant(
+            "globex",
+            json!({"locale": "de", "theme": {"color": "#123456"}}),
+        )
         .await;
     let token = app.user(&t, "owner", None).await;
     let resp = app
@@ -69,7 +72,7 @@ async fn dashboard_renders_in_headless_chromium(backend: Backend) {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_default();
             let mut forwarded = client.get(format!("{base}{path}")).bearer_auth(&token);
-            for (k, v) in edge_headers(&tenant, &keys, tenantgate_catalog::time::now_secs()) {
+            for (k, v) in edge_headers(&tenant, &keys, tenantgate_contract::time::now_secs()) {
                 forwarded = forwarded.header(k, v);
             }
             let upstream = forwarded.send().await.unwrap();

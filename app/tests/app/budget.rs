@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 use tenantgate_catalog::testing::wait_until;
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::both_backends;
 use crate::support::{metric, open_connections, Options, Rng, TestApp};
@@ -21,7 +21,7 @@ const ACQUIRE_TIMEOUT_MS: u64 = 1000;
 /// Tenant database connections open now, counted outside the app.
 async fn connections_seen_outside(app: &TestApp, db_names: &[String]) -> usize {
     match app.backend {
-        Backend::Postgres => {
+        Engine::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&app.shard_url()).await.unwrap();
             let row = sqlx::query("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = ANY($1)")
                 .bind(db_names)
@@ -31,10 +31,10 @@ async fn connections_seen_outside(app: &TestApp, db_names: &[String]) -> usize {
             let _ = conn.close().await;
             row.get::<i64, _>(0) as usize
         }
-        Backend::Sqlite => {
+        Engine::Sqlite => {
             // Every SQLite connection holds its database file open; the app runs in this
             // process, so its open files are ours to count.
-            let dir = tenantgate_catalog::store::sqlite_path(&app.shard_url()).to_string();
+            let dir = tenantgate_config::db_url::sqlite_path(&app.shard_url()).to_string();
             std::fs::read_dir("/proc/self/fd")
                 .unwrap()
                 .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -44,13 +44,13 @@ async fn connections_seen_outside(app: &TestApp, db_names: &[String]) -> usize {
     }
 }
 
-async fn many_tenants_share_a_bounded_budget(backend: Backend) {
+async fn many_tenants_share_a_bounded_budget(backend: Engine) {
     let (tenant_count, requests, budget) = match backend {
         // Creating and dropping PostgreSQL databases is slow (~0.5 s each to drop); the budget
         // is what matters, and 30 tenants already need several times the pools it allows.
-        Backend::Postgres => (30, 300, 10u32),
+        Engine::Postgres => (30, 300, 10u32),
         // The scale: 1,000 tenants against a budget of 50.
-        Backend::Sqlite => (1000, 2000, 50u32),
+        Engine::Sqlite => (1000, 2000, 50u32),
     };
     let app = TestApp::start(
         backend,

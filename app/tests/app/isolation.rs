@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::both_backends;
 use crate::support::{edge_headers, Options, Rng, TestApp, SHARD};
@@ -12,7 +12,7 @@ use crate::support::{edge_headers, Options, Rng, TestApp, SHARD};
 const TENANTS: usize = 20;
 const OPERATIONS: usize = 400;
 
-async fn no_tenant_sees_another_tenants_items(backend: Backend) {
+async fn no_tenant_sees_another_tenants_items(backend: Engine) {
     let mut app = TestApp::start(
         backend,
         Options {
@@ -150,7 +150,7 @@ async fn no_tenant_sees_another_tenants_items(backend: Backend) {
             .client
             .get(format!("{}/api/items", app.base_of(SHARD)))
             .bearer_auth(b_token);
-        for (k, v) in edge_headers(t, &app.edge_keys, tenantgate_catalog::time::now_secs()) {
+        for (k, v) in edge_headers(t, &app.edge_keys, tenantgate_contract::time::now_secs()) {
             rb = rb.header(k, v);
         }
         let resp = rb.send().await.unwrap();

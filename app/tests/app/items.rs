@@ -2,12 +2,12 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::both_backends;
 use crate::support::{Options, TestApp};
 
-async fn items_crud_validation_pagination_export(backend: Backend) {
+async fn items_crud_validation_pagination_export(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let t = app.tenant("acme", json!({})).await;
     let owner = app.user(&t, "owner", None).await;
@@ -226,7 +226,7 @@ async fn items_crud_validation_pagination_export(backend: Backend) {
 }
 both_backends!(items_crud_validation_pagination_export);
 
-async fn export_streams_many_pages(backend: Backend) {
+async fn export_streams_many_pages(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let t = app.tenant("bulk", json!({})).await;
     let owner = app.user(&t, "owner", None).await;
@@ -261,10 +261,10 @@ async fn export_streams_many_pages(backend: Backend) {
 }
 both_backends!(export_streams_many_pages);
 
-async fn roles_limit_what_users_may_do(backend: Backend) {
+async fn roles_limit_what_users_may_do(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let t = app.tenant("acme", json!({})).await;
-    let now = tenantgate_catalog::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let owner = app.user(&t, "owner", Some(now + 3_600_000)).await;
     let member = app.user(&t, "member", None).await;
     let viewer = app.user(&t, "viewer", None).await;

@@ -7,12 +7,13 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tenantgate_catalog::store::TenantPatch;
 use tenantgate_catalog::testing::wait_until;
-use tenantgate_catalog::{Backend, TenantStatus};
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::TenantStatus;
 
 use crate::both_backends;
 use crate::support::{metric, Options, TestApp};
 
-async fn suspending_or_deleting_a_tenant_closes_its_pool(backend: Backend) {
+async fn suspending_or_deleting_a_tenant_closes_its_pool(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let a = app.tenant("acme", json!({})).await;
     let b = app.tenant("globex", json!({})).await;

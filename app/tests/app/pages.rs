@@ -2,20 +2,23 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::both_backends;
 use crate::support::{Options, TestApp};
 
-async fn dashboard_speaks_the_tenants_language(backend: Backend) {
+async fn dashboard_speaks_the_tenants_language(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let de = app
-        .tenant("globex", json!({"locale": "de", "theme_color": "#C0FFEE"}))
+        .tenant(
+            "globex",
+            json!({"locale": "de", "theme": {"color": "#C0FFEE"}}),
+        )
         .await;
     let en = app
         .tenant(
             "acme",
-            json!({"theme_color": "red;}</style><script>x()</script>"}),
+            json!({"theme": {"color": "red;}</style><script>x()</script>"}}),
         )
         .await;
     let de_owner = app.user(&de, "owner", None).await;
@@ -83,7 +86,7 @@ async fn dashboard_speaks_the_tenants_language(backend: Backend) {
         .unwrap();
     let signed = |method: Method, path: &str| {
         let mut rb = no_redirects.request(method, format!("{}{path}", app.base));
-        for (k, v) in app.signed_headers(&de, &app.edge_keys, tenantgate_catalog::time::now_secs())
+        for (k, v) in app.signed_headers(&de, &app.edge_keys, tenantgate_contract::time::now_secs())
         {
             rb = rb.header(k, v);
         }

@@ -8,7 +8,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::both_backends;
 use crate::support::{metric, Options, TestApp, REPLICA_APP_NAME};
@@ -21,7 +21,7 @@ async fn acquires(app: &TestApp) -> (f64, f64) {
     )
 }
 
-async fn reads_use_the_replica_except_right_after_a_write(backend: Backend) {
+async fn reads_use_the_replica_except_right_after_a_write(backend: Engine) {
     let app = TestApp::start(
         backend,
         Options {
@@ -32,7 +32,7 @@ async fn reads_use_the_replica_except_right_after_a_write(backend: Backend) {
     .await;
     let t = app.tenant("acme", json!({})).await;
     let owner = app.user(&t, "owner", None).await;
-    let has_replica = backend == Backend::Postgres;
+    let has_replica = backend == Engine::Postgres;
     let read_role =
         |before: (f64, f64), after: (f64, f64)| match (after.0 - before.0, after.1 - before.1) {
             (1.0, 0.0) => "primary",
@@ -71,7 +71,7 @@ async fn reads_use_the_replica_except_right_after_a_write(backend: Backend) {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(until.parse::<i64>().unwrap() > tenantgate_catalog::time::now_ms());
+    assert!(until.parse::<i64>().unwrap() > tenantgate_contract::time::now_ms());
     let cookie = resp
         .headers()
         .get_all("set-cookie")

@@ -3,16 +3,16 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tenantgate_catalog::crypto::decode_key;
-use tenantgate_catalog::crypto::random_secret;
-use tenantgate_catalog::signing::{SigningKeys, TenantClaims};
-use tenantgate_catalog::time::now_secs;
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::crypto::decode_key;
+use tenantgate_contract::crypto::random_secret;
+use tenantgate_contract::signing::{SigningKeys, TenantClaims};
+use tenantgate_contract::time::now_secs;
 
 use crate::both_backends;
 use crate::support::{metric, open_connections, Options, TestApp, SHARD};
 
-async fn whoami_comes_from_the_signed_header_without_a_database(backend: Backend) {
+async fn whoami_comes_from_the_signed_header_without_a_database(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let de = app
         .tenant("globex", serde_json::json!({"locale": "de"}))
@@ -72,7 +72,7 @@ both_backends!(whoami_comes_from_the_signed_header_without_a_database);
 /// Tenant routes checked for refusals.
 const PATHS: &[&str] = &["/whoami", "/api/items", "/api/export", "/dashboard"];
 
-async fn bad_signatures_get_401_and_open_no_connection(backend: Backend) {
+async fn bad_signatures_get_401_and_open_no_connection(backend: Engine) {
     let app = TestApp::start(backend, Options::default()).await;
     let t = app.tenant("acme", serde_json::json!({})).await;
     let now = now_secs();

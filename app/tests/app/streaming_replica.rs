@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 use tenantgate_catalog::testing::wait_until;
-use tenantgate_catalog::Backend;
+use tenantgate_config::db_url::Engine;
 
 use crate::pg_cluster::ReplicatedCluster;
 use crate::support::{metric, Options, TestApp};
@@ -29,7 +29,7 @@ async fn reads_go_to_a_streaming_replica_and_clients_read_their_writes() {
         .await
         .unwrap();
     let app = TestApp::start(
-        Backend::Postgres,
+        Engine::Postgres,
         Options {
             shard_location: Some((
                 cluster.primary_url.clone(),

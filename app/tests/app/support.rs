@@ -2,23 +2,25 @@
 //! databases, and a client that signs requests exactly like the edge does.
 
 #![allow(dead_code)] // not every test module uses every helper
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{AnyPool, Connection, Executor};
 use tenantgate_app::AppError;
-use tenantgate_catalog::config::{Config, RawConfig};
-use tenantgate_catalog::crypto::{decode_key, hash_token, random_secret, random_token};
-use tenantgate_catalog::signing::{
+use tenantgate_catalog::db::connect;
+use tenantgate_catalog::store::shards::NewShard;
+use tenantgate_catalog::store::{NewTenant, TenantPatch};
+use tenantgate_catalog::tenant_db::{self, Credentials};
+use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
+use tenantgate_catalog::Catalog;
+use tenantgate_config::db_url::Engine;
+use tenantgate_config::{Config, RawConfig};
+use tenantgate_contract::crypto::{decode_key, hash_token, random_secret, random_token};
+use tenantgate_contract::signing::{
     SigningKeys, TenantClaims, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID,
     HEADER_TENANT_SHARD, HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
 };
-use tenantgate_catalog::store::shards::NewShard;
-use tenantgate_catalog::store::{connect_any, NewTenant, TenantPatch};
-use tenantgate_catalog::tenant_db::{self, Credentials};
-use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
-use tenantgate_catalog::{Backend, Catalog, TenantStatus};
+use tenantgate_contract::TenantStatus;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -70,7 +72,7 @@ pub(crate) struct TestTenant {
 type ServeTask = JoinHandle<Result<(), AppError>>;
 
 pub(crate) struct TestApp {
-    pub(crate) backend: Backend,
+    pub(crate) backend: Engine,
     pub(crate) catalog: Catalog,
     pub(crate) config: Arc<Config>,
     pub(crate) base: String,
@@ -118,15 +120,15 @@ max_skew_secs = {skew}
 }
 
 impl TestApp {
-    pub(crate) async fn start(backend: Backend, opts: Options) -> TestApp {
+    pub(crate) async fn start(backend: Engine, opts: Options) -> TestApp {
         let test_catalog = match backend {
-            Backend::Postgres => TestCatalog::postgres().await,
-            Backend::Sqlite => TestCatalog::sqlite(),
+            Engine::Postgres => TestCatalog::postgres().await,
+            Engine::Sqlite => TestCatalog::sqlite(),
         };
         let catalog = test_catalog.connect().await;
         let (database_url, replicas) = match (&opts.shard_location, backend, opts.replica) {
             (Some(location), _, _) => location.clone(),
-            (None, Backend::Postgres, true) => {
+            (None, Engine::Postgres, true) => {
                 let server = test_catalog.shard_database_url(SHARD);
                 let replica = format!("{server}?application_name={REPLICA_APP_NAME}");
                 (server, vec![replica])
@@ -260,11 +262,11 @@ impl TestApp {
             .await
             .expect("tenant migrations");
         let (admin_url, credentials) = match self.backend {
-            Backend::Sqlite => {
+            Engine::Sqlite => {
                 let path = tenant_db::sqlite_file(&shard_url, &db_name);
                 (format!("sqlite://{}", path.display()), None)
             }
-            Backend::Postgres => {
+            Engine::Postgres => {
                 let password = random_secret(18);
                 let mut server = sqlx::PgConnection::connect(&shard_url).await.unwrap();
                 server
@@ -288,7 +290,7 @@ impl TestApp {
             }
         };
         // Migrate as the tenant's own login (PostgreSQL) so it owns its tables.
-        let pool = connect_any(&admin_url, 1).await.expect("connect tenant db");
+        let pool = connect(&admin_url, 1).await.expect("connect tenant db");
         migrator.run(&pool).await.expect("migrate tenant db");
         pool.close().await;
         self.catalog
@@ -315,16 +317,14 @@ impl TestApp {
 
     /// A pool on `t`'s database for seeding (users, tokens).
     pub(crate) async fn tenant_pool(&self, t: &TestTenant) -> AnyPool {
-        connect_any(&t.admin_url, 1)
-            .await
-            .expect("connect tenant db")
+        connect(&t.admin_url, 1).await.expect("connect tenant db")
     }
 
     /// Insert a user with `role` and a token expiring at `expires_at` (ms); returns the token.
     pub(crate) async fn user(&self, t: &TestTenant, role: &str, expires_at: Option<i64>) -> String {
         let pool = self.tenant_pool(t).await;
         let user_id = Uuid::new_v4().to_string();
-        let now = tenantgate_catalog::time::now_ms();
+        let now = tenantgate_contract::time::now_ms();
         sqlx::query("INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&user_id)
             .bind(format!("{role}-{user_id}@example.com"))
@@ -367,7 +367,7 @@ impl TestApp {
     ) -> reqwest::RequestBuilder {
         let base = self.base_of(&t.shard);
         let mut rb = self.client.request(method, format!("{base}{path}"));
-        for (k, v) in self.signed_headers(t, &self.edge_keys, tenantgate_catalog::time::now_secs())
+        for (k, v) in self.signed_headers(t, &self.edge_keys, tenantgate_contract::time::now_secs())
         {
             rb = rb.header(k, v);
         }
@@ -434,11 +434,11 @@ macro_rules! both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name(tenantgate_catalog::Backend::Sqlite).await
+                super::$name(tenantgate_config::db_url::Engine::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name(tenantgate_catalog::Backend::Postgres).await
+                super::$name(tenantgate_config::db_url::Engine::Postgres).await
             }
         }
     };

@@ -1,11 +1,11 @@
 //! The audit log: who changed what, with the value before and after.
 
 use sqlx::{AnyConnection, Row};
+use tenantgate_contract::time::serde_rfc3339;
 use uuid::Uuid;
 
 use super::Catalog;
 use crate::error::CatalogError;
-use crate::time::serde_rfc3339;
 
 /// An audit record to append.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub async fn append(conn: &mut AnyConnection, entry: &NewAudit<'_>) -> Result<()
         "INSERT INTO audit_log (at, actor, action, target, tenant_id, before_value, after_value)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(crate::time::now_ms())
+    .bind(tenantgate_contract::time::now_ms())
     .bind(entry.actor)
     .bind(entry.action)
     .bind(entry.target)

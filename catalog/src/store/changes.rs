@@ -2,7 +2,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::{json_col, uuid_col, Backend, Catalog, NOTIFY_CHANNEL};
+use super::{json_col, uuid_col, Catalog, Engine, NOTIFY_CHANNEL};
 use crate::error::CatalogError;
 use crate::model::Change;
 
@@ -22,7 +22,7 @@ pub struct NewChange {
 /// only if and when the transaction commits.
 pub async fn append(
     conn: &mut AnyConnection,
-    backend: Backend,
+    backend: Engine,
     change: &NewChange,
 ) -> Result<i64, CatalogError> {
     let row = sqlx::query(
@@ -34,11 +34,11 @@ pub async fn append(
     .bind(change.tenant_id.map(|id| id.to_string()))
     .bind(change.shard.clone())
     .bind(serde_json::to_string(&change.hosts).expect("hosts serialise"))
-    .bind(crate::time::now_ms())
+    .bind(tenantgate_contract::time::now_ms())
     .fetch_one(&mut *conn)
     .await?;
     let version: i64 = row.try_get(0)?;
-    if backend == Backend::Postgres {
+    if backend == Engine::Postgres {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
             .bind(version.to_string())
@@ -90,7 +90,7 @@ impl Catalog {
     /// Append a change in its own write transaction (for writes that have nothing else to do).
     pub async fn record_change(&self, change: &NewChange) -> Result<i64, CatalogError> {
         let mut tx = self.begin_write().await?;
-        let v = append(&mut tx, self.backend(), change).await?;
+        let v = append(&mut tx, self.engine(), change).await?;
         tx.commit().await?;
         Ok(v)
     }

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use super::{uuid_col, Backend, Catalog};
+use super::{uuid_col, Catalog, Engine};
 use crate::error::CatalogError;
 
 /// Where a job is in its life.
@@ -107,7 +107,7 @@ fn from_row(r: &AnyRow) -> Result<Job, CatalogError> {
 
 /// Enqueue a job in the caller's transaction, so it exists if and only if the write commits.
 pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob) -> Result<(), CatalogError> {
-    let now = crate::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     sqlx::query(
         "INSERT INTO jobs (id, kind, tenant_id, payload, status, attempts, max_attempts, run_at,
             created_at, updated_at)
@@ -152,7 +152,7 @@ pub async fn reschedule(
     sqlx::query("UPDATE jobs SET run_at = $2, updated_at = $3 WHERE id = $1 AND status = 'queued'")
         .bind(id.to_string())
         .bind(run_at)
-        .bind(crate::time::now_ms())
+        .bind(tenantgate_contract::time::now_ms())
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -160,7 +160,7 @@ pub async fn reschedule(
 
 /// Put a failed job back in the queue with a fresh set of attempts. False when it is not failed.
 pub async fn requeue_failed(conn: &mut AnyConnection, id: Uuid) -> Result<bool, CatalogError> {
-    let now = crate::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let result = sqlx::query(
         "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $2, lease_until = NULL,
             locked_by = NULL, updated_at = $2
@@ -215,10 +215,10 @@ impl Catalog {
         worker: &str,
         lease_until: i64,
     ) -> Result<Option<Job>, CatalogError> {
-        let now = crate::time::now_ms();
-        let lock = match self.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        let now = tenantgate_contract::time::now_ms();
+        let lock = match self.engine() {
+            Engine::Postgres => "FOR UPDATE SKIP LOCKED",
+            Engine::Sqlite => "",
         };
         let row = sqlx::query(&format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $2,
@@ -252,7 +252,7 @@ impl Catalog {
         .bind(id.to_string())
         .bind(worker)
         .bind(lease_until)
-        .bind(crate::time::now_ms())
+        .bind(tenantgate_contract::time::now_ms())
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
@@ -272,7 +272,7 @@ impl Catalog {
         .bind(id.to_string())
         .bind(worker)
         .bind(progress.to_string())
-        .bind(crate::time::now_ms())
+        .bind(tenantgate_contract::time::now_ms())
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
@@ -287,7 +287,7 @@ impl Catalog {
         )
         .bind(id.to_string())
         .bind(worker)
-        .bind(crate::time::now_ms())
+        .bind(tenantgate_contract::time::now_ms())
         .execute(self.pool())
         .await?;
         Ok(())
@@ -306,7 +306,7 @@ pub async fn finish(
     error: Option<&str>,
     retry_at: Option<i64>,
 ) -> Result<bool, CatalogError> {
-    let now = crate::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let result = sqlx::query(
         "UPDATE jobs SET status = $3, error = $4, run_at = COALESCE($5, run_at),
             lease_until = NULL, locked_by = CASE WHEN $3 = 'queued' THEN NULL ELSE locked_by END,

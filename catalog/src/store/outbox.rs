@@ -24,7 +24,7 @@ pub async fn enqueue(
     urls: &[String],
     payload: &str,
 ) -> Result<(), CatalogError> {
-    let now = crate::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     for url in urls {
         sqlx::query(
             "INSERT INTO webhook_outbox (event, url, payload, attempts, next_attempt_at, created_at)
@@ -48,10 +48,10 @@ impl Catalog {
         &self,
         lease_until: i64,
     ) -> Result<Option<OutboxEntry>, CatalogError> {
-        let now = crate::time::now_ms();
-        let lock = match self.backend() {
-            super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            super::Backend::Sqlite => "",
+        let now = tenantgate_contract::time::now_ms();
+        let lock = match self.engine() {
+            tenantgate_config::db_url::Engine::Postgres => "FOR UPDATE SKIP LOCKED",
+            tenantgate_config::db_url::Engine::Sqlite => "",
         };
         let row = sqlx::query(&format!(
             "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = $2
@@ -86,7 +86,7 @@ impl Catalog {
         error: Option<&str>,
         retry_at: Option<i64>,
     ) -> Result<(), CatalogError> {
-        let now = crate::time::now_ms();
+        let now = tenantgate_contract::time::now_ms();
         sqlx::query(
             "UPDATE webhook_outbox SET
                 delivered_at = CASE WHEN $2 = 1 THEN $3 ELSE NULL END,

@@ -39,7 +39,7 @@ fn from_row(r: &AnyRow) -> Result<Shard, CatalogError> {
 
 /// Insert a shard in the caller's write transaction. A taken name is a conflict.
 pub async fn insert(conn: &mut AnyConnection, shard: &NewShard) -> Result<(), CatalogError> {
-    let now = crate::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let result = sqlx::query(
         "INSERT INTO shards (name, status, app_upstreams, database_url, replicas, created_at, updated_at)
          VALUES ($1, 'active', $2, $3, $4, $5, $5)",
@@ -79,7 +79,7 @@ pub async fn update(
     .bind(status.map(|s| s.as_str()))
     .bind(app_upstreams.map(|u| serde_json::to_string(u).expect("serialise")))
     .bind(replicas.map(|u| serde_json::to_string(u).expect("serialise")))
-    .bind(crate::time::now_ms())
+    .bind(tenantgate_contract::time::now_ms())
     .execute(&mut *conn)
     .await?;
     if result.rows_affected() == 0 {
@@ -110,7 +110,7 @@ impl Catalog {
     pub async fn create_shard(&self, shard: &NewShard) -> Result<(), CatalogError> {
         let mut tx = self.begin_write().await?;
         insert(&mut tx, shard).await?;
-        changes::append(&mut tx, self.backend(), &shard_change(&shard.name)).await?;
+        changes::append(&mut tx, self.engine(), &shard_change(&shard.name)).await?;
         tx.commit().await?;
         Ok(())
     }

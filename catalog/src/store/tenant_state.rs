@@ -1,10 +1,10 @@
 //! Reads of a tenant's state inside a write transaction, for checks that must not race.
 
 use sqlx::{AnyConnection, Row};
+use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
 
 use crate::error::CatalogError;
-use crate::model::TenantStatus;
 
 /// The tenant's status as the caller's transaction sees it (`None` when it does not exist).
 ///

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use tenantgate_contract::host::{self, DomainSpec, OwnershipConflict};
+use tenantgate_contract::{RateLimit, TenantStatus};
 use uuid::Uuid;
 
 use super::changes::{self, NewChange};
 use super::{json_col, uuid_col, Catalog};
 use crate::error::CatalogError;
-use crate::host::DomainSpec;
-use crate::model::{Domain, RateLimit, Route, Tenant, TenantStatus};
+use crate::model::{Domain, Route, Tenant};
 
 /// A tenant to create.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ fn from_row(r: &AnyRow) -> Result<Tenant, CatalogError> {
 ///
 /// A taken slug or domain is a [`CatalogError::Conflict`] naming it.
 pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), CatalogError> {
-    let now = crate::time::now_ms();
+    let now = tenantgate_contract::time::now_ms();
     let result = sqlx::query(
         "INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst,
             settings, db_name, schema_version, created_at, updated_at)
@@ -127,12 +128,38 @@ pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), Catal
 }
 
 /// Add a domain to a tenant in the caller's write transaction.
+///
+/// Enforces the host ownership rule of the tenant contract
+/// ([`check_ownership`](tenantgate_contract::host::check_ownership)): a host is owned whole by
+/// one tenant or shared by path-prefix tenants. Checked under the catalog write lock, so two
+/// concurrent writes cannot both pass. A violation or a taken domain is a
+/// [`CatalogError::Conflict`] naming the domain.
 pub async fn insert_domain(
     conn: &mut AnyConnection,
     tenant_id: Uuid,
     domain: &DomainSpec,
     primary: bool,
 ) -> Result<(), CatalogError> {
+    let rows = sqlx::query("SELECT path_prefix, tenant_id FROM tenant_domains WHERE host = $1")
+        .bind(&domain.host)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut existing = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let prefix: String = r.try_get(0)?;
+        let owner = uuid_col(&r.try_get::<String, _>(1)?, "tenant_domains.tenant_id")?;
+        existing.push((prefix, owner));
+    }
+    let existing: Vec<(Option<&str>, Uuid)> = existing
+        .iter()
+        .map(|(p, t)| ((!p.is_empty()).then_some(p.as_str()), *t))
+        .collect();
+    if let Err(conflict) = host::check_ownership(domain, &tenant_id, &existing) {
+        return Err(CatalogError::Conflict(match conflict {
+            OwnershipConflict::Taken => format!("domain {domain} is taken"),
+            other => format!("domain {domain}: {other}"),
+        }));
+    }
     let result = sqlx::query(
         "INSERT INTO tenant_domains (host, path_prefix, tenant_id, is_primary, created_at)
          VALUES ($1, $2, $3, $4, $5)",
@@ -141,7 +168,7 @@ pub async fn insert_domain(
     .bind(domain.path_prefix.clone().unwrap_or_default())
     .bind(tenant_id.to_string())
     .bind(i64::from(primary))
-    .bind(crate::time::now_ms())
+    .bind(tenantgate_contract::time::now_ms())
     .execute(&mut *conn)
     .await;
     match result.map_err(CatalogError::from) {
@@ -221,7 +248,7 @@ pub async fn update(
     .bind(set_lerr)
     .bind(lerr)
     .bind(i64::from(patch.bump_epoch))
-    .bind(crate::time::now_ms())
+    .bind(tenantgate_contract::time::now_ms())
     .execute(&mut *conn)
     .await?;
     if result.rows_affected() == 0 {
@@ -264,7 +291,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         insert(&mut tx, t).await?;
         let change = tenant_change(&mut tx, t.id, &[]).await?;
-        changes::append(&mut tx, self.backend(), &change).await?;
+        changes::append(&mut tx, self.engine(), &change).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -274,7 +301,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         update(&mut tx, id, patch).await?;
         let change = tenant_change(&mut tx, id, &[]).await?;
-        changes::append(&mut tx, self.backend(), &change).await?;
+        changes::append(&mut tx, self.engine(), &change).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! Admin tokens, stored as SHA-256 hashes: creation and the lookup authentication uses.
 
 use sqlx::Row;
+use tenantgate_contract::crypto::hash_token;
 
 use super::Catalog;
-use crate::crypto::hash_token;
 use crate::error::CatalogError;
 use crate::model::TokenScope;
 
@@ -31,7 +31,7 @@ impl Catalog {
         .bind(name)
         .bind(hash_token(token))
         .bind(scope.as_str())
-        .bind(crate::time::now_ms())
+        .bind(tenantgate_contract::time::now_ms())
         .execute(self.pool())
         .await?;
         Ok(id)

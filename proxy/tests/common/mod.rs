@@ -3,7 +3,6 @@
 //! real catalog on PostgreSQL or SQLite.
 
 #![allow(dead_code, unreachable_pub)]
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +14,19 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tenantgate_catalog::config::{Config, RawConfig};
-use tenantgate_catalog::host::DomainSpec;
-use tenantgate_catalog::signing::{SigningKeys, TenantClaims};
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{changes, tenants, NewTenant, TenantPatch};
 use tenantgate_catalog::testing::TestCatalog;
-use tenantgate_catalog::{Catalog, RateLimit, TenantStatus};
+use tenantgate_catalog::Catalog;
+use tenantgate_config::{Config, RawConfig};
+use tenantgate_contract::host::DomainSpec;
+use tenantgate_contract::signing::{SigningKeys, TenantClaims};
 use tenantgate_proxy::EdgeHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// A free port on 127.0.0.1 (bound, read, released: Pingora binds it itself).
+use tenantgate_contract::{RateLimit, TenantStatus};
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -120,7 +120,7 @@ async fn echo(
             epoch: get("x-tenant-epoch").parse().ok()?,
             request_id: get("x-request-id"),
         };
-        let now = tenantgate_catalog::time::now_secs();
+        let now = tenantgate_contract::time::now_secs();
         state
             .keys
             .verify(get("x-tenant-signature"), &claims, now, 30)
@@ -213,7 +213,7 @@ impl Harness {
         let catalog = test_catalog.connect().await;
         let edge = free_addr();
         let metrics = free_addr();
-        let key = tenantgate_catalog::crypto::random_secret(32);
+        let key = tenantgate_contract::crypto::random_secret(32);
         let text = config_text(
             &[
                 ("url", format!("\"{edge_catalog_url}\"")),
@@ -336,7 +336,7 @@ impl Harness {
             .await
             .unwrap();
         let change = tenants::tenant_change(&mut tx, id, &[]).await.unwrap();
-        changes::append(&mut tx, self.catalog.backend(), &change)
+        changes::append(&mut tx, self.catalog.engine(), &change)
             .await
             .unwrap();
         tx.commit().await.unwrap();

@@ -1,5 +1,5 @@
-//! Host normalisation: the one definition of "the same host" for the edge, the admin API and the
-//! catalog.
+//! Host rules: the one definition of "the same host", of which route on a host serves a path, of
+//! prefix stripping and of host ownership, for the edge, the admin API and the catalog.
 //!
 //! A host is lower-cased, its port and one trailing dot removed, internationalised labels turned
 //! into punycode, and anything that is not a valid DNS name or IP literal rejected. The edge calls
@@ -187,13 +187,21 @@ pub fn valid_prefix(p: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// The first segment of a request path and the rest (starting with `/`, or `/` when empty).
+/// The first segment of a request path (`/acme/items?x=1` → `acme`; `/` → ``).
+pub fn first_segment(path_and_query: &str) -> &str {
+    let path = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
+    let end = path.find(['/', '?']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// The first segment of a request path and the rest (starting with `/`, or `/` when empty):
+/// the rest is what a host + prefix route forwards.
 ///
 /// `"/acme/items?x=1"` gives `("acme", "/items?x=1")`.
 pub fn split_first_segment(path_and_query: &str) -> (&str, Cow<'_, str>) {
-    let path = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
-    let end = path.find(['/', '?']).unwrap_or(path.len());
-    let (first, rest) = path.split_at(end);
+    let first = first_segment(path_and_query);
+    let skip = usize::from(path_and_query.starts_with('/')) + first.len();
+    let rest = &path_and_query[skip..];
     let rest = if rest.is_empty() {
         Cow::Borrowed("/")
     } else if rest.starts_with('?') {
@@ -204,10 +212,76 @@ pub fn split_first_segment(path_and_query: &str) -> (&str, Cow<'_, str>) {
     (first, rest)
 }
 
+/// The route among a host's routes that serves `path`: a host + prefix route whose prefix is the
+/// first path segment, else the whole-host route. Returns whether a prefix matched (its segment
+/// is then stripped before forwarding, see [`split_first_segment`]).
+///
+/// `prefix_of` gives a route's path prefix (`None` for a whole-host route). The edge, the admin
+/// API's `/v1/resolve` and the tests all choose through this function.
+pub fn route_for<'a, R>(
+    routes: &'a [R],
+    path: &str,
+    prefix_of: impl Fn(&R) -> Option<&str>,
+) -> Option<(&'a R, bool)> {
+    if routes.iter().any(|r| prefix_of(r).is_some()) {
+        let first = first_segment(path);
+        if let Some(r) = routes.iter().find(|r| prefix_of(r) == Some(first)) {
+            return Some((r, true));
+        }
+    }
+    routes
+        .iter()
+        .find(|r| prefix_of(r).is_none())
+        .map(|r| (r, false))
+}
+
+/// Why a domain cannot be added to a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum OwnershipConflict {
+    /// Exactly this domain (host, or host + prefix) already exists.
+    #[error("the domain is taken")]
+    Taken,
+    /// A prefix domain on a host that another tenant owns whole.
+    #[error("the host is owned whole by another tenant, so it cannot take path-prefix tenants")]
+    HostOwnedWhole,
+    /// A whole host on which other tenants have path-prefix domains.
+    #[error("other tenants have path-prefix domains on this host, so it cannot be owned whole")]
+    HostShared,
+}
+
+/// The host ownership rule: a host is owned whole by one tenant or shared by path-prefix
+/// tenants, never both. `existing` lists the domains already on `new.host` as (path prefix,
+/// tenant). One tenant may have both its whole host and prefixes on it.
+///
+/// The rule exists because a prefix tenant on another tenant's host would receive that
+/// tenant's cookies (browsers scope cookies by host, and the app scopes them by prefix only on
+/// shared hosts).
+pub fn check_ownership<T: PartialEq>(
+    new: &DomainSpec,
+    tenant: &T,
+    existing: &[(Option<&str>, T)],
+) -> Result<(), OwnershipConflict> {
+    for (prefix, owner) in existing {
+        if *prefix == new.path_prefix.as_deref() {
+            return Err(OwnershipConflict::Taken);
+        }
+        if owner == tenant {
+            continue;
+        }
+        match (new.path_prefix.is_some(), prefix.is_some()) {
+            (true, false) => return Err(OwnershipConflict::HostOwnedWhole),
+            (false, true) => return Err(OwnershipConflict::HostShared),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
     use proptest::prelude::*;
+
+    use super::*;
 
     #[test]
     fn normalises_case_port_and_trailing_dot() {
@@ -283,6 +357,48 @@ mod tests {
         for bad in ["a.com/..", "a.com/a/b", "a.com/%2F", "a.com/", "/x"] {
             assert!(DomainSpec::parse(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn chooses_prefix_route_before_whole_host() {
+        let routes = [(None, "host"), (Some("acme"), "acme")];
+        let pick = |path| route_for(&routes, path, |r| r.0).map(|(r, p)| (r.1, p));
+        assert_eq!(pick("/acme/x"), Some(("acme", true)));
+        assert_eq!(pick("/acme?x=1"), Some(("acme", true)));
+        assert_eq!(pick("/acmex/y"), Some(("host", false)));
+        assert_eq!(pick("/"), Some(("host", false)));
+        let only_prefix = [(Some("acme"), "acme")];
+        assert_eq!(route_for(&only_prefix, "/other", |r| r.0), None);
+        assert_eq!(first_segment("/a/b"), "a");
+        assert_eq!(first_segment("/"), "");
+    }
+
+    #[test]
+    fn a_host_is_owned_whole_or_shared_by_prefixes() {
+        let spec = |s| DomainSpec::parse(s).unwrap();
+        let whole_of_globex = [(None, "globex")];
+        assert_eq!(
+            check_ownership(&spec("globex.localhost/admin"), &"acme", &whole_of_globex),
+            Err(OwnershipConflict::HostOwnedWhole)
+        );
+        assert_eq!(
+            check_ownership(&spec("globex.localhost/admin"), &"globex", &whole_of_globex),
+            Ok(())
+        );
+        let shared = [(Some("a"), "acme"), (Some("b"), "globex")];
+        assert_eq!(
+            check_ownership(&spec("app.test"), &"acme", &shared),
+            Err(OwnershipConflict::HostShared)
+        );
+        assert_eq!(
+            check_ownership(&spec("app.test/c"), &"initech", &shared),
+            Ok(())
+        );
+        assert_eq!(
+            check_ownership(&spec("app.test/a"), &"initech", &shared),
+            Err(OwnershipConflict::Taken)
+        );
+        assert_eq!(check_ownership(&spec("new.test"), &"acme", &[]), Ok(()));
     }
 
     #[test]

@@ -185,8 +185,9 @@ fn tenant_of(metric: &prometheus::proto::Metric) -> Option<&str> {
 
 #[cfg(test)]
 mod sweeper_tests {
-    use super::*;
     use prometheus::{IntCounterVec, Opts};
+
+    use super::*;
 
     #[test]
     fn drops_series_of_quiet_tenants_only() {

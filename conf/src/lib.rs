@@ -1,0 +1,274 @@
+//! Configuration: TOML plus `TENANTGATE__SECTION__KEY` environment overrides, checked once and
+//! turned into internal types that cannot hold an invalid value. Shared by every component.
+//!
+//! - [`db_url`]: the one reading of database URLs (catalog, shards, replicas);
+//! - [`raw`]: the file as written (`Raw*` structs, unknown keys are errors);
+//! - `env`: the environment overlay, applied before parsing;
+//! - `validate`: `TryFrom<RawConfig> for Config`, every error naming its key;
+//! - `secrets`: signing and credential keys, generated in dev mode, required (or deferred to
+//!   the environment by `check-config`) in production.
+//!
+//! Nothing binds before loading succeeds.
+
+pub mod db_url;
+mod env;
+pub mod raw;
+mod secrets;
+mod validate;
+
+pub use env::{variable_for, ENV_PREFIX};
+pub use raw::RawConfig;
+pub use secrets::SecretPolicy;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tenantgate_contract::crypto::CredentialKey;
+use tenantgate_contract::signing::SigningKeys;
+use tenantgate_contract::RateLimit;
+
+/// A configuration error that names the key (`edge.listen`) or the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key, or the file path for read and syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error at `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub catalog: CatalogConfig,
+    pub edge: EdgeConfig,
+    pub admin: AdminConfig,
+    pub app: AppConfig,
+    pub security: SecurityConfig,
+    pub tenant_migrations: TenantMigrationsConfig,
+    /// Things worth a warning at start-up (e.g. generated dev secrets).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub poll_interval: Duration,
+    pub negative_ttl: Duration,
+    pub stale_max: Duration,
+    pub cache_capacity: u64,
+    pub miss_queries_per_sec: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub default_rate_limit: RateLimit,
+    pub max_inflight_per_tenant: Option<u32>,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub max_header_bytes: usize,
+    pub moving_hold: Duration,
+    pub threads: usize,
+    pub tenant_label_limit: usize,
+    pub tenant_label_idle: Duration,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub bootstrap_token: Option<String>,
+    pub deletion_grace: Duration,
+    pub job_lease: Duration,
+    pub job_max_attempts: u32,
+    pub webhook_urls: Vec<String>,
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub listen: SocketAddr,
+    pub shard: String,
+    pub connection_budget: u32,
+    pub pool_idle: Duration,
+    pub acquire_timeout: Duration,
+    pub read_your_writes: Duration,
+    pub tenant_label_limit: usize,
+    pub tenant_label_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub signing: SigningKeys,
+    pub max_skew_secs: i64,
+    pub credential_key: CredentialKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantMigrationsConfig {
+    pub dir: PathBuf,
+}
+
+impl Config {
+    /// Read `path`, apply `TENANTGATE__*` variables from the process environment, validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with an explicit environment (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let raw = RawConfig::load_with_env(path, env)?;
+        Config::try_from(raw)
+    }
+
+    /// Validate a file for `check-config`: like [`Config::load_with_env`], except that with
+    /// [`SecretPolicy::Defer`] production secrets may be missing. Returns the configuration and
+    /// the keys of the secrets it expects from the environment.
+    pub fn check_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        policy: SecretPolicy,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        validate::validate(RawConfig::load_with_env(path, env)?, policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::RawConfig;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::try_from(RawConfig::parse(text, env)?)
+    }
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn empty_file_is_a_valid_dev_config() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.mode, Mode::Dev);
+        assert_eq!(c.edge.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.warnings.len(), 2);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = load(
+            "[edge]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("TENANTGATE__EDGE__LISTEN", "127.0.0.1:9000"),
+                ("TENANTGATE__EDGE__THREADS", "2"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.edge.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.edge.threads, 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
+            ("[edge]\nlistn = \"x\"\n", &[], "edge.listn"),
+            ("[edge]\nlisten = \"nope\"\n", &[], "edge.listen"),
+            ("[edge]\nthreads = 0\n", &[], "edge.threads"),
+            ("[catalog]\nurl = \"mysql://x\"\n", &[], "catalog.url"),
+            ("[edge]\ndefault_rps = -1\n", &[], "edge.default_rps"),
+            ("[edge]\nlisten = 5\n", &[], "edge.listen"),
+            (
+                "",
+                &[("TENANTGATE__EDGE__METRICS_LISTEN", "bad")],
+                "edge.metrics_listen",
+            ),
+            ("", &[("TENANTGATE__EDGE__NOPE", "1")], "edge.nope"),
+            ("mode = \"prod\"\n", &[], "mode"),
+            ("mode = \"production\"\n", &[], "security.signing_keys"),
+            (
+                &format!(
+                    "mode = \"production\"\n[security]\nsigning_keys = {{ k1 = \"{KEY}\" }}\n"
+                ),
+                &[],
+                "security.credential_key",
+            ),
+            (
+                "[security]\nsigning_keys = { k1 = \"short\" }\n",
+                &[],
+                "security.signing_keys.k1",
+            ),
+            (
+                &format!(
+                    "[security]\nsigning_key_id = \"k9\"\nsigning_keys = {{ k1 = \"{KEY}\" }}\n"
+                ),
+                &[],
+                "security.signing_key_id",
+            ),
+            (
+                "[admin]\nwebhook_urls = [\"ftp://x\"]\n",
+                &[],
+                "admin.webhook_urls[0]",
+            ),
+            (
+                "[admin]\nbootstrap_token = \"short\"\n",
+                &[],
+                "admin.bootstrap_token",
+            ),
+        ];
+        for (text, env, key) in cases {
+            let err = load(text, env).expect_err(text);
+            assert_eq!(&err.key, key, "{text}: {err}");
+            assert!(err.to_string().contains(key));
+        }
+    }
+
+    #[test]
+    fn production_with_secrets_is_valid() {
+        let text = format!(
+            "mode = \"production\"\n[security]\nsigning_keys = {{ k1 = \"{KEY}\" }}\ncredential_key = \"{KEY}\"\n"
+        );
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.security.signing.current_kid(), "k1");
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn raw_config_round_trips_through_toml() {
+        let raw = RawConfig::parse("[edge]\nthreads = 3\n", std::iter::empty()).unwrap();
+        let again = RawConfig::parse(&raw.to_toml(), std::iter::empty()).unwrap();
+        assert_eq!(again.edge.threads, 3);
+    }
+}

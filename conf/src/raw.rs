@@ -1,0 +1,255 @@
+//! The configuration file as written: serde structs that mirror the TOML, with the unit and the
+//! default of every key. Unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::env::apply_env;
+use crate::ConfigError;
+
+/// The configuration file. Every section is optional; every key has a default except secrets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `dev` or `production`. Production refuses to start without explicit secrets. Default `dev`.
+    pub mode: Option<String>,
+    pub catalog: RawCatalog,
+    pub edge: RawEdge,
+    pub admin: RawAdmin,
+    pub app: RawApp,
+    pub security: RawSecurity,
+    pub tenant_migrations: RawTenantMigrations,
+}
+
+/// `[catalog]`: where the catalog lives and how components cache and follow it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCatalog {
+    /// `postgres://…` or `sqlite://PATH`. Default `sqlite://data/catalog.db`.
+    pub url: String,
+    /// Connections per process to the catalog. Default 8.
+    pub max_connections: u32,
+    /// Milliseconds between change-feed polls (PostgreSQL also pushes via NOTIFY). Default 500.
+    pub poll_interval_ms: u64,
+    /// Milliseconds an unknown host stays cached as unknown. Default 2000.
+    pub negative_ttl_ms: u64,
+    /// Seconds the edge keeps serving cached routes while the catalog is unreachable. Default 300.
+    pub stale_max_secs: u64,
+    /// Most hosts the route cache holds. Default 1,000,000.
+    pub cache_capacity: u64,
+    /// Most catalog lookups per second for uncached hosts; beyond it, 503. Default 500.
+    pub miss_queries_per_sec: u32,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        RawCatalog {
+            url: "sqlite://data/catalog.db".into(),
+            max_connections: 8,
+            poll_interval_ms: 500,
+            negative_ttl_ms: 2000,
+            stale_max_secs: 300,
+            cache_capacity: 1_000_000,
+            miss_queries_per_sec: 500,
+        }
+    }
+}
+
+/// `[edge]`: the Pingora proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEdge {
+    /// Address for tenant traffic. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Address of the edge's `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:8082`.
+    pub metrics_listen: String,
+    /// Requests per second for tenants without their own limit. Default 100.
+    pub default_rps: u32,
+    /// Burst for tenants without their own limit. Default 200.
+    pub default_burst: u32,
+    /// Most concurrent requests per tenant; 0 = unlimited. Default 0.
+    pub max_inflight_per_tenant: u32,
+    /// Milliseconds between active health checks of each backend. Default 1000.
+    pub health_interval_ms: u64,
+    /// Milliseconds a health check may take. Default 500.
+    pub health_timeout_ms: u64,
+    /// Consecutive failures that mark a backend down. Default 2.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that mark a backend up again. Default 1.
+    pub healthy_threshold: u32,
+    /// Total bytes of request headers before answering 431. Default 32768.
+    pub max_header_bytes: usize,
+    /// Milliseconds a request for a tenant in `moving` is held before 503. Default 5000.
+    pub moving_hold_ms: u64,
+    /// Worker threads of the proxy. Default 1 (measured best per CPU second).
+    pub threads: usize,
+    /// Distinct tenants labelled in metrics before the rest count as `_other`. Default 1000.
+    pub tenant_label_limit: usize,
+    /// Seconds without traffic after which a tenant's metric series are dropped. Default 3600.
+    pub tenant_label_idle_secs: u64,
+    /// Seconds SIGTERM waits for in-flight requests. Default 10.
+    pub grace_period_secs: u64,
+}
+
+impl Default for RawEdge {
+    fn default() -> Self {
+        RawEdge {
+            listen: "127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:8082".into(),
+            default_rps: 100,
+            default_burst: 200,
+            max_inflight_per_tenant: 0,
+            health_interval_ms: 1000,
+            health_timeout_ms: 500,
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            max_header_bytes: 32 * 1024,
+            moving_hold_ms: 5000,
+            threads: 1,
+            tenant_label_limit: 1000,
+            tenant_label_idle_secs: 3600,
+            grace_period_secs: 10,
+        }
+    }
+}
+
+/// `[admin]`: the admin API and provisioning worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Address of the admin API. Default `127.0.0.1:8081`.
+    pub listen: String,
+    /// Token with write scope accepted without a catalog row (secret). Default none.
+    pub bootstrap_token: Option<String>,
+    /// Seconds between deleting a tenant and dropping its database. Default 604800 (7 days).
+    pub deletion_grace_secs: u64,
+    /// Seconds a worker holds a job before another may take it over. Default 30.
+    pub job_lease_secs: u64,
+    /// Attempts of a job step before the job fails. Default 5.
+    pub job_max_attempts: u32,
+    /// URLs that receive tenant events as signed JSON. Default none.
+    pub webhook_urls: Vec<String>,
+    /// Secret for webhook signatures (secret). Default none (required when webhooks are set).
+    pub webhook_secret: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:8081".into(),
+            bootstrap_token: None,
+            deletion_grace_secs: 7 * 24 * 3600,
+            job_lease_secs: 30,
+            job_max_attempts: 5,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+        }
+    }
+}
+
+/// `[app]`: one app-tier process serving one shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApp {
+    /// Address of the app. Default `127.0.0.1:8090`.
+    pub listen: String,
+    /// Name of the shard this process serves. Default `shard-a`.
+    pub shard: String,
+    /// Most open tenant database connections in this process. Default 50.
+    pub connection_budget: u32,
+    /// Seconds an unused tenant pool stays open. Default 300.
+    pub pool_idle_secs: u64,
+    /// Milliseconds a request waits for a connection before 503. Default 2000.
+    pub acquire_timeout_ms: u64,
+    /// Milliseconds a client reads from the primary after it wrote. Default 5000.
+    pub read_your_writes_ms: u64,
+    /// Distinct tenants labelled in metrics before the rest count as `_other`. Default 1000.
+    pub tenant_label_limit: usize,
+    /// Seconds without traffic after which a tenant's metric series are dropped. Default 3600.
+    pub tenant_label_idle_secs: u64,
+}
+
+impl Default for RawApp {
+    fn default() -> Self {
+        RawApp {
+            listen: "127.0.0.1:8090".into(),
+            shard: "shard-a".into(),
+            connection_budget: 50,
+            pool_idle_secs: 300,
+            acquire_timeout_ms: 2000,
+            read_your_writes_ms: 5000,
+            tenant_label_limit: 1000,
+            tenant_label_idle_secs: 3600,
+        }
+    }
+}
+
+/// `[security]`: header signing keys and the credential key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSecurity {
+    /// Key id the edge signs with; must be in `signing_keys`.
+    pub signing_key_id: Option<String>,
+    /// Key id → base64 secret (at least 32 bytes). The app accepts all of them (secret).
+    pub signing_keys: BTreeMap<String, String>,
+    /// Seconds a signature stays valid either side of now. Default 30.
+    pub max_skew_secs: Option<u64>,
+    /// Base64 32-byte key sealing tenant database credentials (secret).
+    pub credential_key: Option<String>,
+}
+
+/// `[tenant_migrations]`: the schema of every tenant database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTenantMigrations {
+    /// Directory holding `postgres/` and `sqlite/` migration folders. Default `tenant_migrations`.
+    pub dir: PathBuf,
+}
+
+impl Default for RawTenantMigrations {
+    fn default() -> Self {
+        RawTenantMigrations {
+            dir: PathBuf::from("tenant_migrations"),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Read and parse `path` with environment overrides, without validating values.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        RawConfig::parse(&text, env).map_err(|e| match e.key.is_empty() {
+            true => ConfigError::new(path.display().to_string(), e.message),
+            false => e,
+        })
+    }
+
+    /// Parse TOML text and apply environment overrides.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("", e.to_string()))?;
+        apply_env(&mut table, env)?;
+        let value = toml::Value::Table(table);
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::new(
+                if key == "." { "config".into() } else { key },
+                e.into_inner().to_string(),
+            )
+        })
+    }
+
+    /// The file as TOML text (used by `dev` to write the configuration it runs with).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}

@@ -1,0 +1,33 @@
+//! The tenant contract: what the edge, the admin API and the app tier must agree on.
+//!
+//! - [`status`]: a tenant's status and the one table of what a request gets for it;
+//! - [`host`]: host normalisation, which route on a host serves a path, prefix stripping, host
+//!   ownership;
+//! - [`signing`]: the signed tenant header between edge and app;
+//! - [`settings`]: the typed tenant settings;
+//! - [`labels`]: the bounded `tenant` metric label;
+//! - [`crypto`]: token hashing and the sealing of secrets stored in the catalog;
+//! - [`time`]: how instants are shown in the APIs.
+//!
+//! It depends on no database and no other tenantgate crate, so every component can use it.
+
+pub mod crypto;
+pub mod host;
+pub mod labels;
+pub mod settings;
+pub mod signing;
+pub mod status;
+pub mod time;
+
+pub use settings::TenantSettings;
+pub use status::{Admission, Refusal, TenantStatus};
+
+use serde::{Deserialize, Serialize};
+
+/// A per-tenant rate limit: sustained requests per second and burst size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub rps: u32,
+    pub burst: u32,
+}

@@ -1,0 +1,512 @@
+//! Tenant settings (`tenants.settings`): one typed schema that the admin API validates with and
+//! the app tier reads (DESIGN §9).
+//!
+//! | key | type | default |
+//! |---|---|---|
+//! | `locale` | language tag: `en`, `de`, `pt-BR`, `es-419` | `en` |
+//! | `timezone` | IANA zone name: `UTC`, `Europe/Berlin` | `UTC` |
+//! | `theme.color` | CSS hex colour `#rgb` or `#rrggbb` (stored lower-case) | none |
+//! | `theme.mode` | `light`, `dark` or `system` | none |
+//! | `features` | object of flag name → `true`/`false` | `{}` |
+//!
+//! Unknown keys are refused, so a typo (`loacle`) never silently does nothing. Every value is
+//! checked when it is parsed, so a [`TenantSettings`] always holds valid values (a theme colour
+//! is safe to put into HTML). Settings stored before this schema wrote `theme` as a plain mode
+//! name (`"dark"`); that form is still read, and written back as `{"mode": "dark"}`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Longest feature flag name, in bytes.
+pub const MAX_FEATURE_NAME: usize = 64;
+/// Most feature flags per tenant.
+pub const MAX_FEATURES: usize = 100;
+
+/// A tenant's settings. `Default` is "nothing set".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZone>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<Theme>,
+    #[serde(default, skip_serializing_if = "Features::is_empty")]
+    pub features: Features,
+}
+
+/// Why a settings document was refused: every invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsErrors(pub Vec<SettingsError>);
+
+impl fmt::Display for SettingsErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SettingsErrors {}
+
+/// One invalid field of a settings document: the dotted field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field}: {message}")]
+pub struct SettingsError {
+    /// `settings.theme.color`, `settings.features.beta`, `settings` for the document itself.
+    pub field: String,
+    pub message: String,
+}
+
+impl TenantSettings {
+    /// Parse and check a settings document. Every invalid key is reported, each error naming
+    /// its field under `settings.`.
+    pub fn from_value(value: &serde_json::Value) -> Result<TenantSettings, SettingsErrors> {
+        if !value.is_object() {
+            // serde would read a struct from an array too (`["en"]` as the locale).
+            return Err(SettingsErrors(vec![SettingsError {
+                field: "settings".into(),
+                message: "must be a JSON object".into(),
+            }]));
+        }
+        let whole = match parse(value) {
+            Ok(settings) => return Ok(settings),
+            Err(e) => e,
+        };
+        // Parsing stops at the first problem; check each key alone to report all of them.
+        let mut errors: Vec<SettingsError> = value
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, v)| {
+                let one =
+                    serde_json::Value::Object([(key.clone(), v.clone())].into_iter().collect());
+                parse(&one).err()
+            })
+            .collect();
+        if errors.is_empty() {
+            errors.push(whole);
+        }
+        Err(SettingsErrors(errors))
+    }
+
+    /// Read the stored settings of a tenant for display. The admin API validated them when
+    /// they were written; a document this version cannot read (written by a newer one) gives the
+    /// defaults rather than an error page.
+    pub fn read_stored(value: &serde_json::Value) -> TenantSettings {
+        TenantSettings::from_value(value).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored tenant settings do not parse; using defaults");
+            TenantSettings::default()
+        })
+    }
+
+    /// Apply a JSON merge patch (RFC 7396: `null` removes a key, objects merge) to `current`
+    /// and check the result.
+    pub fn merge(
+        current: &serde_json::Value,
+        patch: &serde_json::Value,
+    ) -> Result<TenantSettings, SettingsErrors> {
+        if !patch.is_object() {
+            return Err(SettingsErrors(vec![SettingsError {
+                field: "settings".into(),
+                message: "must be a JSON object".into(),
+            }]));
+        }
+        let mut merged = current.clone();
+        merge_patch(&mut merged, patch);
+        TenantSettings::from_value(&merged)
+    }
+
+    /// The document as stored and shown.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("settings serialise")
+    }
+
+    /// The locale, `en` when unset.
+    pub fn locale(&self) -> &str {
+        self.locale.as_ref().map_or("en", |l| l.0.as_str())
+    }
+
+    /// The time zone, `UTC` when unset.
+    pub fn timezone(&self) -> &str {
+        self.timezone.as_ref().map_or("UTC", |t| t.0.as_str())
+    }
+
+    /// The theme colour (`#rrggbb` or `#rgb`, lower-case), if set.
+    pub fn theme_color(&self) -> Option<&str> {
+        self.theme
+            .as_ref()
+            .and_then(|t| t.color.as_ref())
+            .map(|c| c.0.as_str())
+    }
+
+    /// Whether feature flag `name` is on (off when unset).
+    pub fn feature(&self, name: &str) -> bool {
+        self.features.0.get(name).copied().unwrap_or(false)
+    }
+}
+
+/// One parse of a whole document; stops at the first problem.
+fn parse(value: &serde_json::Value) -> Result<TenantSettings, SettingsError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "settings".to_string()
+        } else {
+            format!("settings.{path}")
+        };
+        SettingsError {
+            field,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let Some(patch) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(serde_json::Map::new());
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(
+                map.entry(key.clone()).or_insert(serde_json::Value::Null),
+                value,
+            );
+        }
+    }
+}
+
+/// The dashboard's look.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Theme {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub color: Option<Color>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ThemeMode>,
+}
+
+/// `theme` as an object; what [`Theme`] reads besides a bare mode name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThemeObject {
+    #[serde(default)]
+    color: Option<Color>,
+    #[serde(default)]
+    mode: Option<ThemeMode>,
+}
+
+impl<'de> Deserialize<'de> for Theme {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Theme, D::Error> {
+        use serde::de::{self, IntoDeserializer};
+
+        struct ThemeVisitor;
+
+        impl<'de> de::Visitor<'de> for ThemeVisitor {
+            type Value = Theme;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object {\"color\": \"#rrggbb\", \"mode\": \"light|dark|system\"}")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Theme, E> {
+                let mode = ThemeMode::deserialize(v.into_deserializer())?;
+                Ok(Theme {
+                    color: None,
+                    mode: Some(mode),
+                })
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Theme, A::Error> {
+                // Through the map itself, so errors keep their path (`theme.color`).
+                let o = ThemeObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Theme {
+                    color: o.color,
+                    mode: o.mode,
+                })
+            }
+        }
+
+        d.deserialize_any(ThemeVisitor)
+    }
+}
+
+/// Light, dark, or the browser's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThemeMode {
+    Light,
+    Dark,
+    System,
+}
+
+/// Define a checked string: its `TryFrom<String>` is the only way in.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, String> {
+                $check(value).map($name)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// A language tag: a 2-3 letter language, optionally `-` and a 2-letter or 3-digit region.
+    Locale,
+    check_locale
+);
+checked_string!(
+    /// An IANA time zone name such as `UTC` or `America/Sao_Paulo`.
+    TimeZone,
+    check_timezone
+);
+checked_string!(
+    /// A CSS hex colour, `#rgb` or `#rrggbb`, kept in lower case.
+    Color,
+    check_color
+);
+
+fn check_locale(s: String) -> Result<String, String> {
+    let mut parts = s.split('-');
+    let lang = parts.next().unwrap_or("");
+    let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
+    let rest_ok = match (parts.next(), parts.next()) {
+        (None, _) => true,
+        (Some(region), None) => {
+            (region.len() == 2 && region.bytes().all(|b| b.is_ascii_uppercase()))
+                || (region.len() == 3 && region.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    };
+    if lang_ok && rest_ok {
+        Ok(s)
+    } else {
+        Err("must be a locale such as \"en\" or \"pt-BR\"".into())
+    }
+}
+
+fn check_timezone(s: String) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part.as_bytes()[0].is_ascii_alphabetic()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
+        });
+    if ok {
+        Ok(s)
+    } else {
+        Err("must be an IANA time zone such as \"Europe/Berlin\"".into())
+    }
+}
+
+fn check_color(s: String) -> Result<String, String> {
+    match s.strip_prefix('#') {
+        Some(hex) if matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(s.to_ascii_lowercase())
+        }
+        _ => Err("must be a CSS hex colour such as \"#1f6feb\" or \"#abc\"".into()),
+    }
+}
+
+/// Feature flags: name (letters, digits, `-`, `_`, `.`; at most 64 bytes) → on/off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, bool>")]
+pub struct Features(BTreeMap<String, bool>);
+
+impl Features {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+}
+
+impl TryFrom<BTreeMap<String, bool>> for Features {
+    type Error = String;
+
+    fn try_from(flags: BTreeMap<String, bool>) -> Result<Self, String> {
+        if flags.len() > MAX_FEATURES {
+            return Err(format!("at most {MAX_FEATURES} feature flags"));
+        }
+        for name in flags.keys() {
+            let ok = !name.is_empty()
+                && name.len() <= MAX_FEATURE_NAME
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(format!(
+                    "flag name {name:?} must be 1-{MAX_FEATURE_NAME} letters, digits, '-', '_' or '.'"
+                ));
+            }
+        }
+        Ok(Features(flags))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn field_of(value: serde_json::Value) -> String {
+        let errors = TenantSettings::from_value(&value).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].field.clone()
+    }
+
+    #[test]
+    fn reads_a_full_document_and_its_defaults() {
+        let s = TenantSettings::from_value(&json!({
+            "locale": "pt-BR", "timezone": "America/Sao_Paulo",
+            "theme": {"color": "#AbC", "mode": "dark"}, "features": {"beta": true}
+        }))
+        .unwrap();
+        assert_eq!(s.locale(), "pt-BR");
+        assert_eq!(s.timezone(), "America/Sao_Paulo");
+        assert_eq!(s.theme_color(), Some("#abc"));
+        assert!(s.feature("beta"));
+        assert!(!s.feature("other"));
+        let empty = TenantSettings::from_value(&json!({})).unwrap();
+        assert_eq!((empty.locale(), empty.timezone()), ("en", "UTC"));
+        assert_eq!(empty.theme_color(), None);
+        assert_eq!(empty.to_value(), json!({}));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(json!({"loacle": "en"})), "settings.loacle");
+        let all = TenantSettings::from_value(&json!({"locale": 5, "colour": "red"})).unwrap_err();
+        let mut fields: Vec<&str> = all.0.iter().map(|e| e.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(fields, ["settings.colour", "settings.locale"]);
+        assert_eq!(field_of(json!({"locale": "english"})), "settings.locale");
+        assert_eq!(field_of(json!({"timezone": ""})), "settings.timezone");
+        assert_eq!(
+            field_of(json!({"theme": {"color": "red;}</style>"}})),
+            "settings.theme.color"
+        );
+        assert_eq!(
+            field_of(json!({"theme": {"colour": "#abc"}})),
+            "settings.theme.colour"
+        );
+        assert_eq!(
+            field_of(json!({"features": {"beta": "yes"}})),
+            "settings.features.beta"
+        );
+        assert_eq!(
+            field_of(json!({"features": {"a b": true}})),
+            "settings.features"
+        );
+        assert_eq!(field_of(json!([1])), "settings");
+        assert_eq!(field_of(json!(["en"])), "settings");
+        assert_eq!(field_of(json!({"theme": ["#abc"]})), "settings.theme");
+        // null is "not set" in a whole document (in a merge patch it removes the key).
+        assert_eq!(
+            TenantSettings::from_value(&json!({"locale": null})),
+            Ok(TenantSettings::default())
+        );
+    }
+
+    #[test]
+    fn colours_are_css_hex_only() {
+        let colour = |c: &str| {
+            TenantSettings::from_value(&json!({"theme": {"color": c}}))
+                .ok()
+                .and_then(|s| s.theme_color().map(str::to_string))
+        };
+        assert_eq!(colour("#fff").as_deref(), Some("#fff"));
+        assert_eq!(colour("#A0B1C2").as_deref(), Some("#a0b1c2"));
+        for bad in [
+            "fff",
+            "#ffff",
+            "#ggg",
+            "#12345",
+            "#1234567",
+            "",
+            "#",
+            "red;}</style>",
+        ] {
+            assert_eq!(colour(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_old_theme_name_reads_as_the_mode() {
+        let s = TenantSettings::from_value(&json!({"theme": "dark"})).unwrap();
+        assert_eq!(s.theme.as_ref().unwrap().mode, Some(ThemeMode::Dark));
+        assert_eq!(s.to_value(), json!({"theme": {"mode": "dark"}}));
+        assert_eq!(field_of(json!({"theme": "purple"})), "settings.theme");
+    }
+
+    #[test]
+    fn merge_patch_sets_merges_and_removes() {
+        let current = json!({"locale": "de", "theme": {"mode": "dark"}, "features": {"a": true}});
+        let s = TenantSettings::merge(
+            &current,
+            &json!({"locale": null, "theme": {"color": "#123456"}, "features": {"b": false}}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.to_value(),
+            json!({"theme": {"color": "#123456", "mode": "dark"}, "features": {"a": true, "b": false}})
+        );
+        assert_eq!(
+            TenantSettings::merge(&current, &json!({"theme": {"color": "x"}}))
+                .unwrap_err()
+                .0[0]
+                .field,
+            "settings.theme.color"
+        );
+        assert_eq!(
+            TenantSettings::merge(&current, &json!([])).unwrap_err().0[0].field,
+            "settings"
+        );
+    }
+}
