@@ -56,8 +56,16 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Check a configuration file (with TENANTGATE__* environment overrides) and exit:
-    /// 0 when valid, non-zero with a message naming the offending key otherwise.
-    CheckConfig { file: PathBuf },
+    /// 0 when valid, non-zero with a message naming the offending key otherwise. A production
+    /// file may leave its secrets to the environment it will run in: they are named, each with
+    /// its environment variable.
+    CheckConfig {
+        file: PathBuf,
+        /// Secrets missing from the file and the environment are errors (use where the
+        /// environment is the one the process will run with, e.g. a deploy check).
+        #[arg(long)]
+        require_secrets: bool,
+    },
     /// Manage admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tenantgate_catalog::{Catalog, TokenScope};
-use tenantgate_config::Config;
+use tenantgate_config::{Config, SecretPolicy};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, MigrateCommand, TokenCommand};
@@ -14,7 +14,10 @@ use crate::cli::{Command, MigrateCommand, TokenCommand};
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Dev(args) => crate::dev::run(args),
-        Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::CheckConfig {
+            file,
+            require_secrets,
+        } => Ok(check_config(&file, require_secrets)),
         Command::Edge { config, upgrade } => {
             let config = load(&config, None)?;
             tenantgate_proxy::run_standalone(Arc::new(config), upgrade)?;
@@ -100,13 +103,24 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// `check-config`: exit 0 when the file (with environment overrides) is valid.
-fn check_config(file: &Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(config) => {
+fn check_config(file: &Path, require_secrets: bool) -> ExitCode {
+    let policy = if require_secrets {
+        SecretPolicy::Require
+    } else {
+        SecretPolicy::Defer
+    };
+    match Config::check_with_env(file, std::env::vars(), policy) {
+        Ok((config, from_env)) => {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
             println!("{}: ok ({:?} mode)", file.display(), config.mode);
+            for key in &from_env {
+                println!(
+                    "secret {key} must come from the environment: set {}",
+                    tenantgate_config::variable_for(key)
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

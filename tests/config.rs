@@ -4,20 +4,29 @@ mod support;
 
 use std::process::Command;
 
+/// `check-config --require-secrets` on `text`: success and stderr.
 fn check(text: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let (ok, _, stderr) = check_with(text, env, &["--require-secrets"]);
+    (ok, stderr)
+}
+
+/// `check-config` with `flags` on `text`: success, stdout and stderr.
+fn check_with(text: &str, env: &[(&str, &str)], flags: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.toml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(support::binary())
         .arg("check-config")
+        .args(flags)
         .arg(&path)
         .env_remove("TENANTGATE__SECURITY__SIGNING_KEYS")
         .env_remove("TENANTGATE__SECURITY__CREDENTIAL_KEY")
         .envs(env.iter().copied())
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    (out.status.success(), stderr)
+    (out.status.success(), stdout, stderr)
 }
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
@@ -90,7 +99,25 @@ fn shipped_configs_pass() {
     assert!(ok, "{stderr}");
     let production =
         std::fs::read_to_string(format!("{root}/config/production.example.toml")).unwrap();
-    // Without its secrets the production example must refuse, naming the key...
+    // As the README runs it: valid, naming each secret it expects from the environment.
+    let (ok, stdout, stderr) = check_with(&production, &[], &[]);
+    assert!(ok, "{stderr}");
+    for (key, var) in [
+        (
+            "security.signing_keys",
+            "TENANTGATE__SECURITY__SIGNING_KEYS",
+        ),
+        (
+            "security.credential_key",
+            "TENANTGATE__SECURITY__CREDENTIAL_KEY",
+        ),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.contains(key) && l.contains(var)),
+            "{key} not named: {stdout}"
+        );
+    }
+    // With --require-secrets and no secrets it must refuse, naming the key...
     let (ok, stderr) = check(&production, &[]);
     assert!(!ok && stderr.contains("security.signing_keys"), "{stderr}");
     // ...and with them in the environment, as it documents, it passes.
@@ -103,6 +130,35 @@ fn shipped_configs_pass() {
         ],
     );
     assert!(ok, "{stderr}");
+    // A secret given in the environment is not reported as missing.
+    let (ok, stdout, stderr) = check_with(
+        &production,
+        &[("TENANTGATE__SECURITY__CREDENTIAL_KEY", KEY)],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("security.signing_keys"), "{stdout}");
+    assert!(!stdout.contains("security.credential_key"), "{stdout}");
+}
+
+#[test]
+fn deferred_secrets_still_check_everything_else() {
+    let (ok, _, stderr) = check_with(
+        "mode = \"production\"\n[edge]\nlisten = \"nowhere\"\n",
+        &[],
+        &[],
+    );
+    assert!(!ok && stderr.contains("edge.listen"), "{stderr}");
+    // A secret given but malformed is an error even when secrets may be deferred.
+    let (ok, _, stderr) = check_with(
+        "mode = \"production\"\n",
+        &[("TENANTGATE__SECURITY__CREDENTIAL_KEY", "short")],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("security.credential_key"),
+        "{stderr}"
+    );
 }
 
 #[test]
