@@ -194,7 +194,8 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("f000: would apply 2") && stdout.contains("f049: would apply 2"),
+        stdout.contains("f000: would apply 2_item_priority")
+            && stdout.contains("f049: would apply 2_item_priority"),
         "{stdout}"
     );
     assert!(versions(&f).await.iter().all(|(_, v, _)| *v == 1));

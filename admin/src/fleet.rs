@@ -21,7 +21,7 @@ use tenantgate_config::Config;
 use tokio::sync::Semaphore;
 
 use tenantgate_catalog::db::connect;
-use tenantgate_config::db_url::Engine;
+use tenantgate_config::db_url::{self, Engine};
 /// Which tenants to migrate and how.
 use tenantgate_contract::TenantStatus;
 #[derive(Debug, Clone, Default)]
@@ -42,8 +42,9 @@ pub struct FleetSummary {
     pub failed: usize,
     /// `(slug, error)` of each failure.
     pub failures: Vec<(String, String)>,
-    /// `(slug, pending versions)` of each tenant with work to do (all runs, not only dry ones).
-    pub pending: Vec<(String, Vec<i64>)>,
+    /// `(slug, pending migrations)` of each tenant with work to do (all runs, not only dry
+    /// ones); a migration is named `<version>_<description>`, as its file is.
+    pub pending: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +135,9 @@ pub async fn migrate_tenants(
             let shard = shards.get(&tenant.shard).cloned();
             let server_key = shard
                 .as_ref()
-                .map(|s| server_of(&s.database_url))
+                .map(|s| {
+                    db_url::server_of(&s.database_url).unwrap_or_else(|| s.database_url.clone())
+                })
                 .unwrap_or_default();
             let permits = servers
                 .entry(server_key)
@@ -233,18 +236,6 @@ async fn select_tenants(catalog: &Catalog, slugs: &[String]) -> Result<Vec<Tenan
     }
 }
 
-/// The database server a shard URL points at (scheme, host and port), for concurrency limits.
-fn server_of(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme().starts_with("postgres") => format!(
-            "{}:{}",
-            u.host_str().unwrap_or(""),
-            u.port().unwrap_or(5432)
-        ),
-        _ => url.to_string(),
-    }
-}
-
 async fn migrate_one(
     config: &Config,
     catalog: &Catalog,
@@ -252,7 +243,7 @@ async fn migrate_one(
     tenant: &Tenant,
     migrators: &HashMap<Engine, Arc<Migrator>>,
     dry_run: bool,
-) -> Result<(Vec<i64>, Outcome), String> {
+) -> Result<(Vec<String>, Outcome), String> {
     let target = TenantDbTarget::resolve(shard, tenant, &config.security.credential_key)
         .map_err(|e| e.to_string())?;
     let migrator = migrators
@@ -261,12 +252,13 @@ async fn migrate_one(
     let pool = connect(&target.primary, 1)
         .await
         .map_err(|e| format!("connecting to the tenant database: {e}"))?;
-    let result: Result<(Vec<i64>, Outcome), String> = async {
+    let result: Result<(Vec<String>, Outcome), String> = async {
         let applied = applied_versions(&pool).await.map_err(|e| e.to_string())?;
-        let pending: Vec<i64> = migrator
+        let pending: Vec<String> = migrator
             .iter()
             .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
-            .map(|m| m.version)
+            // sqlx turns the file name's underscores into spaces; show it as it was written.
+            .map(|m| format!("{}_{}", m.version, m.description.replace(' ', "_")))
             .collect();
         if dry_run || pending.is_empty() {
             let version = applied.iter().copied().max().unwrap_or(0);
@@ -384,9 +376,8 @@ impl ProgressSink for ConsoleProgress {
 pub fn print_summary(summary: &FleetSummary, dry_run: bool) {
     if dry_run {
         println!("dry run: nothing was changed");
-        for (slug, versions) in &summary.pending {
-            let list: Vec<String> = versions.iter().map(i64::to_string).collect();
-            println!("  {slug}: would apply {}", list.join(", "));
+        for (slug, migrations) in &summary.pending {
+            println!("  {slug}: would apply {}", migrations.join(", "));
         }
         println!(
             "{} tenants with pending migrations, {} current, {} failed",

@@ -11,6 +11,7 @@ use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, NewTenant, TenantFilter, TenantPatch};
 use tenantgate_catalog::tenant_db::db_name;
 use tenantgate_catalog::{ShardStatus, Tenant};
+use tenantgate_config::db_url::{self, Engine};
 use tenantgate_contract::{RateLimit, TenantSettings, TenantStatus};
 use uuid::Uuid;
 
@@ -590,12 +591,6 @@ pub(crate) async fn remove_domain_handler(
     Ok(Json(find(&state, &before.id.to_string()).await?))
 }
 
-/// `host:port` of a PostgreSQL URL: shards with the same one share a server.
-fn pg_server(url: &str) -> Option<(String, u16)> {
-    let u = url::Url::parse(url).ok()?;
-    Some((u.host_str()?.to_string(), u.port().unwrap_or(5432)))
-}
-
 /// Start moving a tenant to another shard: status `moving` now (the edge holds its requests),
 /// a `move_tenant` job copies and switches it. Between PostgreSQL shards only when both are on
 /// the same server (the database stays; routing changes); SQLite tenants are copied.
@@ -640,16 +635,13 @@ pub(crate) async fn move_handler(
         .shard(&before.shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let from = tenantgate_config::db_url::Engine::of_url(&source.database_url)?;
-    let to = tenantgate_config::db_url::Engine::of_url(&target_shard.database_url)?;
+    let from = Engine::of_url(&source.database_url)?;
+    let to = Engine::of_url(&target_shard.database_url)?;
     let movable = match (from, to) {
-        (tenantgate_config::db_url::Engine::Sqlite, tenantgate_config::db_url::Engine::Sqlite) => {
-            true
+        (Engine::Sqlite, Engine::Sqlite) => true,
+        (Engine::Postgres, Engine::Postgres) => {
+            db_url::server_of(&source.database_url) == db_url::server_of(&target_shard.database_url)
         }
-        (
-            tenantgate_config::db_url::Engine::Postgres,
-            tenantgate_config::db_url::Engine::Postgres,
-        ) => pg_server(&source.database_url) == pg_server(&target_shard.database_url),
         _ => false,
     };
     if !movable {
