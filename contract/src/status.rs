@@ -112,6 +112,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Provisioning,
+        Refusal::Failed,
+        Refusal::Suspended,
+        Refusal::Deleted,
+        Refusal::MovingTimedOut,
+    ];
+
     /// HTTP status of the answer.
     pub fn status(self) -> u16 {
         match self {

@@ -19,7 +19,7 @@ use tenantgate_contract::{Admission, Refusal};
 
 use crate::error::Reject;
 use crate::headers::{self, Forwarded};
-use crate::metrics::{EdgeMetrics, NONE_LABEL};
+use crate::metrics::{EdgeMetrics, UpstreamError, NONE_LABEL};
 use crate::pools::{Backend, Pools};
 use crate::rate_limit::{Decision, InFlight};
 use crate::resolve::{Resolver, RouteInfo};
@@ -165,9 +165,7 @@ impl ProxyHttp for Edge {
                 .with_label_values(&[&*route.shard, backend.name.as_str()])
                 .set(0);
             self.metrics
-                .upstream_errors
-                .with_label_values(&[&route.shard, "connect"])
-                .inc();
+                .upstream_error(&route.shard, UpstreamError::Connect);
             tracing::warn!(shard = %route.shard, backend = %backend.name, error = %e, "backend connect failed; ejected");
         }
         if !ctx.retried {
@@ -323,9 +321,7 @@ impl Edge {
             _ => {
                 if let Some(route) = &ctx.route {
                     self.metrics
-                        .upstream_errors
-                        .with_label_values(&[&*route.shard, "proxy"])
-                        .inc();
+                        .upstream_error(&route.shard, UpstreamError::Proxy);
                 }
                 Some(Reject::BadGateway)
             }

@@ -54,6 +54,24 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every rejection, for metrics that start each reason at 0.
+    pub fn all() -> impl Iterator<Item = Reject> {
+        [
+            Reject::InvalidHost,
+            Reject::UnknownTenant,
+            Reject::RateLimited,
+            Reject::TooManyInFlight,
+            Reject::ShardUnavailable,
+            Reject::CatalogUnavailable,
+            Reject::MalformedRequest,
+            Reject::HeadersTooLarge,
+            Reject::UriTooLong,
+            Reject::BadGateway,
+        ]
+        .into_iter()
+        .chain(Refusal::ALL.map(Reject::Tenant))
+    }
+
     /// HTTP status of the answer.
     pub fn status(self) -> u16 {
         match self {
@@ -141,6 +159,8 @@ mod tests {
         assert_eq!(body["error"]["code"], "tenant_suspended");
         assert!(body["error"]["message"].is_string());
         assert_eq!(Reject::UnknownTenant.status(), 404);
+        let codes: std::collections::HashSet<&str> = Reject::all().map(Reject::code).collect();
+        assert_eq!(codes.len(), Reject::all().count(), "codes are distinct");
         assert_eq!(Reject::Tenant(Refusal::Deleted).status(), 410);
         assert_eq!(Reject::HeadersTooLarge.status(), 431);
         assert_eq!(

@@ -17,6 +17,7 @@ use prometheus::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Reject;
 use crate::resolve::Resolver;
 
 /// Histogram buckets of request durations, 0.5 ms to 10 s.
@@ -26,6 +27,33 @@ const DURATION_BUCKETS: &[f64] = &[
 
 /// Label value for requests that never reached a tenant or a shard.
 pub const NONE_LABEL: &str = "_none";
+
+/// The `kind` of a `tenantgate_upstream_errors_total` count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Connecting failed; the backend is ejected and the request retried once.
+    Connect,
+    /// The backend failed after the connection was made, or answered garbage.
+    Proxy,
+    /// An active health check failed.
+    HealthCheck,
+}
+
+impl UpstreamError {
+    pub const ALL: [UpstreamError; 3] = [
+        UpstreamError::Connect,
+        UpstreamError::Proxy,
+        UpstreamError::HealthCheck,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Proxy => "proxy",
+            UpstreamError::HealthCheck => "health_check",
+        }
+    }
+}
 
 /// The result of one route-cache lookup, as counted in `tenantgate_catalog_cache_lookups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +96,13 @@ pub struct EdgeMetrics {
 }
 
 impl EdgeMetrics {
+    /// Count an upstream error of `kind` on `shard`.
+    pub fn upstream_error(&self, shard: &str, kind: UpstreamError) {
+        self.upstream_errors
+            .with_label_values(&[shard, kind.label()])
+            .inc();
+    }
+
     /// Create and register every edge metric in a fresh registry.
     pub fn new() -> EdgeMetrics {
         let registry = Registry::new();
@@ -88,6 +123,10 @@ impl EdgeMetrics {
             "Requests the edge answered itself, by reason.",
             &["reason"],
         );
+        // Known label sets start at 0, so a panel or a rate() shows 0 rather than "no data".
+        for reject in Reject::all() {
+            rejections.with_label_values(&[reject.code()]);
+        }
         let rate_limited = counter(
             "tenantgate_edge_rate_limited_total",
             "Requests refused by a tenant's rate limit.",
@@ -95,7 +134,7 @@ impl EdgeMetrics {
         );
         let upstream_errors = counter(
             "tenantgate_upstream_errors_total",
-            "Failures talking to app backends, by shard and kind (connect, proxy).",
+            "Failures talking to app backends, by shard and kind (connect, proxy, health_check).",
             &["shard", "kind"],
         );
         let lookups_vec = counter(

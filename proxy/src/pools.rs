@@ -17,7 +17,7 @@ use tenantgate_config::EdgeConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::EdgeMetrics;
+use crate::metrics::{EdgeMetrics, UpstreamError};
 
 /// One app backend of a shard.
 #[derive(Debug)]
@@ -150,8 +150,21 @@ impl Pools {
             }
             let pool = ShardPool::new(&shard.name, shard.status, backends);
             fresh.insert(pool.name.clone(), Arc::new(pool));
+            // Every shard's error series exist from the start, at 0.
+            for kind in UpstreamError::ALL {
+                metrics
+                    .upstream_errors
+                    .with_label_values(&[shard.name.as_str(), kind.label()]);
+            }
         }
-        // Drop the health series of backends that are gone.
+        // Drop the series of shards and backends that are gone.
+        for shard in old.keys().filter(|s| !fresh.contains_key(*s)) {
+            for kind in UpstreamError::ALL {
+                let _ = metrics
+                    .upstream_errors
+                    .remove_label_values(&[&**shard, kind.label()]);
+            }
+        }
         for (shard, pool) in &old {
             for b in &pool.backends {
                 let still = fresh
@@ -223,10 +236,7 @@ pub(crate) async fn health_checks(
                     if !ok {
                         // Failed checks are upstream errors too: a dead backend shows up in
                         // the error panels before (and while) traffic avoids it.
-                        metrics
-                            .upstream_errors
-                            .with_label_values(&[&*pool.name, "health_check"])
-                            .inc();
+                        metrics.upstream_error(&pool.name, UpstreamError::HealthCheck);
                     }
                     let changed = backend.record_check(
                         ok,

@@ -201,13 +201,27 @@ async fn ejects_dead_backends_and_recovers(tc: TestCatalog) {
     })
     .await;
     assert_eq!(readyz(&h).await, 200);
+    // The dead backends were counted: failed health checks at least, connect failures when a
+    // request met a backend not ejected yet.
     let metrics = h.metrics_text().await;
-    assert!(
-        metrics.contains(r#"tenantgate_upstream_errors_total{kind="connect",shard="shard-a"}"#)
-            || metrics.contains(&format!(
-                r#"tenantgate_upstream_healthy{{backend="{addr2}",shard="shard-a"}} 1"#
-            ))
-    );
+    let errors: f64 = ["connect", "proxy", "health_check"]
+        .iter()
+        .map(|kind| {
+            sample(
+                &metrics,
+                &format!(r#"tenantgate_upstream_errors_total{{kind="{kind}",shard="shard-a"}}"#),
+            )
+            .unwrap_or_else(|| panic!("no {kind} series: {metrics}"))
+        })
+        .sum();
+    assert!(errors > 0.0, "{metrics}");
+}
+
+/// The value of the sample `series` (name and labels as Prometheus prints them).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 both_backends!(backends_follow_shard_changes);
@@ -224,6 +238,22 @@ async fn backends_follow_shard_changes(tc: TestCatalog) {
     )
     .await;
     h.start().await;
+    // Known label sets start at 0: every error kind of the shard, every rejection reason.
+    let metrics = h.metrics_text().await;
+    for kind in ["connect", "proxy", "health_check"] {
+        let series =
+            format!(r#"tenantgate_upstream_errors_total{{kind="{kind}",shard="shard-a"}}"#);
+        assert_eq!(sample(&metrics, &series), Some(0.0), "{series}: {metrics}");
+    }
+    for reason in [
+        "unknown_tenant",
+        "tenant_suspended",
+        "rate_limited",
+        "shard_unavailable",
+    ] {
+        let series = format!(r#"tenantgate_edge_rejections_total{{reason="{reason}"}}"#);
+        assert_eq!(sample(&metrics, &series), Some(0.0), "{series}: {metrics}");
+    }
     assert_eq!(h.get("acme.test", "/", &[]).await.body["backend"], "old");
 
     // The shard's upstreams change in the catalog: the edge follows without a restart, and a
