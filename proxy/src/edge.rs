@@ -212,6 +212,8 @@ impl ProxyHttp for Edge {
                 } else {
                     None
                 },
+                // The listener the request came in on: a TLS connection has a TLS digest.
+                tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             },
         )
     }

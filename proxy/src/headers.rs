@@ -206,6 +206,8 @@ pub struct Forwarded<'a> {
     pub client_ip: Option<IpAddr>,
     /// The path prefix that matched, when the route is a host + prefix domain.
     pub prefix: Option<&'a str>,
+    /// Whether the client's connection is TLS: `x-forwarded-proto` is `https`, else `http`.
+    pub tls: bool,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -252,7 +254,8 @@ pub fn rewrite_upstream(up: &mut RequestHeader, fwd: Forwarded<'_>) -> pingora::
     if let Some(ip) = fwd.client_ip {
         headers.insert(X_FORWARDED_FOR, ip_value(ip));
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if fwd.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = headers.get(HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -468,6 +471,7 @@ mod tests {
                 ("Host", "app.example.com"),
                 ("X-Tenant-Id", "evil"),
                 ("X-Forwarded-For", "1.2.3.4"),
+                ("X-Forwarded-Proto", "https"),
                 ("Forwarded", "for=1.2.3.4"),
                 ("X-Real-IP", "1.2.3.4"),
                 ("Keep-Alive", "300"),
@@ -482,6 +486,7 @@ mod tests {
             signature: "sig".into(),
             client_ip: Some([127, 0, 0, 1].into()),
             prefix: Some("acme"),
+            tls: false,
         };
         rewrite_upstream(&mut r, fwd).unwrap();
         let get = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_string());
@@ -501,6 +506,23 @@ mod tests {
         assert_eq!(get("keep-alive"), None);
         assert_eq!(get("accept").as_deref(), Some("*/*"));
         assert_eq!(r.uri.path_and_query().unwrap().as_str(), "/items?x=1");
+        // The client's claim is replaced by what the listener was.
+        assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
+        let mut tls = request("/", &[("Host", "a.test"), ("X-Forwarded-Proto", "http")]);
+        rewrite_upstream(
+            &mut tls,
+            Forwarded {
+                route: &route,
+                request_id: "rid",
+                signature: "sig".into(),
+                client_ip: None,
+                prefix: None,
+                tls: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(tls.headers.get_all("x-forwarded-proto").iter().count(), 1);
+        assert_eq!(tls.headers["x-forwarded-proto"], "https");
     }
 
     #[test]
