@@ -27,6 +27,7 @@ use tenantgate_contract::TenantSettings;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::cookies;
 use crate::directory::{refusal, servable};
 use crate::error::{AppError, Unavailable};
 use crate::metrics::{TenantLabel, VerifiedSlug};
@@ -53,6 +54,8 @@ struct ContextInner {
     pools: PoolManager,
     /// The client wrote recently: its reads go to the primary (read-your-writes).
     sticky_primary: bool,
+    /// The tenant's path prefix on a shared host (`/acme`), empty on a whole host.
+    base_path: String,
 }
 
 impl std::fmt::Debug for TenantContext {
@@ -101,6 +104,12 @@ impl TenantContext {
     /// The tenant's settings (locale, timezone, theme, feature flags).
     pub fn settings(&self) -> &TenantSettings {
         &self.inner.settings
+    }
+
+    /// The tenant's path prefix on a shared host (`/acme`, from `x-forwarded-prefix`), empty on
+    /// a whole-host domain: links and cookies of this tenant live under it.
+    pub fn base_path(&self) -> &str {
+        &self.inner.base_path
     }
 
     /// True when reads of this request go to the primary although the shard has replicas,
@@ -173,11 +182,16 @@ pub async fn require_tenant(
     let label = TenantLabel(state.labels().label(ctx.slug()));
     let slug = VerifiedSlug(ctx.slug().to_owned());
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let base_path = ctx.base_path().to_owned();
     let span = tracing::info_span!("tenant", tenant = %ctx.slug(), request_id = %ctx.request_id());
     req.extensions_mut().insert(ctx);
     let mut response = next.run(req).instrument(span).await;
     if write && response.status().is_success() {
-        replicas::mark_wrote(&mut response, state.config().app.read_your_writes);
+        replicas::mark_wrote(
+            &mut response,
+            state.config().app.read_your_writes,
+            &base_path,
+        );
     }
     response.extensions_mut().insert(label);
     response.extensions_mut().insert(slug);
@@ -258,6 +272,7 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
             epoch,
             settings: TenantSettings::read_stored(&tenant.settings),
             sticky_primary: replicas::wrote_recently(headers),
+            base_path: cookies::base_path(headers),
             tenant,
             shard: shard_row,
             pools: state.pools().clone(),

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod context;
+pub mod cookies;
 pub mod directory;
 pub mod error;
 pub mod export;

@@ -11,12 +11,13 @@
 //!   dashboard; a bad token gets the form again with 401.
 
 use axum::extract::Form;
-use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::context::TenantContext;
+use crate::cookies;
 use crate::error::AppError;
 use crate::items;
 use crate::rbac::{Credential, Permission, SESSION_COOKIE};
@@ -129,22 +130,6 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The path prefix the edge stripped (`x-forwarded-prefix`), so links work behind
-/// host + prefix domains. Only a plain path is accepted.
-fn prefix(headers: &HeaderMap) -> String {
-    headers
-        .get("x-forwarded-prefix")
-        .and_then(|v| v.to_str().ok())
-        .map(|p| p.trim_end_matches('/'))
-        .filter(|p| {
-            p.starts_with('/')
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
-        })
-        .unwrap_or("")
-        .to_string()
-}
-
 fn page(ctx: &TenantContext, m: &Messages, title: &str, main: &str) -> String {
     let colour = ctx.settings().theme_color().unwrap_or(DEFAULT_COLOUR);
     format!(
@@ -169,7 +154,7 @@ pub(crate) async fn dashboard(
     ctx: TenantContext,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let base = prefix(&headers);
+    let base = ctx.base_path();
     let Some(cred) = Credential::from_headers(&headers) else {
         return Ok((StatusCode::SEE_OTHER, [(LOCATION, format!("{base}/login"))]).into_response());
     };
@@ -205,7 +190,7 @@ pub(crate) async fn dashboard(
     Ok(html(StatusCode::OK, page(&ctx, m, m.dashboard, &main)))
 }
 
-fn login_form(ctx: &TenantContext, headers: &HeaderMap, failed: bool) -> String {
+fn login_form(ctx: &TenantContext, failed: bool) -> String {
     let m = messages(ctx.settings().locale());
     let error = if failed {
         format!(
@@ -222,7 +207,7 @@ fn login_form(ctx: &TenantContext, headers: &HeaderMap, failed: bool) -> String 
 <button type=\"submit\">{button}</button></form>",
         title = escape(m.login_title),
         prompt = escape(m.login_prompt),
-        action = escape(&format!("{}/login", prefix(headers))),
+        action = escape(&format!("{}/login", ctx.base_path())),
         label = escape(m.token_label),
         button = escape(m.login_button),
     );
@@ -230,8 +215,8 @@ fn login_form(ctx: &TenantContext, headers: &HeaderMap, failed: bool) -> String 
 }
 
 /// `GET /login`.
-pub(crate) async fn login_page(ctx: TenantContext, headers: HeaderMap) -> Response {
-    html(StatusCode::OK, login_form(&ctx, &headers, false))
+pub(crate) async fn login_page(ctx: TenantContext) -> Response {
+    html(StatusCode::OK, login_form(&ctx, false))
 }
 
 /// Form of `POST /login`.
@@ -264,29 +249,27 @@ pub(crate) async fn login(
         None
     };
     if user.is_none() {
-        return Ok(html(
-            StatusCode::UNAUTHORIZED,
-            login_form(&ctx, &headers, true),
-        ));
+        return Ok(html(StatusCode::UNAUTHORIZED, login_form(&ctx, true)));
     }
-    let base = prefix(&headers);
+    let base = ctx.base_path();
     let secure = headers
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path={}; HttpOnly; SameSite=Strict{}",
-        cred.token(),
-        if base.is_empty() { "/" } else { &base },
-        if secure { "; Secure" } else { "" },
-    );
     let mut response = (
         StatusCode::SEE_OTHER,
         [(LOCATION, format!("{base}/dashboard"))],
     )
         .into_response();
-    response.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|_| AppError::Unauthenticated)?,
+    cookies::set(
+        response.headers_mut(),
+        SESSION_COOKIE,
+        cred.token(),
+        base,
+        if secure {
+            "HttpOnly; SameSite=Strict; Secure"
+        } else {
+            "HttpOnly; SameSite=Strict"
+        },
     );
     Ok(response)
 }
@@ -311,15 +294,5 @@ mod tests {
         assert_eq!(messages("es").lang, "es");
         assert_eq!(messages("pt").lang, "en");
         assert_eq!(messages("").lang, "en");
-    }
-
-    #[test]
-    fn prefixes_are_plain_paths() {
-        let mut h = HeaderMap::new();
-        assert_eq!(prefix(&h), "");
-        h.insert("x-forwarded-prefix", "/acme/".parse().unwrap());
-        assert_eq!(prefix(&h), "/acme");
-        h.insert("x-forwarded-prefix", "/a\"><script>".parse().unwrap());
-        assert_eq!(prefix(&h), "");
     }
 }

@@ -31,9 +31,9 @@ use sqlx::Row;
 use tenantgate_contract::crypto::hash_token;
 
 use crate::context::TenantContext;
+use crate::cookies;
 use crate::error::AppError;
 use crate::pools::{DbRole, TenantDb};
-use crate::replicas::cookie;
 
 /// Name of the HttpOnly session cookie set by `POST /login`.
 pub const SESSION_COOKIE: &str = "tg_session";
@@ -140,7 +140,7 @@ impl Credential {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             });
         bearer
-            .or_else(|| cookie(headers, SESSION_COOKIE))
+            .or_else(|| cookies::read(headers, SESSION_COOKIE))
             .filter(|t| !t.is_empty())
             .map(|t| Credential {
                 token: t.to_string(),

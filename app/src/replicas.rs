@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use tenantgate_contract::time::now_ms;
+
+use crate::cookies;
 
 /// Cookie holding the read-from-primary deadline (unix milliseconds).
 pub const STICKY_COOKIE: &str = "tg_primary_until";
@@ -25,15 +26,16 @@ pub fn wrote_recently(headers: &HeaderMap) -> bool {
         .get(STICKY_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
-    let from_cookie = cookie(headers, STICKY_COOKIE).and_then(|v| v.parse::<i64>().ok());
+    let from_cookie = cookies::read(headers, STICKY_COOKIE).and_then(|v| v.parse::<i64>().ok());
     from_header
         .into_iter()
         .chain(from_cookie)
         .any(|until| until > now)
 }
 
-/// Mark `response` (of a successful write) so the client reads from the primary for `window`.
-pub fn mark_wrote(response: &mut Response, window: Duration) {
+/// Mark `response` (of a successful write) so the client reads from the primary for `window`;
+/// the cookie is scoped to `base` (the tenant's path prefix, see [`crate::cookies`]).
+pub fn mark_wrote(response: &mut Response, window: Duration, base: &str) {
     if window.is_zero() {
         return;
     }
@@ -41,32 +43,26 @@ pub fn mark_wrote(response: &mut Response, window: Duration) {
     let secs = window.as_secs().max(1);
     let headers = response.headers_mut();
     headers.insert(STICKY_HEADER, HeaderValue::from(until));
-    let cookie = format!("{STICKY_COOKIE}={until}; Max-Age={secs}; Path=/; HttpOnly; SameSite=Lax");
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        headers.append(SET_COOKIE, value);
-    }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+    cookies::set(
+        headers,
+        STICKY_COOKIE,
+        &until.to_string(),
+        base,
+        &format!("Max-Age={secs}; HttpOnly; SameSite=Lax"),
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header::{COOKIE, SET_COOKIE};
 
     #[test]
     fn marks_and_recognises_recent_writes() {
         let mut response = Response::new(axum::body::Body::empty());
-        mark_wrote(&mut response, Duration::from_secs(5));
+        mark_wrote(&mut response, Duration::from_secs(5), "/acme");
+        let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap();
+        assert!(set_cookie.contains("; Path=/acme;"), "{set_cookie}");
         let until = response.headers()[STICKY_HEADER]
             .to_str()
             .unwrap()
@@ -85,7 +81,7 @@ mod tests {
             "a deadline in the past is ignored"
         );
         let mut none = Response::new(axum::body::Body::empty());
-        mark_wrote(&mut none, Duration::ZERO);
+        mark_wrote(&mut none, Duration::ZERO, "");
         assert!(none.headers().is_empty());
     }
 }
