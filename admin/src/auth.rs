@@ -11,7 +11,7 @@ use tenantgate_catalog::TokenScope;
 use tenantgate_contract::crypto::{constant_time_eq, hash_token};
 
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 
 /// Who made a request, as recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub(crate) struct Writer(pub(crate) Actor);
 
 /// Who holds `token`, or `None` when it is not a valid admin token.
 pub(crate) async fn authenticate(
-    state: &AppState,
+    state: &AdminState,
     token: &str,
 ) -> Result<Option<Actor>, AdminError> {
     if let Some(bootstrap) = &state.config.admin.bootstrap_token {
@@ -62,7 +62,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-async fn require(parts: &Parts, state: &AppState, scope: TokenScope) -> Result<Actor, AdminError> {
+async fn require(parts: &Parts, state: &AdminState, scope: TokenScope) -> Result<Actor, AdminError> {
     let token = bearer(parts).ok_or(AdminError::Unauthorized)?;
     let actor = authenticate(state, token)
         .await?
@@ -73,18 +73,18 @@ async fn require(parts: &Parts, state: &AppState, scope: TokenScope) -> Result<A
     Ok(actor)
 }
 
-impl FromRequestParts<AppState> for Reader {
+impl FromRequestParts<AdminState> for Reader {
     type Rejection = AdminError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, AdminError> {
         require(parts, state, TokenScope::Read).await.map(Reader)
     }
 }
 
-impl FromRequestParts<AppState> for Writer {
+impl FromRequestParts<AdminState> for Writer {
     type Rejection = AdminError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, AdminError> {
         require(parts, state, TokenScope::Write).await.map(Writer)
     }
 }

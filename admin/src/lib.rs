@@ -25,7 +25,7 @@ pub use error::{AdminError, FieldError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use state::AppState;
+use state::AdminState;
 use tenantgate_catalog::{Catalog, TokenScope};
 use tenantgate_config::Config;
 use tokio::net::TcpListener;
@@ -47,7 +47,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
-    let state = AppState::new(config, catalog);
+    let state = AdminState::new(config, catalog);
     // A child token, so that a failing listener stops this component's tasks only.
     let background = shutdown.child_token();
     let worker = tokio::spawn(jobs::run(state.clone(), background.clone()));
@@ -88,12 +88,12 @@ pub async fn serve(
 /// Build the admin router over `catalog` without a worker, for tests and embedding: the API
 /// answers, but queued jobs run only where [`serve`] (or [`run_worker`]) runs.
 pub fn router(config: Arc<Config>, catalog: Catalog) -> axum::Router {
-    api::router(AppState::new(config, catalog))
+    api::router(AdminState::new(config, catalog))
 }
 
 /// Run only the provisioning worker until `shutdown` (another process may serve the API).
 pub async fn run_worker(config: Arc<Config>, catalog: Catalog, shutdown: CancellationToken) {
-    jobs::run(AppState::new(config, catalog), shutdown).await;
+    jobs::run(AdminState::new(config, catalog), shutdown).await;
 }
 
 /// Make sure shard `name` exists with these app upstreams: create it (status active) if absent,
@@ -106,7 +106,7 @@ pub async fn ensure_shard(
     database_url: &str,
 ) -> Result<(), AdminError> {
     // Shard writes read nothing from the configuration; a default one serves.
-    let state = AppState::new(Arc::new(cli_config()?), catalog.clone());
+    let state = AdminState::new(Arc::new(cli_config()?), catalog.clone());
     match catalog.shard(name).await? {
         None => {
             api::shards::create(
@@ -148,7 +148,7 @@ pub async fn ensure_tenant(
     if catalog.tenant(slug).await?.is_some() {
         return Ok(());
     }
-    let state = AppState::new(Arc::new(config.clone()), catalog.clone());
+    let state = AdminState::new(Arc::new(config.clone()), catalog.clone());
     let request = api::tenants::CreateTenant {
         slug: slug.to_string(),
         name: name.to_string(),

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AdminState {
     pub(crate) config: Arc<Config>,
     pub(crate) catalog: Catalog,
     pub(crate) metrics: Metrics,
@@ -20,9 +20,9 @@ pub(crate) struct AppState {
     pub(crate) webhooks_wake: Arc<Notify>,
 }
 
-impl AppState {
-    pub(crate) fn new(config: Arc<Config>, catalog: Catalog) -> AppState {
-        AppState {
+impl AdminState {
+    pub(crate) fn new(config: Arc<Config>, catalog: Catalog) -> AdminState {
+        AdminState {
             config,
             catalog,
             metrics: Metrics::new(),

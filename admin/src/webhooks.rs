@@ -15,7 +15,7 @@ use sha2::Sha256;
 use tenantgate_catalog::store::outbox::OutboxEntry;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::state::AdminState;
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-tenantgate-signature";
@@ -54,7 +54,7 @@ fn backoff(attempts: i64) -> Duration {
 
 /// Deliver queued events until `shutdown`. Does nothing without a webhook secret (config
 /// validation requires one whenever URLs are configured).
-pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     let Some(secret) = state.config.admin.webhook_secret.clone() else {
         return;
     };
@@ -95,7 +95,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-async fn deliver(state: &AppState, client: &reqwest::Client, secret: &str, entry: OutboxEntry) {
+async fn deliver(state: &AdminState, client: &reqwest::Client, secret: &str, entry: OutboxEntry) {
     let t = tenantgate_contract::time::now_secs();
     let response = client
         .post(&entry.url)

@@ -12,18 +12,18 @@ use tenantgate_catalog::store::outbox;
 use tenantgate_catalog::Tenant;
 
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 
 /// An open catalog write (holding the catalog write lock until commit or drop).
 pub(crate) struct Write<'a> {
     tx: Transaction<'static, sqlx::Any>,
-    state: &'a AppState,
+    state: &'a AdminState,
     jobs: bool,
     events: bool,
 }
 
 impl<'a> Write<'a> {
-    pub(crate) async fn begin(state: &'a AppState) -> Result<Write<'a>, AdminError> {
+    pub(crate) async fn begin(state: &'a AdminState) -> Result<Write<'a>, AdminError> {
         Ok(Write {
             tx: state.catalog.begin_write().await?,
             state,

@@ -8,7 +8,7 @@ use tenantgate_catalog::store::audit::AuditEntry;
 use crate::auth::Reader;
 use crate::error::AdminError;
 use crate::extract::ApiQuery;
-use crate::state::AppState;
+use crate::state::AdminState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +29,7 @@ pub(crate) struct AuditPage {
 const MAX_PAGE: i64 = 1000;
 
 pub(crate) async fn list_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, AdminError> {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
 use crate::jobs::kind;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::write::Write;
 
 /// A job as the API shows it.
@@ -61,7 +61,7 @@ fn parse_id(id: &str) -> Result<Uuid, AdminError> {
 }
 
 pub(crate) async fn get_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AdminError> {
@@ -76,7 +76,7 @@ pub(crate) async fn get_handler(
 /// Put a failed job back in the queue with fresh attempts; a failed tenant it provisions goes
 /// back to `provisioning`. 409 unless the job is failed.
 pub(crate) async fn retry_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobView>), AdminError> {

@@ -13,7 +13,7 @@ use crate::auth::Writer;
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::jobs::{kind, migrate::MigratePayload};
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::validate::Errors;
 use crate::write::Write;
 
@@ -36,7 +36,7 @@ pub(crate) struct MigrationJob {
 }
 
 pub(crate) async fn handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     ApiJson(req): ApiJson<StartMigration>,
 ) -> Result<(StatusCode, Json<MigrationJob>), AdminError> {

@@ -19,7 +19,7 @@ use axum::Router;
 use tracing::Instrument;
 
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub(crate) struct RouteDoc {
 }
 
 /// Every route of the admin API with its handler.
-pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
+pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AdminState>)> {
     use Access::*;
     let doc = |method, path, summary, access, request, query, success| RouteDoc {
         method,
@@ -120,7 +120,7 @@ pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
 }
 
 /// The admin API router over `state`. Unknown paths and methods answer our JSON error.
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     let mut router = Router::new();
     for (doc, handler) in table() {
         router = router.route(doc.path, handler);

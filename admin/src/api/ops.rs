@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::state::AppState;
+use crate::state::AdminState;
 
 /// `GET /healthz`: the process serves requests.
 pub(crate) async fn healthz() -> Json<serde_json::Value> {
@@ -13,7 +13,7 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 when the catalog answers, else 503.
-pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.catalog.ping().await {
         (
             StatusCode::OK,
@@ -28,7 +28,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let body = state.metrics.render(&state.catalog).await;
     (
         [(

@@ -13,7 +13,7 @@ use tenantgate_contract::{Admission, RateLimit, Refusal};
 use crate::auth::Reader;
 use crate::error::AdminError;
 use crate::extract::ApiQuery;
-use crate::state::AppState;
+use crate::state::AdminState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +53,7 @@ fn answer(status: u16, code: Option<&'static str>, reason: impl Into<String>) ->
 }
 
 pub(crate) async fn handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
     ApiQuery(q): ApiQuery<ResolveQuery>,
 ) -> Result<Json<Resolution>, AdminError> {

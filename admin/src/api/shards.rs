@@ -12,7 +12,7 @@ use tenantgate_config::db_url::redact;
 use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
 use crate::extract::ApiJson;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::validate::{self, Errors};
 use crate::write::Write;
 
@@ -62,7 +62,7 @@ fn view_json(s: &Shard) -> serde_json::Value {
 
 /// Create a validated shard (audited, announced). Used by the API and [`crate::ensure_shard`].
 pub(crate) async fn create(
-    state: &AppState,
+    state: &AdminState,
     actor: &str,
     name: &str,
     app_upstreams: Vec<String>,
@@ -112,7 +112,7 @@ pub(crate) async fn create(
 
 /// Change a shard's status, upstreams or replicas (audited, announced).
 pub(crate) async fn update(
-    state: &AppState,
+    state: &AdminState,
     actor: &str,
     name: &str,
     status: Option<ShardStatus>,
@@ -168,7 +168,7 @@ pub(crate) async fn update(
 }
 
 pub(crate) async fn create_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     ApiJson(req): ApiJson<CreateShard>,
 ) -> Result<(StatusCode, Json<ShardView>), AdminError> {
@@ -185,7 +185,7 @@ pub(crate) async fn create_handler(
 }
 
 pub(crate) async fn list_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
 ) -> Result<Json<ShardList>, AdminError> {
     let shards = state.catalog.shards().await?;
@@ -195,7 +195,7 @@ pub(crate) async fn list_handler(
 }
 
 pub(crate) async fn get_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
     Path(name): Path<String>,
 ) -> Result<Json<ShardView>, AdminError> {
@@ -208,7 +208,7 @@ pub(crate) async fn get_handler(
 }
 
 pub(crate) async fn patch_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<PatchShard>,

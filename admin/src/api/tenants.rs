@@ -19,7 +19,7 @@ use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::jobs::kind;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::validate::{self, Errors};
 use crate::write::Write;
 
@@ -114,7 +114,7 @@ const MAX_PAGE: i64 = 500;
 const DEFAULT_PAGE: i64 = 50;
 
 /// A tenant by id or slug, or 404.
-pub(crate) async fn find(state: &AppState, id_or_slug: &str) -> Result<Tenant, AdminError> {
+pub(crate) async fn find(state: &AdminState, id_or_slug: &str) -> Result<Tenant, AdminError> {
     state
         .catalog
         .tenant(id_or_slug)
@@ -132,7 +132,7 @@ fn json(t: &Tenant) -> Value {
 
 /// The shard a new tenant goes to: the requested one if it exists and is active, else the
 /// active shard with the fewest tenants (ties broken by name, so placement is deterministic).
-async fn place(state: &AppState, requested: Option<&str>) -> Result<String, AdminError> {
+async fn place(state: &AdminState, requested: Option<&str>) -> Result<String, AdminError> {
     if let Some(name) = requested {
         let shard = state
             .catalog
@@ -172,7 +172,7 @@ async fn place(state: &AppState, requested: Option<&str>) -> Result<String, Admi
 /// Validate and create a tenant in status `provisioning` with its provisioning job, in one
 /// catalog write. Returns the tenant and the job id. Used by the API and by [`crate::ensure_tenant`].
 pub(crate) async fn create(
-    state: &AppState,
+    state: &AdminState,
     actor: &str,
     req: CreateTenant,
 ) -> Result<(Tenant, Uuid), AdminError> {
@@ -255,7 +255,7 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn create_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     ApiJson(req): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantJob>), AdminError> {
@@ -264,7 +264,7 @@ pub(crate) async fn create_handler(
 }
 
 pub(crate) async fn get_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Tenant>, AdminError> {
@@ -272,7 +272,7 @@ pub(crate) async fn get_handler(
 }
 
 pub(crate) async fn list_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     _: Reader,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<TenantPage>, AdminError> {
@@ -337,7 +337,7 @@ fn patched(before: &Tenant, patch: &TenantPatch) -> Tenant {
 
 /// Run a tenant write that requires the tenant to still be in `before.status` (checked under
 /// the catalog write lock); 409 when it changed in between.
-async fn begin_for<'a>(state: &'a AppState, before: &Tenant) -> Result<Write<'a>, AdminError> {
+async fn begin_for<'a>(state: &'a AdminState, before: &Tenant) -> Result<Write<'a>, AdminError> {
     let mut w = Write::begin(state).await?;
     match tenant_state::status(w.conn(), before.id).await? {
         Some(s) if s == before.status => Ok(w),
@@ -349,7 +349,7 @@ async fn begin_for<'a>(state: &'a AppState, before: &Tenant) -> Result<Write<'a>
 }
 
 pub(crate) async fn patch_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PatchTenant>,
@@ -430,7 +430,7 @@ pub(crate) async fn patch_handler(
 /// database after the deletion grace, or now with `purge`. Deleting a deleted tenant again with
 /// `purge` brings its scheduled drop forward.
 pub(crate) async fn delete(
-    state: &AppState,
+    state: &AdminState,
     actor: &str,
     id_or_slug: &str,
     purge: bool,
@@ -509,7 +509,7 @@ pub(crate) async fn delete(
 }
 
 pub(crate) async fn delete_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
@@ -519,7 +519,7 @@ pub(crate) async fn delete_handler(
 }
 
 pub(crate) async fn add_domain_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AddDomain>,
@@ -554,7 +554,7 @@ pub(crate) async fn add_domain_handler(
 }
 
 pub(crate) async fn remove_domain_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path((id, domain)): Path<(String, String)>,
 ) -> Result<Json<Tenant>, AdminError> {
@@ -595,7 +595,7 @@ pub(crate) async fn remove_domain_handler(
 /// a `move_tenant` job copies and switches it. Between PostgreSQL shards only when both are on
 /// the same server (the database stays; routing changes); SQLite tenants are copied.
 pub(crate) async fn move_handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MoveTenant>,

@@ -17,7 +17,7 @@ use tenantgate_contract::TenantStatus;
 use crate::auth::Writer;
 use crate::error::AdminError;
 use crate::extract::ApiJson;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::validate::Errors;
 use crate::write::Write;
 
@@ -56,7 +56,7 @@ fn valid_email(email: &str) -> bool {
 }
 
 pub(crate) async fn handler(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MintToken>,

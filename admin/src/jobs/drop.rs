@@ -18,11 +18,11 @@ use tenantgate_contract::TenantStatus;
 use super::provision::{admin_connection, ident};
 use super::{kind, succeed};
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::write::Write;
 
 /// Run the job (see the module docs).
-pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let tenant_id = job
         .tenant_id
         .ok_or_else(|| AdminError::Job("drop job without a tenant".into()))?;
@@ -88,7 +88,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
 
 /// Complete the job; after a drop, forget the login and free the tenant's domains.
 async fn complete(
-    state: &AppState,
+    state: &AdminState,
     worker: &str,
     job: &Job,
     dropped: Option<tenantgate_catalog::Tenant>,

@@ -13,7 +13,7 @@ use tenantgate_catalog::store::jobs::Job;
 use super::succeed;
 use crate::error::AdminError;
 use crate::fleet::{self, FleetOptions, FleetSummary, Progress, ProgressSink};
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::write::Write;
 
 /// How often the job's progress is written to its row.
@@ -52,7 +52,7 @@ fn report(p: Progress, summary: Option<&FleetSummary>) -> serde_json::Value {
 }
 
 /// Run the job (see the module docs).
-pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let payload: MigratePayload = serde_json::from_value(job.payload.clone())
         .map_err(|e| AdminError::Job(format!("bad migration job payload: {e}")))?;
     let options = FleetOptions {

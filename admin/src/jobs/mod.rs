@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::write::Write;
 
 /// Job kinds.
@@ -61,7 +61,7 @@ pub(crate) fn backoff(attempt: i64) -> Duration {
 /// Run the worker until `shutdown`. Returns promptly after cancellation: running jobs are
 /// stopped and handed back to the queue (their steps are idempotent, so stopping anywhere is
 /// safe).
-pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     let worker = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running = JoinSet::new();
@@ -113,7 +113,7 @@ fn now_plus(d: Duration) -> i64 {
 }
 
 /// Run one claimed job while renewing its lease; record the result.
-async fn run_job(state: &AppState, worker: &str, job: Job, shutdown: CancellationToken) {
+async fn run_job(state: &AdminState, worker: &str, job: Job, shutdown: CancellationToken) {
     let started = Instant::now();
     let lease = state.config.admin.job_lease;
     let renew = async {
@@ -176,7 +176,7 @@ fn describe(error: &AdminError) -> String {
 /// Record a failed attempt: re-queue with backoff, or (final attempt) fail the job and, for
 /// provisioning, the tenant, with the error visible on both.
 async fn record_failure(
-    state: &AppState,
+    state: &AdminState,
     worker: &str,
     job: &Job,
     error: &AdminError,
@@ -250,7 +250,7 @@ async fn record_failure(
 }
 
 /// Do a job's work. On success the job's completion has been committed.
-async fn execute(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+async fn execute(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminError> {
     match job.kind.as_str() {
         kind::PROVISION => provision::run(state, worker, job).await,
         kind::DROP => drop::run(state, worker, job).await,

@@ -24,11 +24,11 @@ use tenantgate_contract::TenantStatus;
 
 use super::succeed;
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::write::Write;
 
 /// Run the job (see the module docs).
-pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let tenant_id = job
         .tenant_id
         .ok_or_else(|| AdminError::Job("provisioning job without a tenant".into()))?;
@@ -82,7 +82,7 @@ pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(),
 /// Complete the job and, when `activate` is given and the tenant is still provisioning, mark it
 /// active at that schema version.
 async fn finish(
-    state: &AppState,
+    state: &AdminState,
     worker: &str,
     job: &Job,
     activate: Option<(Tenant, i64)>,
@@ -125,7 +125,7 @@ async fn finish(
 
 /// The tenant's database login: the sealed one in the catalog, or a new one sealed into the
 /// catalog now (before any role has it, see the module docs).
-async fn login(state: &AppState, tenant: &Tenant) -> Result<Credentials, AdminError> {
+async fn login(state: &AdminState, tenant: &Tenant) -> Result<Credentials, AdminError> {
     let key = &state.config.security.credential_key;
     if let Some(sealed) = &tenant.db_credentials {
         match Credentials::open(sealed, key, tenant.id) {

@@ -19,7 +19,7 @@ use tenantgate_contract::TenantStatus;
 
 use super::succeed;
 use crate::error::AdminError;
-use crate::state::AppState;
+use crate::state::AdminState;
 use crate::write::Write;
 
 /// What the API recorded when it started the move.
@@ -32,7 +32,7 @@ pub(crate) struct MovePayload {
 }
 
 /// Run the job (see the module docs).
-pub(crate) async fn run(state: &AppState, worker: &str, job: &Job) -> Result<(), AdminError> {
+pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminError> {
     let payload: MovePayload = serde_json::from_value(job.payload.clone())
         .map_err(|e| AdminError::Job(format!("bad move job payload: {e}")))?;
     let tenant_id = job
@@ -100,7 +100,7 @@ fn remove_sqlite(file: &std::path::Path) -> Result<(), std::io::Error> {
 /// Complete the job and, when `switch` is given and the tenant is still moving, switch it to
 /// the new shard. Returns whether it switched.
 async fn finish(
-    state: &AppState,
+    state: &AdminState,
     worker: &str,
     job: &Job,
     switch: Option<(tenantgate_catalog::Tenant, MovePayload)>,
