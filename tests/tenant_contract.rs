@@ -220,6 +220,36 @@ async fn ownership_and_cookies(data_dir: &Path, extra: &[&str]) {
         .expect("read-your-writes cookie");
     assert!(sticky.contains("Path=/a;"), "{sticky}");
     assert!(cookies_for("/b/x").is_none());
+
+    // A theme colour set through the admin API shows on the tenant's dashboard.
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/tenants/alpha",
+            Some(json!({"settings": {"theme": {"color": "#1F6FEB"}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"], json!({"theme": {"color": "#1f6feb"}}));
+    wait_until(
+        "dashboard in the new colour",
+        Duration::from_secs(10),
+        || {
+            let (browser, site) = (&browser, &site);
+            async move {
+                let html = browser
+                    .get(format!("{site}/a/dashboard"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                html.contains("#1f6feb").then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,7 +62,11 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-async fn require(parts: &Parts, state: &AdminState, scope: TokenScope) -> Result<Actor, AdminError> {
+async fn require(
+    parts: &Parts,
+    state: &AdminState,
+    scope: TokenScope,
+) -> Result<Actor, AdminError> {
     let token = bearer(parts).ok_or(AdminError::Unauthorized)?;
     let actor = authenticate(state, token)
         .await?
