@@ -5,8 +5,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyPool, ConnectOptions, Connection, Database, Executor, Pool};
 use tenantgate_config::db_url::{sqlite_path, Engine};
 
 use crate::error::CatalogError;
@@ -51,6 +50,18 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, Catalog
 /// SQLite databases are put in WAL mode, so readers never block the writer.
 pub async fn connect_with(url: &str, options: PoolOptions) -> Result<AnyPool, CatalogError> {
     sqlx::any::install_default_drivers();
+    open::<sqlx::Any>(url, options).await
+}
+
+/// Open a pool of driver `DB` on `url` with `options`: the one place pools are set up, for the
+/// `Any` pools of tenant databases and the native pools of the catalog alike, so a SQLite file
+/// gets the same pragmas whichever driver opens it.
+pub(crate) async fn open<DB>(url: &str, options: PoolOptions) -> Result<Pool<DB>, CatalogError>
+where
+    DB: Database,
+    <DB::Connection as Connection>::Options: FromStr<Err = sqlx::Error>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     let engine = Engine::of_url(url)?;
     let url = match engine {
         Engine::Postgres => url.to_string(),
@@ -71,8 +82,9 @@ pub async fn connect_with(url: &str, options: PoolOptions) -> Result<AnyPool, Ca
          PRAGMA busy_timeout = {};",
         options.busy_timeout.as_millis()
     );
-    let connect = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-    let pool = AnyPoolOptions::new()
+    let connect =
+        <DB::Connection as Connection>::Options::from_str(&url)?.disable_statement_logging();
+    let pool = sqlx::pool::PoolOptions::<DB>::new()
         .max_connections(options.max_connections)
         .min_connections(0)
         .idle_timeout(options.idle_timeout)
