@@ -171,13 +171,9 @@ pub async fn create_token(
     let token = tenantgate_contract::crypto::random_token("tga_");
     let id = catalog.insert_admin_token(name, &token, scope).await?;
     // The audit record names the token, never its value.
-    let mut conn = catalog
-        .pool()
-        .acquire()
-        .await
-        .map_err(tenantgate_catalog::CatalogError::from)?;
+    let mut tx = catalog.begin_write().await?;
     tenantgate_catalog::store::audit::append(
-        &mut conn,
+        &mut tx,
         &tenantgate_catalog::store::audit::NewAudit {
             actor: CLI_ACTOR,
             action: "admin_token.create",
@@ -188,5 +184,6 @@ pub async fn create_token(
         },
     )
     .await?;
+    tx.commit().await?;
     Ok(token)
 }

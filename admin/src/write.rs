@@ -4,11 +4,10 @@
 //! Committing them in one transaction is what makes the admin API crash-safe: a tenant never
 //! exists without its provisioning job, and an event is queued exactly when the write happens.
 
-use sqlx::{AnyConnection, Transaction};
 use tenantgate_catalog::store::audit::{self, NewAudit};
 use tenantgate_catalog::store::changes::{self, NewChange};
 use tenantgate_catalog::store::jobs::{self, NewJob};
-use tenantgate_catalog::store::outbox;
+use tenantgate_catalog::store::{outbox, WriteTx};
 use tenantgate_catalog::Tenant;
 
 use crate::error::AdminError;
@@ -16,7 +15,7 @@ use crate::state::AdminState;
 
 /// An open catalog write (holding the catalog write lock until commit or drop).
 pub(crate) struct Write<'a> {
-    tx: Transaction<'static, sqlx::Any>,
+    tx: WriteTx,
     state: &'a AdminState,
     jobs: bool,
     events: bool,
@@ -32,8 +31,8 @@ impl<'a> Write<'a> {
         })
     }
 
-    /// The transaction's connection, for store functions.
-    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+    /// The transaction, for store functions.
+    pub(crate) fn conn(&mut self) -> &mut WriteTx {
         &mut self.tx
     }
 
@@ -89,10 +88,7 @@ impl<'a> Write<'a> {
 
     /// Commit, then wake the worker and the webhook deliverer if this write gave them work.
     pub(crate) async fn commit(self) -> Result<(), AdminError> {
-        self.tx
-            .commit()
-            .await
-            .map_err(tenantgate_catalog::CatalogError::from)?;
+        self.tx.commit().await?;
         if self.jobs {
             self.state.jobs_wake.notify_one();
         }

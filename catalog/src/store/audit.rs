@@ -1,10 +1,11 @@
 //! The audit log: who changed what, with the value before and after.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::types::Json;
 use tenantgate_contract::time::serde_rfc3339;
 use uuid::Uuid;
 
-use super::Catalog;
+use super::driver::{on, CatalogRow, Id, Millis};
+use super::{Catalog, WriteTx};
 use crate::error::CatalogError;
 
 /// An audit record to append.
@@ -36,20 +37,22 @@ pub struct AuditEntry {
 }
 
 /// Append an audit record in the caller's transaction, so it commits with the change it records.
-pub async fn append(conn: &mut AnyConnection, entry: &NewAudit<'_>) -> Result<(), CatalogError> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, tenant_id, before_value, after_value)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(tenantgate_contract::time::now_ms())
-    .bind(entry.actor)
-    .bind(entry.action)
-    .bind(entry.target)
-    .bind(entry.tenant_id.map(|t| t.to_string()))
-    .bind(entry.before.as_ref().map(|v| v.to_string()))
-    .bind(entry.after.as_ref().map(|v| v.to_string()))
-    .execute(&mut *conn)
-    .await?;
+pub async fn append(tx: &mut WriteTx, entry: &NewAudit<'_>) -> Result<(), CatalogError> {
+    on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, tenant_id, before_value, after_value)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Millis::now())
+        .bind(entry.actor)
+        .bind(entry.action)
+        .bind(entry.target)
+        .bind(entry.tenant_id.map(Id))
+        .bind(entry.before.as_ref().map(Json))
+        .bind(entry.after.as_ref().map(Json))
+        .execute(db)
+        .await?;
+    });
     Ok(())
 }
 
@@ -62,34 +65,32 @@ impl Catalog {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor, action, target, tenant_id, before_value, after_value
-             FROM audit_log
-             WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2)
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(tenant_id.map(|t| t.to_string()))
-        .bind(before_id)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        let json = |text: Option<String>, column| {
-            text.map(|t| super::json_col::<serde_json::Value>(&t, column))
-                .transpose()
-        };
-        rows.iter()
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT id, at, actor, action, target, tenant_id, before_value, after_value
+                 FROM audit_log
+                 WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(tenant_id.map(Id))
+            .bind(before_id)
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+            .iter()
             .map(|r| {
                 Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    before: json(r.try_get("before_value")?, "audit_log.before_value")?,
-                    after: json(r.try_get("after_value")?, "audit_log.after_value")?,
+                    id: r.get("id")?,
+                    at: r.millis("at")?,
+                    actor: r.get("actor")?,
+                    action: r.get("action")?,
+                    target: r.get("target")?,
+                    tenant_id: r.opt_id("tenant_id")?.map(|t| t.to_string()),
+                    before: r.opt_json("before_value")?,
+                    after: r.opt_json("after_value")?,
                 })
             })
             .collect()
+        })
     }
 }

@@ -1,8 +1,9 @@
 //! The `catalog_changes` feed: append inside a write transaction, read in version order.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::types::Json;
 
-use super::{json_col, uuid_col, Catalog, Engine, NOTIFY_CHANNEL};
+use super::driver::{on, CatalogRow, Id, Millis};
+use super::{Catalog, Engine, WriteTx, NOTIFY_CHANNEL};
 use crate::error::CatalogError;
 use crate::model::Change;
 
@@ -21,29 +22,33 @@ pub struct NewChange {
 /// race-free and versions commit in order. On PostgreSQL a NOTIFY is queued; it is delivered
 /// only if and when the transaction commits.
 pub async fn append(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     backend: Engine,
     change: &NewChange,
 ) -> Result<i64, CatalogError> {
-    let row = sqlx::query(
-        "INSERT INTO catalog_changes (version, kind, tenant_id, shard, hosts, created_at)
-         SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5 FROM catalog_changes
-         RETURNING version",
-    )
-    .bind(change.kind)
-    .bind(change.tenant_id.map(|id| id.to_string()))
-    .bind(change.shard.clone())
-    .bind(serde_json::to_string(&change.hosts).expect("hosts serialise"))
-    .bind(tenantgate_contract::time::now_ms())
-    .fetch_one(&mut *conn)
-    .await?;
-    let version: i64 = row.try_get(0)?;
+    let version: i64 = on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO catalog_changes (version, kind, tenant_id, shard, hosts, created_at)
+             SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5 FROM catalog_changes
+             RETURNING version",
+        )
+        .bind(change.kind)
+        .bind(change.tenant_id.map(Id))
+        .bind(change.shard.as_deref())
+        .bind(Json(&change.hosts))
+        .bind(Millis::now())
+        .fetch_one(db)
+        .await?
+        .get("version")?
+    });
     if backend == Engine::Postgres {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(version.to_string())
-            .execute(&mut *conn)
-            .await?;
+        on!(tx.db(), db => {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(version.to_string())
+                .execute(db)
+                .await?;
+        });
     }
     Ok(version)
 }
@@ -51,10 +56,12 @@ pub async fn append(
 impl Catalog {
     /// The newest version in the feed (0 when empty).
     pub async fn latest_version(&self) -> Result<i64, CatalogError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM catalog_changes")
-            .fetch_one(self.pool())
-            .await?;
-        Ok(row.try_get(0)?)
+        on!(self.db(), db => {
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS version FROM catalog_changes")
+                .fetch_one(db)
+                .await?
+                .get("version")
+        })
     }
 
     /// Up to `limit` changes after `version`, oldest first.
@@ -63,28 +70,27 @@ impl Catalog {
         version: i64,
         limit: i64,
     ) -> Result<Vec<Change>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT version, kind, tenant_id, shard, hosts FROM catalog_changes
-             WHERE version > $1 ORDER BY version LIMIT $2",
-        )
-        .bind(version)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT version, kind, tenant_id, shard, hosts FROM catalog_changes
+                 WHERE version > $1 ORDER BY version LIMIT $2",
+            )
+            .bind(version)
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+            .iter()
             .map(|r| {
                 Ok(Change {
-                    version: r.try_get("version")?,
-                    kind: r.try_get("kind")?,
-                    tenant_id: r
-                        .try_get::<Option<String>, _>("tenant_id")?
-                        .map(|t| uuid_col(&t, "catalog_changes.tenant_id"))
-                        .transpose()?,
-                    shard: r.try_get("shard")?,
-                    hosts: json_col(&r.try_get::<String, _>("hosts")?, "catalog_changes.hosts")?,
+                    version: r.get("version")?,
+                    kind: r.get("kind")?,
+                    tenant_id: r.opt_id("tenant_id")?,
+                    shard: r.get("shard")?,
+                    hosts: r.json("hosts")?,
                 })
             })
             .collect()
+        })
     }
 
     /// Append a change in its own write transaction (for writes that have nothing else to do).

@@ -5,11 +5,11 @@
 //! ran out belongs to a dead worker and is claimed again. Every state change after the claim is
 //! conditional on `locked_by`, so a worker that lost its lease cannot overwrite the new owner.
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{uuid_col, Catalog, Engine};
+use super::driver::{on, CatalogRow, Id, Millis};
+use super::{Catalog, Engine, WriteTx};
 use crate::error::CatalogError;
 
 /// Where a job is in its life.
@@ -80,127 +80,143 @@ pub struct NewJob {
 const COLUMNS: &str = "id, kind, tenant_id, payload, status, attempts, max_attempts, run_at, \
     lease_until, locked_by, error, progress, created_at, updated_at";
 
-fn from_row(r: &AnyRow) -> Result<Job, CatalogError> {
+fn from_row(r: &impl CatalogRow) -> Result<Job, CatalogError> {
     Ok(Job {
-        id: uuid_col(&r.try_get::<String, _>("id")?, "jobs.id")?,
-        kind: r.try_get("kind")?,
-        tenant_id: r
-            .try_get::<Option<String>, _>("tenant_id")?
-            .map(|t| uuid_col(&t, "jobs.tenant_id"))
-            .transpose()?,
-        payload: super::json_col(&r.try_get::<String, _>("payload")?, "jobs.payload")?,
-        status: JobStatus::parse(&r.try_get::<String, _>("status")?)?,
-        attempts: r.try_get("attempts")?,
-        max_attempts: r.try_get("max_attempts")?,
-        run_at: r.try_get("run_at")?,
-        lease_until: r.try_get("lease_until")?,
-        locked_by: r.try_get("locked_by")?,
-        error: r.try_get("error")?,
-        progress: r
-            .try_get::<Option<String>, _>("progress")?
-            .map(|p| super::json_col(&p, "jobs.progress"))
-            .transpose()?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        id: r.id("id")?,
+        kind: r.get("kind")?,
+        tenant_id: r.opt_id("tenant_id")?,
+        payload: r.json("payload")?,
+        status: JobStatus::parse(&r.get::<String>("status")?)?,
+        attempts: r.get("attempts")?,
+        max_attempts: r.get("max_attempts")?,
+        run_at: r.millis("run_at")?,
+        lease_until: r.opt_millis("lease_until")?,
+        locked_by: r.get("locked_by")?,
+        error: r.get("error")?,
+        progress: r.opt_json("progress")?,
+        created_at: r.millis("created_at")?,
+        updated_at: r.millis("updated_at")?,
     })
 }
 
 /// Enqueue a job in the caller's transaction, so it exists if and only if the write commits.
-pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob) -> Result<(), CatalogError> {
-    let now = tenantgate_contract::time::now_ms();
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, tenant_id, payload, status, attempts, max_attempts, run_at,
-            created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7)",
-    )
-    .bind(job.id.to_string())
-    .bind(job.kind)
-    .bind(job.tenant_id.map(|t| t.to_string()))
-    .bind(job.payload.to_string())
-    .bind(job.max_attempts)
-    .bind(job.run_at)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+pub async fn enqueue(tx: &mut WriteTx, job: &NewJob) -> Result<(), CatalogError> {
+    on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, tenant_id, payload, status, attempts, max_attempts,
+                run_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7)",
+        )
+        .bind(Id(job.id))
+        .bind(job.kind)
+        .bind(job.tenant_id.map(Id))
+        .bind(Json(&job.payload))
+        .bind(job.max_attempts)
+        .bind(Millis(job.run_at))
+        .bind(Millis::now())
+        .execute(db)
+        .await?;
+    });
     Ok(())
 }
 
 /// The newest job of `kind` for a tenant that has not finished (queued or running), if any.
 pub async fn pending_for_tenant(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     tenant_id: Uuid,
     kind: &str,
 ) -> Result<Option<Job>, CatalogError> {
-    let row = sqlx::query(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM jobs
          WHERE tenant_id = $1 AND kind = $2 AND status IN ('queued', 'running')
          ORDER BY created_at DESC LIMIT 1"
-    ))
-    .bind(tenant_id.to_string())
-    .bind(kind)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(from_row).transpose()
+    );
+    on!(tx.db(), db => {
+        sqlx::query(&sql)
+            .bind(Id(tenant_id))
+            .bind(kind)
+            .fetch_optional(db)
+            .await?
+            .as_ref()
+            .map(from_row)
+            .transpose()
+    })
 }
 
 /// Move a queued job's `run_at` (e.g. a purge bringing a scheduled drop forward).
-pub async fn reschedule(
-    conn: &mut AnyConnection,
-    id: Uuid,
-    run_at: i64,
-) -> Result<(), CatalogError> {
-    sqlx::query("UPDATE jobs SET run_at = $2, updated_at = $3 WHERE id = $1 AND status = 'queued'")
-        .bind(id.to_string())
-        .bind(run_at)
-        .bind(tenantgate_contract::time::now_ms())
-        .execute(&mut *conn)
+pub async fn reschedule(tx: &mut WriteTx, id: Uuid, run_at: i64) -> Result<(), CatalogError> {
+    on!(tx.db(), db => {
+        sqlx::query(
+            "UPDATE jobs SET run_at = $2, updated_at = $3 WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(Id(id))
+        .bind(Millis(run_at))
+        .bind(Millis::now())
+        .execute(db)
         .await?;
+    });
     Ok(())
 }
 
 /// Put a failed job back in the queue with a fresh set of attempts. False when it is not failed.
-pub async fn requeue_failed(conn: &mut AnyConnection, id: Uuid) -> Result<bool, CatalogError> {
-    let now = tenantgate_contract::time::now_ms();
-    let result = sqlx::query(
-        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $2, lease_until = NULL,
-            locked_by = NULL, updated_at = $2
-         WHERE id = $1 AND status = 'failed'",
-    )
-    .bind(id.to_string())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
+pub async fn requeue_failed(tx: &mut WriteTx, id: Uuid) -> Result<bool, CatalogError> {
+    let updated = on!(tx.db(), db => {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $2, lease_until = NULL,
+                locked_by = NULL, updated_at = $2
+             WHERE id = $1 AND status = 'failed'",
+        )
+        .bind(Id(id))
+        .bind(Millis::now())
+        .execute(db)
+        .await?
+        .rows_affected()
+    });
+    Ok(updated == 1)
 }
 
 /// Read a job in the caller's transaction.
-pub async fn get(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Job>, CatalogError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(from_row).transpose()
+pub async fn get(tx: &mut WriteTx, id: Uuid) -> Result<Option<Job>, CatalogError> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+    on!(tx.db(), db => {
+        sqlx::query(&sql)
+            .bind(Id(id))
+            .fetch_optional(db)
+            .await?
+            .as_ref()
+            .map(from_row)
+            .transpose()
+    })
 }
 
 impl Catalog {
     /// One job by id.
     pub async fn job(&self, id: Uuid) -> Result<Option<Job>, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+        on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(Id(id))
+                .fetch_optional(db)
+                .await?
+                .as_ref()
+                .map(from_row)
+                .transpose()
+        })
     }
 
     /// The jobs of a tenant, newest first.
     pub async fn jobs_of_tenant(&self, tenant_id: Uuid) -> Result<Vec<Job>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at DESC, id"
-        ))
-        .bind(tenant_id.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(from_row).collect()
+        let sql =
+            format!("SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at DESC, id");
+        on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(Id(tenant_id))
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(from_row)
+                .collect()
+        })
     }
 
     /// Claim the next runnable job for `worker`, holding it until `lease_until` (ms).
@@ -215,12 +231,11 @@ impl Catalog {
         worker: &str,
         lease_until: i64,
     ) -> Result<Option<Job>, CatalogError> {
-        let now = tenantgate_contract::time::now_ms();
         let lock = match self.engine() {
             Engine::Postgres => "FOR UPDATE SKIP LOCKED",
             Engine::Sqlite => "",
         };
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $2,
                 locked_by = $3, updated_at = $1
              WHERE id = (
@@ -229,13 +244,18 @@ impl Catalog {
                    OR (status = 'running' AND lease_until < $1)
                 ORDER BY run_at, id LIMIT 1 {lock})
              RETURNING {COLUMNS}"
-        ))
-        .bind(now)
-        .bind(lease_until)
-        .bind(worker)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        );
+        on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(Millis::now())
+                .bind(Millis(lease_until))
+                .bind(worker)
+                .fetch_optional(db)
+                .await?
+                .as_ref()
+                .map(from_row)
+                .transpose()
+        })
     }
 
     /// Extend the lease of a job `worker` holds. False when the worker no longer holds it.
@@ -245,17 +265,20 @@ impl Catalog {
         worker: &str,
         lease_until: i64,
     ) -> Result<bool, CatalogError> {
-        let result = sqlx::query(
-            "UPDATE jobs SET lease_until = $3, updated_at = $4
-             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-        )
-        .bind(id.to_string())
-        .bind(worker)
-        .bind(lease_until)
-        .bind(tenantgate_contract::time::now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let updated = on!(self.db(), db => {
+            sqlx::query(
+                "UPDATE jobs SET lease_until = $3, updated_at = $4
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+            )
+            .bind(Id(id))
+            .bind(worker)
+            .bind(Millis(lease_until))
+            .bind(Millis::now())
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
     }
 
     /// Record the progress of a job `worker` holds. False when the worker no longer holds it.
@@ -265,31 +288,36 @@ impl Catalog {
         worker: &str,
         progress: &serde_json::Value,
     ) -> Result<bool, CatalogError> {
-        let result = sqlx::query(
-            "UPDATE jobs SET progress = $3, updated_at = $4
-             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-        )
-        .bind(id.to_string())
-        .bind(worker)
-        .bind(progress.to_string())
-        .bind(tenantgate_contract::time::now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let updated = on!(self.db(), db => {
+            sqlx::query(
+                "UPDATE jobs SET progress = $3, updated_at = $4
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+            )
+            .bind(Id(id))
+            .bind(worker)
+            .bind(Json(progress))
+            .bind(Millis::now())
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
     }
 
     /// Give a job back to the queue without counting the attempt (orderly shutdown).
     pub async fn release_job(&self, id: Uuid, worker: &str) -> Result<(), CatalogError> {
-        sqlx::query(
-            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_until = NULL,
-                locked_by = NULL, updated_at = $3
-             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-        )
-        .bind(id.to_string())
-        .bind(worker)
-        .bind(tenantgate_contract::time::now_ms())
-        .execute(self.pool())
-        .await?;
+        on!(self.db(), db => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_until = NULL,
+                    locked_by = NULL, updated_at = $3
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+            )
+            .bind(Id(id))
+            .bind(worker)
+            .bind(Millis::now())
+            .execute(db)
+            .await?;
+        });
         Ok(())
     }
 }
@@ -299,27 +327,30 @@ impl Catalog {
 /// False when the worker no longer holds the job (its lease ran out and another took it); the
 /// caller must then roll back.
 pub async fn finish(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     id: Uuid,
     worker: &str,
     status: JobStatus,
     error: Option<&str>,
     retry_at: Option<i64>,
 ) -> Result<bool, CatalogError> {
-    let now = tenantgate_contract::time::now_ms();
-    let result = sqlx::query(
-        "UPDATE jobs SET status = $3, error = $4, run_at = COALESCE($5, run_at),
-            lease_until = NULL, locked_by = CASE WHEN $3 = 'queued' THEN NULL ELSE locked_by END,
-            updated_at = $6
-         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-    )
-    .bind(id.to_string())
-    .bind(worker)
-    .bind(status.as_str())
-    .bind(error)
-    .bind(retry_at)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    let updated = on!(tx.db(), db => {
+        sqlx::query(
+            "UPDATE jobs SET status = $3, error = $4, run_at = COALESCE($5, run_at),
+                lease_until = NULL,
+                locked_by = CASE WHEN $3 = 'queued' THEN NULL ELSE locked_by END,
+                updated_at = $6
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(Id(id))
+        .bind(worker)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(retry_at.map(Millis))
+        .bind(Millis::now())
+        .execute(db)
+        .await?
+        .rows_affected()
+    });
+    Ok(updated == 1)
 }

@@ -1,8 +1,10 @@
 //! The catalog store: one interface over PostgreSQL and SQLite.
 //!
-//! Both backends run the same SQL through sqlx's `Any` driver: identifiers are text UUIDs,
-//! instants are integer milliseconds, JSON is text. Where the dialects differ (job claiming,
-//! NOTIFY) the code branches on [`Engine`].
+//! Each backend keeps its own column types: on PostgreSQL ids are `uuid`, instants `timestamptz`
+//! and JSON `jsonb`; on SQLite they are TEXT, INTEGER milliseconds and TEXT. The model sees one
+//! shape (`Uuid`, `i64` milliseconds, `serde_json::Value`) either way. Each query is still written
+//! once and run on the native sqlx driver of the backend (`driver.rs` says how); the code
+//! branches on [`Engine`] only where the dialects differ (job claiming, NOTIFY).
 //!
 //! Writes go through [`Catalog::begin_write`], which serialises catalog writers (one row lock on
 //! `catalog_lock`, taken first so SQLite never has to upgrade a read lock) so that
@@ -11,6 +13,7 @@
 
 pub mod audit;
 pub mod changes;
+mod driver;
 pub mod jobs;
 pub mod outbox;
 pub mod shards;
@@ -19,12 +22,15 @@ pub mod tenants;
 pub mod tokens;
 
 pub use changes::NewChange;
+pub use driver::{CatalogPool, WriteTx};
 pub use tenants::{NewTenant, TenantFilter, TenantPatch};
 
-use sqlx::{AnyPool, Transaction};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 use tenantgate_config::db_url::Engine;
 
+use crate::db::PoolOptions;
 use crate::error::CatalogError;
+use driver::{on, Native};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -35,19 +41,22 @@ pub const NOTIFY_CHANNEL: &str = "tenantgate_catalog";
 /// A handle on the catalog database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Catalog {
-    pool: AnyPool,
-    backend: Engine,
+    pool: CatalogPool,
     url: String,
 }
 
 impl Catalog {
     /// Connect to the catalog at `url` (does not migrate).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Catalog, CatalogError> {
-        let backend = Engine::of_url(url)?;
-        let pool = crate::db::connect(url, max_connections).await?;
+        let options = PoolOptions::new(max_connections);
+        let pool = match Engine::of_url(url)? {
+            Engine::Postgres => {
+                CatalogPool::Postgres(crate::db::open::<Postgres>(url, options).await?)
+            }
+            Engine::Sqlite => CatalogPool::Sqlite(crate::db::open::<Sqlite>(url, options).await?),
+        };
         Ok(Catalog {
             pool,
-            backend,
             url: url.to_string(),
         })
     }
@@ -64,20 +73,31 @@ impl Catalog {
 
     /// Apply the embedded catalog migrations of this backend.
     pub async fn migrate(&self) -> Result<(), CatalogError> {
-        let migrator = match self.backend {
-            Engine::Postgres => &POSTGRES_MIGRATIONS,
-            Engine::Sqlite => &SQLITE_MIGRATIONS,
-        };
-        migrator.run(&self.pool).await?;
+        match &self.pool {
+            CatalogPool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            CatalogPool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+        }
         Ok(())
     }
 
     pub fn engine(&self) -> Engine {
-        self.backend
+        match self.pool {
+            CatalogPool::Postgres(_) => Engine::Postgres,
+            CatalogPool::Sqlite(_) => Engine::Sqlite,
+        }
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    /// The catalog's pool, for SQL the store does not offer (see [`CatalogPool`]).
+    pub fn pool(&self) -> &CatalogPool {
         &self.pool
+    }
+
+    /// The pool, for `on!`.
+    pub(crate) fn db(&self) -> Native<&PgPool, &SqlitePool> {
+        match &self.pool {
+            CatalogPool::Postgres(pool) => Native::Postgres(pool),
+            CatalogPool::Sqlite(pool) => Native::Sqlite(pool),
+        }
     }
 
     /// The URL this catalog was opened with (contains credentials: never log it unredacted).
@@ -86,31 +106,25 @@ impl Catalog {
     }
 
     /// Start a catalog write. Writers are serialised (see the module docs); commit promptly.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE catalog_lock SET writes = writes + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
+    pub async fn begin_write(&self) -> Result<WriteTx, CatalogError> {
+        let mut tx = match &self.pool {
+            CatalogPool::Postgres(pool) => WriteTx::postgres(pool.begin().await?),
+            CatalogPool::Sqlite(pool) => WriteTx::sqlite(pool.begin().await?),
+        };
+        on!(tx.db(), db => {
+            sqlx::query("UPDATE catalog_lock SET writes = writes + 1 WHERE id = 1")
+                .execute(db)
+                .await?;
+        });
         Ok(tx)
     }
 
     /// True when a trivial query succeeds.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        on!(self.db(), db => sqlx::query("SELECT 1").execute(db).await.is_ok())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on!(self.db(), db => db.close().await)
     }
-}
-
-pub(crate) fn uuid_col(text: &str, column: &'static str) -> Result<uuid::Uuid, CatalogError> {
-    uuid::Uuid::parse_str(text).map_err(|e| crate::error::corrupt(column, e))
-}
-
-pub(crate) fn json_col<T: serde::de::DeserializeOwned>(
-    text: &str,
-    column: &'static str,
-) -> Result<T, CatalogError> {
-    serde_json::from_str(text).map_err(|e| crate::error::corrupt(column, e))
 }

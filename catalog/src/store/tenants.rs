@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::types::Json;
 use tenantgate_contract::host::{self, DomainSpec, OwnershipConflict};
 use tenantgate_contract::{RateLimit, TenantStatus};
 use uuid::Uuid;
 
 use super::changes::{self, NewChange};
-use super::{json_col, uuid_col, Catalog};
+use super::driver::{on, CatalogRow, Id, Millis};
+use super::{Catalog, WriteTx};
 use crate::error::CatalogError;
 use crate::model::{Domain, Route, Tenant};
 
@@ -72,49 +72,51 @@ fn rate_limit_cols(rps: Option<i64>, burst: Option<i64>) -> Option<RateLimit> {
     }
 }
 
-fn from_row(r: &AnyRow) -> Result<Tenant, CatalogError> {
+fn from_row(r: &impl CatalogRow) -> Result<Tenant, CatalogError> {
     Ok(Tenant {
-        id: uuid_col(&r.try_get::<String, _>("id")?, "tenants.id")?,
-        slug: r.try_get("slug")?,
-        name: r.try_get("name")?,
-        status: status_col(&r.try_get::<String, _>("status")?)?,
-        shard: r.try_get("shard")?,
-        epoch: r.try_get("epoch")?,
+        id: r.id("id")?,
+        slug: r.get("slug")?,
+        name: r.get("name")?,
+        status: status_col(&r.get::<String>("status")?)?,
+        shard: r.get("shard")?,
+        epoch: r.get("epoch")?,
         domains: Vec::new(),
-        rate_limit: rate_limit_cols(r.try_get("rate_limit_rps")?, r.try_get("rate_limit_burst")?),
-        settings: json_col(&r.try_get::<String, _>("settings")?, "tenants.settings")?,
-        schema_version: r.try_get("schema_version")?,
-        migration_error: r.try_get("migration_error")?,
-        last_error: r.try_get("last_error")?,
-        db_name: r.try_get("db_name")?,
-        db_credentials: r.try_get("db_credentials")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        rate_limit: rate_limit_cols(r.get("rate_limit_rps")?, r.get("rate_limit_burst")?),
+        settings: r.json("settings")?,
+        schema_version: r.get("schema_version")?,
+        migration_error: r.get("migration_error")?,
+        last_error: r.get("last_error")?,
+        db_name: r.get("db_name")?,
+        db_credentials: r.get("db_credentials")?,
+        created_at: r.millis("created_at")?,
+        updated_at: r.millis("updated_at")?,
     })
 }
 
 /// Insert a tenant and its domains in the caller's write transaction.
 ///
 /// A taken slug or domain is a [`CatalogError::Conflict`] naming it.
-pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), CatalogError> {
-    let now = tenantgate_contract::time::now_ms();
-    let result = sqlx::query(
-        "INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst,
-            settings, db_name, schema_version, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, 0, $10, $10)",
-    )
-    .bind(t.id.to_string())
-    .bind(&t.slug)
-    .bind(&t.name)
-    .bind(t.status.as_str())
-    .bind(&t.shard)
-    .bind(t.rate_limit.map(|l| i64::from(l.rps)))
-    .bind(t.rate_limit.map(|l| i64::from(l.burst)))
-    .bind(t.settings.to_string())
-    .bind(&t.db_name)
-    .bind(now)
-    .execute(&mut *conn)
-    .await;
+pub async fn insert(tx: &mut WriteTx, t: &NewTenant) -> Result<(), CatalogError> {
+    let result = on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps,
+                rate_limit_burst, settings, db_name, schema_version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, 0, $10, $10)",
+        )
+        .bind(Id(t.id))
+        .bind(&t.slug)
+        .bind(&t.name)
+        .bind(t.status.as_str())
+        .bind(&t.shard)
+        .bind(t.rate_limit.map(|l| i64::from(l.rps)))
+        .bind(t.rate_limit.map(|l| i64::from(l.burst)))
+        .bind(Json(&t.settings))
+        .bind(&t.db_name)
+        .bind(Millis::now())
+        .execute(db)
+        .await
+        .map(drop)
+    });
     match result.map_err(CatalogError::from) {
         Err(e) if e.is_unique_violation() => {
             return Err(CatalogError::Conflict(format!("slug {} is taken", t.slug)))
@@ -122,7 +124,7 @@ pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), Catal
         other => other?,
     };
     for (i, domain) in t.domains.iter().enumerate() {
-        insert_domain(conn, t.id, domain, i == 0).await?;
+        insert_domain(tx, t.id, domain, i == 0).await?;
     }
     Ok(())
 }
@@ -135,21 +137,20 @@ pub async fn insert(conn: &mut AnyConnection, t: &NewTenant) -> Result<(), Catal
 /// concurrent writes cannot both pass. A violation or a taken domain is a
 /// [`CatalogError::Conflict`] naming the domain.
 pub async fn insert_domain(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     tenant_id: Uuid,
     domain: &DomainSpec,
     primary: bool,
 ) -> Result<(), CatalogError> {
-    let rows = sqlx::query("SELECT path_prefix, tenant_id FROM tenant_domains WHERE host = $1")
-        .bind(&domain.host)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut existing = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let prefix: String = r.try_get(0)?;
-        let owner = uuid_col(&r.try_get::<String, _>(1)?, "tenant_domains.tenant_id")?;
-        existing.push((prefix, owner));
-    }
+    let existing: Vec<(String, Uuid)> = on!(tx.db(), db => {
+        sqlx::query("SELECT path_prefix, tenant_id FROM tenant_domains WHERE host = $1")
+            .bind(&domain.host)
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| Ok((r.get("path_prefix")?, r.id("tenant_id")?)))
+            .collect::<Result<_, CatalogError>>()?
+    });
     let existing: Vec<(Option<&str>, Uuid)> = existing
         .iter()
         .map(|(p, t)| ((!p.is_empty()).then_some(p.as_str()), *t))
@@ -160,51 +161,53 @@ pub async fn insert_domain(
             other => format!("domain {domain}: {other}"),
         }));
     }
-    let result = sqlx::query(
-        "INSERT INTO tenant_domains (host, path_prefix, tenant_id, is_primary, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&domain.host)
-    .bind(domain.path_prefix.clone().unwrap_or_default())
-    .bind(tenant_id.to_string())
-    .bind(i64::from(primary))
-    .bind(tenantgate_contract::time::now_ms())
-    .execute(&mut *conn)
-    .await;
+    let result = on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO tenant_domains (host, path_prefix, tenant_id, is_primary, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&domain.host)
+        .bind(domain.path_prefix.clone().unwrap_or_default())
+        .bind(Id(tenant_id))
+        .bind(i64::from(primary))
+        .bind(Millis::now())
+        .execute(db)
+        .await
+        .map(drop)
+    });
     match result.map_err(CatalogError::from) {
         Err(e) if e.is_unique_violation() => {
             Err(CatalogError::Conflict(format!("domain {domain} is taken")))
         }
-        other => other.map(|_| ()),
+        other => other,
     }
 }
 
 /// Remove a tenant's domain in the caller's write transaction.
 pub async fn delete_domain(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     tenant_id: Uuid,
     domain: &DomainSpec,
 ) -> Result<(), CatalogError> {
-    let result = sqlx::query(
-        "DELETE FROM tenant_domains WHERE tenant_id = $1 AND host = $2 AND path_prefix = $3",
-    )
-    .bind(tenant_id.to_string())
-    .bind(&domain.host)
-    .bind(domain.path_prefix.clone().unwrap_or_default())
-    .execute(&mut *conn)
-    .await?;
-    if result.rows_affected() == 0 {
+    let deleted = on!(tx.db(), db => {
+        sqlx::query(
+            "DELETE FROM tenant_domains WHERE tenant_id = $1 AND host = $2 AND path_prefix = $3",
+        )
+        .bind(Id(tenant_id))
+        .bind(&domain.host)
+        .bind(domain.path_prefix.clone().unwrap_or_default())
+        .execute(db)
+        .await?
+        .rows_affected()
+    });
+    if deleted == 0 {
         return Err(CatalogError::NotFound("domain"));
     }
     Ok(())
 }
 
 /// Apply `patch` to a tenant in the caller's write transaction.
-pub async fn update(
-    conn: &mut AnyConnection,
-    id: Uuid,
-    patch: &TenantPatch,
-) -> Result<(), CatalogError> {
+pub async fn update(tx: &mut WriteTx, id: Uuid, patch: &TenantPatch) -> Result<(), CatalogError> {
     // Each nullable column takes a "set" flag and a value, so `Some(None)` can clear it.
     let (set_limit, rps, burst) = match patch.rate_limit {
         Some(Some(l)) => (1i64, Some(i64::from(l.rps)), Some(i64::from(l.burst))),
@@ -215,65 +218,71 @@ pub async fn update(
     let (set_creds, creds) = flag(&patch.db_credentials);
     let (set_merr, merr) = flag(&patch.migration_error);
     let (set_lerr, lerr) = flag(&patch.last_error);
-    let result = sqlx::query(
-        "UPDATE tenants SET
-            name = COALESCE($2, name),
-            status = COALESCE($3, status),
-            rate_limit_rps = CASE WHEN $4 = 1 THEN $5 ELSE rate_limit_rps END,
-            rate_limit_burst = CASE WHEN $4 = 1 THEN $6 ELSE rate_limit_burst END,
-            settings = COALESCE($7, settings),
-            shard = COALESCE($8, shard),
-            db_credentials = CASE WHEN $9 = 1 THEN $10 ELSE db_credentials END,
-            schema_version = COALESCE($11, schema_version),
-            migration_error = CASE WHEN $12 = 1 THEN $13 ELSE migration_error END,
-            last_error = CASE WHEN $14 = 1 THEN $15 ELSE last_error END,
-            epoch = epoch + $16,
-            deleted_at = CASE WHEN $3 = 'deleted' THEN $17 ELSE deleted_at END,
-            updated_at = $17
-         WHERE id = $1",
-    )
-    .bind(id.to_string())
-    .bind(patch.name.clone())
-    .bind(patch.status.map(|s| s.as_str()))
-    .bind(set_limit)
-    .bind(rps)
-    .bind(burst)
-    .bind(patch.settings.as_ref().map(|s| s.to_string()))
-    .bind(patch.shard.clone())
-    .bind(set_creds)
-    .bind(creds)
-    .bind(patch.schema_version)
-    .bind(set_merr)
-    .bind(merr)
-    .bind(set_lerr)
-    .bind(lerr)
-    .bind(i64::from(patch.bump_epoch))
-    .bind(tenantgate_contract::time::now_ms())
-    .execute(&mut *conn)
-    .await?;
-    if result.rows_affected() == 0 {
+    let updated = on!(tx.db(), db => {
+        sqlx::query(
+            "UPDATE tenants SET
+                name = COALESCE($2, name),
+                status = COALESCE($3, status),
+                rate_limit_rps = CASE WHEN $4 = 1 THEN $5 ELSE rate_limit_rps END,
+                rate_limit_burst = CASE WHEN $4 = 1 THEN $6 ELSE rate_limit_burst END,
+                settings = COALESCE($7, settings),
+                shard = COALESCE($8, shard),
+                db_credentials = CASE WHEN $9 = 1 THEN $10 ELSE db_credentials END,
+                schema_version = COALESCE($11, schema_version),
+                migration_error = CASE WHEN $12 = 1 THEN $13 ELSE migration_error END,
+                last_error = CASE WHEN $14 = 1 THEN $15 ELSE last_error END,
+                epoch = epoch + $16,
+                deleted_at = CASE WHEN $3 = 'deleted' THEN $17 ELSE deleted_at END,
+                updated_at = $17
+             WHERE id = $1",
+        )
+        .bind(Id(id))
+        .bind(patch.name.as_deref())
+        .bind(patch.status.map(|s| s.as_str()))
+        .bind(set_limit)
+        .bind(rps)
+        .bind(burst)
+        .bind(patch.settings.as_ref().map(Json))
+        .bind(patch.shard.as_deref())
+        .bind(set_creds)
+        .bind(creds.as_deref())
+        .bind(patch.schema_version)
+        .bind(set_merr)
+        .bind(merr.as_deref())
+        .bind(set_lerr)
+        .bind(lerr.as_deref())
+        .bind(i64::from(patch.bump_epoch))
+        .bind(Millis::now())
+        .execute(db)
+        .await?
+        .rows_affected()
+    });
+    if updated == 0 {
         return Err(CatalogError::NotFound("tenant"));
     }
     Ok(())
 }
 
 /// Hosts of a tenant's domains (for feed entries), read in the caller's transaction.
-pub async fn hosts_of(conn: &mut AnyConnection, id: Uuid) -> Result<Vec<String>, CatalogError> {
-    let rows =
+pub async fn hosts_of(tx: &mut WriteTx, id: Uuid) -> Result<Vec<String>, CatalogError> {
+    on!(tx.db(), db => {
         sqlx::query("SELECT DISTINCT host FROM tenant_domains WHERE tenant_id = $1 ORDER BY host")
-            .bind(id.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+            .bind(Id(id))
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| r.get("host"))
+            .collect()
+    })
 }
 
 /// The feed entry for a change to tenant `id`, naming its hosts (read in the transaction).
 pub async fn tenant_change(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     id: Uuid,
     extra_hosts: &[String],
 ) -> Result<NewChange, CatalogError> {
-    let mut hosts = hosts_of(conn, id).await?;
+    let mut hosts = hosts_of(tx, id).await?;
     hosts.extend(extra_hosts.iter().cloned());
     hosts.sort();
     hosts.dedup();
@@ -308,19 +317,20 @@ impl Catalog {
 
     /// A tenant by id or slug, with its domains.
     pub async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, CatalogError> {
-        let column = if Uuid::parse_str(id_or_slug).is_ok() {
-            "id"
-        } else {
-            "slug"
+        let id = Uuid::parse_str(id_or_slug).ok();
+        let column = if id.is_some() { "id" } else { "slug" };
+        let sql = format!("SELECT {COLUMNS} FROM tenants WHERE {column} = $1");
+        let tenant = on!(self.db(), db => {
+            let query = sqlx::query(&sql);
+            let query = match id {
+                Some(id) => query.bind(Id(id)),
+                None => query.bind(id_or_slug),
+            };
+            query.fetch_optional(db).await?.as_ref().map(from_row).transpose()?
+        });
+        let Some(mut tenant) = tenant else {
+            return Ok(None);
         };
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM tenants WHERE {column} = $1"
-        ))
-        .bind(id_or_slug)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut tenant = from_row(&row)?;
         tenant.domains = self
             .domains_of(tenant.id)
             .await?
@@ -332,20 +342,25 @@ impl Catalog {
 
     /// A page of tenants matching `filter`, with their domains.
     pub async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<Tenant>, CatalogError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM tenants
              WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR shard = $2)
                AND ($3 IS NULL OR schema_version = $3) AND ($4 IS NULL OR slug > $4)
              ORDER BY slug LIMIT $5"
-        ))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.shard.clone())
-        .bind(filter.schema_version)
-        .bind(filter.cursor.clone())
-        .bind(filter.limit)
-        .fetch_all(self.pool())
-        .await?;
-        let mut tenants = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        );
+        let mut tenants = on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(filter.status.map(|s| s.as_str()))
+                .bind(filter.shard.as_deref())
+                .bind(filter.schema_version)
+                .bind(filter.cursor.as_deref())
+                .bind(filter.limit)
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
         // One domain query per page rather than per tenant.
         if !tenants.is_empty() {
             let placeholders: Vec<String> = (1..=tenants.len()).map(|i| format!("${i}")).collect();
@@ -354,13 +369,19 @@ impl Catalog {
                  WHERE tenant_id IN ({}) ORDER BY is_primary DESC, host, path_prefix",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query(&sql);
-            for t in &tenants {
-                query = query.bind(t.id.to_string());
-            }
-            let domains = query.fetch_all(self.pool()).await?;
-            for row in &domains {
-                let d = domain_from_row(row)?;
+            let domains = on!(self.db(), db => {
+                let mut query = sqlx::query(&sql);
+                for t in &tenants {
+                    query = query.bind(Id(t.id));
+                }
+                query
+                    .fetch_all(db)
+                    .await?
+                    .iter()
+                    .map(domain_from_row)
+                    .collect::<Result<Vec<_>, _>>()?
+            });
+            for d in domains {
                 if let Some(t) = tenants.iter_mut().find(|t| t.id == d.tenant_id) {
                     t.domains.push(d.spec().to_string());
                 }
@@ -371,25 +392,34 @@ impl Catalog {
 
     /// A tenant's domains, primary first.
     pub async fn domains_of(&self, id: Uuid) -> Result<Vec<Domain>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT host, path_prefix, tenant_id, is_primary FROM tenant_domains
-             WHERE tenant_id = $1 ORDER BY is_primary DESC, host, path_prefix",
-        )
-        .bind(id.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(domain_from_row).collect()
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT host, path_prefix, tenant_id, is_primary FROM tenant_domains
+                 WHERE tenant_id = $1 ORDER BY is_primary DESC, host, path_prefix",
+            )
+            .bind(Id(id))
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(domain_from_row)
+            .collect()
+        })
     }
 
     /// Every route on `host`: the whole-host one (no prefix) and any host + prefix ones.
     ///
     /// This is the edge's one query on a cache miss.
     pub async fn host_routes(&self, host: &str) -> Result<Vec<Route>, CatalogError> {
-        let rows = sqlx::query(&format!("{ROUTES_SELECT} WHERE d.host = $1"))
-            .bind(host)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(|r| Ok(route_from_row(r)?.1)).collect()
+        let sql = format!("{ROUTES_SELECT} WHERE d.host = $1");
+        on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(host)
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(|r| Ok(route_from_row(r)?.1))
+                .collect()
+        })
     }
 
     /// The routes of many hosts at once (each host is a key, with no routes when unknown), in
@@ -406,12 +436,19 @@ impl Catalog {
                 "{ROUTES_SELECT} WHERE d.host IN ({})",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query(&sql);
-            for host in chunk {
-                query = query.bind(*host);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                let (host, route) = route_from_row(&row)?;
+            let found = on!(self.db(), db => {
+                let mut query = sqlx::query(&sql);
+                for host in chunk {
+                    query = query.bind(*host);
+                }
+                query
+                    .fetch_all(db)
+                    .await?
+                    .iter()
+                    .map(route_from_row)
+                    .collect::<Result<Vec<_>, _>>()?
+            });
+            for (host, route) in found {
                 routes.entry(host).or_default().push(route);
             }
         }
@@ -420,12 +457,14 @@ impl Catalog {
 
     /// Number of tenants per status.
     pub async fn tenant_status_counts(&self) -> Result<Vec<(TenantStatus, i64)>, CatalogError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM tenants GROUP BY status")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| Ok((status_col(&r.try_get::<String, _>(0)?)?, r.try_get(1)?)))
-            .collect()
+        on!(self.db(), db => {
+            sqlx::query("SELECT status, COUNT(*) AS n FROM tenants GROUP BY status")
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(|r| Ok((status_col(&r.get::<String>("status")?)?, r.get("n")?)))
+                .collect()
+        })
     }
 }
 
@@ -439,29 +478,26 @@ const ROUTES_SELECT: &str =
      FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id";
 
 /// A row of [`ROUTES_SELECT`]: its host and route.
-fn route_from_row(r: &AnyRow) -> Result<(String, Route), CatalogError> {
-    let prefix: String = r.try_get("path_prefix")?;
+fn route_from_row(r: &impl CatalogRow) -> Result<(String, Route), CatalogError> {
+    let prefix: String = r.get("path_prefix")?;
     let route = Route {
-        tenant_id: uuid_col(&r.try_get::<String, _>("id")?, "tenants.id")?,
-        slug: r.try_get("slug")?,
-        status: status_col(&r.try_get::<String, _>("status")?)?,
-        shard: r.try_get("shard")?,
-        epoch: r.try_get("epoch")?,
-        rate_limit: rate_limit_cols(r.try_get("rate_limit_rps")?, r.try_get("rate_limit_burst")?),
+        tenant_id: r.id("id")?,
+        slug: r.get("slug")?,
+        status: status_col(&r.get::<String>("status")?)?,
+        shard: r.get("shard")?,
+        epoch: r.get("epoch")?,
+        rate_limit: rate_limit_cols(r.get("rate_limit_rps")?, r.get("rate_limit_burst")?),
         path_prefix: (!prefix.is_empty()).then_some(prefix),
     };
-    Ok((r.try_get("host")?, route))
+    Ok((r.get("host")?, route))
 }
 
-fn domain_from_row(r: &AnyRow) -> Result<Domain, CatalogError> {
-    let prefix: String = r.try_get("path_prefix")?;
+fn domain_from_row(r: &impl CatalogRow) -> Result<Domain, CatalogError> {
+    let prefix: String = r.get("path_prefix")?;
     Ok(Domain {
-        host: r.try_get("host")?,
+        host: r.get("host")?,
         path_prefix: (!prefix.is_empty()).then_some(prefix),
-        tenant_id: uuid_col(
-            &r.try_get::<String, _>("tenant_id")?,
-            "tenant_domains.tenant_id",
-        )?,
-        primary: r.try_get::<i64, _>("is_primary")? != 0,
+        tenant_id: r.id("tenant_id")?,
+        primary: r.get::<i64>("is_primary")? != 0,
     })
 }

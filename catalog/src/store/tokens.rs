@@ -1,8 +1,8 @@
 //! Admin tokens, stored as SHA-256 hashes: creation and the lookup authentication uses.
 
-use sqlx::Row;
 use tenantgate_contract::crypto::hash_token;
 
+use super::driver::{on, CatalogRow, Id, Millis};
 use super::Catalog;
 use crate::error::CatalogError;
 use crate::model::TokenScope;
@@ -24,16 +24,19 @@ impl Catalog {
         scope: TokenScope,
     ) -> Result<uuid::Uuid, CatalogError> {
         let id = uuid::Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO admin_tokens (id, name, token_hash, scope, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id.to_string())
-        .bind(name)
-        .bind(hash_token(token))
-        .bind(scope.as_str())
-        .bind(tenantgate_contract::time::now_ms())
-        .execute(self.pool())
-        .await?;
+        on!(self.db(), db => {
+            sqlx::query(
+                "INSERT INTO admin_tokens (id, name, token_hash, scope, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(Id(id))
+            .bind(name)
+            .bind(hash_token(token))
+            .bind(scope.as_str())
+            .bind(Millis::now())
+            .execute(db)
+            .await?;
+        });
         Ok(id)
     }
 
@@ -42,22 +45,25 @@ impl Catalog {
         &self,
         token_hash: &str,
     ) -> Result<Option<AdminTokenInfo>, CatalogError> {
-        let row = sqlx::query(
-            "SELECT id, name, scope FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(token_hash)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|r| {
-            let scope: String = r.try_get("scope")?;
-            Ok(AdminTokenInfo {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                scope: scope
-                    .parse()
-                    .map_err(|e| crate::error::corrupt("admin_tokens.scope", e))?,
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT id, name, scope FROM admin_tokens
+                 WHERE token_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(token_hash)
+            .fetch_optional(db)
+            .await?
+            .map(|r| {
+                let scope: String = r.get("scope")?;
+                Ok(AdminTokenInfo {
+                    id: r.id("id")?.to_string(),
+                    name: r.get("name")?,
+                    scope: scope
+                        .parse()
+                        .map_err(|e| crate::error::corrupt("admin_tokens.scope", e))?,
+                })
             })
+            .transpose()
         })
-        .transpose()
     }
 }
