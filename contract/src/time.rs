@@ -1,5 +1,5 @@
-//! Wall-clock helpers. The catalog stores instants as milliseconds since the Unix epoch (one
-//! integer type that both backends and sqlx's `Any` driver read the same way).
+//! Wall-clock helpers. Instants are milliseconds since the Unix epoch throughout the model (the
+//! catalog stores them as `timestamptz` on PostgreSQL and as integer milliseconds on SQLite).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
