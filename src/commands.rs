@@ -20,7 +20,8 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => Ok(check_config(&file, require_secrets)),
         Command::Edge { config, upgrade } => {
             let config = load(&config, None)?;
-            tenantgate_proxy::run_standalone(Arc::new(config), upgrade)?;
+            // The edge logs the addresses it bound ("edge running"), also for port 0.
+            tenantgate_proxy::run_standalone(Arc::new(config), upgrade, |_| {})?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
@@ -31,7 +32,8 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let catalog = connect(&config, true).await?;
                 let listener = bind(config.admin.listen).await?;
-                tracing::info!(listen = %config.admin.listen, "admin API listening");
+                // The bound address: with port 0 in the configuration, the port the system chose.
+                tracing::info!(listen = %listener.local_addr()?, "admin API listening");
                 let shutdown = shutdown_on_signal();
                 tenantgate_admin::serve(config, catalog, listener, shutdown).await?;
                 Ok(ExitCode::SUCCESS)
@@ -42,7 +44,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let catalog = connect(&config, false).await?;
                 let listener = bind(config.app.listen).await?;
-                tracing::info!(listen = %config.app.listen, shard = %config.app.shard, "app listening");
+                tracing::info!(listen = %listener.local_addr()?, shard = %config.app.shard, "app listening");
                 let shutdown = shutdown_on_signal();
                 tenantgate_app::serve(config, catalog, listener, shutdown).await?;
                 Ok(ExitCode::SUCCESS)

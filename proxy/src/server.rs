@@ -1,16 +1,21 @@
 //! The Pingora server around the edge, the control runtime beside it, and how both stop.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{
+    ListenFds, RunArgs, RuntimeOpts, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
 use pingora::services::listening::Service;
+use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use tenantgate_catalog::{feed, Catalog};
 use tenantgate_config::Config;
 use tenantgate_contract::labels::QuietSweeper;
@@ -27,10 +32,21 @@ use crate::resolve::Resolver;
 /// that stopping the process takes seconds, not the production grace period.
 pub const EMBEDDED_MAX_GRACE: Duration = Duration::from_secs(2);
 
-/// How long [`start_embedded`] waits for the proxy to accept connections.
+/// How long [`start_embedded`] waits for the Pingora server to take over the proxy socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The upgrade socket and pid file of a standalone edge listening on `listen`:
+/// The addresses an edge listens on, as bound: where the configuration says port 0, the port the
+/// system chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeAddrs {
+    /// Tenant traffic (`edge.listen`).
+    pub proxy: SocketAddr,
+    /// `/metrics`, `/healthz` and `/readyz` (`edge.metrics_listen`).
+    pub metrics: SocketAddr,
+}
+
+/// The upgrade socket and pid file of a standalone edge listening on `listen` (the address it
+/// bound, so with port 0 in the configuration the port it got):
 /// `$TMPDIR/tenantgate-edge-<port>.upgrade.sock` and `$TMPDIR/tenantgate-edge-<port>.pid`.
 /// The old and the new process of a graceful upgrade find each other through the socket.
 pub fn upgrade_paths(listen: SocketAddr) -> (PathBuf, PathBuf) {
@@ -42,25 +58,36 @@ pub fn upgrade_paths(listen: SocketAddr) -> (PathBuf, PathBuf) {
     )
 }
 
-/// The control side of an edge: its runtime and what runs on it.
+/// The control side of an edge: its runtime and what runs on it, and the proxy socket waiting
+/// to be handed to Pingora.
 struct Control {
     runtime: tokio::runtime::Runtime,
     edge: Edge,
     stop: CancellationToken,
+    /// The bound proxy socket; `None` during a graceful upgrade (the old process sends its own).
+    proxy_socket: Option<std::net::TcpListener>,
+    addrs: EdgeAddrs,
 }
 
-/// Bind-check the proxy address, bind the metrics listener, connect the catalog and start the
-/// control tasks. Nothing is left running when this fails.
+/// Bind the proxy and metrics listeners, connect the catalog and start the control tasks.
+/// Nothing is left running when this fails.
 fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
-    // Pingora binds the proxy address itself, inside its runtime, where a failure only ends
-    // its listener task; checking first turns the common case (address taken) into an error
-    // here. During an upgrade the old process legitimately holds it.
-    if !upgrade {
-        std::net::TcpListener::bind(config.edge.listen).map_err(|source| ProxyError::Bind {
+    // We bind the proxy socket and hand it to Pingora ([`Handover`]) rather than let Pingora
+    // bind it inside its runtime, where a failure only ends its listener task: a taken address
+    // is an error here, and with port 0 the caller learns the port before anything runs.
+    // During an upgrade the old process holds the address and hands its socket over itself.
+    let proxy_socket = if upgrade {
+        None
+    } else {
+        Some(bind_proxy(config.edge.listen)?)
+    };
+    let proxy_addr = match &proxy_socket {
+        Some(socket) => socket.local_addr().map_err(|source| ProxyError::Bind {
             addr: config.edge.listen,
             source,
-        })?;
-    }
+        })?,
+        None => config.edge.listen,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tenantgate-edge-control")
@@ -70,6 +97,12 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
     let stop = CancellationToken::new();
     let started = runtime.block_on(async {
         let metrics_listener = bind_metrics(config.edge.metrics_listen, upgrade)?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| ProxyError::Bind {
+                addr: config.edge.metrics_listen,
+                source,
+            })?;
         let catalog = Catalog::connect(&config.catalog.url, config.catalog.max_connections).await?;
         let metrics = Arc::new(EdgeMetrics::new());
         let pools = Arc::new(Pools::default());
@@ -100,19 +133,25 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
             resolver.clone(),
             stop.clone(),
         ));
-        Ok::<_, ProxyError>(Edge {
+        let edge = Edge {
             draining: Arc::new(AtomicBool::new(false)),
             config: config.clone(),
             resolver,
             pools,
             metrics,
-        })
+        };
+        Ok::<_, ProxyError>((edge, metrics_addr))
     });
     match started {
-        Ok(edge) => Ok(Control {
+        Ok((edge, metrics_addr)) => Ok(Control {
             runtime,
             edge,
             stop,
+            proxy_socket,
+            addrs: EdgeAddrs {
+                proxy: proxy_addr,
+                metrics: metrics_addr,
+            },
         }),
         Err(e) => {
             stop.cancel();
@@ -120,6 +159,16 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
             Err(e)
         }
     }
+}
+
+/// The proxy socket, listening, ready for Pingora's (tokio's) accept loop.
+fn bind_proxy(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
+    let err = |source| ProxyError::Bind { addr, source };
+    // Like Pingora's own bind, with SO_REUSEADDR (std sets it on Unix); Pingora raises the
+    // backlog when it takes the socket over.
+    let socket = std::net::TcpListener::bind(addr).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket)
 }
 
 /// The metrics listener. During an upgrade the old process still holds the address, so both
@@ -143,7 +192,8 @@ fn bind_metrics(addr: SocketAddr, upgrade: bool) -> Result<tokio::net::TcpListen
     socket.listen(1024).map_err(err)
 }
 
-/// The Pingora server hosting `edge` on `config.edge.listen`.
+/// The Pingora server hosting `edge` on `listen` (the bound proxy address), taking over
+/// `socket` when there is one.
 ///
 /// `no_steal` selects Pingora's runtime of one single-threaded tokio runtime per thread (the
 /// most requests per CPU second, measured). It is only safe with one Pingora server per
@@ -154,11 +204,13 @@ fn bind_metrics(addr: SocketAddr, upgrade: bool) -> Result<tokio::net::TcpListen
 fn build_server(
     config: &Config,
     edge: Edge,
+    listen: SocketAddr,
+    handover: Handover,
     upgrade: bool,
     grace: Duration,
     no_steal: bool,
 ) -> Server {
-    let (upgrade_sock, pid_file) = upgrade_paths(config.edge.listen);
+    let (upgrade_sock, pid_file) = upgrade_paths(listen);
     let conf = ServerConf {
         threads: config.edge.threads,
         work_stealing: !no_steal,
@@ -176,9 +228,77 @@ fn build_server(
     let proxy = pingora::proxy::http_proxy(&server.configuration, edge);
     let app = Guarded::new(proxy, HEADER_DEADLINE);
     let mut service = Service::new("tenantgate edge".to_string(), app);
-    service.add_tcp(&config.edge.listen.to_string());
-    server.add_service(service);
+    service.add_tcp(&listen.to_string());
+    server.add_service(HandingOver {
+        inner: service,
+        handover,
+    });
     server
+}
+
+/// The proxy socket for Pingora, keyed by the address its service listens on, and whom to tell
+/// once Pingora has it.
+struct Handover {
+    socket: Option<(String, std::net::TcpListener)>,
+    taken: Option<mpsc::Sender<()>>,
+}
+
+/// A Pingora service that is given its listening socket instead of binding one.
+///
+/// Before binding an address, Pingora's listener looks it up in the server's table of listening
+/// sockets (`ListenFds`), which a graceful upgrade fills with the sockets of the old process.
+/// Putting our socket into that table under the service's address, just before the service
+/// starts, makes Pingora take it over the same way. The table is also what a later graceful
+/// upgrade sends to the next process, so the socket travels on from there.
+struct HandingOver<S> {
+    inner: S,
+    handover: Handover,
+}
+
+#[async_trait]
+impl<S: ServiceWithDependents> ServiceWithDependents for HandingOver<S> {
+    /// Runs when the server starts the service: puts the socket into `fds` (ownership passes to
+    /// Pingora, which wraps the descriptor in its listener), reports it taken, then runs the
+    /// wrapped service until shutdown.
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        // On Unix the server always passes its table; without one the socket would be closed
+        // here and Pingora would bind the address itself.
+        if let (Some((addr, socket)), Some(fds)) = (self.handover.socket.take(), &fds) {
+            fds.lock().add(addr, socket.into_raw_fd());
+        }
+        if let Some(taken) = self.handover.taken.take() {
+            let _ = taken.send(());
+        }
+        self.inner
+            .start_service(fds, shutdown, listeners_per_fd, ready_notifier)
+            .await
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn on_startup_delay(&self, time_waited: Duration) {
+        self.inner.on_startup_delay(time_waited)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
 }
 
 /// Ends the embedded Pingora server when the caller's token is cancelled.
@@ -227,23 +347,24 @@ impl ShutdownSignalWatch for UnixSignals {
 
 /// Start an embedded edge on a thread of its own. Preparing (catalog connection, runtimes)
 /// happens on that thread too, so this may be called from inside an async runtime; it blocks
-/// the caller until the proxy listens or start-up failed.
+/// the caller until Pingora has taken over the proxy socket or start-up failed, and returns the
+/// addresses the edge listens on.
 pub(crate) fn start_embedded(
     config: Arc<Config>,
     shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, ProxyError> {
+) -> Result<(JoinHandle<()>, EdgeAddrs), ProxyError> {
     let grace = config.edge.grace_period.min(EMBEDDED_MAX_GRACE);
-    let listen = config.edge.listen;
     // Also cancelled by us if the proxy never comes up, without touching the caller's token.
     let stop_server = shutdown.child_token();
     let server_token = stop_server.clone();
-    let (prepared_tx, prepared_rx) = std::sync::mpsc::channel();
+    let (prepared_tx, prepared_rx) = mpsc::channel();
+    let (taken_tx, taken_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("tenantgate-edge".into())
         .spawn(move || {
             let control = match prepare(config.clone(), false) {
                 Ok(control) => {
-                    let _ = prepared_tx.send(Ok(()));
+                    let _ = prepared_tx.send(Ok(control.addrs));
                     control
                 }
                 Err(e) => {
@@ -255,9 +376,15 @@ pub(crate) fn start_embedded(
                 runtime,
                 edge,
                 stop,
+                proxy_socket,
+                addrs,
             } = control;
             let draining = edge.draining.clone();
-            let server = build_server(&config, edge, false, grace, false);
+            let handover = Handover {
+                socket: proxy_socket.map(|socket| (addrs.proxy.to_string(), socket)),
+                taken: Some(taken_tx),
+            };
+            let server = build_server(&config, edge, addrs.proxy, handover, false, grace, false);
             server.run(RunArgs {
                 shutdown_signal: Box::new(TokenSignal {
                     token: server_token,
@@ -268,8 +395,8 @@ pub(crate) fn start_embedded(
             runtime.shutdown_timeout(Duration::from_secs(2));
         })
         .map_err(|e| ProxyError::Start(format!("edge thread: {e}")))?;
-    match prepared_rx.recv() {
-        Ok(Ok(())) => {}
+    let addrs = match prepared_rx.recv() {
+        Ok(Ok(addrs)) => addrs,
         Ok(Err(e)) => {
             let _ = thread.join();
             return Err(e);
@@ -279,27 +406,57 @@ pub(crate) fn start_embedded(
                 "the edge thread ended while starting".into(),
             ))
         }
-    }
-    if let Err(e) = wait_listening(listen, &thread) {
+    };
+    if let Err(e) = wait_taken(&taken_rx, &thread) {
         stop_server.cancel();
         let _ = thread.join();
         return Err(e);
     }
-    Ok(thread)
+    Ok((thread, addrs))
 }
 
-pub(crate) fn run_standalone(config: Arc<Config>, upgrade: bool) -> Result<(), ProxyError> {
+/// Run the edge in the foreground; `on_listening` is told the bound addresses once the edge
+/// owns its sockets (after a graceful upgrade's handover), before it serves.
+pub(crate) fn run_standalone(
+    config: Arc<Config>,
+    upgrade: bool,
+    on_listening: impl FnOnce(EdgeAddrs),
+) -> Result<(), ProxyError> {
+    if upgrade && (config.edge.listen.port() == 0 || config.edge.metrics_listen.port() == 0) {
+        // The new process finds the old one by the proxy port (`upgrade_paths`) and takes over
+        // its addresses: they must be the running edge's actual ones.
+        return Err(ProxyError::Start(
+            "--upgrade takes over a running edge's addresses: edge.listen and \
+             edge.metrics_listen must name their ports, not 0"
+                .into(),
+        ));
+    }
     let control = prepare(config.clone(), upgrade)?;
     let Control {
         runtime,
         edge,
         stop,
+        proxy_socket,
+        addrs,
     } = control;
     let draining = edge.draining.clone();
-    let mut server = build_server(&config, edge, upgrade, config.edge.grace_period, true);
+    let handover = Handover {
+        socket: proxy_socket.map(|socket| (addrs.proxy.to_string(), socket)),
+        taken: None,
+    };
+    let mut server = build_server(
+        &config,
+        edge,
+        addrs.proxy,
+        handover,
+        upgrade,
+        config.edge.grace_period,
+        true,
+    );
     // With `upgrade`, this receives the listening socket from the old process.
     server.bootstrap();
-    tracing::info!(listen = %config.edge.listen, metrics = %config.edge.metrics_listen, upgrade, "edge running");
+    tracing::info!(listen = %addrs.proxy, metrics = %addrs.metrics, upgrade, "edge running");
+    on_listening(addrs);
     server.run(RunArgs {
         shutdown_signal: Box::new(UnixSignals { draining }),
     });
@@ -308,31 +465,26 @@ pub(crate) fn run_standalone(config: Arc<Config>, upgrade: bool) -> Result<(), P
     Ok(())
 }
 
-/// Wait until the proxy accepts connections, or fail if its thread ended or time ran out.
-fn wait_listening(listen: SocketAddr, thread: &JoinHandle<()>) -> Result<(), ProxyError> {
-    let target = if listen.ip().is_unspecified() {
-        SocketAddr::new(
-            if listen.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            },
-            listen.port(),
-        )
-    } else {
-        listen
-    };
+/// Wait until the Pingora server has taken over the proxy socket, or fail if its thread ended
+/// or time ran out. (The socket accepts connections from the moment it is bound; this makes
+/// sure someone will answer them.)
+fn wait_taken(taken: &mpsc::Receiver<()>, thread: &JoinHandle<()>) -> Result<(), ProxyError> {
     let deadline = Instant::now() + START_TIMEOUT;
-    while Instant::now() < deadline {
-        if thread.is_finished() {
-            return Err(ProxyError::Start("the proxy stopped while starting".into()));
+    loop {
+        match taken.recv_timeout(Duration::from_millis(20)) {
+            Ok(()) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(ProxyError::Start("the proxy stopped while starting".into()))
+            }
+            Err(RecvTimeoutError::Timeout) if thread.is_finished() => {
+                return Err(ProxyError::Start("the proxy stopped while starting".into()))
+            }
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                return Err(ProxyError::Start(format!(
+                    "the proxy did not start within {START_TIMEOUT:?}"
+                )))
+            }
+            Err(RecvTimeoutError::Timeout) => {}
         }
-        if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    Err(ProxyError::Start(format!(
-        "the proxy did not listen on {listen} within {START_TIMEOUT:?}"
-    )))
 }

@@ -30,7 +30,7 @@ fn edge_child_process() {
     };
     let config = Config::load(Path::new(&path)).expect("child config");
     let upgrade = std::env::var(UPGRADE_ENV).is_ok_and(|v| v == "1");
-    tenantgate_proxy::run_standalone(Arc::new(config), upgrade).expect("edge runs");
+    tenantgate_proxy::run_standalone(Arc::new(config), upgrade, |_| {}).expect("edge runs");
 }
 
 /// An edge process, killed if the test ends (or panics) before it exited.
