@@ -27,7 +27,8 @@ pub(crate) enum Command {
     ///
     /// Data (the SQLite catalog and tenant databases, and the configuration it runs with, written
     /// to DIR/tenantgate.toml) lives under --data-dir. Ports: edge N, admin N+1, edge metrics N+2,
-    /// apps N+10 (shard-a) and N+11 (shard-b). Seeds shard-a, shard-b and the tenants acme and
+    /// apps N+10 (shard-a) and N+11 (shard-b); with --port-base 0, ports the system picks (printed,
+    /// and written to DIR/tenantgate.toml). Seeds shard-a, shard-b and the tenants acme and
     /// globex if absent, prints the admin token and curl lines, stops on Ctrl-C or SIGTERM.
     Dev(DevArgs),
     /// Run the Pingora edge proxy.
@@ -76,7 +77,8 @@ pub(crate) struct DevArgs {
     /// Where the demo keeps its data and configuration.
     #[arg(long, default_value = "data")]
     pub(crate) data_dir: PathBuf,
-    /// First port: edge N, admin N+1, metrics N+2, apps N+10 and N+11.
+    /// First port: edge N, admin N+1, metrics N+2, apps N+10 and N+11. 0: every listener on a
+    /// free port the system picks (printed, and written to DIR/tenantgate.toml).
     #[arg(long, default_value_t = 8080)]
     pub(crate) port_base: u16,
     /// Admin token to use (default: generated on first run and kept in DIR/tenantgate.toml).

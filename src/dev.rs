@@ -1,6 +1,7 @@
 //! `tenantgate dev`: the whole system in one process on the embedded default (SQLite), or with
 //! the catalog and both shards on one PostgreSQL server.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let config_path = data_dir.join("tenantgate.toml");
-    let raw = dev_config(&args, &data_dir, &config_path)?;
+    let mut raw = dev_config(&args, &data_dir, &config_path)?;
     write_private(&config_path, &raw.to_toml())?;
     let config = Arc::new(Config::load(&config_path)?);
     let admin_token = config
@@ -50,11 +51,16 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown_on_signal();
 
         // Bind every listener before seeding, so a port conflict stops us before any change.
+        // With `--port-base 0` the addresses are known only from here on.
         let admin_listener = bind(config.admin.listen).await?;
         let mut app_listeners = Vec::new();
         for (shard, offset) in SHARDS {
             let addr = port(&config, args.port_base, offset);
             app_listeners.push((shard, bind(addr).await?));
+        }
+        let mut apps = Vec::new();
+        for (shard, listener) in &app_listeners {
+            apps.push((*shard, listener.local_addr()?));
         }
 
         // Shards and tenants first, so the apps find their shard; the admin worker started
@@ -62,11 +68,12 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         seed(
             &config,
             &catalog,
-            args.port_base,
+            &apps,
             &data_dir,
             args.database_url.as_deref(),
         )
         .await?;
+        let admin = admin_listener.local_addr()?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(component(tenantgate_admin::serve(
             config.clone(),
@@ -93,8 +100,19 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             tenantgate_proxy::start(edge_config, edge_shutdown)
         })
         .await??;
+        let listening = Listening {
+            edge: edge.addrs(),
+            admin,
+            apps,
+        };
+        // The configuration on disk names the addresses actually bound, for the other commands.
+        raw.edge.listen = listening.edge.proxy.to_string();
+        raw.edge.metrics_listen = listening.edge.metrics.to_string();
+        raw.admin.listen = listening.admin.to_string();
+        raw.app.listen = listening.apps[0].1.to_string();
+        write_private(&config_path, &raw.to_toml())?;
         wait_for_tenants(&catalog, &shutdown).await?;
-        print_banner(&config, &admin_token, &config_path);
+        print_banner(&listening, &admin_token, &config_path);
 
         shutdown.cancelled().await;
         let stop = async {
@@ -121,8 +139,25 @@ async fn component<E: std::fmt::Display>(
     run.await.map_err(|e| e.to_string())
 }
 
-fn port(config: &Config, base: u16, offset: u16) -> std::net::SocketAddr {
-    std::net::SocketAddr::new(config.edge.listen.ip(), base + offset)
+/// Where everything listens, as bound.
+struct Listening {
+    edge: tenantgate_proxy::EdgeAddrs,
+    admin: SocketAddr,
+    /// One app per shard, in `SHARDS` order.
+    apps: Vec<(&'static str, SocketAddr)>,
+}
+
+/// The port at `offset` from `--port-base`; with base 0, port 0 (one the system picks).
+fn port_number(base: u16, offset: u16) -> u16 {
+    if base == 0 {
+        0
+    } else {
+        base + offset
+    }
+}
+
+fn port(config: &Config, base: u16, offset: u16) -> SocketAddr {
+    SocketAddr::new(config.edge.listen.ip(), port_number(base, offset))
 }
 
 /// The configuration `dev` runs with: the existing DIR/tenantgate.toml (keeping its secrets and
@@ -137,7 +172,7 @@ fn dev_config(args: &DevArgs, data_dir: &Path, config_path: &Path) -> anyhow::Re
     if base > u16::MAX - 11 {
         bail!("--port-base {base} leaves no room for the ports up to N+11");
     }
-    let addr = |offset: u16| format!("127.0.0.1:{}", base + offset);
+    let addr = |offset: u16| format!("127.0.0.1:{}", port_number(base, offset));
     raw.mode = Some("dev".into());
     raw.catalog.url = match &args.database_url {
         Some(url) => url.clone(),
@@ -202,16 +237,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Create the demo's shards and tenants if they are absent.
+/// Create the demo's shards (served by `apps`) and tenants if they are absent; a shard's app
+/// upstream follows the address its app listens on now.
 async fn seed(
     config: &Config,
     catalog: &Catalog,
-    base: u16,
+    apps: &[(&str, SocketAddr)],
     data_dir: &Path,
     database_url: Option<&str>,
 ) -> anyhow::Result<()> {
-    for (shard, offset) in SHARDS {
-        let upstream = port(config, base, offset).to_string();
+    for &(shard, app) in apps {
+        let upstream = app.to_string();
         let database_url = match database_url {
             Some(url) => url.to_string(),
             None => format!("sqlite://{}", data_dir.join("shards").join(shard).display()),
@@ -278,17 +314,24 @@ async fn create_postgres_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(config: &Config, token: &str, config_path: &Path) {
-    let edge = config.edge.listen;
-    let admin = config.admin.listen;
-    let metrics = config.edge.metrics_listen;
+/// The banner: every address (one `  label  URL` line each, which tests read), the config file,
+/// the admin token and curl lines.
+fn print_banner(listening: &Listening, token: &str, config_path: &Path) {
+    let edge = listening.edge.proxy;
+    let admin = listening.admin;
+    let metrics = listening.edge.metrics;
+    let apps: String = listening
+        .apps
+        .iter()
+        .map(|(shard, addr)| format!("\n  {:<14}http://{addr}", format!("app {shard}")))
+        .collect();
     println!(
         "\ntenantgate dev is running (Ctrl-C stops it)\n\
-         \n  edge         http://{edge}\
-         \n  admin API    http://{admin}\
-         \n  edge metrics http://{metrics}/metrics\
-         \n  config       {config}\
-         \n  admin token  {token}\
+         \n  edge          http://{edge}\
+         \n  admin API     http://{admin}\
+         \n  edge metrics  http://{metrics}/metrics{apps}\
+         \n  config        {config}\
+         \n  admin token   {token}\
          \n\nTry:\
          \n  curl -H 'Host: acme.localhost' http://{edge}/whoami\
          \n  curl -H 'Host: globex.localhost' http://{edge}/whoami\
