@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenantgate_catalog::store::TenantFilter;
-use tenantgate_catalog::testing::{server_url, tenant_migrations_dir, TestCatalog};
 use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::{server_url, tenant_migrations_dir, TestCatalog};
 use tokio_util::sync::CancellationToken;
 
 const TENANTS: usize = 100;

@@ -21,11 +21,11 @@ use tenantgate_catalog::db::connect;
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{NewTenant, TenantPatch};
 use tenantgate_catalog::tenant_db::{self, postgres_url, Credentials};
-use tenantgate_catalog::testing::{server_url, tenant_migrations_dir, TestCatalog};
 use tenantgate_config::db_url::Engine;
 use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::{server_url, tenant_migrations_dir, TestCatalog};
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 const CONCURRENCIES: [usize; 5] = [1, 2, 4, 8, 16];

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::NewTenant;
-use tenantgate_catalog::testing::TestCatalog;
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::TestCatalog;
 use uuid::Uuid;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
-use tenantgate_catalog::testing::{server_url, tenant_migrations_dir, PgTestDb};
 use tenantgate_config::RawConfig;
+use tenantgate_testkit::{server_url, tenant_migrations_dir, PgTestDb};
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 const TOKEN: &str = "crash-test-admin-token";

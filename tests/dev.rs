@@ -18,7 +18,7 @@ async fn dev_on_sqlite_serves_demo_and_restarts_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_on_postgres_serves_demo_and_restarts_without_duplicates() {
-    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let db = tenantgate_testkit::PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     run_demo_twice(dir.path(), &["--database-url", &db.url]).await;
 }

@@ -10,10 +10,10 @@ use sqlx::Row;
 use tenantgate_catalog::db::connect;
 use tenantgate_catalog::store::TenantFilter;
 use tenantgate_catalog::tenant_db::TenantDbTarget;
-use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
 use tenantgate_catalog::Catalog;
 use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::{both_backends, tenant_migrations_dir, TestCatalog};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
@@ -155,17 +155,6 @@ async fn versions(f: &Fleet) -> Vec<(String, i64, Option<String>)> {
 
 const PRIORITY: &str = "ALTER TABLE items ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;\n\
                         CREATE UNIQUE INDEX items_title_unique ON items (title);\n";
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::TestCatalog::postgres().await).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::TestCatalog::sqlite()).await })*
-        }
-    };
-}
 
 both_backends!(fifty_tenants_one_bad_then_fixed);
 

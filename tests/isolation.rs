@@ -22,7 +22,7 @@ async fn sqlite_tenants_never_see_each_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tenants_never_see_each_other() {
-    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let db = tenantgate_testkit::PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     isolation(dir.path(), &["--database-url", &db.url]).await;
 }

@@ -1,79 +1,77 @@
 //! The admin API over HTTP on both backends: auth, validation, conflicts, domains, patches,
 //! tenant user tokens, shards, metrics, OpenAPI coverage, shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{fields, Engine, Harness, BOOTSTRAP};
 use serde_json::json;
 use sqlx::Row;
 use tenantgate_catalog::TokenScope;
+use tenantgate_testkit::admin::{fields, Harness, BOOTSTRAP};
+use tenantgate_testkit::{both_backends, Engine};
 
-both!(
-    auth_requires_tokens_with_the_right_scope,
-    |backend| async move {
-        let h = Harness::started(backend).await;
-        let read = h.token(TokenScope::Read).await;
-        let write = h.token(TokenScope::Write).await;
-        let shard = json!({ "name": "shard-a", "app_upstreams": ["127.0.0.1:9"], "database_url": h.tc.shard_database_url("shard-a") });
+both_backends!(auth_requires_tokens_with_the_right_scope);
+async fn auth_requires_tokens_with_the_right_scope(backend: Engine) {
+    let h = Harness::started(backend).await;
+    let read = h.token(TokenScope::Read).await;
+    let write = h.token(TokenScope::Write).await;
+    let shard = json!({ "name": "shard-a", "app_upstreams": ["127.0.0.1:9"], "database_url": h.tc.shard_database_url("shard-a") });
 
-        let r = h.call("GET", "/v1/tenants", None, None).await;
-        assert_eq!(r.status, 401);
-        assert_eq!(r.body["error"]["code"], "unauthorized");
-        assert!(r.body["error"]["message"].is_string());
-        assert_eq!(
-            h.call("GET", "/v1/tenants", Some("tga_not-a-token"), None)
-                .await
-                .status,
-            401
-        );
-        assert_eq!(
-            h.call(
-                "GET",
-                "/v1/tenants",
-                Some(&BOOTSTRAP[..BOOTSTRAP.len() - 1]),
-                None
-            )
+    let r = h.call("GET", "/v1/tenants", None, None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body["error"]["code"], "unauthorized");
+    assert!(r.body["error"]["message"].is_string());
+    assert_eq!(
+        h.call("GET", "/v1/tenants", Some("tga_not-a-token"), None)
             .await
             .status,
-            401
-        );
-        assert_eq!(
-            h.call("GET", "/v1/tenants", Some(&read), None).await.status,
-            200
-        );
-        let r = h
-            .call("POST", "/v1/shards", Some(&read), Some(shard.clone()))
-            .await;
-        assert_eq!(r.status, 403);
-        assert_eq!(r.body["error"]["code"], "forbidden");
-        assert_eq!(
-            h.call("POST", "/v1/shards", None, Some(shard.clone()))
-                .await
-                .status,
-            401
-        );
-        let r = h
-            .call("POST", "/v1/shards", Some(&write), Some(shard))
-            .await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        // The audit log names the token.
-        let audit = h.call("GET", "/v1/audit", Some(&read), None).await;
-        assert!(audit.body["entries"][0]["actor"]
-            .as_str()
-            .unwrap()
-            .starts_with("token:test:"));
-        let text = audit.body.to_string();
-        assert!(text.contains("admin_token.create"), "{text}");
-        assert!(!text.contains(&write) && !text.contains(&read));
-        // Operational endpoints are open.
-        assert_eq!(h.call("GET", "/healthz", None, None).await.status, 200);
-        assert_eq!(h.call("GET", "/readyz", None, None).await.status, 200);
-    }
-);
+        401
+    );
+    assert_eq!(
+        h.call(
+            "GET",
+            "/v1/tenants",
+            Some(&BOOTSTRAP[..BOOTSTRAP.len() - 1]),
+            None
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        h.call("GET", "/v1/tenants", Some(&read), None).await.status,
+        200
+    );
+    let r = h
+        .call("POST", "/v1/shards", Some(&read), Some(shard.clone()))
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["error"]["code"], "forbidden");
+    assert_eq!(
+        h.call("POST", "/v1/shards", None, Some(shard.clone()))
+            .await
+            .status,
+        401
+    );
+    let r = h
+        .call("POST", "/v1/shards", Some(&write), Some(shard))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // The audit log names the token.
+    let audit = h.call("GET", "/v1/audit", Some(&read), None).await;
+    assert!(audit.body["entries"][0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("token:test:"));
+    let text = audit.body.to_string();
+    assert!(text.contains("admin_token.create"), "{text}");
+    assert!(!text.contains(&write) && !text.contains(&read));
+    // Operational endpoints are open.
+    assert_eq!(h.call("GET", "/healthz", None, None).await.status, 200);
+    assert_eq!(h.call("GET", "/readyz", None, None).await.status, 200);
+}
 
-both!(validation_names_every_bad_field, |backend| async move {
+both_backends!(validation_names_every_bad_field);
+async fn validation_names_every_bad_field(backend: Engine) {
     let h = Harness::started(backend).await;
     h.shard("shard-a").await;
     h.shard("shard-off").await;
@@ -167,9 +165,10 @@ both!(validation_names_every_bad_field, |backend| async move {
 
     // Nothing was created by any of these.
     assert_eq!(h.get("/v1/tenants").await.body["tenants"], json!([]));
-});
+}
 
-both!(taken_slugs_and_domains_conflict, |backend| async move {
+both_backends!(taken_slugs_and_domains_conflict);
+async fn taken_slugs_and_domains_conflict(backend: Engine) {
     let h = Harness::started(backend).await;
     h.shard("shard-a").await;
     let (id, _) = h.tenant("acme", None).await;
@@ -207,9 +206,10 @@ both!(taken_slugs_and_domains_conflict, |backend| async move {
         h.get("/v1/tenants/nobody").await.body["error"]["code"],
         "not_found"
     );
-});
+}
 
-both!(domains_patches_and_listing, |backend| async move {
+both_backends!(domains_patches_and_listing);
+async fn domains_patches_and_listing(backend: Engine) {
     let h = Harness::started(backend).await;
     h.shard("shard-a").await;
     let (id, _) = h.tenant("acme", None).await;
@@ -312,90 +312,88 @@ both!(domains_patches_and_listing, |backend| async move {
     assert_eq!(update["action"], "tenant.update");
     assert_eq!(update["before"]["status"], "suspended");
     assert_eq!(update["after"]["status"], "active");
-});
+}
 
-both!(
-    tenant_user_tokens_are_minted_in_the_tenant_database,
-    |backend| async move {
-        let h = Harness::started(backend).await;
-        h.shard("shard-a").await;
-        let (id, _) = h.tenant("acme", None).await;
-        let r = h
-            .post(
-                &format!("/v1/tenants/{id}/tokens"),
-                json!({"email": "a@acme.test", "role": "owner"}),
-            )
-            .await;
-        assert!(r.status == 409 || r.status == 201, "{:?}", r.body); // 409 while provisioning
-        h.wait_status(&id, "active").await;
+both_backends!(tenant_user_tokens_are_minted_in_the_tenant_database);
+async fn tenant_user_tokens_are_minted_in_the_tenant_database(backend: Engine) {
+    let h = Harness::started(backend).await;
+    h.shard("shard-a").await;
+    let (id, _) = h.tenant("acme", None).await;
+    let r = h
+        .post(
+            &format!("/v1/tenants/{id}/tokens"),
+            json!({"email": "a@acme.test", "role": "owner"}),
+        )
+        .await;
+    assert!(r.status == 409 || r.status == 201, "{:?}", r.body); // 409 while provisioning
+    h.wait_status(&id, "active").await;
 
-        let r = h
-            .post(
-                &format!("/v1/tenants/{id}/tokens"),
-                json!({"email": "Ann@Acme.test", "role": "viewer", "ttl_secs": 600}),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let token = r.body["token"].as_str().unwrap().to_string();
-        assert_eq!(r.body["role"], "viewer");
-        assert!(r.body["expires_at"].is_string());
-        let r2 = h
-            .post(
-                &format!("/v1/tenants/{id}/tokens"),
-                json!({"email": "ann@acme.test", "role": "member"}),
-            )
-            .await;
-        assert_eq!(r2.status, 201);
-        assert_eq!(r2.body["expires_at"], json!(null));
+    let r = h
+        .post(
+            &format!("/v1/tenants/{id}/tokens"),
+            json!({"email": "Ann@Acme.test", "role": "viewer", "ttl_secs": 600}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let token = r.body["token"].as_str().unwrap().to_string();
+    assert_eq!(r.body["role"], "viewer");
+    assert!(r.body["expires_at"].is_string());
+    let r2 = h
+        .post(
+            &format!("/v1/tenants/{id}/tokens"),
+            json!({"email": "ann@acme.test", "role": "member"}),
+        )
+        .await;
+    assert_eq!(r2.status, 201);
+    assert_eq!(r2.body["expires_at"], json!(null));
 
-        let pool = h.tenant_pool(&id).await;
-        let users = sqlx::query("SELECT email, role FROM users")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        assert_eq!(users.len(), 1);
-        assert_eq!(users[0].get::<String, _>(0), "ann@acme.test");
-        assert_eq!(users[0].get::<String, _>(1), "member");
-        let hash = tenantgate_contract::crypto::hash_token(&token);
-        let row = sqlx::query("SELECT expires_at FROM user_tokens WHERE token_hash = $1")
-            .bind(&hash)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert!(row.get::<Option<i64>, _>(0).is_some());
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM user_tokens")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 2);
-        pool.close().await;
+    let pool = h.tenant_pool(&id).await;
+    let users = sqlx::query("SELECT email, role FROM users")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].get::<String, _>(0), "ann@acme.test");
+    assert_eq!(users[0].get::<String, _>(1), "member");
+    let hash = tenantgate_contract::crypto::hash_token(&token);
+    let row = sqlx::query("SELECT expires_at FROM user_tokens WHERE token_hash = $1")
+        .bind(&hash)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(row.get::<Option<i64>, _>(0).is_some());
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM user_tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    pool.close().await;
 
-        assert_eq!(
-            fields(
-                &h.post(
-                    &format!("/v1/tenants/{id}/tokens"),
-                    json!({"email": "x@acme.test", "role": "emperor"})
-                )
-                .await
-            ),
-            ["role"]
-        );
-        let mut got = fields(
+    assert_eq!(
+        fields(
             &h.post(
                 &format!("/v1/tenants/{id}/tokens"),
-                json!({"email": "nope", "role": "", "ttl_secs": 0}),
+                json!({"email": "x@acme.test", "role": "emperor"})
             )
-            .await,
-        );
-        got.sort();
-        assert_eq!(got, ["email", "role", "ttl_secs"]);
-        // The token itself is never in the audit log.
-        let audit = h.get("/v1/audit?tenant=acme").await.body.to_string();
-        assert!(audit.contains("tenant.token_mint"));
-        assert!(!audit.contains(&token));
-    }
-);
+            .await
+        ),
+        ["role"]
+    );
+    let mut got = fields(
+        &h.post(
+            &format!("/v1/tenants/{id}/tokens"),
+            json!({"email": "nope", "role": "", "ttl_secs": 0}),
+        )
+        .await,
+    );
+    got.sort();
+    assert_eq!(got, ["email", "role", "ttl_secs"]);
+    // The token itself is never in the audit log.
+    let audit = h.get("/v1/audit?tenant=acme").await.body.to_string();
+    assert!(audit.contains("tenant.token_mint"));
+    assert!(!audit.contains(&token));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_passwords_are_redacted() {
@@ -426,10 +424,8 @@ async fn metrics_count_tenants_and_jobs() {
     let (id, _) = h.tenant("acme", None).await;
     h.wait_status(&id, "active").await;
     // The job counter moves just after the activation commits.
-    let text = tenantgate_catalog::testing::wait_until(
-        "the job to be counted",
-        Duration::from_secs(5),
-        || async {
+    let text =
+        tenantgate_testkit::wait_until("the job to be counted", Duration::from_secs(5), || async {
             let r = h
                 .client
                 .get(format!("{}/metrics", h.base))
@@ -440,9 +436,8 @@ async fn metrics_count_tenants_and_jobs() {
             let text = r.text().await.unwrap();
             text.contains("tenantgate_jobs_total{kind=\"provision_tenant\",result=\"succeeded\"} 1")
                 .then_some(text)
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(
         text.contains("tenantgate_tenants{status=\"active\"} 1"),
         "{text}"

@@ -1,14 +1,12 @@
 //! Webhooks: signed tenant events reach a real local receiver that fails twice before
 //! accepting; the API call never waits for it.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::Harness;
-use tenantgate_catalog::testing::wait_until;
+use tenantgate_testkit::admin::Harness;
+use tenantgate_testkit::{both_backends, wait_until, Engine};
 
 const SECRET: &str = "webhook-secret-for-tests";
 
@@ -53,64 +51,62 @@ async fn start_receiver() -> (String, Arc<Mutex<Receiver>>) {
     (url, seen)
 }
 
-both!(
-    events_are_signed_retried_and_never_block,
-    |backend| async move {
-        let (url, seen) = start_receiver().await;
-        let h = Harness::new(backend, |raw| {
-            raw.admin.webhook_urls = vec![url];
-            raw.admin.webhook_secret = Some(SECRET.into());
-        })
-        .await
-        .start()
-        .await;
-        h.shard("shard-a").await;
-        let (id, _) = h.tenant("hooked", None).await;
-        // The API answered before the receiver accepted anything.
-        assert!(seen.lock().unwrap().requests.iter().all(|r| r.4 != 200));
-        h.wait_status(&id, "active").await;
+both_backends!(events_are_signed_retried_and_never_block);
+async fn events_are_signed_retried_and_never_block(backend: Engine) {
+    let (url, seen) = start_receiver().await;
+    let h = Harness::new(backend, |raw| {
+        raw.admin.webhook_urls = vec![url];
+        raw.admin.webhook_secret = Some(SECRET.into());
+    })
+    .await
+    .start()
+    .await;
+    h.shard("shard-a").await;
+    let (id, _) = h.tenant("hooked", None).await;
+    // The API answered before the receiver accepted anything.
+    assert!(seen.lock().unwrap().requests.iter().all(|r| r.4 != 200));
+    h.wait_status(&id, "active").await;
 
-        let accepted = wait_until("both events accepted", Duration::from_secs(20), || async {
-            let s = seen.lock().unwrap();
-            let ok: Vec<_> = s.requests.iter().filter(|r| r.4 == 200).cloned().collect();
-            (ok.len() == 2).then_some(ok)
-        })
-        .await;
-        let mut events: Vec<&str> = accepted.iter().map(|r| r.0.as_str()).collect();
-        events.sort();
-        assert_eq!(events, ["tenant.activated", "tenant.created"]);
-        let all = seen.lock().unwrap().requests.clone();
-        for (event, delivery, signature, body, _) in &all {
-            let t: i64 = signature
-                .strip_prefix("t=")
-                .and_then(|s| s.split(',').next())
-                .and_then(|s| s.parse().ok())
-                .expect("signature carries a timestamp");
-            assert_eq!(
-                signature,
-                &tenantgate_admin::webhooks::sign(SECRET, t, body),
-                "{event}"
-            );
-            let json: serde_json::Value = serde_json::from_str(body).unwrap();
-            assert_eq!(&json["event"], event.as_str());
-            assert_eq!(json["tenant"]["slug"], "hooked");
-            assert!(json["tenant"].get("db_credentials").is_none());
-            assert!(!delivery.is_empty());
-        }
-        // The failed attempts were retries of deliveries that later succeeded.
-        let failed: Vec<&String> = all.iter().filter(|r| r.4 != 200).map(|r| &r.1).collect();
-        assert_eq!(failed.len(), 2);
-        for delivery in failed {
-            assert!(accepted.iter().any(|r| &r.1 == delivery));
-        }
-        wait_until("outbox drained", Duration::from_secs(5), || async {
-            h.catalog
-                .undelivered_webhooks()
-                .await
-                .unwrap()
-                .is_empty()
-                .then_some(())
-        })
-        .await;
+    let accepted = wait_until("both events accepted", Duration::from_secs(20), || async {
+        let s = seen.lock().unwrap();
+        let ok: Vec<_> = s.requests.iter().filter(|r| r.4 == 200).cloned().collect();
+        (ok.len() == 2).then_some(ok)
+    })
+    .await;
+    let mut events: Vec<&str> = accepted.iter().map(|r| r.0.as_str()).collect();
+    events.sort();
+    assert_eq!(events, ["tenant.activated", "tenant.created"]);
+    let all = seen.lock().unwrap().requests.clone();
+    for (event, delivery, signature, body, _) in &all {
+        let t: i64 = signature
+            .strip_prefix("t=")
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok())
+            .expect("signature carries a timestamp");
+        assert_eq!(
+            signature,
+            &tenantgate_admin::webhooks::sign(SECRET, t, body),
+            "{event}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(&json["event"], event.as_str());
+        assert_eq!(json["tenant"]["slug"], "hooked");
+        assert!(json["tenant"].get("db_credentials").is_none());
+        assert!(!delivery.is_empty());
     }
-);
+    // The failed attempts were retries of deliveries that later succeeded.
+    let failed: Vec<&String> = all.iter().filter(|r| r.4 != 200).map(|r| &r.1).collect();
+    assert_eq!(failed.len(), 2);
+    for delivery in failed {
+        assert!(accepted.iter().any(|r| &r.1 == delivery));
+    }
+    wait_until("outbox drained", Duration::from_secs(5), || async {
+        h.catalog
+            .undelivered_webhooks()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}

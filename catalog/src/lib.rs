@@ -16,8 +16,6 @@ pub mod feed;
 pub mod model;
 pub mod store;
 pub mod tenant_db;
-#[cfg(feature = "test-support")]
-pub mod testing;
 
 pub use error::CatalogError;
 pub use model::{Change, Domain, Route, Shard, ShardStatus, Tenant, TokenScope};

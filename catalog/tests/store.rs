@@ -6,23 +6,12 @@ use std::time::Duration;
 use tenantgate_catalog::feed::{self, ChangeSink};
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{NewTenant, TenantFilter, TenantPatch};
-use tenantgate_catalog::testing::{wait_until, TestCatalog};
 use tenantgate_catalog::{Catalog, Change, TokenScope};
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::{RateLimit, TenantStatus};
+use tenantgate_testkit::{both_backends, wait_until, TestCatalog};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::postgres().await).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::sqlite()).await })*
-        }
-    };
-}
 
 both_backends!(
     tenants_domains_and_routes,

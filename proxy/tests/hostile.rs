@@ -1,14 +1,12 @@
 //! Hostile input, sent as raw bytes: the edge answers with the right 4xx, never forwards what it
 //! must not, never panics, and keeps serving other requests afterwards.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::Harness;
-use tenantgate_catalog::testing::TestCatalog;
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::edge::Harness;
+use tenantgate_testkit::{both_backends, TestCatalog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

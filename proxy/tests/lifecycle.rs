@@ -3,23 +3,26 @@
 //!
 //! Signals need a process of their own: the test re-runs its own binary with only the ignored
 //! `edge_child_process` entry selected, which runs `run_standalone` on the config file named in
-//! `TENANTGATE_TEST_EDGE_CONFIG`.
+//! `TENANTGATE_TEST_EDGE_CONFIG`. The first edge listens on port 0 and writes the addresses it
+//! bound to the file named in `TENANTGATE_TEST_EDGE_REPORT`; the new process of an upgrade is
+//! configured with those.
 
-mod common;
-
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Harness;
-use tenantgate_catalog::testing::{wait_until, TestCatalog};
 use tenantgate_config::Config;
 use tenantgate_contract::TenantStatus;
+use tenantgate_proxy::EdgeAddrs;
+use tenantgate_testkit::edge::{Harness, TestBackend};
+use tenantgate_testkit::{wait_until, TestCatalog};
 
 const CONFIG_ENV: &str = "TENANTGATE_TEST_EDGE_CONFIG";
 const UPGRADE_ENV: &str = "TENANTGATE_TEST_EDGE_UPGRADE";
+const REPORT_ENV: &str = "TENANTGATE_TEST_EDGE_REPORT";
 
 /// Child-process entry, not a test of its own: runs the edge in the foreground.
 #[test]
@@ -30,36 +33,72 @@ fn edge_child_process() {
     };
     let config = Config::load(Path::new(&path)).expect("child config");
     let upgrade = std::env::var(UPGRADE_ENV).is_ok_and(|v| v == "1");
-    tenantgate_proxy::run_standalone(Arc::new(config), upgrade, |_| {}).expect("edge runs");
+    let report = PathBuf::from(std::env::var(REPORT_ENV).expect("report file"));
+    tenantgate_proxy::run_standalone(Arc::new(config), upgrade, |addrs| {
+        // Written whole, then renamed: the test never reads half a report.
+        let partial = report.with_extension("partial");
+        std::fs::write(&partial, format!("{} {}", addrs.proxy, addrs.metrics)).unwrap();
+        std::fs::rename(&partial, &report).unwrap();
+    })
+    .expect("edge runs");
 }
 
 /// An edge process, killed if the test ends (or panics) before it exited.
-struct EdgeProcess(Child);
+struct EdgeProcess {
+    child: Child,
+    /// Where the process writes the addresses it bound once it listens.
+    report: PathBuf,
+}
+
+impl EdgeProcess {
+    /// The addresses the edge bound, once it reports them.
+    async fn addrs(&self) -> EdgeAddrs {
+        wait_until(
+            "edge reports its addresses",
+            Duration::from_secs(15),
+            || {
+                let text = std::fs::read_to_string(&self.report).ok();
+                async move {
+                    let (proxy, metrics) = text?.split_once(' ').map(|(p, m)| {
+                        (p.parse::<SocketAddr>().ok(), m.parse::<SocketAddr>().ok())
+                    })?;
+                    Some(EdgeAddrs {
+                        proxy: proxy?,
+                        metrics: metrics?,
+                    })
+                }
+            },
+        )
+        .await
+    }
+}
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
 
-fn spawn_edge(config: &Path, upgrade: bool) -> EdgeProcess {
+/// Start an edge process on `config`; it reports its addresses to `report`.
+fn spawn_edge(config: &Path, upgrade: bool, report: PathBuf) -> EdgeProcess {
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "edge_child_process", "--nocapture"])
         .env(CONFIG_ENV, config)
         .env(UPGRADE_ENV, if upgrade { "1" } else { "0" })
+        .env(REPORT_ENV, &report)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn edge process");
-    EdgeProcess(child)
+    EdgeProcess { child, report }
 }
 
 fn signal(child: &EdgeProcess, sig: &str) {
     let status = Command::new("kill")
-        .args([&format!("-{sig}"), &child.0.id().to_string()])
+        .args([&format!("-{sig}"), &child.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success(), "kill -{sig}");
@@ -68,22 +107,15 @@ fn signal(child: &EdgeProcess, sig: &str) {
 async fn wait_exit(child: &mut EdgeProcess, within: Duration) -> Duration {
     let began = Instant::now();
     wait_until("edge process exit", within, || {
-        let done = child.0.try_wait().unwrap().is_some();
+        let done = child.child.try_wait().unwrap().is_some();
         async move { done.then_some(()) }
     })
     .await;
     began.elapsed()
 }
 
-/// A harness whose edge runs as a child process; returns it with its config file.
-async fn harness(
-    extra_edge: &str,
-) -> (
-    Harness,
-    tempfile::TempDir,
-    std::path::PathBuf,
-    common::TestBackend,
-) {
+/// A harness whose edge runs as a child process; returns it with its config file (port 0).
+async fn harness(extra_edge: &str) -> (Harness, tempfile::TempDir, PathBuf, TestBackend) {
     let h = Harness::new(TestCatalog::sqlite(), extra_edge, "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
@@ -117,8 +149,10 @@ async fn wait_serving(h: &Harness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests() {
-    let (h, _dir, path, backend) = harness("grace_period_secs = 3").await;
-    let mut child = spawn_edge(&path, false);
+    let (mut h, dir, path, backend) = harness("grace_period_secs = 3").await;
+    let mut child = spawn_edge(&path, false, dir.path().join("edge.addrs"));
+    let addrs = child.addrs().await;
+    (h.edge, h.metrics) = (addrs.proxy, addrs.metrics);
     wait_serving(&h).await;
 
     let h = Arc::new(h);
@@ -145,10 +179,12 @@ async fn sigterm_finishes_in_flight_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_upgrade_fails_no_request() {
-    let (h, _dir, path, _backend) = harness("grace_period_secs = 1").await;
+    let (mut h, dir, path, _backend) = harness("grace_period_secs = 1").await;
+    let mut old = spawn_edge(&path, false, dir.path().join("old.addrs"));
+    let addrs = old.addrs().await;
+    (h.edge, h.metrics) = (addrs.proxy, addrs.metrics);
     let (sock, _) = tenantgate_proxy::upgrade_paths(h.edge);
     let _ = std::fs::remove_file(&sock);
-    let mut old = spawn_edge(&path, false);
     wait_serving(&h).await;
 
     // Steady load, a new connection per request, counting every failure.
@@ -195,8 +231,11 @@ async fn graceful_upgrade_fails_no_request() {
     })
     .await;
 
-    // The new process waits on the upgrade socket; SIGQUIT makes the old one hand over.
-    let mut new = spawn_edge(&path, true);
+    // The new process, on the old one's addresses, waits on the upgrade socket; SIGQUIT makes
+    // the old one hand over.
+    let new_path = dir.path().join("new-edge.toml");
+    std::fs::write(&new_path, h.config_text_for(addrs)).unwrap();
+    let mut new = spawn_edge(&new_path, true, dir.path().join("new.addrs"));
     wait_until(
         "new edge waiting for the socket",
         Duration::from_secs(15),
@@ -225,8 +264,13 @@ async fn graceful_upgrade_fails_no_request() {
     );
 
     assert!(
-        new.0.try_wait().unwrap().is_none(),
+        new.child.try_wait().unwrap().is_none(),
         "the new edge is running"
+    );
+    assert_eq!(
+        new.addrs().await,
+        addrs,
+        "the new edge took over the same addresses"
     );
     signal(&new, "TERM");
     wait_exit(&mut new, Duration::from_secs(10)).await;

@@ -1,13 +1,12 @@
 //! Per-tenant rate limits and shard backend health, end to end.
 
-mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, TestBackend};
-use tenantgate_catalog::testing::{wait_until, TestCatalog};
 use tenantgate_contract::{RateLimit, TenantStatus};
+use tenantgate_testkit::edge::{Harness, TestBackend};
+use tenantgate_testkit::{both_backends, wait_until, TestCatalog};
 
 both_backends!(rate_limits_one_tenant_only);
 async fn rate_limits_one_tenant_only(tc: TestCatalog) {

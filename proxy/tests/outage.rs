@@ -4,14 +4,12 @@
 //! (An SQLite catalog is a local file opened by the edge itself; it has no network path to
 //! lose, so this scenario is PostgreSQL's.)
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::Harness;
-use tenantgate_catalog::testing::{wait_until, TestCatalog};
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::edge::Harness;
+use tenantgate_testkit::{wait_until, TestCatalog};
 use tokio_util::sync::CancellationToken;
 
 /// Forwards TCP connections from `addr` to `target` until cut; cutting closes the listener

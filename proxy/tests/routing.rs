@@ -1,13 +1,11 @@
 //! Routing end to end: tenants are proxied with signed headers, the status gate follows the
 //! catalog within bounds, and new hosts become routable.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Harness;
-use tenantgate_catalog::testing::{wait_until, TestCatalog};
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::edge::Harness;
+use tenantgate_testkit::{both_backends, wait_until, TestCatalog};
 
 both_backends!(proxies_with_signed_headers);
 async fn proxies_with_signed_headers(tc: TestCatalog) {

@@ -1,73 +1,53 @@
-//! Test harness: a real admin server (API + worker) on 127.0.0.1:0 over a real catalog on
-//! PostgreSQL or SQLite, driven with reqwest.
-
-#![allow(dead_code, unreachable_pub)]
-
-pub use tenantgate_config::db_url::Engine;
+//! The admin harness: a real admin server (API + provisioning worker) on `127.0.0.1:0` over a
+//! real catalog on PostgreSQL or SQLite, driven with reqwest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tenantgate_catalog::testing::{tenant_migrations_dir, wait_until, TestCatalog};
 use tenantgate_catalog::{Catalog, TokenScope};
 use tenantgate_config::{Config, RawConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::{tenant_migrations_dir, wait_until, Engine, TestCatalog};
+
+/// The bootstrap admin token of every harness (scope `write`, actor `bootstrap`).
 pub const BOOTSTRAP: &str = "bootstrap-token-for-tests-0123456789";
 
-/// Run the same test body on both backends: `both!(name, |h| async move { ... })`.
-#[macro_export]
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                common::run_with(common::Engine::Sqlite, $body).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                common::run_with(common::Engine::Postgres, $body).await;
-            }
-        }
-    };
-}
-
-/// Run a test body on `backend` (gives the body's closure its parameter type).
-pub async fn run_with<F, Fut>(backend: Engine, body: F)
-where
-    F: FnOnce(Engine) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    body(backend).await
-}
-
+/// An admin server over a test catalog: configured by [`Harness::new`], serving after
+/// [`Harness::start`].
 pub struct Harness {
+    /// The catalog's location (removes the databases when dropped).
     pub tc: TestCatalog,
+    /// The test's own connection to the catalog.
     pub catalog: Catalog,
+    /// The admin's configuration (job lease 3 s, 3 attempts, the repository's migrations).
     pub config: Arc<Config>,
+    /// The server's base URL, once started.
     pub base: String,
+    /// The client the request helpers use.
     pub client: reqwest::Client,
+    /// Cancelled to stop the server (also on drop).
     pub shutdown: CancellationToken,
+    /// The server task, once started.
     pub server: Option<JoinHandle<Result<(), tenantgate_admin::AdminError>>>,
     /// Keeps the temporary directories (migrations copies) alive.
     pub dirs: Vec<tempfile::TempDir>,
 }
 
+/// An admin API answer.
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// The body as JSON, or as a JSON string when it is not JSON.
     pub body: Value,
 }
 
 impl Harness {
     /// A catalog on `backend` and a config tuned for tests, adjusted by `tweak`; no server yet.
     pub async fn new(backend: Engine, tweak: impl FnOnce(&mut RawConfig)) -> Harness {
-        let tc = match backend {
-            Engine::Postgres => TestCatalog::postgres().await,
-            Engine::Sqlite => TestCatalog::sqlite(),
-        };
+        let tc = TestCatalog::on(backend).await;
         let catalog = tc.connect().await;
         let mut raw = RawConfig::default();
         raw.catalog.url = tc.url();
@@ -107,10 +87,12 @@ impl Harness {
         Harness::new(backend, |_| {}).await.start().await
     }
 
+    /// The backend of the catalog and the shards.
     pub fn engine(&self) -> Engine {
         self.tc.engine()
     }
 
+    /// `method path` with `token` as bearer and `body` as JSON.
     pub async fn call(
         &self,
         method: &str,
@@ -135,18 +117,22 @@ impl Harness {
         Response { status, body }
     }
 
+    /// GET `path` with the bootstrap token.
     pub async fn get(&self, path: &str) -> Response {
         self.call("GET", path, Some(BOOTSTRAP), None).await
     }
 
+    /// POST `body` to `path` with the bootstrap token.
     pub async fn post(&self, path: &str, body: Value) -> Response {
         self.call("POST", path, Some(BOOTSTRAP), Some(body)).await
     }
 
+    /// PATCH `path` with `body` and the bootstrap token.
     pub async fn patch(&self, path: &str, body: Value) -> Response {
         self.call("PATCH", path, Some(BOOTSTRAP), Some(body)).await
     }
 
+    /// DELETE `path` with the bootstrap token.
     pub async fn delete(&self, path: &str) -> Response {
         self.call("DELETE", path, Some(BOOTSTRAP), None).await
     }
@@ -202,6 +188,7 @@ impl Harness {
         .await
     }
 
+    /// A new admin token with `scope`.
     pub async fn token(&self, scope: TokenScope) -> String {
         tenantgate_admin::create_token(&self.catalog, scope, "test")
             .await
@@ -222,7 +209,7 @@ impl Harness {
 
     /// The PostgreSQL server URL of the shards (PostgreSQL backend only).
     pub fn pg_server(&self) -> String {
-        tenantgate_catalog::testing::server_url()
+        crate::server_url()
     }
 
     /// True when tenant `id`'s database exists on its shard.
@@ -269,11 +256,13 @@ impl Drop for Harness {
     }
 }
 
+/// A connection to the PostgreSQL server or database at `url`.
 pub async fn pg(url: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
     sqlx::PgConnection::connect(url).await.unwrap()
 }
 
+/// The `COUNT(*)` that `sql` (with one text parameter, `bind`) returns.
 pub async fn count(conn: &mut sqlx::PgConnection, sql: &str, bind: &str) -> i64 {
     use sqlx::Row;
     sqlx::query(sql)
@@ -294,4 +283,19 @@ pub fn fields(r: &Response) -> Vec<String> {
         .iter()
         .map(|f| f["field"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Tenant migrations for `backend` in a temporary directory: a copy of the repository's first
+/// one (`0001_rbac_and_items.sql`) plus `file` holding `sql`, e.g. a broken or slow step.
+/// The copy lives in `<dir>/<backend>/`.
+pub fn migrations_plus(backend: Engine, file: &str, sql: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = backend.dir_name();
+    std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    let real = tenant_migrations_dir()
+        .join(sub)
+        .join("0001_rbac_and_items.sql");
+    std::fs::copy(&real, dir.path().join(sub).join("0001_rbac_and_items.sql")).unwrap();
+    std::fs::write(dir.path().join(sub).join(file), sql).unwrap();
+    dir
 }

@@ -1,4 +1,5 @@
-//! Test support (feature `test-support`): isolated PostgreSQL databases and SQLite files.
+//! Isolated databases: a fresh PostgreSQL database or SQLite directory per test, for the catalog
+//! and for the tenant databases of its shards.
 //!
 //! Tests that need PostgreSQL read `TENANTGATE_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), create a uniquely named database and drop it,
@@ -9,6 +10,8 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use sqlx::{Connection, Executor, Row};
+use tenantgate_catalog::Catalog;
+use tenantgate_config::db_url::Engine;
 
 /// Environment variable naming the PostgreSQL server tests may use.
 pub const ENV: &str = "TENANTGATE_TEST_DATABASE_URL";
@@ -22,7 +25,9 @@ pub fn server_url() -> String {
 /// A fresh PostgreSQL database, dropped (with the tenant databases and logins its catalog lists)
 /// when this handle is dropped.
 pub struct PgTestDb {
+    /// The database's name (`tg_test_<uuid>`).
     pub name: String,
+    /// A URL of the database on the test server.
     pub url: String,
     server: String,
 }
@@ -44,7 +49,8 @@ impl PgTestDb {
         conn.execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("create test database");
-        let url = crate::tenant_db::postgres_url(&server, &name, None).expect("server url parses");
+        let url = tenantgate_catalog::tenant_db::postgres_url(&server, &name, None)
+            .expect("server url parses");
         PgTestDb { name, url, server }
     }
 }
@@ -96,20 +102,36 @@ impl Drop for PgTestDb {
     }
 }
 
-/// A catalog location for a test on either backend.
+/// A catalog location for a test on either backend; its shards' tenant databases go on the same
+/// backend ([`TestCatalog::shard_database_url`]). Everything is removed when it is dropped.
 pub enum TestCatalog {
+    /// A fresh database on the test server; shards put their tenant databases on that server.
     Postgres(PgTestDb),
-    Sqlite { dir: tempfile::TempDir },
+    /// A temporary directory holding `catalog.db` and one folder per shard.
+    Sqlite {
+        /// The directory, deleted on drop.
+        dir: tempfile::TempDir,
+    },
 }
 
 impl TestCatalog {
+    /// A catalog in a fresh PostgreSQL database.
     pub async fn postgres() -> TestCatalog {
         TestCatalog::Postgres(PgTestDb::create().await)
     }
 
+    /// A catalog in a fresh temporary directory.
     pub fn sqlite() -> TestCatalog {
         TestCatalog::Sqlite {
             dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// A catalog on `engine`: [`TestCatalog::postgres`] or [`TestCatalog::sqlite`].
+    pub async fn on(engine: Engine) -> TestCatalog {
+        match engine {
+            Engine::Postgres => TestCatalog::postgres().await,
+            Engine::Sqlite => TestCatalog::sqlite(),
         }
     }
 
@@ -133,16 +155,17 @@ impl TestCatalog {
         }
     }
 
-    pub fn engine(&self) -> tenantgate_config::db_url::Engine {
+    /// The backend this catalog is on.
+    pub fn engine(&self) -> Engine {
         match self {
-            TestCatalog::Postgres(_) => tenantgate_config::db_url::Engine::Postgres,
-            TestCatalog::Sqlite { .. } => tenantgate_config::db_url::Engine::Sqlite,
+            TestCatalog::Postgres(_) => Engine::Postgres,
+            TestCatalog::Sqlite { .. } => Engine::Sqlite,
         }
     }
 
-    /// Connect and migrate.
-    pub async fn connect(&self) -> crate::Catalog {
-        crate::Catalog::connect_and_migrate(&self.url(), 4)
+    /// Connect (a pool of 4) and migrate the catalog schema.
+    pub async fn connect(&self) -> Catalog {
+        Catalog::connect_and_migrate(&self.url(), 4)
             .await
             .expect("connect test catalog")
     }
@@ -154,23 +177,5 @@ fn shard_dir(root: &std::path::Path, shard: &str) -> PathBuf {
 
 /// The repository's own `tenant_migrations` folder.
 pub fn tenant_migrations_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tenant_migrations")
-}
-
-/// Poll `check` every 20 ms until it returns `Some`, or panic after `timeout` naming `what`.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::repository_root().join("tenant_migrations")
 }

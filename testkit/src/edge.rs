@@ -1,8 +1,7 @@
-//! Test harness: a real edge started with `tenantgate_proxy::start` on free ports, real app
-//! backends (axum servers that verify the tenant signature and echo what they received) and a
-//! real catalog on PostgreSQL or SQLite.
+//! The edge harness: a real edge started in-process with `tenantgate_proxy::start` on
+//! `127.0.0.1:0` (proxy and metrics), real app backends (axum servers that verify the tenant
+//! signature and echo what they received) and a real catalog on PostgreSQL or SQLite.
 
-#![allow(dead_code, unreachable_pub)]
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,27 +15,25 @@ use axum::Json;
 use serde_json::{json, Value};
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{changes, tenants, NewTenant, TenantPatch};
-use tenantgate_catalog::testing::TestCatalog;
 use tenantgate_catalog::Catalog;
 use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::signing::{SigningKeys, TenantClaims};
-use tenantgate_proxy::EdgeHandle;
+use tenantgate_contract::{RateLimit, TenantStatus};
+use tenantgate_proxy::{EdgeAddrs, EdgeHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// A free port on 127.0.0.1 (bound, read, released: Pingora binds it itself).
-use tenantgate_contract::{RateLimit, TenantStatus};
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use crate::TestCatalog;
 
 /// An app backend: answers `/healthz`, and for anything else verifies `x-tenant-signature`
 /// (401 when it does not verify) and echoes the request as JSON.
 pub struct TestBackend {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its name, echoed as `backend` in every answer.
     pub name: String,
+    /// Requests that reached the echo handler (health checks excluded).
     pub hits: Arc<AtomicU64>,
     /// Method and target of every request that reached the app.
     pub seen: Arc<std::sync::Mutex<Vec<String>>>,
@@ -53,7 +50,8 @@ struct BackendState {
 }
 
 impl TestBackend {
-    /// Start on `addr` (or a fresh port).
+    /// Start on a fresh port (`addr` `None`), or again on `addr`: the address of a backend this
+    /// test stopped, for tests of a backend that comes back.
     pub async fn start(name: &str, keys: SigningKeys, addr: Option<SocketAddr>) -> TestBackend {
         let listener =
             tokio::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
@@ -175,23 +173,69 @@ fn config_text(
     section("catalog", catalog, extra_catalog) + &section("edge", edge, extra_edge)
 }
 
-/// A running edge over a test catalog.
+/// What the harness's edge configuration is made of, to write it out again for other addresses.
+struct ConfigParts {
+    catalog_url: String,
+    extra_catalog: String,
+    extra_edge: String,
+    signing_key: String,
+}
+
+impl ConfigParts {
+    /// The TOML of the test edge listening on `edge` (proxy) and `metrics`.
+    fn render(&self, edge: SocketAddr, metrics: SocketAddr) -> String {
+        config_text(
+            &[
+                ("url", format!("\"{}\"", self.catalog_url)),
+                ("poll_interval_ms", "100".into()),
+                ("negative_ttl_ms", "2000".into()),
+            ],
+            &self.extra_catalog,
+            &[
+                ("listen", format!("\"{edge}\"")),
+                ("metrics_listen", format!("\"{metrics}\"")),
+                ("health_interval_ms", "100".into()),
+                ("health_timeout_ms", "300".into()),
+                ("grace_period_secs", "0".into()),
+                ("default_rps", "10000".into()),
+                ("default_burst", "10000".into()),
+            ],
+            &self.extra_edge,
+        ) + &format!(
+            "[security]\nsigning_keys = {{ k1 = \"{}\" }}\n",
+            self.signing_key
+        )
+    }
+}
+
+/// An edge over a test catalog: configured by [`Harness::new`], running after
+/// [`Harness::start`].
 pub struct Harness {
+    /// The catalog's location (dropped last: it removes the databases).
     pub test_catalog: TestCatalog,
+    /// The test's own connection to the catalog, for seeding and changes.
     pub catalog: Catalog,
+    /// The edge's configuration.
     pub config: Arc<Config>,
-    /// The TOML the config was loaded from (for an edge in a child process).
+    /// The TOML the config was loaded from (for an edge in a child process); it listens on
+    /// port 0 (see [`Harness::config_text_for`]).
     pub config_text: String,
+    /// The edge's proxy address: port 0 until [`Harness::start`] learns the bound one (a test
+    /// that runs the edge in a child process sets it from what the child reports).
     pub edge: SocketAddr,
+    /// The edge's metrics address, like [`Harness::edge`].
     pub metrics: SocketAddr,
+    /// A client without proxy settings and with a 15 s timeout.
     pub client: reqwest::Client,
+    parts: ConfigParts,
     shutdown: CancellationToken,
     handle: Option<EdgeHandle>,
 }
 
 impl Harness {
-    /// A catalog on `test_catalog` and an edge configured by `extra` (TOML lines appended to
-    /// the `[edge]` section), not yet started.
+    /// A catalog on `test_catalog` and an edge configured by `extra_edge` and `extra_catalog`
+    /// (TOML lines for the `[edge]` and `[catalog]` sections, replacing defaults of the same
+    /// key), listening on `127.0.0.1:0`; not yet started.
     pub async fn new(test_catalog: TestCatalog, extra_edge: &str, extra_catalog: &str) -> Harness {
         let url = test_catalog.url();
         Harness::with_catalog_url(test_catalog, &url, extra_edge, extra_catalog).await
@@ -211,51 +255,49 @@ impl Harness {
             .with_test_writer()
             .try_init();
         let catalog = test_catalog.connect().await;
-        let edge = free_addr();
-        let metrics = free_addr();
-        let key = tenantgate_contract::crypto::random_secret(32);
-        let text = config_text(
-            &[
-                ("url", format!("\"{edge_catalog_url}\"")),
-                ("poll_interval_ms", "100".into()),
-                ("negative_ttl_ms", "2000".into()),
-            ],
-            extra_catalog,
-            &[
-                ("listen", format!("\"{edge}\"")),
-                ("metrics_listen", format!("\"{metrics}\"")),
-                ("health_interval_ms", "100".into()),
-                ("health_timeout_ms", "300".into()),
-                ("grace_period_secs", "0".into()),
-                ("default_rps", "10000".into()),
-                ("default_burst", "10000".into()),
-            ],
-            extra_edge,
-        ) + &format!("[security]\nsigning_keys = {{ k1 = \"{key}\" }}\n");
+        let parts = ConfigParts {
+            catalog_url: edge_catalog_url.to_string(),
+            extra_catalog: extra_catalog.to_string(),
+            extra_edge: extra_edge.to_string(),
+            signing_key: tenantgate_contract::crypto::random_secret(32),
+        };
+        let ephemeral: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let text = parts.render(ephemeral, ephemeral);
         let raw = RawConfig::parse(&text, std::iter::empty()).expect("test config parses");
         let config = Arc::new(Config::try_from(raw).expect("test config is valid"));
         Harness {
             test_catalog,
             catalog,
+            edge: config.edge.listen,
+            metrics: config.edge.metrics_listen,
             config,
             config_text: text,
-            edge,
-            metrics,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(15))
                 .build()
                 .unwrap(),
+            parts,
             shutdown: CancellationToken::new(),
             handle: None,
         }
     }
 
-    /// Start the edge. Called straight from the test's async context on purpose: `start` must
-    /// work there (as in `tenantgate dev`), not only on a blocking thread.
+    /// [`Harness::config_text`] listening on `addrs` instead of port 0: for the new process of
+    /// a graceful upgrade, which takes over the addresses of the running edge.
+    pub fn config_text_for(&self, addrs: EdgeAddrs) -> String {
+        self.parts.render(addrs.proxy, addrs.metrics)
+    }
+
+    /// Start the edge and record the addresses it bound in [`Harness::edge`] and
+    /// [`Harness::metrics`]. Called straight from the test's async context on purpose: `start`
+    /// must work there (as in `tenantgate dev`), not only on a blocking thread.
     pub async fn start(&mut self) {
         let handle = tenantgate_proxy::start(self.config.clone(), self.shutdown.clone())
             .expect("edge starts");
+        let addrs = handle.addrs();
+        self.edge = addrs.proxy;
+        self.metrics = addrs.metrics;
         self.handle = Some(handle);
     }
 
@@ -267,14 +309,18 @@ impl Harness {
         }
     }
 
+    /// The keys the edge signs with (a [`TestBackend`] verifies with them).
     pub fn keys(&self) -> SigningKeys {
         self.config.security.signing.clone()
     }
 
+    /// A [`TestBackend`] named `name` on a fresh port, verifying with the edge's keys.
     pub async fn backend(&self, name: &str) -> TestBackend {
         TestBackend::start(name, self.keys(), None).await
     }
 
+    /// Create shard `name` with `backends` as its app upstreams (tenant databases on the test
+    /// catalog's backend).
     pub async fn add_shard(&self, name: &str, backends: &[SocketAddr]) {
         self.catalog
             .create_shard(&NewShard {
@@ -287,6 +333,8 @@ impl Harness {
             .expect("create shard");
     }
 
+    /// Create tenant `slug` on `shard` with `domains` (hosts, or host/prefix) and `status`
+    /// directly in the catalog; returns its id.
     pub async fn add_tenant(
         &self,
         slug: &str,
@@ -316,6 +364,7 @@ impl Harness {
         id
     }
 
+    /// Change tenant `id`'s status (and its epoch) in the catalog.
     pub async fn set_status(&self, id: Uuid, status: TenantStatus) {
         self.catalog
             .update_tenant(
@@ -330,6 +379,7 @@ impl Harness {
             .expect("update tenant");
     }
 
+    /// Add `domain` to tenant `id`, with its change feed entry, in one write transaction.
     pub async fn add_domain(&self, id: Uuid, domain: &str) {
         let mut tx = self.catalog.begin_write().await.unwrap();
         tenants::insert_domain(&mut tx, id, &DomainSpec::parse(domain).unwrap(), false)
@@ -342,6 +392,7 @@ impl Harness {
         tx.commit().await.unwrap();
     }
 
+    /// The edge's URL for `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.edge, path)
     }
@@ -385,8 +436,11 @@ impl Drop for Harness {
 /// A response as the tests look at it.
 #[derive(Debug)]
 pub struct Reply {
+    /// The status code.
     pub status: u16,
+    /// The response headers.
     pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON, or as a JSON string when it is not JSON.
     pub body: Value,
 }
 
@@ -401,25 +455,8 @@ impl Reply {
         self.body["headers"][name][0].as_str()
     }
 
+    /// A response header (first value).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-}
-
-/// Run the same test body on PostgreSQL and on SQLite.
-#[macro_export]
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(tenantgate_catalog::testing::TestCatalog::postgres().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(tenantgate_catalog::testing::TestCatalog::sqlite()).await;
-            }
-        }
-    };
 }

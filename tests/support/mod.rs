@@ -189,4 +189,4 @@ pub(crate) fn free_port() -> u16 {
 }
 
 #[allow(unused_imports)] // not every test binary polls
-pub(crate) use tenantgate_catalog::testing::wait_until;
+pub(crate) use tenantgate_testkit::wait_until;

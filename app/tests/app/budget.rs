@@ -10,8 +10,8 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
-use tenantgate_catalog::testing::wait_until;
 use tenantgate_config::db_url::Engine;
+use tenantgate_testkit::wait_until;
 
 use crate::both_backends;
 use crate::support::{metric, open_connections, Options, Rng, TestApp};

@@ -6,9 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tenantgate_catalog::store::TenantPatch;
-use tenantgate_catalog::testing::wait_until;
 use tenantgate_config::db_url::Engine;
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::wait_until;
 
 use crate::both_backends;
 use crate::support::{metric, Options, TestApp};

@@ -3,6 +3,9 @@
 
 mod support;
 
+// The kit's macro, for the modules' `use crate::both_backends`.
+use tenantgate_testkit::both_backends;
+
 mod browser;
 mod budget;
 mod isolation;

@@ -54,6 +54,9 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// A free port for a PostgreSQL server, bound then released. It stays a guess (another process
+/// may take it first) because PostgreSQL is told its port (`port = N` in postgresql.conf) and
+/// cannot pick one and report it the way tenantgate's listeners do with port 0.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -6,8 +6,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
-use tenantgate_catalog::testing::wait_until;
 use tenantgate_config::db_url::Engine;
+use tenantgate_testkit::wait_until;
 
 use crate::pg_cluster::ReplicatedCluster;
 use crate::support::{metric, Options, TestApp};

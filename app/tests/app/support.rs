@@ -11,7 +11,6 @@ use tenantgate_catalog::db::connect;
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{NewTenant, TenantPatch};
 use tenantgate_catalog::tenant_db::{self, Credentials};
-use tenantgate_catalog::testing::{tenant_migrations_dir, TestCatalog};
 use tenantgate_catalog::Catalog;
 use tenantgate_config::db_url::Engine;
 use tenantgate_config::{Config, RawConfig};
@@ -21,6 +20,7 @@ use tenantgate_contract::signing::{
     HEADER_TENANT_SHARD, HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
 };
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::{tenant_migrations_dir, TestCatalog};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -425,23 +425,6 @@ pub(crate) fn metric(text: &str, series: &str) -> f64 {
 pub(crate) fn open_connections(metrics: &str) -> f64 {
     metric(metrics, r#"tenantgate_app_db_connections{state="idle"}"#)
         + metric(metrics, r#"tenantgate_app_db_connections{state="active"}"#)
-}
-
-/// Run `body` for both backends in one test each.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(tenantgate_config::db_url::Engine::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(tenantgate_config::db_url::Engine::Postgres).await
-            }
-        }
-    };
 }
 
 /// A small deterministic generator (xorshift) for test plans.
