@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use tenantgate_catalog::store::shards::NewShard;
@@ -19,18 +19,12 @@ const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 /// A running `tenantgate edge` over a SQLite catalog with `n` active tenants `tNNNN` on hosts
 /// `tNNNN.test`, backed by an upstream that answers 200.
 struct Edge {
-    child: std::process::Child,
+    /// Killed on drop, before the catalog goes.
+    _process: support::ComponentProcess,
     edge_port: u16,
     metrics_port: u16,
     _catalog: TestCatalog,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn edge_with_tenants(n: usize, edge_settings: &str) -> Edge {
@@ -63,29 +57,31 @@ async fn edge_with_tenants(n: usize, edge_settings: &str) -> Edge {
             .await
             .unwrap();
     }
-    let (edge_port, metrics_port) = (support::free_port(), support::free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
     std::fs::write(
         &config,
         format!(
-            "[catalog]\nurl = \"{}\"\nmiss_queries_per_sec = 100000\n[edge]\nlisten = \"127.0.0.1:{edge_port}\"\n\
-             metrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+            "[catalog]\nurl = \"{}\"\nmiss_queries_per_sec = 100000\n[edge]\nlisten = \"127.0.0.1:0\"\n\
+             metrics_listen = \"127.0.0.1:0\"\n\
              default_rps = 100000\ndefault_burst = 100000\n{edge_settings}\n\
              [security]\nsigning_keys = {{ k = \"{KEY}\" }}\ncredential_key = \"{KEY}\"\n",
             tc.url()
         ),
     )
     .unwrap();
-    let child = Command::new(support::binary())
-        .args(["edge", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let args = [
+        OsStr::new("edge"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    let process = support::ComponentProcess::start(support::binary(), &args, "edge running");
+    let (edge_port, metrics_port) = (
+        process.addr("listen").port(),
+        process.addr("metrics").port(),
+    );
     let edge = Edge {
-        child,
+        _process: process,
         edge_port,
         metrics_port,
         _catalog: tc,

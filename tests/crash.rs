@@ -4,36 +4,28 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
+use support::ComponentProcess;
 use tenantgate_config::RawConfig;
 use tenantgate_testkit::{server_url, tenant_migrations_dir, PgTestDb};
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 const TOKEN: &str = "crash-test-admin-token";
 
-struct Admin(Child);
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_admin(config: &std::path::Path) -> Admin {
-    Admin(
-        Command::new(support::binary())
-            .args(["admin", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+/// `tenantgate admin` on `config` (port 0) and its base URL, once it has bound its port.
+fn start_admin(config: &std::path::Path) -> (ComponentProcess, String) {
+    let args = [
+        OsStr::new("admin"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    let admin = ComponentProcess::start(support::binary(), &args, "admin API listening");
+    let base = format!("http://{}", admin.addr("listen"));
+    (admin, base)
 }
 
 /// `GET url` with the admin token, as JSON; `None` while the admin is not answering.
@@ -80,10 +72,9 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
     )
     .unwrap();
 
-    let port = support::free_port();
     let mut raw = RawConfig::default();
     raw.catalog.url = db.url.clone();
-    raw.admin.listen = format!("127.0.0.1:{port}");
+    raw.admin.listen = "127.0.0.1:0".into();
     raw.admin.bootstrap_token = Some(TOKEN.into());
     raw.admin.job_lease_secs = 2;
     raw.security.signing_keys.insert("k".into(), KEY.into());
@@ -92,9 +83,8 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
     let config = dir.path().join("admin.toml");
     std::fs::write(&config, raw.to_toml()).unwrap();
 
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut admin = start_admin(&config);
+    let (mut admin, base) = start_admin(&config);
     ready(&client, &base).await;
     let r = client
         .post(format!("{base}/v1/shards"))
@@ -144,8 +134,8 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         },
     )
     .await;
-    admin.0.kill().unwrap();
-    admin.0.wait().unwrap();
+    admin.child.kill().unwrap();
+    admin.child.wait().unwrap();
 
     let mut catalog = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE slug = 'phoenix'")
@@ -157,7 +147,7 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         "the kill must land before provisioning finished"
     );
 
-    let _admin = start_admin(&config);
+    let (_admin, base) = start_admin(&config);
     ready(&client, &base).await;
     let tenant = support::wait_until(
         "the tenant to become active",

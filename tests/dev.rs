@@ -1,11 +1,12 @@
-//! `tenantgate dev` end to end: the real binary on free ports with a temporary data directory.
+//! `tenantgate dev` end to end: the real binary on ephemeral ports (`--port-base 0`) with a
+//! temporary data directory.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{free_port_base, get_with_host, DevProcess};
+use support::{binary, get_with_host, DevProcess};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_on_sqlite_serves_demo_and_restarts_without_duplicates() {
@@ -24,8 +25,7 @@ async fn dev_on_postgres_serves_demo_and_restarts_without_duplicates() {
 }
 
 async fn run_demo_twice(data_dir: &std::path::Path, extra: &[&str]) {
-    let base = free_port_base();
-    let mut dev = DevProcess::start(data_dir, base, extra);
+    let mut dev = DevProcess::start(binary(), data_dir, extra);
     let first = check_demo(&dev).await;
     let started = Instant::now();
     let status = dev.stop("TERM", Duration::from_secs(5));
@@ -33,7 +33,7 @@ async fn run_demo_twice(data_dir: &std::path::Path, extra: &[&str]) {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(dev);
 
-    let mut dev = DevProcess::start(data_dir, base, extra);
+    let mut dev = DevProcess::start(binary(), data_dir, extra);
     let second = check_demo(&dev).await;
     assert_eq!(first, second, "tenants changed across a restart");
     let status = dev.stop("INT", Duration::from_secs(5));
@@ -63,8 +63,8 @@ async fn check_demo(dev: &DevProcess) -> Vec<(String, String, String)> {
     for base in [
         dev.metrics(),
         dev.admin(),
-        format!("http://127.0.0.1:{}", dev.port_base + 10),
-        format!("http://127.0.0.1:{}", dev.port_base + 11),
+        dev.app("shard-a"),
+        dev.app("shard-b"),
     ] {
         for probe in ["healthz", "readyz"] {
             let r = reqwest::get(format!("{base}/{probe}")).await.unwrap();

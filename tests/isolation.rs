@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port_base, wait_until, DevProcess};
+use support::{binary, wait_until, DevProcess};
 
 const TENANTS: usize = 20;
 const OPERATIONS: usize = 300;
@@ -41,8 +41,7 @@ impl Lcg {
 }
 
 async fn isolation(data_dir: &std::path::Path, extra: &[&str]) {
-    let base = free_port_base();
-    let mut dev = DevProcess::start(data_dir, base, extra);
+    let mut dev = DevProcess::start(binary(), data_dir, extra);
     let client = reqwest::Client::new();
     let admin = dev.admin();
     let token = dev.admin_token.clone();
@@ -170,7 +169,7 @@ async fn isolation(data_dir: &std::path::Path, extra: &[&str]) {
     let status = dev.stop("TERM", Duration::from_secs(5));
     assert!(status.success());
     drop(dev);
-    let dev = DevProcess::start(data_dir, base, extra);
+    let dev = DevProcess::start(binary(), data_dir, extra);
     let edge = format!("{}/api/items", dev.edge());
     for (t, slug) in slugs.iter().enumerate() {
         let items = list(&client, &edge, &format!("{slug}.localhost"), &tokens[t]).await;

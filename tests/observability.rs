@@ -5,18 +5,24 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port, free_port_base, get_with_host, wait_until, DevProcess};
+use support::{binary, get_with_host, wait_until, DevProcess, RefusedAddr};
 
-struct Prometheus(Child);
+/// A Prometheus server and the address it listens on.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -31,35 +37,51 @@ fn require(tool: &str) {
     );
 }
 
-fn start_prometheus(dir: &std::path::Path, dev: &DevProcess, port: u16) -> Prometheus {
+/// Prometheus scraping `dev`, on a port it picks and logs (`msg="Listening on" address=...`).
+fn start_prometheus(dir: &std::path::Path, dev: &DevProcess) -> Prometheus {
     let root = env!("CARGO_MANIFEST_DIR");
-    let base = dev.port_base;
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {root}/config/prometheus/alerts.yml\n\
          scrape_configs:\n\
-         \x20 - job_name: tenantgate-edge\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
-         \x20 - job_name: tenantgate-admin\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
-         \x20 - job_name: tenantgate-app\n    static_configs:\n      - targets: ['127.0.0.1:{}', '127.0.0.1:{}']\n",
-        base + 2,
-        base + 1,
-        base + 10,
-        base + 11
+         \x20 - job_name: tenantgate-edge\n    static_configs:\n      - targets: ['{}']\n\
+         \x20 - job_name: tenantgate-admin\n    static_configs:\n      - targets: ['{}']\n\
+         \x20 - job_name: tenantgate-app\n    static_configs:\n      - targets: ['{}', '{}']\n",
+        dev.addr("metrics"),
+        dev.addr("admin"),
+        dev.addr("app shard-a"),
+        dev.addr("app shard-b")
     );
     let path = dir.join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new("prometheus")
+    let mut child = Command::new("prometheus")
         .arg(format!("--config.file={}", path.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("tsdb").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.listen-address=127.0.0.1:0")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start prometheus");
-    Prometheus(child)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        // Reads the log to its end, so that Prometheus never blocks on a full pipe.
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once(r#"msg="Listening on" address="#) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("prometheus logs its address");
+    Prometheus {
+        child,
+        addr: addr.parse().expect("prometheus address"),
+    }
 }
 
 async fn query(client: &reqwest::Client, prom: &str, expr: &str) -> Value {
@@ -98,7 +120,7 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
     require("prometheus");
     require("promtool");
     let dir = tempfile::tempdir().unwrap();
-    let dev = DevProcess::start(&dir.path().join("data"), free_port_base(), &[]);
+    let dev = DevProcess::start(binary(), &dir.path().join("data"), &[]);
     let client = reqwest::Client::new();
     let admin = |path: &str| format!("{}{path}", dev.admin());
 
@@ -106,7 +128,7 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
     for url in [
         format!("{}/metrics", dev.metrics()),
         admin("/metrics"),
-        format!("http://127.0.0.1:{}/metrics", dev.port_base + 10),
+        format!("{}/metrics", dev.app("shard-a")),
     ] {
         let text = client.get(&url).send().await.unwrap().text().await.unwrap();
         let mut child = Command::new("promtool")
@@ -146,11 +168,12 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
         "{}",
         patch.text().await.unwrap()
     );
+    let down = RefusedAddr::new();
     let shard = client
         .post(admin("/v1/shards"))
         .bearer_auth(&dev.admin_token)
         .json(
-            &json!({"name": "broken", "app_upstreams": [format!("127.0.0.1:{}", free_port())],
+            &json!({"name": "broken", "app_upstreams": [down.addr().to_string()],
                       "database_url": "sqlite:///proc/tenantgate-cannot-write-here"}),
         )
         .send()
@@ -170,9 +193,8 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
         .unwrap();
     assert_eq!(tenant.status(), 202, "{}", tenant.text().await.unwrap());
 
-    let prom_port = free_port();
-    let _prometheus = start_prometheus(dir.path(), &dev, prom_port);
-    let prom = format!("http://127.0.0.1:{prom_port}");
+    let prometheus = start_prometheus(dir.path(), &dev);
+    let prom = format!("http://{}", prometheus.addr);
 
     let edge = format!("{}/whoami", dev.edge());
     let traffic = async {

@@ -4,6 +4,9 @@
 //! - [`wait_until`]: bounded polling for asynchronous convergence (never a fixed sleep).
 //! - [`db`]: isolated PostgreSQL databases and SQLite directories ([`TestCatalog`],
 //!   [`PgTestDb`]).
+//! - [`net`]: addresses and stand-in servers for tests that need a peer.
+//! - [`process`]: the real `tenantgate` binary as a child process (`dev`, or one component),
+//!   on ephemeral ports it reports back.
 //! - [`edge`] (feature `edge`): an edge started in-process on `127.0.0.1:0` with test app
 //!   backends.
 //! - [`admin`] (feature `admin`): the admin API and worker on `127.0.0.1:0`, driven over HTTP.
@@ -12,6 +15,8 @@
 //! crate's `src/` would see the kit's copy of that crate as a different crate.
 
 pub mod db;
+pub mod net;
+pub mod process;
 
 #[cfg(feature = "admin")]
 pub mod admin;
