@@ -72,7 +72,7 @@ struct Control {
 /// Bind the proxy and metrics listeners, connect the catalog and start the control tasks.
 /// Nothing is left running when this fails.
 fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
-    // We bind the proxy socket and hand it to Pingora ([`Handover`]) rather than let Pingora
+    // We bind the proxy socket and hand it to Pingora ([`HandingOver`]) rather than let Pingora
     // bind it inside its runtime, where a failure only ends its listener task: a taken address
     // is an error here, and with port 0 the caller learns the port before anything runs.
     // During an upgrade the old process holds the address and hands its socket over itself.

@@ -105,6 +105,8 @@ async fn serves_stale_routes_while_the_catalog_is_down() {
     )
     .await;
     h.start().await;
+    // The outage begins once the edge has loaded the catalog (its feed's first round).
+    h.wait_ready().await;
     assert_eq!(h.get("known.test", "/", &[]).await.status, 200);
     assert_eq!(h.get("blocked.test", "/", &[]).await.status, 403);
 
@@ -184,6 +186,8 @@ async fn stale_routes_expire_after_stale_max() {
     )
     .await;
     h.start().await;
+    // The outage begins once the edge has loaded the catalog (its feed's first round).
+    h.wait_ready().await;
     assert_eq!(h.get("known.test", "/", &[]).await.status, 200);
     forwarder.cut().await;
     let r = wait_until("stale route expired", Duration::from_secs(15), || async {

@@ -301,6 +301,18 @@ impl Harness {
         self.handle = Some(handle);
     }
 
+    /// Wait (up to 10 s) until the edge's `/readyz` answers 200: its feed has loaded the
+    /// catalog and a backend is healthy. [`Harness::start`] returns once the edge accepts
+    /// connections, which can be before that.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.metrics);
+        crate::wait_until("the edge to be ready", Duration::from_secs(10), || async {
+            let r = self.client.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await
+    }
+
     /// Stop the edge and wait for it.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
