@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::cookie::CookieStore;
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-use support::{free_port_base, wait_until, DevProcess};
+use support::{binary, wait_until, DevProcess};
 use tenantgate_catalog::store::TenantPatch;
 use tenantgate_catalog::Catalog;
 use tenantgate_config::Config;
@@ -89,13 +89,13 @@ async fn sqlite_hosts_are_owned_whole_or_shared_and_cookies_stay_with_their_pref
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_hosts_are_owned_whole_or_shared_and_cookies_stay_with_their_prefix() {
-    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let db = tenantgate_testkit::PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     ownership_and_cookies(dir.path(), &["--database-url", &db.url]).await;
 }
 
 async fn ownership_and_cookies(data_dir: &Path, extra: &[&str]) {
-    let dev = DevProcess::start(data_dir, free_port_base(), extra);
+    let dev = DevProcess::start(binary(), data_dir, extra);
     let admin = Admin::of(&dev);
 
     // A path prefix on a host another tenant owns whole would receive that tenant's cookies.
@@ -163,7 +163,7 @@ async fn ownership_and_cookies(data_dir: &Path, extra: &[&str]) {
     let alpha = admin.user_token("alpha", "owner").await;
 
     // A browser-like client: cookies kept per RFC 6265, shared.localhost resolving to the edge.
-    let edge: SocketAddr = dev.edge().trim_start_matches("http://").parse().unwrap();
+    let edge: SocketAddr = dev.addr("edge");
     let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
         .cookie_provider(jar.clone())
@@ -260,7 +260,7 @@ async fn sqlite_every_status_gets_one_answer_from_edge_resolve_and_app() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_every_status_gets_one_answer_from_edge_resolve_and_app() {
-    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let db = tenantgate_testkit::PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     status_answers(dir.path(), &["--database-url", &db.url]).await;
 }
@@ -296,15 +296,14 @@ async fn status_answers(data_dir: &Path, extra: &[&str]) {
         "[edge]\nmoving_hold_ms = 300\n",
     )
     .unwrap();
-    let base = free_port_base();
-    let dev = DevProcess::start(data_dir, base, extra);
+    let dev = DevProcess::start(binary(), data_dir, extra);
     let admin = Admin::of(&dev);
     let config = Config::load(&data_dir.join("tenantgate.toml")).unwrap();
     let catalog = Catalog::connect(&config.catalog.url, 2).await.unwrap();
     let acme = admin.wait_active("acme").await;
     let id: uuid::Uuid = acme["id"].as_str().unwrap().parse().unwrap();
     let client = reqwest::Client::new();
-    let app = format!("http://127.0.0.1:{}", base + 10);
+    let app = dev.app("shard-a");
 
     for status in [
         TenantStatus::Provisioning,

@@ -8,22 +8,11 @@ use sqlx::migrate::Migrator;
 use sqlx::Row;
 use tenantgate_catalog::store::jobs::{Job, JobStatus};
 use tenantgate_catalog::store::{CatalogPool, TenantFilter};
-use tenantgate_catalog::testing::TestCatalog;
 use tenantgate_catalog::{Change, Route, Shard, ShardStatus, Tenant, TokenScope};
 use tenantgate_config::db_url::Engine;
 use tenantgate_contract::{RateLimit, TenantStatus};
+use tenantgate_testkit::{both_backends, TestCatalog};
 use uuid::Uuid;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::postgres().await).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::sqlite()).await })*
-        }
-    };
-}
 
 both_backends!(
     rows_written_by_the_text_schema_read_back_the_same,
