@@ -21,7 +21,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Edge { config, upgrade } => {
             let config = load(&config, None)?;
             // The edge logs the addresses it bound ("edge running"), also for port 0.
-            tenantgate_proxy::run_standalone(Arc::new(config), upgrade, |_| {})?;
+            tenantgate_edge::run_standalone(Arc::new(config), upgrade, |_| {})?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {

@@ -96,10 +96,9 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         // `start` blocks until the edge listens (it runs its own runtimes): keep that wait off
         // our async workers.
         let (edge_config, edge_shutdown) = (config.clone(), shutdown.clone());
-        let edge = tokio::task::spawn_blocking(move || {
-            tenantgate_proxy::start(edge_config, edge_shutdown)
-        })
-        .await??;
+        let edge =
+            tokio::task::spawn_blocking(move || tenantgate_edge::start(edge_config, edge_shutdown))
+                .await??;
         let listening = Listening {
             edge: edge.addrs(),
             admin,
@@ -141,7 +140,7 @@ async fn component<E: std::fmt::Display>(
 
 /// Where everything listens, as bound.
 struct Listening {
-    edge: tenantgate_proxy::EdgeAddrs,
+    edge: tenantgate_edge::EdgeAddrs,
     admin: SocketAddr,
     /// One app per shard, in `SHARDS` order.
     apps: Vec<(&'static str, SocketAddr)>,

@@ -42,7 +42,7 @@ impl<'a> Write<'a> {
     }
 
     pub(crate) async fn change(&mut self, change: &NewChange) -> Result<(), AdminError> {
-        changes::append(&mut self.tx, self.state.catalog.engine(), change).await?;
+        changes::append(&mut self.tx, change).await?;
         Ok(())
     }
 

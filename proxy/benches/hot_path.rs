@@ -4,7 +4,7 @@
 //! request id, sign). Target: the whole path under 5 µs per request on the developers' 2-core
 //! machine (a bare Pingora request costs about 55 µs of CPU there).
 //!
-//! Run with `cargo bench -p tenantgate-proxy --bench hot_path`. Prints the median of five
+//! Run with `cargo bench -p tenantgate-edge --bench hot_path`. Prints the median of five
 //! samples per benchmark, in nanoseconds per iteration.
 
 use std::collections::HashMap;
@@ -16,10 +16,10 @@ use tenantgate_catalog::ShardStatus;
 use tenantgate_contract::host::normalize_host;
 use tenantgate_contract::signing::{SigningKeys, TenantClaims};
 use tenantgate_contract::{Admission, RateLimit, TenantStatus};
-use tenantgate_proxy::headers::new_request_id;
-use tenantgate_proxy::pools::{Backend, ShardPool};
-use tenantgate_proxy::rate_limit::{Gcra, TenantLimits};
-use tenantgate_proxy::resolve::{HostEntry, RouteInfo};
+use tenantgate_edge::headers::new_request_id;
+use tenantgate_edge::pools::{Backend, ShardPool};
+use tenantgate_edge::rate_limit::{Gcra, TenantLimits};
+use tenantgate_edge::resolve::{HostEntry, RouteInfo};
 use uuid::Uuid;
 
 const HOSTS: usize = 10_000;
@@ -90,7 +90,7 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
     let id = Uuid::new_v4();
     Arc::new(RouteInfo {
         tenant_id: id,
-        headers: tenantgate_proxy::headers::RouteHeaders::new(
+        headers: tenantgate_edge::headers::RouteHeaders::new(
             id,
             &format!("tenant{i}"),
             backend_pool,

@@ -1,4 +1,4 @@
-//! The edge's errors: [`ProxyError`] for starting and running the edge, and [`Reject`] for the
+//! The edge's errors: [`EdgeError`] for starting and running the edge, and [`Reject`] for the
 //! answers the edge gives itself instead of proxying. Every rejection is mapped to its HTTP
 //! status, error code and message here and nowhere else (DESIGN §5); the answers to a tenant's
 //! status come from the tenant contract, which the admin API and the app use too.
@@ -9,7 +9,7 @@ use tenantgate_contract::Refusal;
 
 /// Why the edge could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub enum EdgeError {
     /// The catalog could not be opened.
     #[error("catalog: {0}")]
     Catalog(#[from] tenantgate_catalog::CatalogError),

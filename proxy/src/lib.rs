@@ -8,21 +8,21 @@
 //!
 //! Modules, one per concern: [`headers`] (request checks, upstream headers), [`resolve`] (route
 //! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
-//! health), [`metrics`], [`edge`] (the Pingora phase hooks), [`guard`] (total header deadline),
+//! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
 //! `server` (Pingora server and shutdown). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
 
-pub mod edge;
 pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod metrics;
+pub mod phases;
 pub mod pools;
 pub mod rate_limit;
 pub mod resolve;
 mod server;
 
-pub use error::{ProxyError, Reject};
+pub use error::{EdgeError, Reject};
 pub use server::{upgrade_paths, EdgeAddrs, EMBEDDED_MAX_GRACE};
 
 use std::sync::Arc;
@@ -59,7 +59,7 @@ impl EdgeHandle {
 ///
 /// Returns once the proxy accepts connections. A taken address, an unreachable catalog or a
 /// proxy that does not come up is an error, never a panic or an exit.
-pub fn start(config: Arc<Config>, shutdown: CancellationToken) -> Result<EdgeHandle, ProxyError> {
+pub fn start(config: Arc<Config>, shutdown: CancellationToken) -> Result<EdgeHandle, EdgeError> {
     let (thread, addrs) = server::start_embedded(config, shutdown)?;
     Ok(EdgeHandle { thread, addrs })
 }
@@ -81,6 +81,6 @@ pub fn run_standalone(
     config: Arc<Config>,
     upgrade: bool,
     on_listening: impl FnOnce(EdgeAddrs),
-) -> Result<(), ProxyError> {
+) -> Result<(), EdgeError> {
     server::run_standalone(config, upgrade, on_listening)
 }

@@ -21,10 +21,10 @@ use tenantgate_config::Config;
 use tenantgate_contract::labels::QuietSweeper;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::Edge;
-use crate::error::ProxyError;
+use crate::error::EdgeError;
 use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
+use crate::phases::Edge;
 use crate::pools::{self, Pools};
 use crate::resolve::Resolver;
 
@@ -71,7 +71,7 @@ struct Control {
 
 /// Bind the proxy and metrics listeners, connect the catalog and start the control tasks.
 /// Nothing is left running when this fails.
-fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
+fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
     // We bind the proxy socket and hand it to Pingora ([`HandingOver`]) rather than let Pingora
     // bind it inside its runtime, where a failure only ends its listener task: a taken address
     // is an error here, and with port 0 the caller learns the port before anything runs.
@@ -82,7 +82,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
         Some(bind_proxy(config.edge.listen)?)
     };
     let proxy_addr = match &proxy_socket {
-        Some(socket) => socket.local_addr().map_err(|source| ProxyError::Bind {
+        Some(socket) => socket.local_addr().map_err(|source| EdgeError::Bind {
             addr: config.edge.listen,
             source,
         })?,
@@ -93,13 +93,13 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
         .thread_name("tenantgate-edge-control")
         .enable_all()
         .build()
-        .map_err(|e| ProxyError::Start(format!("control runtime: {e}")))?;
+        .map_err(|e| EdgeError::Start(format!("control runtime: {e}")))?;
     let stop = CancellationToken::new();
     let started = runtime.block_on(async {
         let metrics_listener = bind_metrics(config.edge.metrics_listen, upgrade)?;
         let metrics_addr = metrics_listener
             .local_addr()
-            .map_err(|source| ProxyError::Bind {
+            .map_err(|source| EdgeError::Bind {
                 addr: config.edge.metrics_listen,
                 source,
             })?;
@@ -140,7 +140,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
             pools,
             metrics,
         };
-        Ok::<_, ProxyError>((edge, metrics_addr))
+        Ok::<_, EdgeError>((edge, metrics_addr))
     });
     match started {
         Ok((edge, metrics_addr)) => Ok(Control {
@@ -162,8 +162,8 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, ProxyError> {
 }
 
 /// The proxy socket, listening, ready for Pingora's (tokio's) accept loop.
-fn bind_proxy(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
-    let err = |source| ProxyError::Bind { addr, source };
+fn bind_proxy(addr: SocketAddr) -> Result<std::net::TcpListener, EdgeError> {
+    let err = |source| EdgeError::Bind { addr, source };
     // Like Pingora's own bind, with SO_REUSEADDR (std sets it on Unix); Pingora raises the
     // backlog when it takes the socket over.
     let socket = std::net::TcpListener::bind(addr).map_err(err)?;
@@ -173,8 +173,8 @@ fn bind_proxy(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
 
 /// The metrics listener. During an upgrade the old process still holds the address, so both
 /// bind it with `SO_REUSEPORT` for the overlap.
-fn bind_metrics(addr: SocketAddr, upgrade: bool) -> Result<tokio::net::TcpListener, ProxyError> {
-    let err = |source| ProxyError::Bind { addr, source };
+fn bind_metrics(addr: SocketAddr, upgrade: bool) -> Result<tokio::net::TcpListener, EdgeError> {
+    let err = |source| EdgeError::Bind { addr, source };
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -352,7 +352,7 @@ impl ShutdownSignalWatch for UnixSignals {
 pub(crate) fn start_embedded(
     config: Arc<Config>,
     shutdown: CancellationToken,
-) -> Result<(JoinHandle<()>, EdgeAddrs), ProxyError> {
+) -> Result<(JoinHandle<()>, EdgeAddrs), EdgeError> {
     let grace = config.edge.grace_period.min(EMBEDDED_MAX_GRACE);
     // Also cancelled by us if the proxy never comes up, without touching the caller's token.
     let stop_server = shutdown.child_token();
@@ -394,7 +394,7 @@ pub(crate) fn start_embedded(
             stop.cancel();
             runtime.shutdown_timeout(Duration::from_secs(2));
         })
-        .map_err(|e| ProxyError::Start(format!("edge thread: {e}")))?;
+        .map_err(|e| EdgeError::Start(format!("edge thread: {e}")))?;
     let addrs = match prepared_rx.recv() {
         Ok(Ok(addrs)) => addrs,
         Ok(Err(e)) => {
@@ -402,7 +402,7 @@ pub(crate) fn start_embedded(
             return Err(e);
         }
         Err(_) => {
-            return Err(ProxyError::Start(
+            return Err(EdgeError::Start(
                 "the edge thread ended while starting".into(),
             ))
         }
@@ -421,11 +421,11 @@ pub(crate) fn run_standalone(
     config: Arc<Config>,
     upgrade: bool,
     on_listening: impl FnOnce(EdgeAddrs),
-) -> Result<(), ProxyError> {
+) -> Result<(), EdgeError> {
     if upgrade && (config.edge.listen.port() == 0 || config.edge.metrics_listen.port() == 0) {
         // The new process finds the old one by the proxy port (`upgrade_paths`) and takes over
         // its addresses: they must be the running edge's actual ones.
-        return Err(ProxyError::Start(
+        return Err(EdgeError::Start(
             "--upgrade takes over a running edge's addresses: edge.listen and \
              edge.metrics_listen must name their ports, not 0"
                 .into(),
@@ -468,19 +468,19 @@ pub(crate) fn run_standalone(
 /// Wait until the Pingora server has taken over the proxy socket, or fail if its thread ended
 /// or time ran out. (The socket accepts connections from the moment it is bound; this makes
 /// sure someone will answer them.)
-fn wait_taken(taken: &mpsc::Receiver<()>, thread: &JoinHandle<()>) -> Result<(), ProxyError> {
+fn wait_taken(taken: &mpsc::Receiver<()>, thread: &JoinHandle<()>) -> Result<(), EdgeError> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match taken.recv_timeout(Duration::from_millis(20)) {
             Ok(()) => return Ok(()),
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(ProxyError::Start("the proxy stopped while starting".into()))
+                return Err(EdgeError::Start("the proxy stopped while starting".into()))
             }
             Err(RecvTimeoutError::Timeout) if thread.is_finished() => {
-                return Err(ProxyError::Start("the proxy stopped while starting".into()))
+                return Err(EdgeError::Start("the proxy stopped while starting".into()))
             }
             Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
-                return Err(ProxyError::Start(format!(
+                return Err(EdgeError::Start(format!(
                     "the proxy did not start within {START_TIMEOUT:?}"
                 )))
             }

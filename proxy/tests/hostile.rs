@@ -172,7 +172,7 @@ async fn slow_headers_hit_the_total_deadline() {
             "slow client still connected"
         );
     };
-    let deadline = tenantgate_proxy::guard::HEADER_DEADLINE;
+    let deadline = tenantgate_edge::guard::HEADER_DEADLINE;
     assert!(
         closed_after >= deadline - Duration::from_secs(1)
             && closed_after < deadline + Duration::from_secs(4),

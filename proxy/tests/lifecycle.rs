@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tenantgate_config::Config;
 use tenantgate_contract::TenantStatus;
-use tenantgate_proxy::EdgeAddrs;
+use tenantgate_edge::EdgeAddrs;
 use tenantgate_testkit::edge::{Harness, TestBackend};
 use tenantgate_testkit::{wait_until, TestCatalog};
 
@@ -34,7 +34,7 @@ fn edge_child_process() {
     let config = Config::load(Path::new(&path)).expect("child config");
     let upgrade = std::env::var(UPGRADE_ENV).is_ok_and(|v| v == "1");
     let report = PathBuf::from(std::env::var(REPORT_ENV).expect("report file"));
-    tenantgate_proxy::run_standalone(Arc::new(config), upgrade, |addrs| {
+    tenantgate_edge::run_standalone(Arc::new(config), upgrade, |addrs| {
         // Written whole, then renamed: the test never reads half a report.
         let partial = report.with_extension("partial");
         std::fs::write(&partial, format!("{} {}", addrs.proxy, addrs.metrics)).unwrap();
@@ -183,7 +183,7 @@ async fn graceful_upgrade_fails_no_request() {
     let mut old = spawn_edge(&path, false, dir.path().join("old.addrs"));
     let addrs = old.addrs().await;
     (h.edge, h.metrics) = (addrs.proxy, addrs.metrics);
-    let (sock, _) = tenantgate_proxy::upgrade_paths(h.edge);
+    let (sock, _) = tenantgate_edge::upgrade_paths(h.edge);
     let _ = std::fs::remove_file(&sock);
     wait_serving(&h).await;
 

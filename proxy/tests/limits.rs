@@ -270,7 +270,6 @@ async fn backends_follow_shard_changes(tc: TestCatalog) {
     .unwrap();
     tenantgate_catalog::store::changes::append(
         &mut tx,
-        h.catalog.engine(),
         &tenantgate_catalog::store::shards::shard_change("shard-a"),
     )
     .await

@@ -252,11 +252,11 @@ async fn start_fails_cleanly_on_taken_addresses() {
         let addr = taken.local_addr().unwrap();
         let h = Harness::new(TestCatalog::sqlite(), &format!("{which} = \"{addr}\""), "").await;
         let err =
-            tenantgate_proxy::start(h.config.clone(), tokio_util::sync::CancellationToken::new())
+            tenantgate_edge::start(h.config.clone(), tokio_util::sync::CancellationToken::new())
                 .err()
                 .unwrap_or_else(|| panic!("{which}: started on a taken address"));
         assert!(
-            matches!(&err, tenantgate_proxy::ProxyError::Bind { addr: a, .. } if *a == addr),
+            matches!(&err, tenantgate_edge::EdgeError::Bind { addr: a, .. } if *a == addr),
             "{which}: {err}"
         );
     }

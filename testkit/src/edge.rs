@@ -1,4 +1,4 @@
-//! The edge harness: a real edge started in-process with `tenantgate_proxy::start` on
+//! The edge harness: a real edge started in-process with `tenantgate_edge::start` on
 //! `127.0.0.1:0` (proxy and metrics), real app backends (axum servers that verify the tenant
 //! signature and echo what they received) and a real catalog on PostgreSQL or SQLite.
 
@@ -20,7 +20,7 @@ use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::signing::{SigningKeys, TenantClaims};
 use tenantgate_contract::{RateLimit, TenantStatus};
-use tenantgate_proxy::{EdgeAddrs, EdgeHandle};
+use tenantgate_edge::{EdgeAddrs, EdgeHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -293,7 +293,7 @@ impl Harness {
     /// [`Harness::metrics`]. Called straight from the test's async context on purpose: `start`
     /// must work there (as in `tenantgate dev`), not only on a blocking thread.
     pub async fn start(&mut self) {
-        let handle = tenantgate_proxy::start(self.config.clone(), self.shutdown.clone())
+        let handle = tenantgate_edge::start(self.config.clone(), self.shutdown.clone())
             .expect("edge starts");
         let addrs = handle.addrs();
         self.edge = addrs.proxy;
@@ -398,9 +398,7 @@ impl Harness {
             .await
             .unwrap();
         let change = tenants::tenant_change(&mut tx, id, &[]).await.unwrap();
-        changes::append(&mut tx, self.catalog.engine(), &change)
-            .await
-            .unwrap();
+        changes::append(&mut tx, &change).await.unwrap();
         tx.commit().await.unwrap();
     }
 

@@ -21,11 +21,7 @@ pub struct NewChange {
 /// The caller holds the catalog write lock ([`Catalog::begin_write`]), so `MAX(version) + 1` is
 /// race-free and versions commit in order. On PostgreSQL a NOTIFY is queued; it is delivered
 /// only if and when the transaction commits.
-pub async fn append(
-    tx: &mut WriteTx,
-    backend: Engine,
-    change: &NewChange,
-) -> Result<i64, CatalogError> {
+pub async fn append(tx: &mut WriteTx, change: &NewChange) -> Result<i64, CatalogError> {
     let version: i64 = on!(tx.db(), db => {
         sqlx::query(
             "INSERT INTO catalog_changes (version, kind, tenant_id, shard, hosts, created_at)
@@ -41,7 +37,7 @@ pub async fn append(
         .await?
         .get("version")?
     });
-    if backend == Engine::Postgres {
+    if tx.engine() == Engine::Postgres {
         on!(tx.db(), db => {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
@@ -96,7 +92,7 @@ impl Catalog {
     /// Append a change in its own write transaction (for writes that have nothing else to do).
     pub async fn record_change(&self, change: &NewChange) -> Result<i64, CatalogError> {
         let mut tx = self.begin_write().await?;
-        let v = append(&mut tx, self.engine(), change).await?;
+        let v = append(&mut tx, change).await?;
         tx.commit().await?;
         Ok(v)
     }

@@ -123,7 +123,7 @@ impl Catalog {
     pub async fn create_shard(&self, shard: &NewShard) -> Result<(), CatalogError> {
         let mut tx = self.begin_write().await?;
         insert(&mut tx, shard).await?;
-        changes::append(&mut tx, self.engine(), &shard_change(&shard.name)).await?;
+        changes::append(&mut tx, &shard_change(&shard.name)).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -300,7 +300,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         insert(&mut tx, t).await?;
         let change = tenant_change(&mut tx, t.id, &[]).await?;
-        changes::append(&mut tx, self.engine(), &change).await?;
+        changes::append(&mut tx, &change).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -310,7 +310,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         update(&mut tx, id, patch).await?;
         let change = tenant_change(&mut tx, id, &[]).await?;
-        changes::append(&mut tx, self.engine(), &change).await?;
+        changes::append(&mut tx, &change).await?;
         tx.commit().await?;
         Ok(())
     }
