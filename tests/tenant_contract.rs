@@ -307,6 +307,7 @@ async fn status_answers(data_dir: &Path, extra: &[&str]) {
 
     for status in [
         TenantStatus::Provisioning,
+        TenantStatus::Restoring,
         TenantStatus::Suspended,
         TenantStatus::Deleted,
         TenantStatus::Failed,

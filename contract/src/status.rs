@@ -21,6 +21,9 @@ pub enum TenantStatus {
     Suspended,
     /// Being moved to another shard; requests are held for a bounded time.
     Moving,
+    /// Its database is being replaced by a backup (restore in place); refused with
+    /// `Retry-After` until the restored database is swapped in.
+    Restoring,
     /// Deleted; the database is dropped after the grace period.
     Deleted,
     /// Provisioning failed; the error is on the tenant and its job.
@@ -28,11 +31,12 @@ pub enum TenantStatus {
 }
 
 impl TenantStatus {
-    pub const ALL: [TenantStatus; 6] = [
+    pub const ALL: [TenantStatus; 7] = [
         TenantStatus::Provisioning,
         TenantStatus::Active,
         TenantStatus::Suspended,
         TenantStatus::Moving,
+        TenantStatus::Restoring,
         TenantStatus::Deleted,
         TenantStatus::Failed,
     ];
@@ -43,6 +47,7 @@ impl TenantStatus {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
             TenantStatus::Moving => "moving",
+            TenantStatus::Restoring => "restoring",
             TenantStatus::Deleted => "deleted",
             TenantStatus::Failed => "failed",
         }
@@ -54,6 +59,7 @@ impl TenantStatus {
             TenantStatus::Active => Admission::Serve,
             TenantStatus::Moving => Admission::Hold,
             TenantStatus::Provisioning => Admission::Refuse(Refusal::Provisioning),
+            TenantStatus::Restoring => Admission::Refuse(Refusal::Restoring),
             TenantStatus::Suspended => Admission::Refuse(Refusal::Suspended),
             TenantStatus::Deleted => Admission::Refuse(Refusal::Deleted),
             TenantStatus::Failed => Admission::Refuse(Refusal::Failed),
@@ -109,11 +115,14 @@ pub enum Refusal {
     Deleted,
     /// The tenant stayed in `moving` longer than the hold deadline.
     MovingTimedOut,
+    /// The tenant's database is being restored from a backup.
+    Restoring,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::Provisioning,
+        Refusal::Restoring,
         Refusal::Failed,
         Refusal::Suspended,
         Refusal::Deleted,
@@ -125,7 +134,10 @@ impl Refusal {
         match self {
             Refusal::Suspended => 403,
             Refusal::Deleted => 410,
-            Refusal::Provisioning | Refusal::Failed | Refusal::MovingTimedOut => 503,
+            Refusal::Provisioning
+            | Refusal::Restoring
+            | Refusal::Failed
+            | Refusal::MovingTimedOut => 503,
         }
     }
 
@@ -137,6 +149,7 @@ impl Refusal {
             Refusal::Suspended => "tenant_suspended",
             Refusal::Deleted => "tenant_deleted",
             Refusal::MovingTimedOut => "tenant_moving",
+            Refusal::Restoring => "tenant_restoring",
         }
     }
 
@@ -148,13 +161,14 @@ impl Refusal {
             Refusal::Suspended => "the tenant is suspended",
             Refusal::Deleted => "the tenant has been deleted",
             Refusal::MovingTimedOut => "the tenant is being moved; retry shortly",
+            Refusal::Restoring => "the tenant is being restored from a backup; retry shortly",
         }
     }
 
     /// Seconds for a `Retry-After` header, for answers that invite a retry.
     pub fn retry_after_secs(self) -> Option<u64> {
         match self {
-            Refusal::Provisioning | Refusal::MovingTimedOut => Some(5),
+            Refusal::Provisioning | Refusal::MovingTimedOut | Refusal::Restoring => Some(5),
             Refusal::Failed | Refusal::Suspended | Refusal::Deleted => None,
         }
     }
@@ -187,6 +201,10 @@ mod tests {
                     Some((403, "tenant_suspended", None))
                 ),
                 (TenantStatus::Moving, None),
+                (
+                    TenantStatus::Restoring,
+                    Some((503, "tenant_restoring", Some(5)))
+                ),
                 (TenantStatus::Deleted, Some((410, "tenant_deleted", None))),
                 (TenantStatus::Failed, Some((503, "tenant_failed", None))),
             ]

@@ -12,6 +12,7 @@
 //! treat any hole as a gap that needs a full resync.
 
 pub mod audit;
+pub mod backups;
 pub mod changes;
 mod driver;
 pub mod jobs;

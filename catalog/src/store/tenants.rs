@@ -36,6 +36,8 @@ pub struct TenantPatch {
     pub rate_limit: Option<Option<RateLimit>>,
     pub settings: Option<serde_json::Value>,
     pub shard: Option<String>,
+    /// The tenant's database (a restore in place swaps in a restored copy under a new name).
+    pub db_name: Option<String>,
     pub db_credentials: Option<Option<String>>,
     pub schema_version: Option<i64>,
     pub migration_error: Option<Option<String>>,
@@ -233,6 +235,7 @@ pub async fn update(tx: &mut WriteTx, id: Uuid, patch: &TenantPatch) -> Result<(
                 last_error = CASE WHEN $14 = 1 THEN $15 ELSE last_error END,
                 epoch = epoch + $16,
                 deleted_at = CASE WHEN $3 = 'deleted' THEN $17 ELSE deleted_at END,
+                db_name = COALESCE($18, db_name),
                 updated_at = $17
              WHERE id = $1",
         )
@@ -253,6 +256,7 @@ pub async fn update(tx: &mut WriteTx, id: Uuid, patch: &TenantPatch) -> Result<(
         .bind(lerr.as_deref())
         .bind(i64::from(patch.bump_epoch))
         .bind(Millis::now())
+        .bind(patch.db_name.as_deref())
         .execute(db)
         .await?
         .rows_affected()
@@ -500,4 +504,18 @@ fn domain_from_row(r: &impl CatalogRow) -> Result<Domain, CatalogError> {
         tenant_id: r.id("tenant_id")?,
         primary: r.get::<i64>("is_primary")? != 0,
     })
+}
+
+impl Catalog {
+    /// True when a tenant's database is named `db_name` now (a restore's previous database
+    /// must not be dropped if it is).
+    pub async fn database_in_use(&self, db_name: &str) -> Result<bool, CatalogError> {
+        on!(self.db(), db => {
+            Ok(sqlx::query("SELECT 1 FROM tenants WHERE db_name = $1")
+                .bind(db_name)
+                .fetch_optional(db)
+                .await?
+                .is_some())
+        })
+    }
 }
