@@ -1,6 +1,7 @@
 //! Configuration: TOML plus `TENANTGATE__SECTION__KEY` environment overrides, checked once and
 //! turned into internal types that cannot hold an invalid value. Shared by every component.
 //!
+//! - [`backups`]: `[backups]`, the backup store and its age keys;
 //! - [`db_url`]: the one reading of database URLs (catalog, shards, replicas);
 //! - [`raw`]: the file as written (`Raw*` structs, unknown keys are errors);
 //! - `env`: the environment overlay, applied before parsing;
@@ -10,12 +11,14 @@
 //!
 //! Nothing binds before loading succeeds.
 
+pub mod backups;
 pub mod db_url;
 mod env;
 pub mod raw;
 mod secrets;
 mod validate;
 
+pub use backups::{BackupSchedule, BackupStore, BackupsConfig};
 pub use env::{variable_for, ENV_PREFIX};
 pub use raw::RawConfig;
 pub use secrets::SecretPolicy;
@@ -69,6 +72,7 @@ pub struct Config {
     pub app: AppConfig,
     pub security: SecurityConfig,
     pub tenant_migrations: TenantMigrationsConfig,
+    pub backups: BackupsConfig,
     /// Things worth a warning at start-up (e.g. generated dev secrets).
     pub warnings: Vec<String>,
 }

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub app: RawApp,
     pub security: RawSecurity,
     pub tenant_migrations: RawTenantMigrations,
+    pub backups: RawBackups,
 }
 
 /// `[catalog]`: where the catalog lives and how components cache and follow it.
@@ -212,6 +213,53 @@ impl Default for RawTenantMigrations {
     fn default() -> Self {
         RawTenantMigrations {
             dir: PathBuf::from("tenant_migrations"),
+        }
+    }
+}
+
+/// `[backups]`: where tenant backups are stored and how they are encrypted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBackups {
+    /// `file://DIR` (a directory; relative to the working directory unless absolute, e.g.
+    /// `file:///var/lib/tenantgate/backups`) or `s3://BUCKET/PREFIX` (credentials and region
+    /// from the standard `AWS_*` environment variables). Default `file://data/backups`.
+    pub store: String,
+    /// URL of an S3-compatible service (MinIO, Ceph, ...) for an `s3://` store; `http://` is
+    /// allowed. Default none (AWS S3).
+    pub endpoint: Option<String>,
+    /// age public key (`age1…`) backups are encrypted to. Default none: backups are refused
+    /// until it is set.
+    pub recipient: Option<String>,
+    /// File holding the age identity (`AGE-SECRET-KEY-1…`) that decrypts backups, needed to
+    /// restore and verify (secret: keep the file private). Default none.
+    pub identity_file: Option<PathBuf>,
+    /// `off`, `hourly` or `daily`. Default `off`. Scheduled backups are not implemented yet:
+    /// another value is accepted and warned about.
+    pub schedule: String,
+    /// Daily backups kept by retention pruning (not implemented yet). Default 7.
+    pub keep_daily: u32,
+    /// Weekly backups kept by retention pruning (not implemented yet). Default 4.
+    pub keep_weekly: u32,
+    /// Monthly backups kept by retention pruning (not implemented yet). Default 6.
+    pub keep_monthly: u32,
+    /// Days the backups of a purged tenant are kept before they are erased (not implemented
+    /// yet). Default 30.
+    pub deleted_retention_days: u32,
+}
+
+impl Default for RawBackups {
+    fn default() -> Self {
+        RawBackups {
+            store: "file://data/backups".into(),
+            endpoint: None,
+            recipient: None,
+            identity_file: None,
+            schedule: "off".into(),
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+            deleted_retention_days: 30,
         }
     }
 }

@@ -212,6 +212,7 @@ pub(crate) fn validate(
 
         let security =
             secrets::security(&raw.security, mode, policy, &mut warnings, &mut deferred)?;
+        let backups = crate::backups::backups(&raw.backups, &mut warnings)?;
         let config = Config {
             mode,
             catalog,
@@ -222,6 +223,7 @@ pub(crate) fn validate(
             tenant_migrations: TenantMigrationsConfig {
                 dir: raw.tenant_migrations.dir.clone(),
             },
+            backups,
             warnings,
         };
         Ok((config, deferred))
