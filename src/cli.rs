@@ -70,6 +70,68 @@ pub(crate) enum Command {
     /// Manage admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Back up and restore tenant databases (encrypted with age, in the [backups] store).
+    ///
+    /// create and restore queue jobs that the admin worker runs (`tenantgate admin` or `dev`
+    /// must be running) and wait for them; list reads the catalog; verify downloads, checks and
+    /// decrypts a backup here without touching the tenant.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupTarget {
+    #[arg(long)]
+    pub(crate) config: PathBuf,
+    /// The tenant (slug or id).
+    #[arg(long)]
+    pub(crate) tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Back up the tenant's database now; prints the completed backup as JSON.
+    Create {
+        #[command(flatten)]
+        target: BackupTarget,
+        /// Seconds to wait for the backup job.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
+    /// List the tenant's backups, newest first (one JSON object per line).
+    List {
+        #[command(flatten)]
+        target: BackupTarget,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Restore a backup in place of the tenant's database, or as a new tenant (--mode copy
+    /// --slug NEW); waits for the restore job.
+    Restore {
+        #[command(flatten)]
+        target: BackupTarget,
+        #[arg(long)]
+        backup: String,
+        #[arg(long, value_parser = ["in_place", "copy"], default_value = "in_place")]
+        mode: String,
+        /// The new tenant's slug (--mode copy).
+        #[arg(long)]
+        slug: Option<String>,
+        /// Seconds to wait for the restore job.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
+    /// Check a backup: its object matches the catalog's SHA-256, decrypts with
+    /// backups.identity_file, and holds a readable archive or database. Changes nothing.
+    Verify {
+        #[command(flatten)]
+        target: BackupTarget,
+        #[arg(long)]
+        backup: uuid::Uuid,
+        /// Directory for the temporary plaintext copy (removed afterwards).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        scratch: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -101,6 +101,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Backup(command) => crate::backup::run(command),
     }
 }
 

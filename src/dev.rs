@@ -197,6 +197,17 @@ fn dev_config(args: &DevArgs, data_dir: &Path, config_path: &Path) -> anyhow::Re
     if raw.security.credential_key.is_none() {
         raw.security.credential_key = Some(random_secret(32));
     }
+    // Backups go to DIR/backups, encrypted to an age identity generated once in
+    // DIR/backup-identity.txt (kept across runs, so earlier backups stay readable).
+    if raw.backups.recipient.is_none() || raw.backups.identity_file.is_none() {
+        let identity = data_dir.join("backup-identity.txt");
+        let recipient = tenantgate_admin::backups::ensure_identity(&identity)?;
+        raw.backups.recipient = Some(recipient);
+        raw.backups.identity_file = Some(identity);
+    }
+    if raw.backups.store == tenantgate_config::raw::RawBackups::default().store {
+        raw.backups.store = format!("file://{}", data_dir.join("backups").display());
+    }
     if let Some(dir) = &args.tenant_migrations {
         raw.tenant_migrations.dir = dir.clone();
     }
@@ -340,6 +351,7 @@ fn print_banner(listening: &Listening, token: &str, config_path: &Path) {
          \n       -d '{{\"slug\":\"initech\",\"name\":\"Initech\",\"domains\":[\"initech.localhost\"]}}' http://{admin}/v1/tenants\
          \n  curl -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\
          \n       -d '{{\"email\":\"ops@acme.test\",\"role\":\"owner\"}}' http://{admin}/v1/tenants/acme/tokens\
+         \n  curl -X POST -H 'Authorization: Bearer {token}' http://{admin}/v1/tenants/acme/backups\
          \n  curl http://{metrics}/metrics\n",
         config = config_path.display(),
     );

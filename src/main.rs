@@ -1,6 +1,7 @@
 //! The `tenantgate` binary: parse the command line, load and check the configuration, run the
 //! chosen component. Everything of substance lives in the workspace crates.
 
+mod backup;
 mod cli;
 mod commands;
 mod dev;

@@ -6,6 +6,8 @@ use serde::Serialize;
 use tenantgate_catalog::tenant_db::TenantDbError;
 use tenantgate_catalog::CatalogError;
 
+use crate::backup::BackupError;
+
 /// One invalid field of a request: its JSON path (`domains[1]`, `rate_limit.rps`) and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -58,6 +60,9 @@ pub enum AdminError {
     Shard(#[from] sqlx::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Taking, storing or restoring a backup failed.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     /// A job could not run as recorded (bad payload, lost lease, waiting on another job).
     /// Raised by the worker only; recorded on the job, never an HTTP answer of its own.
     #[error("{0}")]
@@ -73,6 +78,11 @@ impl From<tenantgate_config::db_url::UrlError> for AdminError {
 }
 
 impl AdminError {
+    /// True when retrying cannot help: a job fails at once instead of after every attempt.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(self, AdminError::Backup(e) if e.is_permanent())
+    }
+
     /// A validation error about one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> AdminError {
         AdminError::Invalid(vec![FieldError::new(field, message)])
@@ -87,6 +97,9 @@ impl AdminError {
             AdminError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Backup(BackupError::NotConfigured(_)) => {
+                (StatusCode::CONFLICT, "backups_not_configured")
+            }
             AdminError::Catalog(CatalogError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Catalog(e) if e.is_unique_violation() => (StatusCode::CONFLICT, "conflict"),
             AdminError::Catalog(e) if e.is_unavailable() => {
@@ -96,6 +109,7 @@ impl AdminError {
             | AdminError::TenantDb(_)
             | AdminError::Shard(_)
             | AdminError::Io(_)
+            | AdminError::Backup(_)
             | AdminError::Job(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -107,7 +121,9 @@ impl AdminError {
             AdminError::Catalog(CatalogError::Conflict(what)) => what.clone(),
             AdminError::Catalog(e) if e.is_unique_violation() => "already exists".into(),
             AdminError::Catalog(e) if e.is_unavailable() => "the catalog is unavailable".into(),
+            AdminError::Backup(e @ BackupError::NotConfigured(_)) => e.to_string(),
             AdminError::Catalog(_)
+            | AdminError::Backup(_)
             | AdminError::TenantDb(_)
             | AdminError::Shard(_)
             | AdminError::Io(_)

@@ -11,6 +11,8 @@
 
 mod api;
 mod auth;
+mod backup;
+pub mod backups;
 mod error;
 mod extract;
 pub mod fleet;
@@ -20,6 +22,8 @@ mod state;
 mod validate;
 pub mod webhooks;
 mod write;
+pub use backup::tenant::Verified;
+pub use backup::BackupError;
 pub use error::{AdminError, FieldError};
 
 use std::sync::Arc;
@@ -31,8 +35,9 @@ use tenantgate_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Actor recorded in the audit log for writes made through the CLI helpers.
 use tenantgate_contract::RateLimit;
+
+/// Actor recorded in the audit log for writes made through the CLI helpers.
 const CLI_ACTOR: &str = "cli";
 
 /// How long the HTTP server may take to finish in-flight requests after shutdown.

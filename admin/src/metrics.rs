@@ -12,6 +12,8 @@ pub(crate) struct Metrics {
     tenants: GaugeVec,
     jobs: IntCounterVec,
     job_duration: HistogramVec,
+    backups: IntCounterVec,
+    backup_duration: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -41,10 +43,33 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let backups = IntCounterVec::new(
+            Opts::new(
+                "tenantgate_backups_total",
+                "Backup attempts finished by this process, by result (completed, retry, failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["completed", "retry", "failed"] {
+            backups.with_label_values(&[result]);
+        }
+        let backup_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "tenantgate_backup_duration_seconds",
+                "Wall time of one backup attempt (dump, encryption and upload).",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(tenants.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(jobs.clone()),
             Box::new(job_duration.clone()),
+            Box::new(backups.clone()),
+            Box::new(backup_duration.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -53,7 +78,15 @@ impl Metrics {
             tenants,
             jobs,
             job_duration,
+            backups,
+            backup_duration,
         }
+    }
+
+    /// Count one finished backup attempt with `result` (`completed`, `retry`, `failed`).
+    pub(crate) fn backup_finished(&self, result: &str, seconds: f64) {
+        self.backups.with_label_values(&[result]).inc();
+        self.backup_duration.observe(seconds);
     }
 
     /// Count one finished job attempt of `kind` with `result` and its duration.

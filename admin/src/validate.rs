@@ -13,7 +13,7 @@ pub(crate) const MAX_RPS: u32 = 1_000_000;
 /// Highest `burst` a tenant's own limit may have.
 pub(crate) const MAX_BURST: u32 = 10_000_000;
 /// Longest display name, in characters.
-const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// Most domains per tenant.
 const MAX_DOMAINS: usize = 50;
 

@@ -67,9 +67,12 @@ impl Drop for PgTestDb {
             rt.block_on(async move {
                 let mut tenant_dbs = Vec::new();
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    if let Ok(rows) = sqlx::query("SELECT db_name FROM tenants")
-                        .fetch_all(&mut conn)
-                        .await
+                    // A tenant's login is named for its id (`t_<id>`) and owns its
+                    // databases (after a restore in place, under other names too).
+                    if let Ok(rows) =
+                        sqlx::query("SELECT 't_' || replace(id::text, '-', '') FROM tenants")
+                            .fetch_all(&mut conn)
+                            .await
                     {
                         tenant_dbs = rows
                             .iter()
@@ -83,8 +86,18 @@ impl Drop for PgTestDb {
                     let server = server.clone();
                     async move {
                         if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
-                            let drop_db = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
-                            let _ = conn.execute(drop_db.as_str()).await;
+                            let owned: Vec<String> = sqlx::query_scalar(
+                                "SELECT d.datname FROM pg_database d
+                                 JOIN pg_roles r ON r.oid = d.datdba WHERE r.rolname = $1",
+                            )
+                            .bind(db)
+                            .fetch_all(&mut conn)
+                            .await
+                            .unwrap_or_default();
+                            for db in owned.iter().chain(std::iter::once(db)) {
+                                let drop_db = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+                                let _ = conn.execute(drop_db.as_str()).await;
+                            }
                             let _ = conn
                                 .execute(format!("DROP ROLE IF EXISTS {db}").as_str())
                                 .await;

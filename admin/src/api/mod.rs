@@ -2,6 +2,7 @@
 //! route can exist undocumented.
 
 pub(crate) mod audit;
+pub(crate) mod backups;
 pub(crate) mod jobs;
 pub(crate) mod migrations;
 pub(crate) mod openapi;
@@ -68,7 +69,7 @@ pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AdminState>)> {
         (doc("post", "/v1/tenants", "Create a tenant; provisioning runs as a job", Write, Some("CreateTenant"), &[], (202, "TenantJob")),
             routing::post(tenants::create_handler)),
         (doc("get", "/v1/tenants", "List tenants", Read, None, &[
-            ("status", "string", "provisioning, active, suspended, moving, deleted or failed"),
+            ("status", "string", "provisioning, active, suspended, moving, restoring, deleted or failed"),
             ("shard", "string", "shard name"),
             ("schema_version", "integer", "highest tenant migration applied"),
             ("limit", "integer", "page size, 1-500, default 50"),
@@ -91,6 +92,17 @@ pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AdminState>)> {
             routing::post(user_tokens::handler)),
         (doc("post", "/v1/tenants/{id}/move", "Move a tenant to another shard", Write, Some("MoveTenant"), &[], (202, "MoveJob")),
             routing::post(tenants::move_handler)),
+        (doc("post", "/v1/tenants/{id}/backups", "Back up a tenant's database, as a job", Write, None, &[], (202, "BackupJob")),
+            routing::post(backups::create_handler)),
+        (doc("get", "/v1/tenants/{id}/backups", "A tenant's backups, newest first", Read, None, &[
+            ("limit", "integer", "page size, 1-500, default 50"),
+            ("cursor", "string", "next_cursor of the previous page"),
+        ], (200, "BackupPage")),
+            routing::get(backups::list_handler)),
+        (doc("get", "/v1/backups/{id}", "Get a backup", Read, None, &[], (200, "Backup")),
+            routing::get(backups::get_handler)),
+        (doc("post", "/v1/tenants/{id}/restore", "Restore a backup in place or as a new tenant, as a job", Write, Some("StartRestore"), &[], (202, "RestoreJob")),
+            routing::post(backups::restore_handler)),
         (doc("get", "/v1/jobs/{id}", "Get a job", Read, None, &[], (200, "Job")),
             routing::get(jobs::get_handler)),
         (doc("post", "/v1/jobs/{id}/retry", "Retry a failed job", Write, None, &[], (202, "Job")),

@@ -100,9 +100,17 @@ pub(crate) fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": schemas(),
+            "schemas": merged(schemas(), super::backups::schemas()),
         },
     })
+}
+
+/// `base` with the schemas of `more` added.
+fn merged(mut base: Value, more: Value) -> Value {
+    if let (Some(base), Value::Object(more)) = (base.as_object_mut(), more) {
+        base.extend(more);
+    }
+    base
 }
 
 fn obj(required: &[&str], properties: Value) -> Value {
@@ -129,8 +137,7 @@ fn schemas() -> Value {
             "features": { "type": "object", "additionalProperties": { "type": "boolean" } },
         }),
     );
-    let tenant_status =
-        json!({ "enum": ["provisioning", "active", "suspended", "moving", "deleted", "failed"] });
+    let tenant_status = json!({ "enum": ["provisioning", "active", "suspended", "moving", "restoring", "deleted", "failed"] });
     let shard = json!({ "type": "object", "properties": {
         "name": string, "status": { "enum": ["active", "draining", "disabled"] },
         "app_upstreams": strings, "database_url": { "type": "string", "description": "password redacted" },

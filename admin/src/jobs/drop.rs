@@ -58,11 +58,24 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     match Engine::of_url(&shard.database_url)? {
         Engine::Postgres => {
             let mut conn = admin_connection(&shard).await?;
-            let name = ident(&tenant.db_name);
+            // The login is named for the tenant id; after a restore in place the database has
+            // another name, and a replaced one may still wait for its own drop. Every database
+            // the login owns goes, then the login.
+            let role = tenant_db::db_name(tenant.id);
             let result = async {
-                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await?;
-                conn.execute(format!("DROP ROLE IF EXISTS {name}").as_str())
+                let owned: Vec<String> = sqlx::query_scalar(
+                    "SELECT d.datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
+                     WHERE r.rolname = $1",
+                )
+                .bind(&role)
+                .fetch_all(&mut conn)
+                .await?;
+                for name in owned.iter().chain(std::iter::once(&tenant.db_name)) {
+                    let name = ident(name);
+                    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await?;
+                }
+                conn.execute(format!("DROP ROLE IF EXISTS {}", ident(&role)).as_str())
                     .await?;
                 Ok::<_, sqlx::Error>(())
             }

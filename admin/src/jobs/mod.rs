@@ -7,16 +7,20 @@
 //! same state as running it once. A job's final catalog write and its completion commit in one
 //! transaction, conditional on this worker still holding the lease.
 
+pub(crate) mod backup;
 pub(crate) mod drop;
+pub(crate) mod drop_database;
 pub(crate) mod migrate;
 pub(crate) mod provision;
 pub(crate) mod relocate;
+pub(crate) mod restore;
 mod scram;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::backups;
 use tenantgate_catalog::store::jobs::{self as store, Job, JobStatus};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
@@ -39,6 +43,12 @@ pub(crate) mod kind {
     pub(crate) const MOVE: &str = "move_tenant";
     /// Apply pending tenant migrations to many tenants (`POST /v1/migrations`).
     pub(crate) const MIGRATE: &str = "migrate_tenants";
+    /// Dump, encrypt and store a backup of a tenant database.
+    pub(crate) const BACKUP: &str = "backup_tenant";
+    /// Restore a backup in place of a tenant's database, or as a new tenant.
+    pub(crate) const RESTORE: &str = "restore_tenant";
+    /// Drop a tenant database that a restore in place replaced, after the deletion grace.
+    pub(crate) const DROP_DATABASE: &str = "drop_database";
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
@@ -146,13 +156,22 @@ async fn run_job(state: &AdminState, worker: &str, job: Job, shutdown: Cancellat
         }
     };
     let seconds = started.elapsed().as_secs_f64();
+    if job.kind == kind::BACKUP {
+        let result = match &result {
+            Ok(()) => "completed",
+            Err(e) if job.attempts >= job.max_attempts || e.is_permanent() => "failed",
+            Err(_) => "retry",
+        };
+        state.metrics.backup_finished(result, seconds);
+    }
     match result {
         Ok(()) => {
             state.metrics.job_finished(&job.kind, "succeeded", seconds);
             tracing::info!(job = %job.id, kind = %job.kind, seconds, "job succeeded");
         }
         Err(error) => {
-            let final_attempt = job.attempts >= job.max_attempts;
+            // A permanent error (a backup that does not match the catalog) fails at once.
+            let final_attempt = job.attempts >= job.max_attempts || error.is_permanent();
             let result = if final_attempt { "failed" } else { "retry" };
             state.metrics.job_finished(&job.kind, result, seconds);
             tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts, %error, "job attempt failed");
@@ -169,6 +188,7 @@ fn describe(error: &AdminError) -> String {
     match error {
         AdminError::TenantDb(e) => e.to_string(),
         AdminError::Shard(e) => format!("shard database: {e}"),
+        AdminError::Backup(e) => e.to_string(),
         other => other.to_string(),
     }
 }
@@ -198,12 +218,25 @@ async fn record_failure(
     if !store::finish(w.conn(), job.id, worker, status, Some(&message), retry_at).await? {
         return Ok(()); // Lost the lease meanwhile: the new owner records the outcome.
     }
+    if job.kind == kind::BACKUP {
+        if let Ok(p) = serde_json::from_value::<backup::BackupPayload>(job.payload.clone()) {
+            backups::record_error(w.conn(), p.backup_id, &message, final_attempt).await?;
+        }
+    }
+    let restore = (job.kind == kind::RESTORE)
+        .then(|| serde_json::from_value::<restore::RestorePayload>(job.payload.clone()).ok())
+        .flatten();
     if let Some(tenant_id) = job.tenant_id {
         let current = tenant_state::status(w.conn(), tenant_id).await?;
-        let fail_tenant = final_attempt
-            && job.kind == kind::PROVISION
-            && current == Some(TenantStatus::Provisioning);
-        // A move that gives up leaves the tenant where it was, in its previous status.
+        // A restore as a copy provisions its new tenant: when it gives up, the tenant failed.
+        let provisions = job.kind == kind::PROVISION
+            || restore
+                .as_ref()
+                .is_some_and(|p| p.mode == restore::RestoreMode::Copy);
+        let fail_tenant =
+            final_attempt && provisions && current == Some(TenantStatus::Provisioning);
+        // A move or a restore in place that gives up leaves the tenant as it was, in its
+        // previous status (a restore's fresh database was dropped by the failing attempt).
         let resume = match serde_json::from_value::<relocate::MovePayload>(job.payload.clone()) {
             Ok(p)
                 if final_attempt
@@ -212,7 +245,10 @@ async fn record_failure(
             {
                 Some(p.resume)
             }
-            _ => None,
+            _ => restore
+                .as_ref()
+                .filter(|_| final_attempt && current == Some(TenantStatus::Restoring))
+                .map(|p| p.resume.unwrap_or(TenantStatus::Active)),
         };
         if current.is_some() {
             let status = if fail_tenant {
@@ -228,6 +264,17 @@ async fn record_failure(
             };
             tenants::update(w.conn(), tenant_id, &patch).await?;
             w.tenant_change(tenant_id, &[]).await?;
+        }
+        if let (Some(p), Some(resumed)) = (&restore, resume) {
+            w.audit(NewAudit {
+                actor: "worker",
+                action: "tenant.restore_failed",
+                target: &format!("job:{}", job.id),
+                tenant_id: Some(tenant_id),
+                before: Some(serde_json::json!({ "status": "restoring", "backup": p.backup_id })),
+                after: Some(serde_json::json!({ "status": resumed, "error": message })),
+            })
+            .await?;
         }
         if fail_tenant {
             w.audit(NewAudit {
@@ -256,6 +303,9 @@ async fn execute(state: &AdminState, worker: &str, job: &Job) -> Result<(), Admi
         kind::DROP => drop::run(state, worker, job).await,
         kind::MOVE => relocate::run(state, worker, job).await,
         kind::MIGRATE => migrate::run(state, worker, job).await,
+        kind::BACKUP => backup::run(state, worker, job).await,
+        kind::RESTORE => restore::run(state, worker, job).await,
+        kind::DROP_DATABASE => drop_database::run(state, worker, job).await,
         other => Err(AdminError::Job(format!("unknown job kind {other:?}"))),
     }
 }

@@ -50,15 +50,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
             let login = login(state, &tenant).await?;
             // Only the lease holder may set the role's password: a worker whose lease ran out
             // could otherwise apply a password other than the sealed one.
-            let lease_until = tenantgate_contract::time::now_ms()
-                + state.config.admin.job_lease.as_millis() as i64;
-            if !state
-                .catalog
-                .renew_job_lease(job.id, worker, lease_until)
-                .await?
-            {
-                return Err(AdminError::Job("lost the job's lease".into()));
-            }
+            hold_lease(state, worker, job).await?;
             create_postgres(&shard, &tenant.db_name, &login).await?;
             tenant_db::postgres_url(&shard.database_url, &tenant.db_name, Some(&login))?
         }
@@ -77,6 +69,24 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     pool.close().await;
     let version = migrated?;
     finish(state, worker, job, Some((tenant, version))).await
+}
+
+/// Renew the job's lease now; an error when this worker no longer holds the job.
+pub(crate) async fn hold_lease(
+    state: &AdminState,
+    worker: &str,
+    job: &Job,
+) -> Result<(), AdminError> {
+    let lease_until =
+        tenantgate_contract::time::now_ms() + state.config.admin.job_lease.as_millis() as i64;
+    if !state
+        .catalog
+        .renew_job_lease(job.id, worker, lease_until)
+        .await?
+    {
+        return Err(AdminError::Job("lost the job's lease".into()));
+    }
+    Ok(())
 }
 
 /// Complete the job and, when `activate` is given and the tenant is still provisioning, mark it
@@ -125,7 +135,7 @@ async fn finish(
 
 /// The tenant's database login: the sealed one in the catalog, or a new one sealed into the
 /// catalog now (before any role has it, see the module docs).
-async fn login(state: &AdminState, tenant: &Tenant) -> Result<Credentials, AdminError> {
+pub(crate) async fn login(state: &AdminState, tenant: &Tenant) -> Result<Credentials, AdminError> {
     let key = &state.config.security.credential_key;
     if let Some(sealed) = &tenant.db_credentials {
         match Credentials::open(sealed, key, tenant.id) {
@@ -183,7 +193,11 @@ fn ignore_code<T>(result: Result<T, sqlx::Error>, code: &str) -> Result<bool, sq
 /// The role may log in and do nothing else server-wide (no superuser, no CREATEDB, no
 /// CREATEROLE, no replication); it owns its database, and only it may connect to that database
 /// (CONNECT is revoked from PUBLIC).
-async fn create_postgres(shard: &Shard, db: &str, login: &Credentials) -> Result<(), AdminError> {
+pub(crate) async fn create_postgres(
+    shard: &Shard,
+    db: &str,
+    login: &Credentials,
+) -> Result<(), AdminError> {
     // The SCRAM verifier, not the password: the statement may end up in the server's log.
     // Deriving it is deliberately slow (4096 HMAC rounds), so it runs off the async workers.
     let password = login.password.clone();

@@ -1,0 +1,501 @@
+//! Backups and restores of a tenant's database:
+//!
+//! ```text
+//! POST /v1/tenants/{id}/backups                → 202 {backup, job_id}
+//! GET  /v1/tenants/{id}/backups?limit=&cursor= → {"backups":[…], "next_cursor":…}
+//! GET  /v1/backups/{id}                        → a backup
+//! POST /v1/tenants/{id}/restore {backup_id, mode: "in_place"|"copy", slug?} → 202 {job_id, tenant_id}
+//! ```
+//!
+//! The request and response types are plain serde structs; [`schemas`] describes them for the
+//! OpenAPI document. [`create`] and [`restore`] are shared with the CLI (`tenantgate backup`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::backups::{
+    self, Backup, BackupFormat, BackupKind, BackupStatus, NewBackup,
+};
+use tenantgate_catalog::store::jobs::NewJob;
+use tenantgate_catalog::store::tenant_state;
+use tenantgate_catalog::store::tenants::{self, NewTenant, TenantPatch};
+use tenantgate_catalog::tenant_db::db_name;
+use tenantgate_catalog::Tenant;
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::time::{rfc3339, serde_rfc3339};
+use tenantgate_contract::TenantStatus;
+use uuid::Uuid;
+
+use super::tenants::find;
+use crate::auth::{Reader, Writer};
+use crate::backup::BackupError;
+use crate::error::AdminError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::jobs::kind;
+use crate::jobs::restore::{fresh_database, RestoreMode, RestorePayload};
+use crate::state::AdminState;
+use crate::validate::{self, Errors};
+use crate::write::Write;
+
+/// A backup as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub status: BackupStatus,
+    pub kind: BackupKind,
+    /// `pg_custom` (a `pg_dump --format=custom` archive) or `sqlite` (a database file).
+    pub format: BackupFormat,
+    /// Size of the stored (encrypted) object.
+    pub size_bytes: Option<i64>,
+    /// SHA-256 (hex) of the stored (encrypted) object.
+    pub sha256: Option<String>,
+    /// The object's key in the backup store.
+    pub location: Option<String>,
+    pub schema_version: Option<i64>,
+    pub job_id: Option<Uuid>,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: i64,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<Backup> for BackupView {
+    fn from(b: Backup) -> BackupView {
+        BackupView {
+            id: b.id,
+            tenant_id: b.tenant_id,
+            status: b.status,
+            kind: b.kind,
+            format: b.format,
+            size_bytes: b.size_bytes,
+            sha256: b.sha256,
+            location: b.location,
+            schema_version: b.schema_version,
+            job_id: b.job_id,
+            created_at: b.created_at,
+            started_at: b.started_at.map(rfc3339),
+            completed_at: b.completed_at.map(rfc3339),
+            error: b.error,
+        }
+    }
+}
+
+/// `POST /v1/tenants/{id}/backups` answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct BackupJob {
+    backup: BackupView,
+    job_id: Uuid,
+}
+
+/// `GET /v1/tenants/{id}/backups` answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct BackupPage {
+    backups: Vec<BackupView>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page (a backup id).
+    cursor: Option<String>,
+}
+
+/// `POST /v1/tenants/{id}/restore` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartRestore {
+    pub(crate) backup_id: String,
+    /// `in_place` or `copy`.
+    pub(crate) mode: String,
+    /// The new tenant's slug (copy only).
+    #[serde(default)]
+    pub(crate) slug: Option<String>,
+}
+
+/// `POST /v1/tenants/{id}/restore` answer: the job, and the tenant it restores (the same
+/// tenant in place, the new one for a copy).
+#[derive(Debug, Serialize)]
+pub struct RestoreJob {
+    pub job_id: Uuid,
+    pub tenant_id: Uuid,
+}
+
+const MAX_PAGE: i64 = 500;
+const DEFAULT_PAGE: i64 = 50;
+
+/// The backup format of a tenant's shard.
+async fn format_of(state: &AdminState, tenant: &Tenant) -> Result<BackupFormat, AdminError> {
+    let shard = state
+        .catalog
+        .shard(&tenant.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    Ok(match Engine::of_url(&shard.database_url)? {
+        Engine::Postgres => BackupFormat::PgCustom,
+        Engine::Sqlite => BackupFormat::Sqlite,
+    })
+}
+
+/// Begin a write that requires the tenant to still be in `status` (409 otherwise).
+async fn begin_in<'a>(state: &'a AdminState, tenant: &Tenant) -> Result<Write<'a>, AdminError> {
+    let mut w = Write::begin(state).await?;
+    match tenant_state::status(w.conn(), tenant.id).await? {
+        Some(s) if s == tenant.status => Ok(w),
+        Some(_) => Err(AdminError::Conflict(
+            "the tenant changed concurrently; retry".into(),
+        )),
+        None => Err(AdminError::NotFound("tenant")),
+    }
+}
+
+/// Queue a backup of a tenant (by id or slug): the backup row (`queued`), its job and the
+/// audit record in one write.
+pub(crate) async fn create(
+    state: &AdminState,
+    actor: &str,
+    id_or_slug: &str,
+    kind_of: BackupKind,
+) -> Result<(Backup, Uuid), AdminError> {
+    let tenant = find(state, id_or_slug).await?;
+    if !matches!(
+        tenant.status,
+        TenantStatus::Active | TenantStatus::Suspended
+    ) {
+        return Err(AdminError::Conflict(format!(
+            "a tenant in status {} cannot be backed up",
+            tenant.status
+        )));
+    }
+    if state.config.backups.recipient.is_none() {
+        return Err(BackupError::NotConfigured("backups.recipient").into());
+    }
+    let format = format_of(state, &tenant).await?;
+    let (id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut w = begin_in(state, &tenant).await?;
+    backups::insert(
+        w.conn(),
+        &NewBackup {
+            id,
+            tenant_id: tenant.id,
+            kind: kind_of,
+            format,
+            job_id,
+        },
+    )
+    .await?;
+    w.job(&NewJob {
+        id: job_id,
+        kind: kind::BACKUP,
+        tenant_id: Some(tenant.id),
+        payload: json!({ "backup_id": id }),
+        max_attempts: i64::from(state.config.admin.job_max_attempts),
+        run_at: tenantgate_contract::time::now_ms(),
+    })
+    .await?;
+    w.audit(NewAudit {
+        actor,
+        action: "backup.create",
+        target: &format!("tenant:{}", tenant.slug),
+        tenant_id: Some(tenant.id),
+        before: None,
+        after: Some(json!({ "backup": id, "kind": kind_of, "status": "queued", "job": job_id })),
+    })
+    .await?;
+    let backup = backups::get(w.conn(), id)
+        .await?
+        .ok_or(AdminError::NotFound("backup"))?;
+    w.commit().await?;
+    Ok((backup, job_id))
+}
+
+/// Start restoring backup `req.backup_id` of a tenant, in place (the tenant is `restoring`
+/// until the job swaps the restored database in) or as a copy (a new tenant, no domains).
+pub(crate) async fn restore(
+    state: &AdminState,
+    actor: &str,
+    id_or_slug: &str,
+    req: StartRestore,
+) -> Result<RestoreJob, AdminError> {
+    let mut errors = Errors::default();
+    let backup_id = Uuid::parse_str(&req.backup_id).ok();
+    if backup_id.is_none() {
+        errors.add("backup_id", "must be a backup id (uuid)");
+    }
+    let mode = match req.mode.as_str() {
+        "in_place" => Some(RestoreMode::InPlace),
+        "copy" => Some(RestoreMode::Copy),
+        _ => {
+            errors.add("mode", "must be \"in_place\" or \"copy\"");
+            None
+        }
+    };
+    match (mode, &req.slug) {
+        (Some(RestoreMode::Copy), Some(slug)) => validate::slug(&mut errors, "slug", slug),
+        (Some(RestoreMode::Copy), None) => errors.add("slug", "is required for a copy"),
+        (Some(RestoreMode::InPlace), Some(_)) => {
+            errors.add("slug", "applies only to mode \"copy\"")
+        }
+        _ => {}
+    }
+    errors.finish()?;
+    let (backup_id, mode) = (backup_id.expect("validated"), mode.expect("validated"));
+    let tenant = find(state, id_or_slug).await?;
+    let backup = state
+        .catalog
+        .backup(backup_id)
+        .await?
+        .filter(|b| b.tenant_id == tenant.id)
+        .ok_or(AdminError::NotFound("backup"))?;
+    if backup.status != BackupStatus::Completed {
+        return Err(AdminError::Conflict(format!(
+            "the backup is {}; only a completed backup can be restored",
+            backup.status
+        )));
+    }
+    if state.config.backups.identity_file.is_none() {
+        return Err(BackupError::NotConfigured("backups.identity_file").into());
+    }
+    if format_of(state, &tenant).await? != backup.format {
+        return Err(AdminError::Conflict(
+            "the backup was taken on another kind of database than the tenant's shard".into(),
+        ));
+    }
+    let job_id = Uuid::now_v7();
+    let now = tenantgate_contract::time::now_ms();
+    let max_attempts = i64::from(state.config.admin.job_max_attempts);
+    match mode {
+        RestoreMode::InPlace => {
+            if !matches!(
+                tenant.status,
+                TenantStatus::Active | TenantStatus::Suspended
+            ) {
+                return Err(AdminError::Conflict(format!(
+                    "a tenant in status {} cannot be restored",
+                    tenant.status
+                )));
+            }
+            let payload = RestorePayload {
+                backup_id,
+                mode,
+                database: fresh_database(tenant.id, job_id),
+                resume: Some(tenant.status),
+            };
+            let mut w = begin_in(state, &tenant).await?;
+            let patch = TenantPatch {
+                status: Some(TenantStatus::Restoring),
+                bump_epoch: true,
+                ..TenantPatch::default()
+            };
+            tenants::update(w.conn(), tenant.id, &patch).await?;
+            w.tenant_change(tenant.id, &[]).await?;
+            w.job(&NewJob {
+                id: job_id,
+                kind: kind::RESTORE,
+                tenant_id: Some(tenant.id),
+                payload: serde_json::to_value(&payload).expect("payload serialises"),
+                max_attempts,
+                run_at: now,
+            })
+            .await?;
+            w.audit(NewAudit {
+                actor,
+                action: "tenant.restore",
+                target: &format!("tenant:{}", tenant.slug),
+                tenant_id: Some(tenant.id),
+                before: Some(json!({ "status": tenant.status, "database": tenant.db_name })),
+                after: Some(json!({
+                    "status": "restoring", "backup": backup.id, "mode": "in_place", "job": job_id,
+                })),
+            })
+            .await?;
+            w.commit().await?;
+            Ok(RestoreJob {
+                job_id,
+                tenant_id: tenant.id,
+            })
+        }
+        RestoreMode::Copy => {
+            let slug = req.slug.expect("validated");
+            if state.catalog.tenant(&slug).await?.is_some() {
+                return Err(AdminError::Conflict(format!("slug {slug} is taken")));
+            }
+            let id = Uuid::now_v7();
+            let name: String = format!("{} (restored)", tenant.name)
+                .chars()
+                .take(validate::MAX_NAME_CHARS)
+                .collect();
+            let new = NewTenant {
+                id,
+                slug: slug.clone(),
+                name,
+                status: TenantStatus::Provisioning,
+                shard: tenant.shard.clone(),
+                domains: Vec::new(),
+                rate_limit: tenant.rate_limit,
+                settings: tenant.settings.clone(),
+                db_name: db_name(id),
+            };
+            let payload = RestorePayload {
+                backup_id,
+                mode,
+                database: new.db_name.clone(),
+                resume: None,
+            };
+            let mut w = Write::begin(state).await?;
+            tenants::insert(w.conn(), &new).await?;
+            w.tenant_change(id, &[]).await?;
+            w.job(&NewJob {
+                id: job_id,
+                kind: kind::RESTORE,
+                tenant_id: Some(id),
+                payload: serde_json::to_value(&payload).expect("payload serialises"),
+                max_attempts,
+                run_at: now,
+            })
+            .await?;
+            w.audit(NewAudit {
+                actor,
+                action: "tenant.restore_copy",
+                target: &format!("tenant:{slug}"),
+                tenant_id: Some(id),
+                before: None,
+                after: Some(json!({
+                    "slug": slug, "status": "provisioning", "shard": new.shard,
+                    "source_tenant": tenant.id, "backup": backup.id, "job": job_id,
+                })),
+            })
+            .await?;
+            w.commit().await?;
+            Ok(RestoreJob {
+                job_id,
+                tenant_id: id,
+            })
+        }
+    }
+}
+
+/// A page of a tenant's backups, newest first.
+pub(crate) async fn list(
+    state: &AdminState,
+    id_or_slug: &str,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(Vec<Backup>, Option<String>), AdminError> {
+    let mut errors = Errors::default();
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        errors.add("limit", format!("must be between 1 and {MAX_PAGE}"));
+    }
+    let cursor = match cursor.map(Uuid::parse_str) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            errors.add("cursor", "must be the next_cursor of a previous page");
+            None
+        }
+    };
+    errors.finish()?;
+    let tenant = find(state, id_or_slug).await?;
+    // One row more than asked tells whether another page follows.
+    let mut page = state
+        .catalog
+        .backups_of_tenant(tenant.id, cursor, limit + 1)
+        .await?;
+    let next = if page.len() as i64 > limit {
+        page.truncate(limit as usize);
+        page.last().map(|b| b.id.to_string())
+    } else {
+        None
+    };
+    Ok((page, next))
+}
+
+pub(crate) async fn create_handler(
+    State(state): State<AdminState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<BackupJob>), AdminError> {
+    let (backup, job_id) = create(&state, &actor.name, &id, BackupKind::Manual).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BackupJob {
+            backup: backup.into(),
+            job_id,
+        }),
+    ))
+}
+
+pub(crate) async fn list_handler(
+    State(state): State<AdminState>,
+    _: Reader,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<BackupPage>, AdminError> {
+    let (page, next_cursor) = list(&state, &id, q.limit, q.cursor.as_deref()).await?;
+    Ok(Json(BackupPage {
+        backups: page.into_iter().map(BackupView::from).collect(),
+        next_cursor,
+    }))
+}
+
+pub(crate) async fn get_handler(
+    State(state): State<AdminState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<BackupView>, AdminError> {
+    let id = Uuid::parse_str(&id).map_err(|_| AdminError::NotFound("backup"))?;
+    let backup = state
+        .catalog
+        .backup(id)
+        .await?
+        .ok_or(AdminError::NotFound("backup"))?;
+    Ok(Json(backup.into()))
+}
+
+pub(crate) async fn restore_handler(
+    State(state): State<AdminState>,
+    Writer(actor): Writer,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<StartRestore>,
+) -> Result<(StatusCode, Json<RestoreJob>), AdminError> {
+    let started = restore(&state, &actor.name, &id, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+/// The OpenAPI schemas of this module's bodies (merged into `components.schemas`).
+pub(crate) fn schemas() -> Value {
+    let nullable = |ty: &str| json!({ "type": [ty, "null"] });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let backup = json!({ "type": "object", "properties": {
+        "id": uuid, "tenant_id": uuid,
+        "status": { "enum": ["queued", "running", "completed", "failed"] },
+        "kind": { "enum": ["manual", "scheduled", "pre_delete", "pre_move", "pre_restore"] },
+        "format": { "enum": ["pg_custom", "sqlite"] },
+        "size_bytes": nullable("integer"),
+        "sha256": { "type": ["string", "null"], "description": "of the stored (encrypted) object" },
+        "location": { "type": ["string", "null"], "description": "the object's key in the backup store" },
+        "schema_version": nullable("integer"), "job_id": uuid, "created_at": time,
+        "started_at": nullable("string"), "completed_at": nullable("string"), "error": nullable("string"),
+    }});
+    json!({
+        "Backup": backup,
+        "BackupJob": { "type": "object", "properties": {
+            "backup": { "$ref": "#/components/schemas/Backup" }, "job_id": uuid } },
+        "BackupPage": { "type": "object", "properties": {
+            "backups": { "type": "array", "items": { "$ref": "#/components/schemas/Backup" } },
+            "next_cursor": nullable("string") } },
+        "StartRestore": { "type": "object", "additionalProperties": false,
+            "required": ["backup_id", "mode"], "properties": {
+            "backup_id": uuid, "mode": { "enum": ["in_place", "copy"] },
+            "slug": { "type": "string", "description": "the new tenant's slug (copy only)" } } },
+        "RestoreJob": { "type": "object", "properties": { "job_id": uuid, "tenant_id": uuid } },
+    })
+}

@@ -1,0 +1,154 @@
+//! The `backup_tenant` job: dump a tenant database, encrypt it to `backups.recipient` and store
+//! it, streaming (see [`crate::backup`]); then record its size, SHA-256 and location.
+//!
+//! Crash safety: the backup row is `running` while the job works and becomes `completed` only
+//! in the transaction that completes the job, while this worker still holds the job's lease. A
+//! worker killed mid-backup therefore leaves it `running`; the job is claimed again when the
+//! lease runs out and starts over, writing the same object key (an unfinished multipart upload
+//! never becomes a visible object, and a finished one is simply replaced).
+
+use serde::{Deserialize, Serialize};
+use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::backups::{self, BackupStatus, Stored};
+use tenantgate_catalog::store::jobs::Job;
+use tenantgate_catalog::tenant_db::{self, Credentials, TenantDbError};
+use tenantgate_config::db_url::Engine;
+use tenantgate_contract::TenantStatus;
+use uuid::Uuid;
+
+use super::succeed;
+use crate::backup::store::Store;
+use crate::backup::{tenant, BackupError};
+use crate::error::AdminError;
+use crate::state::AdminState;
+use crate::write::Write;
+
+/// What the API recorded when it queued the backup.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct BackupPayload {
+    pub(crate) backup_id: Uuid,
+}
+
+/// Run the job (see the module docs).
+pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminError> {
+    let payload: BackupPayload = serde_json::from_value(job.payload.clone())
+        .map_err(|e| AdminError::Job(format!("bad backup job payload: {e}")))?;
+    let backup = state
+        .catalog
+        .backup(payload.backup_id)
+        .await?
+        .ok_or_else(|| AdminError::Job("the job's backup is not in the catalog".into()))?;
+    if matches!(
+        backup.status,
+        BackupStatus::Completed | BackupStatus::Failed
+    ) {
+        // Finished by an earlier claim whose completion raced ours: nothing left to do.
+        return complete(state, worker, job, None).await;
+    }
+    let tenant = state
+        .catalog
+        .tenant(&backup.tenant_id.to_string())
+        .await?
+        .ok_or(AdminError::NotFound("tenant"))?;
+    // Only a database that is in place and not being replaced can be dumped consistently.
+    if !matches!(
+        tenant.status,
+        TenantStatus::Active | TenantStatus::Suspended
+    ) {
+        return Err(BackupError::Refused(format!(
+            "the tenant is {}; only active or suspended tenants are backed up",
+            tenant.status
+        ))
+        .into());
+    }
+    let recipient = state
+        .config
+        .backups
+        .recipient
+        .clone()
+        .ok_or(BackupError::NotConfigured("backups.recipient"))?;
+    let shard = state
+        .catalog
+        .shard(&tenant.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    let store = Store::open(&state.config.backups)?;
+    let key = store.key(tenant.id, backup.id);
+
+    let mut w = Write::begin(state).await?;
+    let started = backups::start(w.conn(), backup.id).await?;
+    w.commit().await?;
+    if !started {
+        return complete(state, worker, job, None).await;
+    }
+
+    let (digest, schema_version) = match Engine::of_url(&shard.database_url)? {
+        Engine::Postgres => {
+            let sealed = tenant
+                .db_credentials
+                .as_deref()
+                .ok_or(TenantDbError::NoCredentials)?;
+            let login =
+                Credentials::open(sealed, &state.config.security.credential_key, tenant.id)?;
+            let target = tenant::PgTarget::new(&shard.database_url, &tenant.db_name, &login)?;
+            tenant::backup_postgres(&store, &key, recipient, &target).await?
+        }
+        Engine::Sqlite => {
+            let file = tenant_db::sqlite_file(&shard.database_url, &tenant.db_name);
+            tenant::backup_sqlite(&store, &key, recipient, &file).await?
+        }
+    };
+    let stored = Stored {
+        size_bytes: digest.size,
+        sha256: digest.sha256,
+        location: key,
+        schema_version,
+    };
+    tracing::info!(
+        tenant = %tenant.slug,
+        backup = %backup.id,
+        bytes = stored.size_bytes,
+        "backup stored"
+    );
+    complete(
+        state,
+        worker,
+        job,
+        Some((tenant.slug, backup.tenant_id, backup.id, stored)),
+    )
+    .await
+}
+
+/// Complete the job and, when given, the backup with what it stored, in one transaction.
+async fn complete(
+    state: &AdminState,
+    worker: &str,
+    job: &Job,
+    stored: Option<(String, Uuid, Uuid, Stored)>,
+) -> Result<(), AdminError> {
+    let mut w = Write::begin(state).await?;
+    if !succeed(&mut w, job, worker).await? {
+        return Err(AdminError::Job("lost the job's lease".into()));
+    }
+    if let Some((slug, tenant_id, backup_id, stored)) = stored {
+        if backups::complete(w.conn(), backup_id, &stored).await? {
+            w.audit(NewAudit {
+                actor: "worker",
+                action: "backup.complete",
+                target: &format!("tenant:{slug}"),
+                tenant_id: Some(tenant_id),
+                before: Some(serde_json::json!({ "backup": backup_id, "status": "running" })),
+                after: Some(serde_json::json!({
+                    "backup": backup_id,
+                    "status": "completed",
+                    "size_bytes": stored.size_bytes,
+                    "sha256": stored.sha256,
+                    "location": stored.location,
+                    "schema_version": stored.schema_version,
+                })),
+            })
+            .await?;
+        }
+    }
+    w.commit().await
+}
