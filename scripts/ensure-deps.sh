@@ -3,7 +3,9 @@
 #   scripts/ensure-deps.sh         cmake (Pingora's zlib-ng needs it)
 #   scripts/ensure-deps.sh --test  also what the tests use: a running PostgreSQL on
 #                                  127.0.0.1:5432 (with its server binaries, for the replica
-#                                  test), Prometheus and promtool, headless Chromium
+#                                  test), Prometheus and promtool, headless Chromium, the age
+#                                  CLI (the backup tests decrypt with it), pg_dump/pg_restore
+#                                  (PostgreSQL client tools, which backups run)
 #   scripts/ensure-deps.sh --bench also what benches/load.py uses: nginx, wrk, valgrind, and a
 #                                  running PostgreSQL (for its --scale mode)
 # Installing needs root (apt-get); it says what it installs.
@@ -35,6 +37,12 @@ fi
 if [ "${1:-}" = "--test" ]; then
     command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
     command -v chromium >/dev/null || apt_install chromium
+    command -v age >/dev/null || apt_install age
+fi
+
+# Backups of PostgreSQL tenants run pg_dump and pg_restore.
+if { [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; }; then
+    command -v pg_dump >/dev/null && command -v pg_restore >/dev/null || apt_install postgresql-client
 fi
 
 if { [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; } && [ -z "${TENANTGATE_TEST_DATABASE_URL:-}" ] && ! postgres_up; then
