@@ -403,3 +403,90 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
         .await;
     assert_eq!(status, 404);
 }
+
+/// While a restore in place runs, the edge answers 503 tenant_restoring with Retry-After, and
+/// serves the restored database once it is swapped in. The restore is held at its final
+/// catalog write by holding the catalog's write lock (PostgreSQL catalog).
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_edge_answers_tenant_restoring_while_a_restore_runs() {
+    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(dir.path(), free_port_base(), &["--database-url", &db.url]);
+    let demo = Demo {
+        client: reqwest::Client::new(),
+        admin: dev.admin(),
+        edge: dev.edge(),
+        token: dev.admin_token.clone(),
+    };
+    let backup = demo.backup("globex").await;
+    let catalog = sqlx::PgPool::connect(&db.url).await.unwrap();
+    // The job is fast: if it finished before the lock was taken, try again (bounded).
+    let mut held = None;
+    for _ in 0..5 {
+        let (status, started) = demo
+            .post(
+                "/v1/tenants/globex/restore",
+                json!({"backup_id": backup["id"], "mode": "in_place"}),
+            )
+            .await;
+        assert_eq!(status, 202, "{started}");
+        let mut lock = catalog.begin().await.unwrap();
+        sqlx::query("UPDATE catalog_lock SET writes = writes + 1 WHERE id = 1")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE slug = 'globex'")
+            .fetch_one(&mut *lock)
+            .await
+            .unwrap();
+        if status == "restoring" {
+            held = Some((lock, started["job_id"].as_str().unwrap().to_string()));
+            break;
+        }
+        lock.rollback().await.unwrap();
+    }
+    let (lock, job) = held.expect("took the catalog lock while the restore ran");
+    let (status, retry_after, code) = wait_until(
+        "the edge to answer tenant_restoring",
+        Duration::from_secs(10),
+        || async {
+            let r = demo
+                .client
+                .get(format!("{}/whoami", demo.edge))
+                .header("host", "globex.localhost")
+                .send()
+                .await
+                .ok()?;
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let code = body["error"]["code"].as_str().map(str::to_string);
+            (status == 503).then_some((status, retry, code))
+        },
+    )
+    .await;
+    assert_eq!(
+        (status, retry_after.as_deref(), code.as_deref()),
+        (503, Some("5"), Some("tenant_restoring"))
+    );
+    let (_, resolved) = demo.get("/v1/resolve?host=globex.localhost").await;
+    assert_eq!(resolved["edge"]["code"], "tenant_restoring", "{resolved}");
+    lock.rollback().await.unwrap();
+    let job = demo.job(&job).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    wait_until("globex served again", Duration::from_secs(10), || async {
+        let r = demo
+            .client
+            .get(format!("{}/whoami", demo.edge))
+            .header("host", "globex.localhost")
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    catalog.close().await;
+}
