@@ -5,7 +5,9 @@
 #                                  127.0.0.1:5432 (with its server binaries, for the replica
 #                                  test), Prometheus and promtool, headless Chromium, the age
 #                                  CLI (the backup tests decrypt with it), pg_dump/pg_restore
-#                                  (PostgreSQL client tools, which backups run)
+#                                  (PostgreSQL client tools, which backups run), and moto's S3
+#                                  server from PyPI in a venv at /opt/tenantgate-test/moto (the
+#                                  S3 backup test starts it)
 #   scripts/ensure-deps.sh --bench also what benches/load.py uses: nginx, wrk, valgrind, and a
 #                                  running PostgreSQL (for its --scale mode)
 # Installing needs root (apt-get); it says what it installs.
@@ -38,6 +40,18 @@ if [ "${1:-}" = "--test" ]; then
     command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
     command -v chromium >/dev/null || apt_install chromium
     command -v age >/dev/null || apt_install age
+fi
+
+# The S3 backup test runs moto's S3-compatible server (tests/backups_s3.rs looks here).
+if [ "${1:-}" = "--test" ]; then
+    moto_venv=/opt/tenantgate-test/moto
+    if [ ! -x "$moto_venv/bin/moto_server" ]; then
+        python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+        command -v python3 >/dev/null || apt_install python3 python3-venv
+        echo "installing moto[server] from PyPI into $moto_venv" >&2
+        python3 -m venv "$moto_venv"
+        "$moto_venv/bin/pip" install -q 'moto[server]'
+    fi
 fi
 
 # Backups of PostgreSQL tenants run pg_dump and pg_restore.
