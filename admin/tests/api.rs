@@ -462,8 +462,8 @@ async fn openapi_documents_every_route() {
     let r = h.call("GET", "/openapi.json", None, None).await;
     assert_eq!(r.status, 200);
     let paths = r.body["paths"].as_object().unwrap();
-    // Every route of DESIGN §6 (and POST /v1/migrations from the fleet-migration issue) is
-    // documented ...
+    // Every route of DESIGN §6 (and POST /v1/migrations from the fleet-migration issue, and
+    // the backup routes of §9) is documented ...
     let design = [
         ("post", "/v1/shards"),
         ("get", "/v1/shards"),
@@ -481,6 +481,10 @@ async fn openapi_documents_every_route() {
         ("get", "/v1/jobs/{id}"),
         ("post", "/v1/jobs/{id}/retry"),
         ("post", "/v1/migrations"),
+        ("post", "/v1/tenants/{id}/backups"),
+        ("get", "/v1/tenants/{id}/backups"),
+        ("get", "/v1/backups/{id}"),
+        ("post", "/v1/tenants/{id}/restore"),
         ("get", "/v1/resolve"),
         ("get", "/v1/audit"),
         ("get", "/openapi.json"),
