@@ -117,6 +117,12 @@ async fn backup_rows_live_and_list(tc: TestCatalog) {
     let failed = catalog.backup(ids[2]).await.unwrap().unwrap();
     assert_eq!(failed.status, BackupStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("pg_dump failed again"));
+    // A retried job starts it over.
+    let mut tx = catalog.begin_write().await.unwrap();
+    assert!(backups::start(&mut tx, ids[2]).await.unwrap());
+    let again = backups::get(&mut tx, ids[2]).await.unwrap().unwrap();
+    assert_eq!((again.status, again.error), (BackupStatus::Running, None));
+    tx.rollback().await.unwrap();
 
     // Newest first, per tenant, paged by id.
     let page = catalog.backups_of_tenant(acme, None, 2).await.unwrap();

@@ -73,8 +73,8 @@ pub(crate) async fn get_handler(
     Ok(Json(job.into()))
 }
 
-/// Put a failed job back in the queue with fresh attempts; a failed tenant it provisions goes
-/// back to `provisioning`. 409 unless the job is failed.
+/// Put a failed job back in the queue with fresh attempts; a failed tenant it provisions (or a
+/// failed copy it restores) goes back to `provisioning`. 409 unless the job is failed.
 pub(crate) async fn retry_handler(
     State(state): State<AdminState>,
     Writer(actor): Writer,
@@ -94,7 +94,10 @@ pub(crate) async fn retry_handler(
         )));
     }
     w.wake_worker();
-    if let (Some(tenant_id), kind::PROVISION) = (before.tenant_id, before.kind.as_str()) {
+    // A restore as copy provisions its tenant like provisioning does.
+    if let (Some(tenant_id), kind::PROVISION | kind::RESTORE) =
+        (before.tenant_id, before.kind.as_str())
+    {
         if tenant_state::status(w.conn(), tenant_id).await? == Some(TenantStatus::Failed) {
             let patch = TenantPatch {
                 status: Some(TenantStatus::Provisioning),

@@ -38,11 +38,9 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         .backup(payload.backup_id)
         .await?
         .ok_or_else(|| AdminError::Job("the job's backup is not in the catalog".into()))?;
-    if matches!(
-        backup.status,
-        BackupStatus::Completed | BackupStatus::Failed
-    ) {
-        // Finished by an earlier claim whose completion raced ours: nothing left to do.
+    if backup.status == BackupStatus::Completed {
+        // Completed by an earlier claim whose completion raced ours: nothing left to do. (A
+        // failed backup whose job runs again was retried through the API: it starts over.)
         return complete(state, worker, job, None).await;
     }
     let tenant = state

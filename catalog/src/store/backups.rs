@@ -171,12 +171,15 @@ pub async fn insert(tx: &mut WriteTx, b: &NewBackup) -> Result<(), CatalogError>
     Ok(())
 }
 
-/// Mark a backup `running` (again, on a retry) from now. False when it is already finished.
+/// Mark a backup `running` from now: when its job starts, again when the job is claimed again
+/// after a crash, and when a failed job is retried (`POST /v1/jobs/{id}/retry`). False when it
+/// is already completed.
 pub async fn start(tx: &mut WriteTx, id: Uuid) -> Result<bool, CatalogError> {
     let updated = on!(tx.db(), db => {
         sqlx::query(
-            "UPDATE backups SET status = 'running', started_at = $2, error = NULL
-             WHERE id = $1 AND status IN ('queued', 'running')",
+            "UPDATE backups SET status = 'running', started_at = $2, completed_at = NULL,
+                error = NULL
+             WHERE id = $1 AND status IN ('queued', 'running', 'failed')",
         )
         .bind(Id(id))
         .bind(Millis::now())
