@@ -74,12 +74,13 @@ pub enum BackupError {
 }
 
 impl BackupError {
-    /// True when retrying cannot help (the object is wrong, a key is missing), so a job fails at
-    /// once instead of holding its tenant in `restoring` through every retry.
+    /// True when retrying cannot help (the object is missing or wrong, a key is not configured),
+    /// so a job fails at once instead of holding its tenant in `restoring` through every retry.
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
             BackupError::NotConfigured(_)
+                | BackupError::Store(object_store::Error::NotFound { .. })
                 | BackupError::Refused(_)
                 | BackupError::Mismatch { .. }
                 | BackupError::Decrypt(_)
