@@ -20,7 +20,6 @@ use tenantgate_catalog::store::backups::{
     self, Backup, BackupFormat, BackupKind, BackupStatus, NewBackup,
 };
 use tenantgate_catalog::store::jobs::NewJob;
-use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, NewTenant, TenantPatch};
 use tenantgate_catalog::tenant_db::db_name;
 use tenantgate_catalog::Tenant;
@@ -29,7 +28,7 @@ use tenantgate_contract::time::{rfc3339, serde_rfc3339};
 use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
 
-use super::tenants::find;
+use super::tenants::{begin_for, find};
 use crate::auth::{Reader, Writer};
 use crate::backup::BackupError;
 use crate::error::AdminError;
@@ -143,18 +142,6 @@ async fn format_of(state: &AdminState, tenant: &Tenant) -> Result<BackupFormat, 
     })
 }
 
-/// Begin a write that requires the tenant to still be in `status` (409 otherwise).
-async fn begin_in<'a>(state: &'a AdminState, tenant: &Tenant) -> Result<Write<'a>, AdminError> {
-    let mut w = Write::begin(state).await?;
-    match tenant_state::status(w.conn(), tenant.id).await? {
-        Some(s) if s == tenant.status => Ok(w),
-        Some(_) => Err(AdminError::Conflict(
-            "the tenant changed concurrently; retry".into(),
-        )),
-        None => Err(AdminError::NotFound("tenant")),
-    }
-}
-
 /// Queue a backup of a tenant (by id or slug): the backup row (`queued`), its job and the
 /// audit record in one write.
 pub(crate) async fn create(
@@ -178,7 +165,7 @@ pub(crate) async fn create(
     }
     let format = format_of(state, &tenant).await?;
     let (id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut w = begin_in(state, &tenant).await?;
+    let mut w = begin_for(state, &tenant).await?;
     backups::insert(
         w.conn(),
         &NewBackup {
@@ -287,7 +274,7 @@ pub(crate) async fn restore(
                 database: fresh_database(tenant.id, job_id),
                 resume: Some(tenant.status),
             };
-            let mut w = begin_in(state, &tenant).await?;
+            let mut w = begin_for(state, &tenant).await?;
             let patch = TenantPatch {
                 status: Some(TenantStatus::Restoring),
                 bump_epoch: true,

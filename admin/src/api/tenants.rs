@@ -337,7 +337,10 @@ fn patched(before: &Tenant, patch: &TenantPatch) -> Tenant {
 
 /// Run a tenant write that requires the tenant to still be in `before.status` (checked under
 /// the catalog write lock); 409 when it changed in between.
-async fn begin_for<'a>(state: &'a AdminState, before: &Tenant) -> Result<Write<'a>, AdminError> {
+pub(crate) async fn begin_for<'a>(
+    state: &'a AdminState,
+    before: &Tenant,
+) -> Result<Write<'a>, AdminError> {
     let mut w = Write::begin(state).await?;
     match tenant_state::status(w.conn(), before.id).await? {
         Some(s) if s == before.status => Ok(w),
