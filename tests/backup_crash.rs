@@ -8,38 +8,30 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
-use tenantgate_catalog::testing::{server_url, PgTestDb};
+use support::ComponentProcess;
 use tenantgate_config::RawConfig;
+use tenantgate_testkit::{server_url, PgTestDb};
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 const TOKEN: &str = "backup-crash-admin-token";
 
-struct Admin(Child);
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_admin(config: &Path) -> Admin {
-    Admin(
-        Command::new(support::binary())
-            .args(["admin", "--config"])
-            .arg(config)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+/// Run `tenantgate admin` on `config` (port 0): the process and its base URL.
+fn start_admin(config: &Path) -> (ComponentProcess, String) {
+    let args = [
+        OsStr::new("admin"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    let admin = ComponentProcess::start(support::binary(), &args, "admin API listening");
+    let base = format!("http://{}", admin.addr("listen"));
+    (admin, base)
 }
 
 /// An age identity made with Debian's `age-keygen`: (identity file, public key).
@@ -116,26 +108,25 @@ async fn sigkill_during_a_backup_never_completes_it_and_the_retry_does() {
     let db = PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let (identity, recipient) = age_keygen(dir.path());
-    let port = support::free_port();
     let mut raw = RawConfig::default();
     raw.catalog.url = db.url.clone();
-    raw.admin.listen = format!("127.0.0.1:{port}");
+    raw.admin.listen = "127.0.0.1:0".into();
     raw.admin.bootstrap_token = Some(TOKEN.into());
     raw.admin.job_lease_secs = 2;
     raw.security.signing_keys.insert("k".into(), KEY.into());
     raw.security.credential_key = Some(KEY.into());
-    raw.tenant_migrations.dir = tenantgate_catalog::testing::tenant_migrations_dir();
+    raw.tenant_migrations.dir = tenantgate_testkit::tenant_migrations_dir();
     raw.backups.store = format!("file://{}", dir.path().join("backups").display());
     raw.backups.recipient = Some(recipient);
     raw.backups.identity_file = Some(identity);
     let config = dir.path().join("admin.toml");
     std::fs::write(&config, raw.to_toml()).unwrap();
 
-    let api = Api {
+    let (mut admin, base) = start_admin(&config);
+    let mut api = Api {
         client: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
+        base,
     };
-    let mut admin = start_admin(&config);
     api.ready().await;
     let (status, body) = api
         .post(
@@ -207,8 +198,8 @@ async fn sigkill_during_a_backup_never_completes_it_and_the_retry_does() {
         },
     )
     .await;
-    admin.0.kill().unwrap();
-    admin.0.wait().unwrap();
+    admin.child.kill().unwrap();
+    admin.child.wait().unwrap();
 
     let status: String = sqlx::query_scalar("SELECT status FROM backups WHERE id = $1::uuid")
         .bind(&backup)
@@ -225,7 +216,8 @@ async fn sigkill_during_a_backup_never_completes_it_and_the_retry_does() {
 
     // Let go of the lock and start again: the job is claimed again once its lease ran out.
     holder.execute("ROLLBACK").await.unwrap();
-    let _admin = start_admin(&config);
+    let (_admin, base) = start_admin(&config);
+    api.base = base;
     api.ready().await;
     let job = support::wait_until(
         "the backup job to succeed",

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{free_port_base, wait_until, DevProcess};
+use support::{binary, wait_until, DevProcess};
 use tenantgate_config::Config;
 
 /// The admin API and the edge of a running demo.
@@ -133,13 +133,13 @@ async fn sqlite_backup_restore_in_place_copy_and_tamper() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_backup_restore_in_place_copy_and_tamper() {
-    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let db = tenantgate_testkit::PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     backup_and_restore(dir.path(), &["--database-url", &db.url], true).await;
 }
 
 async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
-    let dev = DevProcess::start(data_dir, free_port_base(), extra);
+    let dev = DevProcess::start(binary(), data_dir, extra);
     let demo = Demo {
         client: reqwest::Client::new(),
         admin: dev.admin(),
@@ -417,9 +417,9 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
 /// catalog write by holding the catalog's write lock (PostgreSQL catalog).
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_edge_answers_tenant_restoring_while_a_restore_runs() {
-    let db = tenantgate_catalog::testing::PgTestDb::create().await;
+    let db = tenantgate_testkit::PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let dev = DevProcess::start(dir.path(), free_port_base(), &["--database-url", &db.url]);
+    let dev = DevProcess::start(binary(), dir.path(), &["--database-url", &db.url]);
     let demo = Demo {
         client: reqwest::Client::new(),
         admin: dev.admin(),

@@ -77,7 +77,12 @@ async fn sqlite_tenant_backed_up_to_s3_and_restored_from_it() {
     let client = reqwest::Client::new();
 
     // The S3 server and its bucket (moto does not check signatures, so a plain PUT makes it).
-    let s3_port = support::free_port();
+    // moto's server must be told its port (it cannot report one it picked): bind one, release it.
+    let s3_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _moto = Running(
         Command::new(moto_server())
             .args(["-H", "127.0.0.1", "-p", &s3_port.to_string()])
@@ -94,33 +99,34 @@ async fn sqlite_tenant_backed_up_to_s3_and_restored_from_it() {
     .await;
 
     let (identity, recipient) = age_keygen(dir.path());
-    let port = support::free_port();
     let mut raw = RawConfig::default();
     raw.catalog.url = format!("sqlite://{}", dir.path().join("catalog.db").display());
-    raw.admin.listen = format!("127.0.0.1:{port}");
+    raw.admin.listen = "127.0.0.1:0".into();
     raw.admin.bootstrap_token = Some(TOKEN.into());
     raw.security.signing_keys.insert("k".into(), KEY.into());
     raw.security.credential_key = Some(KEY.into());
-    raw.tenant_migrations.dir = tenantgate_catalog::testing::tenant_migrations_dir();
+    raw.tenant_migrations.dir = tenantgate_testkit::tenant_migrations_dir();
     raw.backups.store = format!("s3://{BUCKET}/tenants/");
     raw.backups.endpoint = Some(s3.clone());
     raw.backups.recipient = Some(recipient);
     raw.backups.identity_file = Some(identity);
     let config = dir.path().join("admin.toml");
     std::fs::write(&config, raw.to_toml()).unwrap();
-    let _admin = Running(
-        Command::new(support::binary())
-            .args(["admin", "--config"])
-            .arg(&config)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let admin_process = support::ComponentProcess::start_with_env(
+        support::binary(),
+        &[
+            std::ffi::OsStr::new("admin"),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+        "admin API listening",
     );
-    let admin = format!("http://127.0.0.1:{port}");
+    let admin = format!("http://{}", admin_process.addr("listen"));
     let api = |method: reqwest::Method, path: &str, body: Option<Value>| {
         call(&client, method, format!("{admin}{path}"), body)
     };

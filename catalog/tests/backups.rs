@@ -6,21 +6,10 @@ use tenantgate_catalog::store::backups::{
 };
 use tenantgate_catalog::store::shards::NewShard;
 use tenantgate_catalog::store::{NewTenant, TenantPatch};
-use tenantgate_catalog::testing::TestCatalog;
 use tenantgate_catalog::Catalog;
 use tenantgate_contract::TenantStatus;
+use tenantgate_testkit::{both_backends, TestCatalog};
 use uuid::Uuid;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::postgres().await).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::TestCatalog::sqlite()).await })*
-        }
-    };
-}
 
 both_backends!(backup_rows_live_and_list, restoring_and_the_db_name_swap);
 

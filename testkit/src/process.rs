@@ -209,9 +209,21 @@ impl ComponentProcess {
         args: &[S],
         message: &str,
     ) -> ComponentProcess {
+        ComponentProcess::start_with_env(binary, args, &[], message)
+    }
+
+    /// As [`ComponentProcess::start`], with extra environment variables for the child (for
+    /// example the AWS credentials an S3 client reads).
+    pub fn start_with_env<S: AsRef<OsStr>>(
+        binary: impl AsRef<Path>,
+        args: &[S],
+        env: &[(&str, &str)],
+        message: &str,
+    ) -> ComponentProcess {
         let mut child = Command::new(binary.as_ref())
             .args(["--log-format", "json"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
