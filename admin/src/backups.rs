@@ -69,12 +69,15 @@ pub async fn restore(
     mode: &str,
     slug: Option<String>,
 ) -> Result<RestoreJob, AdminError> {
-    let request = StartRestore {
-        backup_id: backup.to_string(),
-        mode: mode.to_string(),
-        slug,
-    };
-    crate::api::backups::restore(&state(config, catalog), CLI_ACTOR, tenant, request).await
+    let state = state(config, catalog);
+    let request: StartRestore = crate::api::checked(
+        &state,
+        match slug {
+            Some(slug) => serde_json::json!({ "backup_id": backup, "mode": mode, "slug": slug }),
+            None => serde_json::json!({ "backup_id": backup, "mode": mode }),
+        },
+    )?;
+    crate::api::backups::restore(&state, CLI_ACTOR, tenant, request).await
 }
 
 /// Check backup `backup` of tenant `tenant` without touching the tenant: the stored object is

@@ -9,20 +9,8 @@ use tenantgate_catalog::CatalogError;
 use crate::backup::BackupError;
 
 /// One invalid field of a request: its JSON path (`domains[1]`, `rate_limit.rps`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use tenantgate_openapi::FieldError;
+use tenantgate_openapi::Rejection;
 
 /// Everything that can go wrong in the admin API, its worker and its CLI helpers.
 ///
@@ -74,6 +62,15 @@ pub enum AdminError {
 impl From<tenantgate_config::db_url::UrlError> for AdminError {
     fn from(e: tenantgate_config::db_url::UrlError) -> AdminError {
         AdminError::Catalog(CatalogError::from(e))
+    }
+}
+
+impl From<Rejection> for AdminError {
+    fn from(r: Rejection) -> AdminError {
+        match r {
+            Rejection::BadRequest(message) => AdminError::BadRequest(message),
+            Rejection::Invalid(fields) => AdminError::Invalid(fields),
+        }
     }
 }
 

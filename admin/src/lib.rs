@@ -19,7 +19,6 @@ pub mod fleet;
 mod jobs;
 mod metrics;
 mod state;
-mod validate;
 pub mod webhooks;
 mod write;
 pub use backup::tenant::Verified;
@@ -34,8 +33,6 @@ use tenantgate_catalog::{Catalog, TokenScope};
 use tenantgate_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use tenantgate_contract::RateLimit;
 
 /// Actor recorded in the audit log for writes made through the CLI helpers.
 const CLI_ACTOR: &str = "cli";
@@ -114,15 +111,13 @@ pub async fn ensure_shard(
     let state = AdminState::new(Arc::new(cli_config()?), catalog.clone());
     match catalog.shard(name).await? {
         None => {
-            api::shards::create(
+            let request = api::checked(
                 &state,
-                CLI_ACTOR,
-                name,
-                app_upstreams,
-                database_url,
-                Vec::new(),
-            )
-            .await?;
+                serde_json::json!({
+                    "name": name, "app_upstreams": app_upstreams, "database_url": database_url,
+                }),
+            )?;
+            api::shards::create(&state, CLI_ACTOR, request).await?;
         }
         Some(shard) if shard.app_upstreams != app_upstreams => {
             api::shards::update(&state, CLI_ACTOR, name, None, Some(app_upstreams), None).await?;
@@ -154,14 +149,12 @@ pub async fn ensure_tenant(
         return Ok(());
     }
     let state = AdminState::new(Arc::new(config.clone()), catalog.clone());
-    let request = api::tenants::CreateTenant {
-        slug: slug.to_string(),
-        name: name.to_string(),
-        domains: vec![domain.to_string()],
-        shard: Some(shard.to_string()),
-        rate_limit: None::<RateLimit>,
-        settings: Some(settings),
-    };
+    let request: api::tenants::CreateTenant = api::checked(
+        &state,
+        serde_json::json!({
+            "slug": slug, "name": name, "domains": [domain], "shard": shard, "settings": settings,
+        }),
+    )?;
     api::tenants::create(&state, CLI_ACTOR, request).await?;
     Ok(())
 }

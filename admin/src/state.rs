@@ -18,6 +18,8 @@ pub(crate) struct AdminState {
     pub(crate) jobs_wake: Arc<Notify>,
     /// Woken after a webhook event is queued.
     pub(crate) webhooks_wake: Arc<Notify>,
+    /// The request checks of the API's route table.
+    pub(crate) api: Arc<tenantgate_openapi::Checker>,
 }
 
 impl AdminState {
@@ -28,6 +30,7 @@ impl AdminState {
             metrics: Metrics::new(),
             jobs_wake: Arc::new(Notify::new()),
             webhooks_wake: Arc::new(Notify::new()),
+            api: crate::api::checker(),
         }
     }
 }

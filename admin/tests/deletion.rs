@@ -19,10 +19,10 @@ async fn delete_with_grace_then_purge_drops_the_database(backend: Engine) {
     let drop_job = r.body["job_id"].as_str().unwrap().to_string();
     let job = h.get(&format!("/v1/jobs/{drop_job}")).await;
     assert_eq!(job.body["status"], "queued");
-    assert_eq!(
-        h.get(&format!("/v1/tenants/{id}")).await.body["status"],
-        "deleted"
-    );
+    // A deleted tenant is gone for the API (404), and listed under status=deleted.
+    assert_eq!(h.get(&format!("/v1/tenants/{id}")).await.status, 404);
+    let listed = h.get("/v1/tenants?status=deleted").await;
+    assert_eq!(listed.body["tenants"][0]["id"], id.as_str());
     let r = h.get("/v1/resolve?host=doomed.example.com").await;
     assert_eq!(r.body["edge"]["status"], 410);
     // Within the grace period the database stays.
@@ -107,9 +107,8 @@ async fn purge_while_provisioning_retries_drops_everything(backend: Engine) {
     h.wait_job(&provision, "succeeded").await;
     h.wait_job(&drop_job, "succeeded").await;
     assert!(!h.database_exists(&id).await);
-    assert_eq!(
-        h.get(&format!("/v1/tenants/{id}")).await.body["status"],
-        "deleted"
-    );
+    assert_eq!(h.get(&format!("/v1/tenants/{id}")).await.status, 404);
+    let listed = h.get("/v1/tenants?status=deleted").await;
+    assert_eq!(listed.body["tenants"][0]["id"], id.as_str());
     h.stop().await;
 }

@@ -31,8 +31,14 @@ async fn move_copies_the_tenant_and_switches_its_shard(backend: Engine) {
         409
     );
     assert_eq!(
+        h.post(&format!("/v1/tenants/{id}/move"), json!({"shard": "nope"}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
         fields(
-            &h.post(&format!("/v1/tenants/{id}/move"), json!({"shard": "nope"}))
+            &h.post(&format!("/v1/tenants/{id}/move"), json!({"shard": "No pe"}))
                 .await
         ),
         ["shard"]

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 /// Whether a shard takes traffic and new tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ShardStatus {
     /// Serves its tenants and takes new ones.
@@ -92,6 +93,7 @@ impl FromStr for TokenScope {
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     pub id: Uuid,
     pub slug: String,
@@ -103,12 +105,15 @@ pub struct Tenant {
     pub domains: Vec<String>,
     /// The tenant's own limit; `None` means the edge's configured default.
     pub rate_limit: Option<RateLimit>,
+    #[cfg_attr(feature = "openapi", schema(value_type = tenantgate_contract::TenantSettings))]
     pub settings: serde_json::Value,
     /// Highest tenant migration applied (0 before the first).
     pub schema_version: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub migration_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub last_error: Option<String>,
     /// Name of the tenant's database (PostgreSQL) or file stem (SQLite) on its shard.
     #[serde(skip)]
@@ -117,8 +122,10 @@ pub struct Tenant {
     #[serde(skip)]
     pub db_credentials: Option<String>,
     #[serde(with = "serde_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
     #[serde(with = "serde_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: i64,
 }
 
@@ -142,6 +149,7 @@ impl Domain {
 
 /// A shard: an app pool and the database server its tenants live on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shard {
     pub name: String,
     pub status: ShardStatus,
@@ -153,8 +161,10 @@ pub struct Shard {
     /// Read replicas (PostgreSQL URLs of the same server's streaming replicas).
     pub replicas: Vec<String>,
     #[serde(with = "serde_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
     #[serde(with = "serde_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: i64,
 }
 

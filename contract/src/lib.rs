@@ -25,9 +25,15 @@ pub use status::{Admission, Refusal, TenantStatus};
 use serde::{Deserialize, Serialize};
 
 /// A per-tenant rate limit: sustained requests per second and burst size.
+///
+/// The bounds a tenant's own limit must keep (`rps` 1-1,000,000, `burst` 1-10,000,000) are its
+/// schema's; the admin API checks request bodies against that schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub rps: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub burst: u32,
 }

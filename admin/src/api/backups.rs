@@ -7,14 +7,14 @@
 //! POST /v1/tenants/{id}/restore {backup_id, mode: "in_place"|"copy", slug?} → 202 {job_id, tenant_id}
 //! ```
 //!
-//! The request and response types are plain serde structs; [`schemas`] describes them for the
-//! OpenAPI document. [`create`] and [`restore`] are shared with the CLI (`tenantgate backup`).
+//! The request and response types carry their OpenAPI schemas. [`create`] and [`restore`] are
+//! shared with the CLI (`tenantgate backup`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::backups::{
     self, Backup, BackupFormat, BackupKind, BackupStatus, NewBackup,
@@ -28,7 +28,12 @@ use tenantgate_contract::time::{rfc3339, serde_rfc3339};
 use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
 
-use super::tenants::{begin_for, find};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+use super::fields::{Name, Slug};
+use super::tenants::{begin_for, find, find_any};
 use crate::auth::{Reader, Writer};
 use crate::backup::BackupError;
 use crate::error::AdminError;
@@ -36,11 +41,11 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::jobs::kind;
 use crate::jobs::restore::{fresh_database, RestoreMode, RestorePayload};
 use crate::state::AdminState;
-use crate::validate::{self, Errors};
 use crate::write::Write;
 
 /// A backup as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Backup)]
 pub struct BackupView {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -57,8 +62,11 @@ pub struct BackupView {
     pub schema_version: Option<i64>,
     pub job_id: Option<Uuid>,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime)]
     pub completed_at: Option<String>,
     pub error: Option<String>,
 }
@@ -85,42 +93,85 @@ impl From<Backup> for BackupView {
 }
 
 /// `POST /v1/tenants/{id}/backups` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BackupJob {
     backup: BackupView,
     job_id: Uuid,
 }
 
 /// `GET /v1/tenants/{id}/backups` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BackupPage {
     backups: Vec<BackupView>,
     next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page (a backup id).
-    cursor: Option<String>,
+    #[param(nullable = false)]
+    cursor: Option<Uuid>,
 }
 
-/// `POST /v1/tenants/{id}/restore` body.
+/// `POST /v1/tenants/{id}/restore` body: `{backup_id, mode: "in_place"}` or
+/// `{backup_id, mode: "copy", slug}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartRestore {
-    pub(crate) backup_id: String,
-    /// `in_place` or `copy`.
-    pub(crate) mode: String,
+    pub(crate) backup_id: Uuid,
+    pub(crate) mode: RestoreMode,
     /// The new tenant's slug (copy only).
     #[serde(default)]
-    pub(crate) slug: Option<String>,
+    pub(crate) slug: Option<Slug>,
+}
+
+impl PartialSchema for StartRestore {
+    fn schema() -> RefOr<Schema> {
+        let shape = |mode: &str, slug: bool| {
+            let o = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("backup_id", super::fields::uuid())
+                .required("backup_id")
+                .property(
+                    "mode",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([mode])),
+                )
+                .required("mode")
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ));
+            if slug {
+                o.property("slug", Slug::schema()).required("slug")
+            } else {
+                o
+            }
+        };
+        OneOfBuilder::new()
+            .item(shape("in_place", false))
+            .item(shape("copy", true))
+            .description(Some(
+                "in place (the tenant answers 503 tenant_restoring meanwhile), or as a copy: a \
+                 new tenant with the given slug",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for StartRestore {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Slug::name().into(), Slug::schema()));
+    }
 }
 
 /// `POST /v1/tenants/{id}/restore` answer: the job, and the tenant it restores (the same
 /// tenant in place, the new one for a copy).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RestoreJob {
     pub job_id: Uuid,
     pub tenant_id: Uuid,
@@ -210,30 +261,22 @@ pub(crate) async fn restore(
     id_or_slug: &str,
     req: StartRestore,
 ) -> Result<RestoreJob, AdminError> {
-    let mut errors = Errors::default();
-    let backup_id = Uuid::parse_str(&req.backup_id).ok();
-    if backup_id.is_none() {
-        errors.add("backup_id", "must be a backup id (uuid)");
-    }
-    let mode = match req.mode.as_str() {
-        "in_place" => Some(RestoreMode::InPlace),
-        "copy" => Some(RestoreMode::Copy),
-        _ => {
-            errors.add("mode", "must be \"in_place\" or \"copy\"");
-            None
+    // The schema ties `slug` to the mode; these hold for requests checked against it.
+    match (req.mode, &req.slug) {
+        (RestoreMode::Copy, None) => {
+            return Err(AdminError::field("slug", "is required for a copy"))
         }
-    };
-    match (mode, &req.slug) {
-        (Some(RestoreMode::Copy), Some(slug)) => validate::slug(&mut errors, "slug", slug),
-        (Some(RestoreMode::Copy), None) => errors.add("slug", "is required for a copy"),
-        (Some(RestoreMode::InPlace), Some(_)) => {
-            errors.add("slug", "applies only to mode \"copy\"")
+        (RestoreMode::InPlace, Some(_)) => {
+            return Err(AdminError::field("slug", "applies only to mode \"copy\""))
         }
         _ => {}
     }
-    errors.finish()?;
-    let (backup_id, mode) = (backup_id.expect("validated"), mode.expect("validated"));
-    let tenant = find(state, id_or_slug).await?;
+    let (backup_id, mode) = (req.backup_id, req.mode);
+    // A deleted tenant's backups (taken before the drop) can still be restored as a copy.
+    let tenant = match mode {
+        RestoreMode::Copy => find_any(state, id_or_slug).await?,
+        RestoreMode::InPlace => find(state, id_or_slug).await?,
+    };
     let backup = state
         .catalog
         .backup(backup_id)
@@ -309,14 +352,14 @@ pub(crate) async fn restore(
             })
         }
         RestoreMode::Copy => {
-            let slug = req.slug.expect("validated");
+            let slug = req.slug.expect("checked above").0;
             if state.catalog.tenant(&slug).await?.is_some() {
                 return Err(AdminError::Conflict(format!("slug {slug} is taken")));
             }
             let id = Uuid::now_v7();
             let name: String = format!("{} (restored)", tenant.name)
                 .chars()
-                .take(validate::MAX_NAME_CHARS)
+                .take(Name::MAX_CHARS)
                 .collect();
             let new = NewTenant {
                 id,
@@ -373,23 +416,17 @@ pub(crate) async fn list(
     state: &AdminState,
     id_or_slug: &str,
     limit: Option<i64>,
-    cursor: Option<&str>,
+    cursor: Option<Uuid>,
 ) -> Result<(Vec<Backup>, Option<String>), AdminError> {
-    let mut errors = Errors::default();
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        errors.add("limit", format!("must be between 1 and {MAX_PAGE}"));
+        return Err(AdminError::field(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
     }
-    let cursor = match cursor.map(Uuid::parse_str) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            errors.add("cursor", "must be the next_cursor of a previous page");
-            None
-        }
-    };
-    errors.finish()?;
-    let tenant = find(state, id_or_slug).await?;
+    // Backups of a deleted tenant stay listed: they are what a copy is restored from.
+    let tenant = find_any(state, id_or_slug).await?;
     // One row more than asked tells whether another page follows.
     let mut page = state
         .catalog
@@ -425,7 +462,7 @@ pub(crate) async fn list_handler(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<BackupPage>, AdminError> {
-    let (page, next_cursor) = list(&state, &id, q.limit, q.cursor.as_deref()).await?;
+    let (page, next_cursor) = list(&state, &id, q.limit, q.cursor).await?;
     Ok(Json(BackupPage {
         backups: page.into_iter().map(BackupView::from).collect(),
         next_cursor,
@@ -454,35 +491,4 @@ pub(crate) async fn restore_handler(
 ) -> Result<(StatusCode, Json<RestoreJob>), AdminError> {
     let started = restore(&state, &actor.name, &id, req).await?;
     Ok((StatusCode::ACCEPTED, Json(started)))
-}
-
-/// The OpenAPI schemas of this module's bodies (merged into `components.schemas`).
-pub(crate) fn schemas() -> Value {
-    let nullable = |ty: &str| json!({ "type": [ty, "null"] });
-    let time = json!({ "type": "string", "format": "date-time" });
-    let uuid = json!({ "type": "string", "format": "uuid" });
-    let backup = json!({ "type": "object", "properties": {
-        "id": uuid, "tenant_id": uuid,
-        "status": { "enum": ["queued", "running", "completed", "failed"] },
-        "kind": { "enum": ["manual", "scheduled", "pre_delete", "pre_move", "pre_restore"] },
-        "format": { "enum": ["pg_custom", "sqlite"] },
-        "size_bytes": nullable("integer"),
-        "sha256": { "type": ["string", "null"], "description": "of the stored (encrypted) object" },
-        "location": { "type": ["string", "null"], "description": "the object's key in the backup store" },
-        "schema_version": nullable("integer"), "job_id": uuid, "created_at": time,
-        "started_at": nullable("string"), "completed_at": nullable("string"), "error": nullable("string"),
-    }});
-    json!({
-        "Backup": backup,
-        "BackupJob": { "type": "object", "properties": {
-            "backup": { "$ref": "#/components/schemas/Backup" }, "job_id": uuid } },
-        "BackupPage": { "type": "object", "properties": {
-            "backups": { "type": "array", "items": { "$ref": "#/components/schemas/Backup" } },
-            "next_cursor": nullable("string") } },
-        "StartRestore": { "type": "object", "additionalProperties": false,
-            "required": ["backup_id", "mode"], "properties": {
-            "backup_id": uuid, "mode": { "enum": ["in_place", "copy"] },
-            "slug": { "type": "string", "description": "the new tenant's slug (copy only)" } } },
-        "RestoreJob": { "type": "object", "properties": { "job_id": uuid, "tenant_id": uuid } },
-    })
 }

@@ -19,22 +19,30 @@ use crate::state::AdminState;
 use crate::write::Write;
 
 /// A job as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub(crate) struct JobView {
     id: Uuid,
+    /// `provision_tenant`, `drop_tenant_db`, `move_tenant`, `migrate_tenants`, `backup`, ...
     kind: String,
     tenant_id: Option<Uuid>,
     status: JobStatus,
     attempts: i64,
     max_attempts: i64,
+    /// Error of the last failed attempt.
     error: Option<String>,
+    /// What a long job reports while it runs (a fleet migration: done, total, failed, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, nullable = false)]
     progress: Option<serde_json::Value>,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     run_at: i64,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: i64,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: i64,
 }
 

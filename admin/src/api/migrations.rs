@@ -14,23 +14,25 @@ use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::jobs::{kind, migrate::MigratePayload};
 use crate::state::AdminState;
-use crate::validate::Errors;
 use crate::write::Write;
 
 /// Tenant databases migrated at once per database server unless the request says otherwise.
 const DEFAULT_CONCURRENCY: usize = 8;
-const MAX_CONCURRENCY: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartMigration {
     /// Slugs or ids; absent or empty means every tenant.
     #[serde(default)]
+    #[schema(max_items = 10_000)]
     tenants: Vec<String>,
+    /// Databases at once per database server, 1-64, default 8.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     concurrency: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct MigrationJob {
     job_id: Uuid,
 }
@@ -40,22 +42,14 @@ pub(crate) async fn handler(
     Writer(actor): Writer,
     ApiJson(req): ApiJson<StartMigration>,
 ) -> Result<(StatusCode, Json<MigrationJob>), AdminError> {
-    let mut errors = Errors::default();
     let concurrency = req.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
-        errors.add(
-            "concurrency",
-            format!("must be between 1 and {MAX_CONCURRENCY}"),
-        );
-    }
     let mut slugs = Vec::with_capacity(req.tenants.len());
-    for (i, t) in req.tenants.iter().enumerate() {
+    for t in &req.tenants {
         match state.catalog.tenant(t).await? {
             Some(tenant) => slugs.push(tenant.slug),
-            None => errors.add(format!("tenants[{i}]"), "no such tenant"),
+            None => return Err(AdminError::NotFound("tenant")),
         }
     }
-    errors.finish()?;
 
     let payload = MigratePayload {
         tenants: slugs,

@@ -7,22 +7,28 @@ use axum::Json;
 
 use crate::state::AdminState;
 
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// `ok`, `ready`, or `catalog_unreachable`.
+    status: &'static str,
+}
+
 /// `GET /healthz`: the process serves requests.
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// `GET /readyz`: 200 when the catalog answers, else 503.
 pub(crate) async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.catalog.ping().await {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        )
+        (StatusCode::OK, Json(Health { status: "ready" }))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "catalog_unreachable" })),
+            Json(Health {
+                status: "catalog_unreachable",
+            }),
         )
     }
 }

@@ -15,16 +15,17 @@ use crate::error::AdminError;
 use crate::extract::ApiQuery;
 use crate::state::AdminState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResolveQuery {
     /// A Host header value (port and case are normalised like the edge does).
     host: String,
     /// Request path, for host + prefix domains. Default `/`.
+    #[param(nullable = false)]
     path: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct EdgeAnswer {
     /// HTTP status the edge would answer with; 200 means "forwarded to the shard".
     status: u16,
@@ -33,14 +34,41 @@ pub(crate) struct EdgeAnswer {
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The tenant a host resolves to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ResolvedTenant {
+    id: uuid::Uuid,
+    slug: String,
+    status: tenantgate_contract::TenantStatus,
+    epoch: i64,
+}
+
+/// The tenant's shard.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ResolvedShard {
+    name: String,
+    status: tenantgate_catalog::ShardStatus,
+}
+
+/// The rate limit the edge applies, and whose it is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EffectiveLimit {
+    rps: u32,
+    burst: u32,
+    /// `tenant` or `edge default`.
+    source: &'static str,
+}
+
+/// What the edge would do for a host, and why; parts it did not get to are null.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Resolution {
+    /// The normalised host.
     host: Option<String>,
     path_prefix: Option<String>,
-    tenant: Option<serde_json::Value>,
-    shard: Option<serde_json::Value>,
+    tenant: Option<ResolvedTenant>,
+    shard: Option<ResolvedShard>,
     backends: Vec<String>,
-    rate_limit: Option<serde_json::Value>,
+    rate_limit: Option<EffectiveLimit>,
     edge: EdgeAnswer,
 }
 
@@ -85,19 +113,28 @@ pub(crate) async fn handler(
         return Ok(Json(out));
     };
     out.path_prefix = route.path_prefix.clone();
-    out.tenant = Some(serde_json::json!({
-        "id": route.tenant_id, "slug": route.slug, "status": route.status, "epoch": route.epoch,
-    }));
+    out.tenant = Some(ResolvedTenant {
+        id: route.tenant_id,
+        slug: route.slug.clone(),
+        status: route.status,
+        epoch: route.epoch,
+    });
     let (limit, source): (RateLimit, &str) = match route.rate_limit {
         Some(l) => (l, "tenant"),
         None => (state.config.edge.default_rate_limit, "edge default"),
     };
-    out.rate_limit =
-        Some(serde_json::json!({ "rps": limit.rps, "burst": limit.burst, "source": source }));
+    out.rate_limit = Some(EffectiveLimit {
+        rps: limit.rps,
+        burst: limit.burst,
+        source,
+    });
     let shard = state.catalog.shard(&route.shard).await?;
     if let Some(s) = &shard {
         out.backends = s.app_upstreams.clone();
-        out.shard = Some(serde_json::json!({ "name": s.name, "status": s.status }));
+        out.shard = Some(ResolvedShard {
+            name: s.name.clone(),
+            status: s.status,
+        });
     }
     out.edge = match route.status.admission() {
         Admission::Refuse(r) => answer(r.status(), Some(r.code()), r.message()),

@@ -9,39 +9,65 @@ use tenantgate_catalog::store::shards::{self, shard_change, NewShard};
 use tenantgate_catalog::{Shard, ShardStatus};
 use tenantgate_config::db_url::redact;
 
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::fields::{DatabaseUrl, ReplicaUrl, Slug, Upstream};
 use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::state::AdminState;
-use crate::validate::{self, Errors};
 use crate::write::Write;
 
 /// `POST /v1/shards` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateShard {
-    name: String,
-    app_upstreams: Vec<String>,
-    database_url: String,
+    pub(crate) name: Slug,
+    /// `host:port` of each app backend.
+    #[schema(min_items = 1, max_items = 64)]
+    pub(crate) app_upstreams: Vec<Upstream>,
+    pub(crate) database_url: DatabaseUrl,
+    /// PostgreSQL shards only.
     #[serde(default)]
-    replicas: Vec<String>,
+    #[schema(max_items = 16)]
+    pub(crate) replicas: Vec<ReplicaUrl>,
 }
 
 /// `PATCH /v1/shards/{name}` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchShard {
     #[serde(default)]
-    status: Option<String>,
+    status: Option<ShardStatus>,
     #[serde(default)]
-    app_upstreams: Option<Vec<String>>,
+    #[schema(min_items = 1, max_items = 64)]
+    app_upstreams: Option<Vec<Upstream>>,
     #[serde(default)]
-    replicas: Option<Vec<String>>,
+    #[schema(max_items = 16)]
+    replicas: Option<Vec<ReplicaUrl>>,
 }
 
 /// A shard as the API shows it: secrets in URLs redacted.
 #[derive(Debug, Serialize)]
 pub(crate) struct ShardView(Shard);
+
+/// The document shows a [`ShardView`] as the shard it is.
+impl PartialSchema for ShardView {
+    fn schema() -> RefOr<Schema> {
+        Shard::schema()
+    }
+}
+
+impl ToSchema for ShardView {
+    fn name() -> std::borrow::Cow<'static, str> {
+        Shard::name()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        Shard::schemas(schemas);
+    }
+}
 
 impl From<Shard> for ShardView {
     fn from(mut s: Shard) -> ShardView {
@@ -51,7 +77,7 @@ impl From<Shard> for ShardView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ShardList {
     shards: Vec<ShardView>,
 }
@@ -60,21 +86,31 @@ fn view_json(s: &Shard) -> serde_json::Value {
     serde_json::to_value(ShardView::from(s.clone())).expect("shard serialises")
 }
 
-/// Create a validated shard (audited, announced). Used by the API and [`crate::ensure_shard`].
+/// Replicas only on PostgreSQL shards: 409 for a SQLite shard with replicas.
+fn check_replicas(database_url: &str, replicas: &[String]) -> Result<(), AdminError> {
+    if !replicas.is_empty()
+        && tenantgate_config::db_url::Engine::of_url(database_url)
+            .is_ok_and(|e| e == tenantgate_config::db_url::Engine::Sqlite)
+    {
+        return Err(AdminError::Conflict(
+            "a SQLite shard has no replicas".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Create a shard from a request checked against its schema (audited, announced). Used by the
+/// API and [`crate::ensure_shard`].
 pub(crate) async fn create(
     state: &AdminState,
     actor: &str,
-    name: &str,
-    app_upstreams: Vec<String>,
-    database_url: &str,
-    replicas: Vec<String>,
+    req: CreateShard,
 ) -> Result<Shard, AdminError> {
-    let mut errors = Errors::default();
-    validate::slug(&mut errors, "name", name);
-    validate::upstreams(&mut errors, &app_upstreams);
-    let backend = validate::database_url(&mut errors, database_url);
-    validate::replicas(&mut errors, backend, &replicas);
-    errors.finish()?;
+    let name = req.name.as_str();
+    let app_upstreams: Vec<String> = req.app_upstreams.into_iter().map(|u| u.0).collect();
+    let replicas: Vec<String> = req.replicas.into_iter().map(|u| u.0).collect();
+    let database_url = req.database_url.as_str();
+    check_replicas(database_url, &replicas)?;
     if state.catalog.shard(name).await?.is_some() {
         return Err(AdminError::Conflict(format!("shard {name} already exists")));
     }
@@ -124,15 +160,9 @@ pub(crate) async fn update(
         .shard(name)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let mut errors = Errors::default();
-    if let Some(u) = &app_upstreams {
-        validate::upstreams(&mut errors, u);
-    }
     if let Some(r) = &replicas {
-        let backend = tenantgate_config::db_url::Engine::of_url(&before.database_url).ok();
-        validate::replicas(&mut errors, backend, r);
+        check_replicas(&before.database_url, r)?;
     }
-    errors.finish()?;
     let mut after = before.clone();
     if let Some(s) = status {
         after.status = s;
@@ -172,15 +202,7 @@ pub(crate) async fn create_handler(
     Writer(actor): Writer,
     ApiJson(req): ApiJson<CreateShard>,
 ) -> Result<(StatusCode, Json<ShardView>), AdminError> {
-    let shard = create(
-        &state,
-        &actor.name,
-        &req.name,
-        req.app_upstreams,
-        &req.database_url,
-        req.replicas,
-    )
-    .await?;
+    let shard = create(&state, &actor.name, req).await?;
     Ok((StatusCode::CREATED, Json(shard.into())))
 }
 
@@ -213,23 +235,19 @@ pub(crate) async fn patch_handler(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<PatchShard>,
 ) -> Result<Json<ShardView>, AdminError> {
-    let status = match req.status.as_deref().map(str::parse::<ShardStatus>) {
-        None => None,
-        Some(Ok(s)) => Some(s),
-        Some(Err(_)) => {
-            return Err(AdminError::field(
-                "status",
-                "must be one of \"active\", \"draining\", \"disabled\"",
-            ))
-        }
+    let strings = |v: Vec<_>| {
+        v.into_iter()
+            .map(|s: super::fields::Upstream| s.0)
+            .collect()
     };
     let shard = update(
         &state,
         &actor.name,
         &name,
-        status,
-        req.app_upstreams,
-        req.replicas,
+        req.status,
+        req.app_upstreams.map(strings),
+        req.replicas
+            .map(|v| v.into_iter().map(|r: ReplicaUrl| r.0).collect()),
     )
     .await?;
     Ok(Json(shard.into()))

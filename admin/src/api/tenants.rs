@@ -12,46 +12,62 @@ use tenantgate_catalog::store::tenants::{self, NewTenant, TenantFilter, TenantPa
 use tenantgate_catalog::tenant_db::db_name;
 use tenantgate_catalog::{ShardStatus, Tenant};
 use tenantgate_config::db_url::{self, Engine};
+use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::{RateLimit, TenantSettings, TenantStatus};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::fields::{Domain, Name, Slug};
 use crate::auth::{Reader, Writer};
-use crate::error::AdminError;
+use crate::error::{AdminError, FieldError};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::jobs::kind;
 use crate::state::AdminState;
-use crate::validate::{self, Errors};
 use crate::write::Write;
 
 /// `POST /v1/tenants` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTenant {
-    pub(crate) slug: String,
-    pub(crate) name: String,
+    pub(crate) slug: Slug,
+    pub(crate) name: Name,
     /// `host` or `host/prefix`; the first is the primary domain.
-    pub(crate) domains: Vec<String>,
+    #[schema(schema_with = super::fields::domain_list)]
+    pub(crate) domains: Vec<Domain>,
     /// Shard to place the tenant on; default: the active shard with the fewest tenants.
     #[serde(default)]
-    pub(crate) shard: Option<String>,
+    pub(crate) shard: Option<Slug>,
+    /// The tenant's own rate limit; default: the edge's.
     #[serde(default)]
     pub(crate) rate_limit: Option<RateLimit>,
     #[serde(default)]
+    #[schema(value_type = Option<TenantSettings>)]
     pub(crate) settings: Option<Value>,
+}
+
+/// What `PATCH` may set a tenant's status to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Activation {
+    Active,
+    Suspended,
 }
 
 /// `PATCH /v1/tenants/{id}` body. `rate_limit: null` returns the tenant to the edge default;
 /// `settings` is merged into the current settings (a `null` value removes a key).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchTenant {
     #[serde(default)]
-    name: Option<String>,
+    name: Option<Name>,
     #[serde(default)]
-    status: Option<String>,
+    status: Option<Activation>,
+    /// `null` returns the tenant to the edge's default limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimit>)]
     rate_limit: Option<Option<RateLimit>>,
     #[serde(default)]
+    #[schema(value_type = Option<tenantgate_contract::settings::SettingsPatch>)]
     settings: Option<Value>,
 }
 
@@ -62,48 +78,58 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
-    status: Option<String>,
+    #[param(nullable = false)]
+    status: Option<TenantStatus>,
+    /// Shard name.
+    #[param(nullable = false)]
     shard: Option<String>,
+    /// Highest tenant migration applied.
+    #[param(nullable = false)]
     schema_version: Option<i64>,
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(nullable = false)]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeleteQuery {
-    #[serde(default)]
-    purge: bool,
+    /// Drop the database now instead of after the grace period.
+    #[param(nullable = false)]
+    purge: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MoveTenant {
-    shard: String,
+    shard: Slug,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MoveJob {
     job_id: Uuid,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddDomain {
-    domain: String,
+    domain: Domain,
 }
 
 /// A tenant and the job working on it (202 answers).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantJob {
     tenant: Tenant,
     job_id: Uuid,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantPage {
     tenants: Vec<Tenant>,
     next_cursor: Option<String>,
@@ -113,13 +139,29 @@ pub(crate) struct TenantPage {
 const MAX_PAGE: i64 = 500;
 const DEFAULT_PAGE: i64 = 50;
 
-/// A tenant by id or slug, or 404.
+/// A tenant by id or slug, or 404; a deleted tenant is gone for the API too (404), except
+/// where [`find_any`] is used.
 pub(crate) async fn find(state: &AdminState, id_or_slug: &str) -> Result<Tenant, AdminError> {
+    let tenant = find_any(state, id_or_slug).await?;
+    if tenant.status == TenantStatus::Deleted {
+        return Err(AdminError::NotFound("tenant"));
+    }
+    Ok(tenant)
+}
+
+/// A tenant by id or slug, deleted ones included (deleting again, freeing their domains,
+/// their backups), or 404.
+pub(crate) async fn find_any(state: &AdminState, id_or_slug: &str) -> Result<Tenant, AdminError> {
     state
         .catalog
         .tenant(id_or_slug)
         .await?
         .ok_or(AdminError::NotFound("tenant"))
+}
+
+/// A domain the schema let through, normalised by the edge's own parser.
+fn domain_spec(field: String, domain: &Domain) -> Result<DomainSpec, FieldError> {
+    DomainSpec::parse(domain.as_str()).map_err(|e| FieldError::new(field, e.to_string()))
 }
 
 fn target(t: &Tenant) -> String {
@@ -138,15 +180,12 @@ async fn place(state: &AdminState, requested: Option<&str>) -> Result<String, Ad
             .catalog
             .shard(name)
             .await?
-            .ok_or_else(|| AdminError::field("shard", format!("unknown shard {name:?}")))?;
+            .ok_or(AdminError::NotFound("shard"))?;
         if shard.status != ShardStatus::Active {
-            return Err(AdminError::field(
-                "shard",
-                format!(
-                    "shard {name:?} is {} and takes no new tenants",
-                    shard.status
-                ),
-            ));
+            return Err(AdminError::Conflict(format!(
+                "shard {name:?} is {} and takes no new tenants",
+                shard.status
+            )));
         }
         return Ok(shard.name);
     }
@@ -165,41 +204,62 @@ async fn place(state: &AdminState, requested: Option<&str>) -> Result<String, Ad
         .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
         .map(|(name, _)| name)
         .ok_or_else(|| {
-            AdminError::field("shard", "there is no active shard to place the tenant on")
+            AdminError::Conflict("there is no active shard to place the tenant on".into())
         })
 }
 
-/// Validate and create a tenant in status `provisioning` with its provisioning job, in one
-/// catalog write. Returns the tenant and the job id. Used by the API and by [`crate::ensure_tenant`].
+/// The settings a request gives (checked against their schema), read by the contract's
+/// typed settings; what the schema cannot say (a merge past the flag limit) is a 422.
+fn settings_of(
+    parsed: Result<TenantSettings, tenantgate_contract::settings::SettingsErrors>,
+) -> Result<TenantSettings, AdminError> {
+    parsed.map_err(|invalid| {
+        AdminError::Invalid(
+            invalid
+                .0
+                .into_iter()
+                .map(|e| FieldError::new(e.field, e.message))
+                .collect(),
+        )
+    })
+}
+
+/// Create a tenant from a request checked against its schema, in status `provisioning` with
+/// its provisioning job, in one catalog write. Returns the tenant and the job id. Used by the
+/// API and by [`crate::ensure_tenant`].
 pub(crate) async fn create(
     state: &AdminState,
     actor: &str,
     req: CreateTenant,
 ) -> Result<(Tenant, Uuid), AdminError> {
-    let mut errors = Errors::default();
-    validate::slug(&mut errors, "slug", &req.slug);
-    validate::name(&mut errors, "name", &req.name);
-    let specs = validate::domains(&mut errors, &req.domains);
-    if let Some(limit) = &req.rate_limit {
-        validate::rate_limit(&mut errors, limit);
+    let specs = req
+        .domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| domain_spec(format!("domains[{i}]"), d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AdminError::Invalid(vec![e]))?;
+    // The schema refuses the same text twice; two spellings of one domain are a conflict.
+    for (i, spec) in specs.iter().enumerate() {
+        if specs[..i].contains(spec) {
+            return Err(AdminError::Conflict(format!("{spec} is listed twice")));
+        }
     }
     let settings = match &req.settings {
-        Some(value) => validate::settings(&mut errors, TenantSettings::from_value(value)),
-        None => Some(TenantSettings::default()),
+        Some(value) => settings_of(TenantSettings::from_value(value))?,
+        None => TenantSettings::default(),
     };
-    errors.finish()?;
-    // `None` only for invalid settings, which `finish` refused above.
-    let settings = settings.unwrap_or_default();
-    let shard = place(state, req.shard.as_deref()).await?;
-    if state.catalog.tenant(&req.slug).await?.is_some() {
-        return Err(AdminError::Conflict(format!("slug {} is taken", req.slug)));
+    let shard = place(state, req.shard.as_ref().map(Slug::as_str)).await?;
+    let slug = req.slug.0;
+    if state.catalog.tenant(&slug).await?.is_some() {
+        return Err(AdminError::Conflict(format!("slug {slug} is taken")));
     }
 
     let id = Uuid::now_v7();
     let new = NewTenant {
         id,
-        slug: req.slug.clone(),
-        name: req.name.clone(),
+        slug,
+        name: req.name.0,
         status: TenantStatus::Provisioning,
         shard,
         domains: specs.clone(),
@@ -276,20 +336,8 @@ pub(crate) async fn list_handler(
     _: Reader,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<TenantPage>, AdminError> {
-    let mut errors = Errors::default();
-    let status = match q.status.as_deref().map(str::parse::<TenantStatus>) {
-        None => None,
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
-            errors.add("status", e.to_string());
-            None
-        }
-    };
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        errors.add("limit", format!("must be between 1 and {MAX_PAGE}"));
-    }
-    errors.finish()?;
+    let status = q.status;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     // One row more than asked tells whether another page follows.
     let mut tenants = state
         .catalog
@@ -357,32 +405,13 @@ pub(crate) async fn patch_handler(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PatchTenant>,
 ) -> Result<Json<Tenant>, AdminError> {
-    let mut errors = Errors::default();
-    if let Some(name) = &req.name {
-        validate::name(&mut errors, "name", name);
-    }
-    let status = match req.status.as_deref() {
-        None => None,
-        Some("active") => Some(TenantStatus::Active),
-        Some("suspended") => Some(TenantStatus::Suspended),
-        Some(_) => {
-            errors.add("status", "must be \"active\" or \"suspended\"");
-            None
-        }
-    };
-    if let Some(Some(limit)) = &req.rate_limit {
-        validate::rate_limit(&mut errors, limit);
-    }
-    errors.finish()?;
+    let status = req.status.map(|s| match s {
+        Activation::Active => TenantStatus::Active,
+        Activation::Suspended => TenantStatus::Suspended,
+    });
     let before = find(&state, &id).await?;
     let settings = match &req.settings {
-        Some(patch) => {
-            let mut errors = Errors::default();
-            let merged =
-                validate::settings(&mut errors, TenantSettings::merge(&before.settings, patch));
-            errors.finish()?;
-            merged
-        }
+        Some(patch) => Some(settings_of(TenantSettings::merge(&before.settings, patch))?),
         None => None,
     };
     if status.is_some()
@@ -398,7 +427,7 @@ pub(crate) async fn patch_handler(
     }
     let status_changes = status.is_some_and(|s| s != before.status);
     let patch = TenantPatch {
-        name: req.name,
+        name: req.name.map(|n| n.0),
         status: status.filter(|_| status_changes),
         rate_limit: req.rate_limit,
         settings: settings.map(|s| s.to_value()),
@@ -438,7 +467,7 @@ pub(crate) async fn delete(
     id_or_slug: &str,
     purge: bool,
 ) -> Result<(Tenant, Uuid), AdminError> {
-    let before = find(state, id_or_slug).await?;
+    let before = find_any(state, id_or_slug).await?;
     let now = tenantgate_contract::time::now_ms();
     let run_at = if purge {
         now
@@ -517,7 +546,7 @@ pub(crate) async fn delete_handler(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<(StatusCode, Json<TenantJob>), AdminError> {
-    let (tenant, job_id) = delete(&state, &actor.name, &id, q.purge).await?;
+    let (tenant, job_id) = delete(&state, &actor.name, &id, q.purge.unwrap_or(false)).await?;
     Ok((StatusCode::ACCEPTED, Json(TenantJob { tenant, job_id })))
 }
 
@@ -527,14 +556,9 @@ pub(crate) async fn add_domain_handler(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AddDomain>,
 ) -> Result<(StatusCode, Json<Tenant>), AdminError> {
-    let mut errors = Errors::default();
-    let spec = validate::domain(&mut errors, "domain", &req.domain);
-    errors.finish()?;
-    let spec = spec.expect("validated");
+    let spec =
+        domain_spec("domain".into(), &req.domain).map_err(|e| AdminError::Invalid(vec![e]))?;
     let before = find(&state, &id).await?;
-    if before.status == TenantStatus::Deleted {
-        return Err(AdminError::Conflict("the tenant is deleted".into()));
-    }
     let mut after = before.clone();
     after.domains.push(spec.to_string());
     let mut w = begin_for(&state, &before).await?;
@@ -561,11 +585,10 @@ pub(crate) async fn remove_domain_handler(
     Writer(actor): Writer,
     Path((id, domain)): Path<(String, String)>,
 ) -> Result<Json<Tenant>, AdminError> {
-    let mut errors = Errors::default();
-    let spec = validate::domain(&mut errors, "domain", &domain);
-    errors.finish()?;
-    let spec = spec.expect("validated");
-    let before = find(&state, &id).await?;
+    // A path that is no valid domain names no domain of the tenant.
+    let spec = DomainSpec::parse(&domain).map_err(|_| AdminError::NotFound("domain"))?;
+    // A deleted tenant's domains can still be removed, to free them for another tenant.
+    let before = find_any(&state, &id).await?;
     let text = spec.to_string();
     if !before.domains.contains(&text) {
         return Err(AdminError::NotFound("domain"));
@@ -606,17 +629,15 @@ pub(crate) async fn move_handler(
     let before = find(&state, &id).await?;
     let target_shard = state
         .catalog
-        .shard(&req.shard)
+        .shard(req.shard.as_str())
         .await?
-        .ok_or_else(|| AdminError::field("shard", format!("unknown shard {:?}", req.shard)))?;
+        .ok_or(AdminError::NotFound("shard"))?;
     if target_shard.status != ShardStatus::Active {
-        return Err(AdminError::field(
-            "shard",
-            format!(
-                "shard {:?} is {} and takes no new tenants",
-                req.shard, target_shard.status
-            ),
-        ));
+        return Err(AdminError::Conflict(format!(
+            "shard {:?} is {} and takes no new tenants",
+            req.shard.as_str(),
+            target_shard.status
+        )));
     }
     if target_shard.name == before.shard {
         return Err(AdminError::Conflict(format!(
@@ -648,9 +669,8 @@ pub(crate) async fn move_handler(
         _ => false,
     };
     if !movable {
-        return Err(AdminError::field(
-            "shard",
-            "moves are supported between SQLite shards and between PostgreSQL shards on the same server",
+        return Err(AdminError::Conflict(
+            "moves are supported between SQLite shards and between PostgreSQL shards on the same server".into(),
         ));
     }
     let patch = TenantPatch {

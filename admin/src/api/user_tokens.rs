@@ -18,41 +18,31 @@ use crate::auth::Writer;
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::state::AdminState;
-use crate::validate::Errors;
 use crate::write::Write;
 
-/// Longest lifetime of a short-lived token: one year.
-const MAX_TTL_SECS: u64 = 365 * 86_400;
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MintToken {
+    /// The user's email address (stored lower-case).
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// A role of the tenant (`owner`, `member`, `viewer` or one of its own).
+    #[schema(min_length = 1, max_length = 64, example = "owner")]
     role: String,
-    /// Lifetime in seconds; without it the token does not expire.
+    /// Lifetime in seconds, at most a year; without it the token does not expire.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     ttl_secs: Option<u64>,
 }
 
 /// The minted token; `token` is shown only in this answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct MintedToken {
     token: String,
     role: String,
     /// RFC 3339, or null for a token without expiry.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
-}
-
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return false;
-    };
-    email.len() <= 254
-        && !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 pub(crate) async fn handler(
@@ -61,20 +51,8 @@ pub(crate) async fn handler(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MintToken>,
 ) -> Result<(StatusCode, Json<MintedToken>), AdminError> {
-    let email = req.email.trim().to_lowercase();
-    let mut errors = Errors::default();
-    if !valid_email(&email) {
-        errors.add("email", "must be an email address");
-    }
-    if req.role.is_empty() {
-        errors.add("role", "must not be empty");
-    }
-    if let Some(ttl) = req.ttl_secs {
-        if !(1..=MAX_TTL_SECS).contains(&ttl) {
-            errors.add("ttl_secs", format!("must be between 1 and {MAX_TTL_SECS}"));
-        }
-    }
-    errors.finish()?;
+    // The schema checked the address (`format: email`), the role's length and the lifetime.
+    let email = req.email.to_lowercase();
     let tenant = super::tenants::find(&state, &id).await?;
     if !matches!(
         tenant.status,
@@ -147,10 +125,7 @@ pub(crate) async fn handler(
     .await;
     pool.close().await;
     let Some(user_id) = result? else {
-        return Err(AdminError::field(
-            "role",
-            format!("the tenant has no role {:?}", req.role),
-        ));
+        return Err(AdminError::NotFound("role"));
     };
     let expires_text = expires_at.map(tenantgate_contract::time::rfc3339);
     let mut w = Write::begin(&state).await?;

@@ -43,7 +43,7 @@ use crate::state::AdminState;
 use crate::write::Write;
 
 /// How a backup is restored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RestoreMode {
     /// Replace the tenant's database.

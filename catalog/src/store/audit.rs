@@ -24,9 +24,11 @@ pub struct NewAudit<'a> {
 
 /// One audit record as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(with = "serde_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: i64,
     pub actor: String,
     pub action: String,

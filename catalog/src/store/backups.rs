@@ -17,6 +17,7 @@ use crate::error::CatalogError;
 
 /// Where a backup is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BackupStatus {
     Queued,
@@ -27,6 +28,7 @@ pub enum BackupStatus {
 
 /// Why a backup was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
     /// Asked for through the API or the CLI.
@@ -43,6 +45,7 @@ pub enum BackupKind {
 
 /// What the (decrypted) backup object holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BackupFormat {
     /// A `pg_dump --format=custom` archive.
