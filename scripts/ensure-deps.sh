@@ -7,7 +7,9 @@
 #                                  CLI (the backup tests decrypt with it), pg_dump/pg_restore
 #                                  (PostgreSQL client tools, which backups run), and moto's S3
 #                                  server from PyPI in a venv at /opt/tenantgate-test/moto (the
-#                                  S3 backup test starts it)
+#                                  S3 backup test starts it), and schemathesis (pinned in
+#                                  tests/schemathesis/requirements.txt) in a venv at
+#                                  ~/.cache/tenantgate/schemathesis (tests/openapi_fuzz.rs)
 #   scripts/ensure-deps.sh --bench also what benches/load.py uses: nginx, wrk, valgrind, and a
 #                                  running PostgreSQL (for its --scale mode)
 # Installing needs root (apt-get); it says what it installs.
@@ -40,6 +42,9 @@ if [ "${1:-}" = "--test" ]; then
     command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
     command -v chromium >/dev/null || apt_install chromium
     command -v age >/dev/null || apt_install age
+    # The OpenAPI fuzz test runs `tenantgate dev` in a network namespace of its own.
+    command -v unshare >/dev/null && command -v nsenter >/dev/null || apt_install util-linux
+    command -v ip >/dev/null || apt_install iproute2
 fi
 
 # The S3 backup test runs moto's S3-compatible server (tests/backups_s3.rs looks here).
@@ -51,6 +56,21 @@ if [ "${1:-}" = "--test" ]; then
         echo "installing moto[server] from PyPI into $moto_venv" >&2
         python3 -m venv "$moto_venv"
         "$moto_venv/bin/pip" install -q 'moto[server]'
+    fi
+fi
+
+# The OpenAPI fuzz test runs schemathesis, at the version the requirements file pins; the venv
+# is rebuilt when that file changes.
+if [ "${1:-}" = "--test" ]; then
+    st_venv="$HOME/.cache/tenantgate/schemathesis"
+    st_req="$(dirname "$0")/../tests/schemathesis/requirements.txt"
+    if ! cmp -s "$st_req" "$st_venv/requirements.txt" || [ ! -x "$st_venv/bin/schemathesis" ]; then
+        python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+        echo "installing $(cat "$st_req") from PyPI into $st_venv" >&2
+        rm -rf "$st_venv"
+        python3 -m venv "$st_venv"
+        "$st_venv/bin/pip" install -q -r "$st_req"
+        cp "$st_req" "$st_venv/requirements.txt"
     fi
 fi
 

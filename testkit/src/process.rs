@@ -37,12 +37,55 @@ impl DevProcess {
     /// wait (up to 120 s) until it printed its banner; panics if the banner's addresses are not
     /// those it wrote to `DATA_DIR/tenantgate.toml`.
     pub fn start(binary: impl AsRef<Path>, data_dir: &Path, extra: &[&str]) -> DevProcess {
-        let mut child = Command::new(binary.as_ref())
+        let mut command = Command::new(binary.as_ref());
+        command.current_dir(crate::repository_root());
+        DevProcess::spawn(command, data_dir, extra)
+    }
+
+    /// Like [`DevProcess::start`], but in a network namespace of its own where only loopback
+    /// exists, and with `dir` as its working directory (data in `dir/data`, relative SQLite
+    /// paths under `dir`): for tests that let a fuzzer choose shard URLs and app upstreams, so
+    /// that whatever hosts it names are never reached. Needs root (`unshare --net`); reach the
+    /// process with [`DevProcess::in_netns`].
+    pub fn start_isolated(binary: impl AsRef<Path>, dir: &Path, extra: &[&str]) -> DevProcess {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$0\" \"$@\"",
+            ])
+            .arg(binary.as_ref())
+            .current_dir(dir)
+            // A fuzzer's thousands of requests would drown the test's output in request lines.
+            .env("TENANTGATE_LOG", "error");
+        let migrations = crate::repository_root().join("tenant_migrations");
+        let mut args = vec![
+            "--tenant-migrations",
+            migrations.to_str().expect("UTF-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        DevProcess::spawn(command, &dir.join("data"), &args)
+    }
+
+    /// `program` to be run in this process's network namespace (see
+    /// [`DevProcess::start_isolated`]).
+    pub fn in_netns(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .args(["-t", &self.child.id().to_string(), "-n", "--"])
+            .arg(program);
+        command
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> DevProcess {
+        let mut child = command
             .args(["dev", "--data-dir"])
             .arg(data_dir)
             .args(["--port-base", "0"])
             .args(extra)
-            .current_dir(crate::repository_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,89 @@
+//! The OpenAPI document against a third-party fuzzer: schemathesis (pinned in
+//! tests/schemathesis/requirements.txt, installed by `scripts/ensure-deps.sh --test`) reads
+//! only the document of a running `tenantgate dev` and checks, with a fixed seed and every check
+//! it has, that the API accepts what the document allows, refuses what it forbids, answers only
+//! documented statuses with documented bodies, and, in its stateful phase, follows the
+//! document's links (tenant created → read, patched, deleted; job → retried). Any finding
+//! fails the test, with schemathesis's report.
+//!
+//! The fuzzer creates shards with URLs and app upstreams it invents: `dev` runs in a network
+//! namespace of its own where only loopback exists, so none of those hosts is ever reached.
+//!
+//! CI runs a short form; the long form is
+//! `TENANTGATE_FUZZ_EXAMPLES=100 cargo test --test openapi_fuzz -- --nocapture`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tenantgate_testkit::process::DevProcess;
+
+/// Fixed, so that a run is reproducible (`st replay` needs the same generated cases).
+const SEED: &str = "20261129";
+/// Examples per operation and phase in CI; `TENANTGATE_FUZZ_EXAMPLES` overrides it.
+const CI_EXAMPLES: &str = "15";
+
+fn schemathesis() -> PathBuf {
+    let home = std::env::var("HOME").expect("HOME is set");
+    let bin = PathBuf::from(home).join(".cache/tenantgate/schemathesis/bin/schemathesis");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/ensure-deps.sh --test",
+        bin.display()
+    );
+    bin
+}
+
+/// Run schemathesis on the document at `document` against `base`, with `headers`, inside the
+/// dev process's network namespace; panics with its report on any finding.
+fn fuzz(dev: &DevProcess, work: &std::path::Path, document: &str, base: &str, headers: &[String]) {
+    let examples =
+        std::env::var("TENANTGATE_FUZZ_EXAMPLES").unwrap_or_else(|_| CI_EXAMPLES.to_string());
+    let mut command: Command = dev.in_netns(schemathesis());
+    command
+        .args(["run", document, "--url", base])
+        .args([
+            "--checks",
+            "all",
+            "--seed",
+            SEED,
+            "--max-examples",
+            &examples,
+        ])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
+        .args(["--generation-database", "none", "--no-color"]);
+    for h in headers {
+        command.args(["-H", h]);
+    }
+    let hooks = tenantgate_testkit::repository_root().join("tests/schemathesis");
+    let out = command
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", hooks)
+        .current_dir(work)
+        .output()
+        .expect("run schemathesis");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis found differences between {document} and the API (report above)"
+    );
+    // A run that tested nothing would pass too.
+    assert!(
+        report.contains("Tested:") && !report.contains("Tested: 0"),
+        "schemathesis tested no operation (report above)"
+    );
+}
+
+#[test]
+fn admin_api_matches_its_openapi_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start_isolated(env!("CARGO_BIN_EXE_tenantgate"), dir.path(), &[]);
+    let admin = dev.admin();
+    fuzz(
+        &dev,
+        dir.path(),
+        &format!("{admin}/openapi.json"),
+        &admin,
+        &[format!("Authorization: Bearer {}", dev.admin_token)],
+    );
+}
