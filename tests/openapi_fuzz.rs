@@ -9,6 +9,9 @@
 //! The fuzzer creates shards with URLs and app upstreams it invents: `dev` runs in a network
 //! namespace of its own where only loopback exists, so none of those hosts is ever reached.
 //!
+//! The app's tenant API is fuzzed the same way through the edge, at a tenant's host, with a
+//! tenant user token minted by the admin API.
+//!
 //! CI runs a short form; the long form is
 //! `TENANTGATE_FUZZ_EXAMPLES=100 cargo test --test openapi_fuzz -- --nocapture`.
 
@@ -22,9 +25,12 @@ const SEED: &str = "20261129";
 /// Examples per operation and phase in CI; `TENANTGATE_FUZZ_EXAMPLES` overrides it.
 const CI_EXAMPLES: &str = "15";
 
-fn schemathesis() -> PathBuf {
+/// The venv's program `name` (`schemathesis`, `python`).
+fn venv(name: &str) -> PathBuf {
     let home = std::env::var("HOME").expect("HOME is set");
-    let bin = PathBuf::from(home).join(".cache/tenantgate/schemathesis/bin/schemathesis");
+    let bin = PathBuf::from(home)
+        .join(".cache/tenantgate/schemathesis/bin")
+        .join(name);
     assert!(
         bin.exists(),
         "{} is missing: run scripts/ensure-deps.sh --test",
@@ -38,7 +44,7 @@ fn schemathesis() -> PathBuf {
 fn fuzz(dev: &DevProcess, work: &std::path::Path, document: &str, base: &str, headers: &[String]) {
     let examples =
         std::env::var("TENANTGATE_FUZZ_EXAMPLES").unwrap_or_else(|_| CI_EXAMPLES.to_string());
-    let mut command: Command = dev.in_netns(schemathesis());
+    let mut command: Command = dev.in_netns(venv("schemathesis"));
     command
         .args(["run", document, "--url", base])
         .args([
@@ -85,5 +91,46 @@ fn admin_api_matches_its_openapi_document() {
         &format!("{admin}/openapi.json"),
         &admin,
         &[format!("Authorization: Bearer {}", dev.admin_token)],
+    );
+}
+
+/// A user token of tenant `slug` with role `owner`, minted through the admin API from inside
+/// the dev process's network namespace (with the venv's Python, which schemathesis brings).
+fn mint_user_token(dev: &DevProcess, slug: &str) -> String {
+    let script = "import sys, requests\n\
+r = requests.post(sys.argv[1] + '/v1/tenants/' + sys.argv[2] + '/tokens',\n\
+    json={'email': 'fuzz@' + sys.argv[2] + '.test', 'role': 'owner'},\n\
+    headers={'Authorization': 'Bearer ' + sys.argv[3]})\n\
+r.raise_for_status()\n\
+print(r.json()['token'])\n";
+    let out = dev
+        .in_netns(venv("python"))
+        .args(["-c", script, &dev.admin(), slug, &dev.admin_token])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "minting a user token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn tenant_api_matches_its_openapi_document_through_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start_isolated(env!("CARGO_BIN_EXE_tenantgate"), dir.path(), &[]);
+    let token = mint_user_token(&dev, "acme");
+    assert!(token.starts_with("tgu_"), "{token}");
+    let edge = dev.edge();
+    fuzz(
+        &dev,
+        dir.path(),
+        &format!("{edge}/api/openapi.json"),
+        &edge,
+        &[
+            "Host: acme.localhost".to_string(),
+            format!("Authorization: Bearer {token}"),
+        ],
     );
 }

@@ -17,7 +17,7 @@ use tenantgate_contract::Refusal;
 use crate::rbac::Permission;
 
 /// Field name → what is wrong with it, for 422 answers.
-pub type FieldErrors = BTreeMap<&'static str, String>;
+pub type FieldErrors = BTreeMap<String, String>;
 
 /// What can go wrong in the app tier, from a bad signature to a failed database.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ pub enum Unavailable {
 impl AppError {
     /// A 422 for one field.
     pub fn field(name: &'static str, message: impl Into<String>) -> AppError {
-        AppError::Validation(BTreeMap::from([(name, message.into())]))
+        AppError::Validation(BTreeMap::from([(name.to_string(), message.into())]))
     }
 
     /// The HTTP status and the stable error `code` of this error.
@@ -135,6 +135,41 @@ impl AppError {
             other => other.to_string(),
         }
     }
+}
+
+/// A request that breaks the route's documented schema.
+impl From<tenantgate_openapi::Rejection> for AppError {
+    fn from(r: tenantgate_openapi::Rejection) -> AppError {
+        match r {
+            tenantgate_openapi::Rejection::BadRequest(message) => AppError::BadRequest(message),
+            tenantgate_openapi::Rejection::Invalid(fields) => {
+                let mut map = FieldErrors::new();
+                for f in fields {
+                    // One message per field; the first is enough to fix it.
+                    map.entry(f.field).or_insert(f.message);
+                }
+                AppError::Validation(map)
+            }
+        }
+    }
+}
+
+/// The error body of the app, as its OpenAPI document shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AppErrorBody)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code (`validation_failed`, `forbidden`, `not_found`, ...).
+    pub code: String,
+    pub message: String,
+    /// With `validation_failed`: each invalid field and why.
+    #[schema(nullable = false)]
+    pub fields: Option<BTreeMap<String, String>>,
 }
 
 impl From<CatalogError> for AppError {

@@ -12,12 +12,14 @@
 //! `error.fields`. Lists are ordered by creation; `limit` is 1..=100 (default 20) and `cursor` is
 //! the opaque `next_cursor` of the previous page.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::de::DeserializeOwned;
@@ -30,38 +32,43 @@ use uuid::Uuid;
 use crate::context::TenantContext;
 use crate::error::{AppError, FieldErrors};
 use crate::rbac::{Credential, Permission};
-use crate::state::AppState;
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const BODY_MAX_CHARS: usize = 10_000;
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
-/// The items routes (to be mounted behind [`crate::require_tenant`]).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/items", get(list).post(create))
-        .route("/api/items/{id}", get(read).put(replace).delete(remove))
-}
-
 /// An item as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Item {
+    #[schema(format = Uuid)]
     pub id: String,
     pub title: String,
     pub body: String,
+    /// The user who created it.
     pub created_by: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     #[serde(skip)]
     pub created_ms: i64,
 }
 
-/// Body of `POST` and `PUT`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST` and `PUT`. Its schema states the rules [`ItemInput::validate`] checks, so
+/// the document and the check agree (the title is trimmed, so it needs a non-space).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     pub title: Option<String>,
+    #[schema(nullable = false, max_length = 10_000)]
     pub body: Option<String>,
 }
 
@@ -72,17 +79,17 @@ impl ItemInput {
         let title = self.title.unwrap_or_default().trim().to_string();
         let chars = title.chars().count();
         if chars == 0 {
-            errors.insert("title", "is required".into());
+            errors.insert("title".into(), "is required".into());
         } else if chars > TITLE_MAX_CHARS {
             errors.insert(
-                "title",
+                "title".into(),
                 format!("must be at most {TITLE_MAX_CHARS} characters"),
             );
         }
         let body = self.body.unwrap_or_default();
         if body.chars().count() > BODY_MAX_CHARS {
             errors.insert(
-                "body",
+                "body".into(),
                 format!("must be at most {BODY_MAX_CHARS} characters"),
             );
         }
@@ -94,7 +101,20 @@ impl ItemInput {
     }
 }
 
-/// `axum::Json` whose rejections are this crate's JSON errors (400), not plain text.
+/// The route table's request checks, an `Extension` of the `/api` routes (see
+/// [`crate::api`]).
+pub type Checks = Arc<tenantgate_openapi::Checker>;
+
+fn checks(parts: &Parts) -> Result<Checks, AppError> {
+    parts
+        .extensions
+        .get::<Checks>()
+        .cloned()
+        .ok_or_else(|| AppError::BadRequest("this route takes no checked input".into()))
+}
+
+/// A JSON body of type `T`, checked against the route's documented schema first: 400 when it
+/// is not JSON, 422 naming each field that breaks the schema.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -102,22 +122,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(AppError::BadRequest(match rejection {
-                JsonRejection::MissingJsonContentType(_) => {
-                    "expected Content-Type: application/json".into()
-                }
-                other => other.body_text(),
-            })),
-        }
+        let (parts, body) = req.into_parts();
+        let checks = checks(&parts)?;
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|e| AppError::BadRequest(format!("could not read the body: {e}")))?;
+        let value = checks.body(&parts, &bytes)?;
+        Ok(ApiJson(tenantgate_openapi::decode(value, "body")?))
+    }
+}
+
+/// Query parameters of type `T`, checked against the route's documented parameters.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let value = checks(parts)?.query(parts)?;
+        Ok(ApiQuery(tenantgate_openapi::decode(value, "query")?))
     }
 }
 
 /// Query of `GET /api/items`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    pub limit: Option<String>,
+    /// Page size, default 20.
+    #[param(minimum = 1, maximum = 100, nullable = false)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(nullable = false)]
     pub cursor: Option<String>,
 }
 
@@ -147,24 +183,22 @@ impl Cursor {
 
 impl ListQuery {
     /// The validated page size and cursor.
+    ///
+    /// The document bounds `limit`; a cursor that no page gave names no page: 404.
     pub fn parse(&self) -> Result<(i64, Option<Cursor>), AppError> {
-        let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(text) => match text.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(AppError::field(
-                        "limit",
-                        format!("must be a number from 1 to {MAX_LIMIT}"),
-                    ))
-                }
-            },
+        let limit = match self.limit {
+            None => DEFAULT_LIMIT,
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return Err(AppError::field(
+                    "limit",
+                    format!("must be a number from 1 to {MAX_LIMIT}"),
+                ))
+            }
         };
         let cursor = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(
-                Cursor::decode(text).ok_or_else(|| AppError::field("cursor", "is not valid"))?,
-            ),
+            Some(text) => Some(Cursor::decode(text).ok_or(AppError::NotFound)?),
         };
         Ok((limit, cursor))
     }
@@ -250,16 +284,16 @@ fn item_id(raw: &str) -> Result<String, AppError> {
         .map_err(|_| AppError::NotFound)
 }
 
-#[derive(Debug, Serialize)]
-struct ItemPage {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ItemPage {
     items: Vec<Item>,
     next_cursor: Option<String>,
 }
 
-async fn list(
+pub(crate) async fn list(
     ctx: TenantContext,
     cred: Credential,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, AppError> {
     let (limit, cursor) = query.parse()?;
     let (_user, mut db) = cred.read(&ctx, Permission::ItemsRead).await?;
@@ -279,7 +313,7 @@ async fn list(
     Ok(Json(ItemPage { items, next_cursor }).into_response())
 }
 
-async fn create(
+pub(crate) async fn create(
     ctx: TenantContext,
     cred: Credential,
     ApiJson(input): ApiJson<ItemInput>,
@@ -316,7 +350,7 @@ async fn create(
         .into_response())
 }
 
-async fn read(
+pub(crate) async fn read(
     ctx: TenantContext,
     cred: Credential,
     Path(id): Path<String>,
@@ -329,7 +363,7 @@ async fn read(
         .ok_or(AppError::NotFound)
 }
 
-async fn replace(
+pub(crate) async fn replace(
     ctx: TenantContext,
     cred: Credential,
     Path(id): Path<String>,
@@ -355,7 +389,7 @@ async fn replace(
         .ok_or(AppError::NotFound)
 }
 
-async fn remove(
+pub(crate) async fn remove(
     ctx: TenantContext,
     cred: Credential,
     Path(id): Path<String>,
@@ -418,13 +452,13 @@ mod tests {
 
     #[test]
     fn limits() {
-        let q = |l: &str| ListQuery {
-            limit: Some(l.into()),
+        let q = |l: i64| ListQuery {
+            limit: Some(l),
             cursor: None,
         };
         assert_eq!(ListQuery::default().parse().unwrap().0, DEFAULT_LIMIT);
-        assert_eq!(q("100").parse().unwrap().0, 100);
-        for bad in ["0", "101", "-1", "x"] {
+        assert_eq!(q(100).parse().unwrap().0, 100);
+        for bad in [0, 101, -1] {
             assert!(q(bad).parse().is_err(), "{bad}");
         }
     }

@@ -50,6 +50,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod api;
 pub mod context;
 pub mod cookies;
 pub mod directory;
@@ -109,8 +110,7 @@ pub async fn serve(
 pub fn router(state: AppState) -> Router {
     let tenant_routes = Router::new()
         .route("/whoami", get(whoami))
-        .merge(items::router())
-        .route("/api/export", get(export::export))
+        .merge(api::router())
         .route("/dashboard", get(pages::dashboard))
         .route("/login", get(pages::login_page).post(pages::login))
         .route_layer(from_fn_with_state(state.clone(), require_tenant));

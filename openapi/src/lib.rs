@@ -258,8 +258,13 @@ impl Operation {
     }
 
     /// Error answers (the [`ErrorBody`] schema), each with what it means here.
-    pub fn errors(mut self, errors: &[(u16, &str)]) -> Operation {
-        let schema = reference::<ErrorBody>(&mut self.schemas);
+    pub fn errors(self, errors: &[(u16, &str)]) -> Operation {
+        self.errors_as::<ErrorBody>(errors)
+    }
+
+    /// Error answers with a component's own error body `E`.
+    pub fn errors_as<E: ToSchema>(mut self, errors: &[(u16, &str)]) -> Operation {
+        let schema = reference::<E>(&mut self.schemas);
         for (status, description) in errors {
             self.answers.push(Answer {
                 status: *status,
