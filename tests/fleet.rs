@@ -319,17 +319,23 @@ async fn a_migration_job_through_the_admin_api_reports_progress() {
             .send()
     };
 
-    let bad = post(serde_json::json!({"tenants": ["f001", "nobody"], "concurrency": 0}))
+    // A tenant that does not exist is not found; a concurrency out of range breaks the schema.
+    let missing = post(serde_json::json!({"tenants": ["f001", "nobody"]}))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bad = post(serde_json::json!({"tenants": ["f001", 7], "concurrency": 0}))
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
     let body: serde_json::Value = bad.json().await.unwrap();
-    let fields: Vec<&str> = body["error"]["fields"]
+    let mut fields: Vec<&str> = body["error"]["fields"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["field"].as_str().unwrap())
         .collect();
+    fields.sort();
     assert_eq!(fields, vec!["concurrency", "tenants[1]"], "{body}");
     let unknown = post(serde_json::json!({"tenantz": []})).await.unwrap();
     assert_eq!(unknown.status(), 422);

@@ -7,7 +7,6 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::error::AdminError;
@@ -20,12 +19,7 @@ impl<T: DeserializeOwned> FromRequest<AdminState> for ApiJson<T> {
     type Rejection = AdminError;
 
     async fn from_request(req: Request, state: &AdminState) -> Result<Self, AdminError> {
-        let (parts, body) = req.into_parts();
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|e| AdminError::BadRequest(format!("could not read the body: {e}")))?;
-        let value = state.api.body(&parts, &bytes)?;
-        Ok(ApiJson(tenantgate_openapi::decode(value, "body")?))
+        Ok(ApiJson(state.api.read_json(req).await?))
     }
 }
 
@@ -36,7 +30,6 @@ impl<T: DeserializeOwned> FromRequestParts<AdminState> for ApiQuery<T> {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, AdminError> {
-        let value = state.api.query(parts)?;
-        Ok(ApiQuery(tenantgate_openapi::decode(value, "query")?))
+        Ok(ApiQuery(state.api.read_query(parts)?))
     }
 }

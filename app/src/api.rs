@@ -8,10 +8,7 @@ use std::sync::{Arc, OnceLock};
 use axum::routing::{self, MethodRouter};
 use axum::{Extension, Json, Router};
 use serde_json::Value;
-use tenantgate_openapi::{Access, Api, Operation as Op};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use tenantgate_openapi::{Access, Api, Document, Operation as Op};
 
 use crate::error::ErrorBody;
 use crate::items::{self, Item, ItemInput, ItemPage, ListQuery};
@@ -55,24 +52,6 @@ pub(crate) struct ExportTenant {
     id: String,
     slug: String,
     name: String,
-}
-
-/// The document itself.
-struct Document;
-
-impl PartialSchema for Document {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some("an OpenAPI 3.1 document"))
-            .into()
-    }
-}
-
-impl ToSchema for Document {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "OpenApiDocument".into()
-    }
 }
 
 /// Item ids are UUIDs.

@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -121,14 +120,13 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let (parts, body) = req.into_parts();
-        let checks = checks(&parts)?;
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|e| AppError::BadRequest(format!("could not read the body: {e}")))?;
-        let value = checks.body(&parts, &bytes)?;
-        Ok(ApiJson(tenantgate_openapi::decode(value, "body")?))
+    async fn from_request(req: Request, _state: &S) -> Result<Self, AppError> {
+        let checks = req
+            .extensions()
+            .get::<Checks>()
+            .cloned()
+            .ok_or_else(|| AppError::BadRequest("this route takes no body".into()))?;
+        Ok(ApiJson(checks.read_json(req).await?))
     }
 }
 
@@ -140,8 +138,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
-        let value = checks(parts)?.query(parts)?;
-        Ok(ApiQuery(tenantgate_openapi::decode(value, "query")?))
+        Ok(ApiQuery(checks(parts)?.read_query(parts)?))
     }
 }
 

@@ -539,8 +539,8 @@ fn errors_of(validator: &jsonschema::Validator, instance: &Value, root: &str) ->
 
 /// The fields one schema error is about: an unknown or missing property is named itself, and
 /// a value that matches none of `oneOf`'s choices (`rate_limit`: null or a limit) is reported
-/// by the choice of its own JSON type, so the field named is the one at fault
-/// (`rate_limit.rps`).
+/// by the choice it comes closest to (of its own JSON type, with the fewest errors), so the
+/// field named is the one at fault (`rate_limit.rps`).
 fn field_errors(e: &jsonschema::ValidationError<'_>, root: &str, out: &mut Vec<FieldError>) {
     use jsonschema::error::ValidationErrorKind as Kind;
     let path = e.instance_path().to_string();
@@ -569,9 +569,9 @@ fn field_errors(e: &jsonschema::ValidationError<'_>, root: &str, out: &mut Vec<F
                     })
                 })
                 .collect();
-            match near.as_slice() {
-                [one] => one.iter().for_each(|c| field_errors(c, root, out)),
-                _ => out.push(FieldError::new(field_name(&path, root), e.to_string())),
+            match near.into_iter().min_by_key(|errors| errors.len()) {
+                Some(closest) => closest.iter().for_each(|c| field_errors(c, root, out)),
+                None => out.push(FieldError::new(field_name(&path, root), e.to_string())),
             }
         }
         _ => out.push(FieldError::new(field_name(&path, root), e.to_string())),
@@ -684,6 +684,49 @@ fn integral(value: Value) -> Value {
             Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
         }
         other => other,
+    }
+}
+
+/// The schema of an OpenAPI document, for the route that serves it.
+pub struct Document;
+
+impl utoipa::PartialSchema for Document {
+    fn schema() -> RefOr<Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .description(Some("an OpenAPI 3.1 document"))
+            .into()
+    }
+}
+
+impl ToSchema for Document {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "OpenApiDocument".into()
+    }
+}
+
+/// The largest request body read (axum's default limit).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+impl Checker {
+    /// Read the JSON body of `req`, check it against its operation's schema and deserialise it.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: axum::extract::Request,
+    ) -> Result<T, Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|e| Rejection::BadRequest(format!("could not read the body: {e}")))?;
+        decode(self.body(&parts, &bytes)?, "body")
+    }
+
+    /// Check the query of `parts` against its operation's parameters and deserialise it.
+    pub fn read_query<T: serde::de::DeserializeOwned>(
+        &self,
+        parts: &Parts,
+    ) -> Result<T, Rejection> {
+        decode(self.query(parts)?, "query")
     }
 }
 

@@ -333,7 +333,7 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
         ),
         (
             Op::get("/openapi.json", "This document")
-                .reply::<openapi::Document>(200, "the OpenAPI 3.1 document"),
+                .reply::<tenantgate_openapi::Document>(200, "the OpenAPI 3.1 document"),
             routing::get(openapi::handler),
         ),
         (
