@@ -119,8 +119,24 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics_handler))
         .merge(tenant_routes)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), metrics::track_requests))
         .with_state(state)
+}
+
+/// A method a route does not take: 405 (axum adds `Allow`), after reading the request body.
+/// Answering before the body is read would make hyper close the connection while the edge may
+/// still be sending that body, and the edge would answer the client 502 instead of this 405.
+async fn method_not_allowed(req: axum::extract::Request) -> Response {
+    // Bounded like every body; what does not fit is dropped with the connection.
+    let _ = axum::body::to_bytes(req.into_body(), 2 * 1024 * 1024).await;
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        Json(serde_json::json!({
+            "error": { "code": "method_not_allowed", "message": "method not allowed on this route" }
+        })),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is up. No tenant, no database.

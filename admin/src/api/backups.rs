@@ -282,7 +282,9 @@ pub(crate) async fn restore(
         .backup(backup_id)
         .await?
         .filter(|b| b.tenant_id == tenant.id)
-        .ok_or(AdminError::NotFound("backup"))?;
+        // The tenant (the route's resource) exists; a backup id in the body that is not one of
+        // its backups is a conflict with what it has, not a missing route resource.
+        .ok_or_else(|| AdminError::Conflict("the tenant has no such backup".into()))?;
     if backup.status != BackupStatus::Completed {
         return Err(AdminError::Conflict(format!(
             "the backup is {}; only a completed backup can be restored",

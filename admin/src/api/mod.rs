@@ -274,8 +274,8 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
             .errors(WRITE_ERRORS)
             .errors(BODY_ERRORS)
             .errors(&[
-                (404, "no such tenant, or no such backup of it"),
-                (409, "the backup or the tenant cannot be restored now, the slug is taken, or restores are not configured"),
+                (404, "no such tenant"),
+                (409, "the tenant has no such backup, the backup or the tenant cannot be restored now, the slug is taken, or restores are not configured"),
             ]),
             routing::post(backups::restore_handler),
         ),
