@@ -192,5 +192,20 @@ pub(crate) enum TokenCommand {
         /// A name to recognise the token by in the audit log.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Seconds until the token expires (default: it does not expire).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
+        ttl: Option<u64>,
+    },
+    /// List admin tokens, one JSON object per line (never the secrets).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke an admin token by id; it answers 401 from its next request on.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        /// The token's id (from `token list` or the audit log).
+        id: uuid::Uuid,
     },
 }

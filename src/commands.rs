@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tenantgate_catalog::{Catalog, TokenScope};
@@ -87,22 +88,42 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
                 })
             })
         }
-        Command::Token(TokenCommand::Create {
-            config,
-            scope,
-            name,
-        }) => {
-            let config = load(&config, None)?;
-            let scope: TokenScope = scope.parse().map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
-            runtime()?.block_on(async move {
-                let catalog = connect(&config, true).await?;
-                let token = tenantgate_admin::create_token(&catalog, scope, &name).await?;
-                println!("{token}");
-                Ok(ExitCode::SUCCESS)
-            })
-        }
+        Command::Token(command) => tokens(command),
         Command::Backup(command) => crate::backup::run(command),
     }
+}
+
+/// `token create|list|revoke`.
+fn tokens(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let config = match &command {
+        TokenCommand::Create { config, .. }
+        | TokenCommand::List { config }
+        | TokenCommand::Revoke { config, .. } => load(config, None)?,
+    };
+    runtime()?.block_on(async move {
+        let catalog = connect(&config, true).await?;
+        match command {
+            TokenCommand::Create {
+                scope, name, ttl, ..
+            } => {
+                let scope: TokenScope =
+                    scope.parse().map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+                let ttl = ttl.map(Duration::from_secs);
+                let token = tenantgate_admin::tokens::create(&catalog, scope, &name, ttl).await?;
+                println!("{token}");
+            }
+            TokenCommand::List { .. } => {
+                for token in tenantgate_admin::tokens::list(&catalog).await? {
+                    println!("{}", serde_json::to_string(&token)?);
+                }
+            }
+            TokenCommand::Revoke { id, .. } => {
+                let token = tenantgate_admin::tokens::revoke(&config, &catalog, id).await?;
+                println!("{}", serde_json::to_string(&token)?);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `check-config`: exit 0 when the file (with environment overrides) is valid.

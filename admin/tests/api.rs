@@ -463,7 +463,7 @@ async fn openapi_documents_every_route() {
     assert_eq!(r.status, 200);
     let paths = r.body["paths"].as_object().unwrap();
     // Every route of DESIGN §6 (and POST /v1/migrations from the fleet-migration issue, and
-    // the backup routes of §9) is documented ...
+    // the backup and admin-token routes of §9) is documented ...
     let design = [
         ("post", "/v1/shards"),
         ("get", "/v1/shards"),
@@ -487,6 +487,8 @@ async fn openapi_documents_every_route() {
         ("post", "/v1/tenants/{id}/restore"),
         ("get", "/v1/resolve"),
         ("get", "/v1/audit"),
+        ("get", "/v1/tokens"),
+        ("delete", "/v1/tokens/{id}"),
         ("get", "/openapi.json"),
         ("get", "/healthz"),
         ("get", "/readyz"),

@@ -134,6 +134,11 @@ pub struct RawAdmin {
     pub webhook_urls: Vec<String>,
     /// Secret for webhook signatures (secret). Default none (required when webhooks are set).
     pub webhook_secret: Option<String>,
+    /// Requests per second allowed to each admin token and, separately, to each client
+    /// address; 0 turns the limit off. Default 100.
+    pub rate_limit_rps: u32,
+    /// Burst of requests allowed to each token and each client address. Default 500.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for RawAdmin {
@@ -146,6 +151,8 @@ impl Default for RawAdmin {
             job_max_attempts: 5,
             webhook_urls: Vec::new(),
             webhook_secret: None,
+            rate_limit_rps: 100,
+            rate_limit_burst: 500,
         }
     }
 }

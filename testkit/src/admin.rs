@@ -190,7 +190,7 @@ impl Harness {
 
     /// A new admin token with `scope`.
     pub async fn token(&self, scope: TokenScope) -> String {
-        tenantgate_admin::create_token(&self.catalog, scope, "test")
+        tenantgate_admin::tokens::create(&self.catalog, scope, "test", None)
             .await
             .unwrap()
     }

@@ -1,6 +1,7 @@
 //! The HTTP API: one route table that builds both the router and the OpenAPI document, so no
 //! route can exist undocumented.
 
+pub(crate) mod admin_tokens;
 pub(crate) mod audit;
 pub(crate) mod backups;
 pub(crate) mod jobs;
@@ -120,6 +121,13 @@ pub(crate) fn table() -> Vec<(RouteDoc, MethodRouter<AdminState>)> {
             ("cursor", "integer", "next_cursor of the previous page"),
         ], (200, "AuditPage")),
             routing::get(audit::list_handler)),
+        (doc("get", "/v1/tokens", "List admin tokens (never their secrets), oldest first", Read, None, &[
+            ("limit", "integer", "page size, 1-500, default 100"),
+            ("cursor", "string", "next_cursor of the previous page"),
+        ], (200, "AdminTokenPage")),
+            routing::get(admin_tokens::list_handler)),
+        (doc("delete", "/v1/tokens/{id}", "Revoke an admin token; it answers 401 from then on", Write, None, &[], (200, "AdminToken")),
+            routing::delete(admin_tokens::revoke_handler)),
         (doc("get", "/openapi.json", "This document", Public, None, &[], (200, "OpenApi")),
             routing::get(openapi::handler)),
         (doc("get", "/healthz", "Liveness", Public, None, &[], (200, "Status")),

@@ -54,6 +54,10 @@ pub(crate) fn document() -> Value {
             responses.insert("401".into(), error("missing or invalid bearer token"));
             responses.insert("403".into(), error("the token lacks the scope"));
             responses.insert("404".into(), error("not found"));
+            responses.insert(
+                "429".into(),
+                error("over the admin rate limit of the token or client address; see Retry-After"),
+            );
         }
         if doc.request.is_some() || !doc.query.is_empty() {
             responses.insert("400".into(), error("the body is not JSON"));
@@ -100,7 +104,7 @@ pub(crate) fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": merged(schemas(), super::backups::schemas()),
+            "schemas": merged(merged(schemas(), super::backups::schemas()), super::admin_tokens::schemas()),
         },
     })
 }
