@@ -107,6 +107,12 @@ async fn tenants_domains_and_routes(tc: TestCatalog) {
     batch_shared.sort_by(|a, b| a.slug.cmp(&b.slug));
     assert_eq!(batch_shared, shared);
     assert!(batch["unknown0.example.com"].is_empty());
+
+    // The edge's index of known hosts: each host once, in order.
+    assert_eq!(
+        catalog.all_hosts().await.unwrap(),
+        vec!["acme.example.com", "app.example.com"]
+    );
 }
 
 async fn conflicts_are_reported(tc: TestCatalog) {
