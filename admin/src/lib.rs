@@ -18,6 +18,7 @@ mod extract;
 pub mod fleet;
 mod jobs;
 mod metrics;
+mod scheduler;
 mod state;
 mod validate;
 pub mod webhooks;
@@ -99,6 +100,18 @@ pub fn router(config: Arc<Config>, catalog: Catalog) -> axum::Router {
 /// Run only the provisioning worker until `shutdown` (another process may serve the API).
 pub async fn run_worker(config: Arc<Config>, catalog: Catalog, shutdown: CancellationToken) {
     jobs::run(AdminState::new(config, catalog), shutdown).await;
+}
+
+/// Queue every scheduled backup due at `now_ms` (milliseconds since the Unix epoch) under
+/// `config`'s `[backups] schedule`, as the scheduler of [`serve`] does every 30 s with the wall
+/// clock; returns (backup id, job id) of each backup queued. For tests that drive the schedule
+/// with a simulated clock, and for operators' tools.
+pub async fn schedule_backups(
+    config: Arc<Config>,
+    catalog: Catalog,
+    now_ms: i64,
+) -> Result<Vec<(uuid::Uuid, uuid::Uuid)>, AdminError> {
+    scheduler::tick(&AdminState::new(config, catalog), now_ms).await
 }
 
 /// Make sure shard `name` exists with these app upstreams: create it (status active) if absent,
