@@ -67,7 +67,7 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         }
     }
     std::fs::write(
-        migrations.join("postgres/0002_slow.sql"),
+        migrations.join("postgres/0003_slow.sql"),
         "SELECT pg_sleep(2);\n",
     )
     .unwrap();
@@ -161,7 +161,7 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         },
     )
     .await;
-    assert_eq!(tenant["schema_version"], 2);
+    assert_eq!(tenant["schema_version"], 3);
     let job = get_json(&client, format!("{base}/v1/jobs/{job}"))
         .await
         .unwrap();

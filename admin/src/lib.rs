@@ -26,6 +26,7 @@ mod write;
 pub use backup::tenant::Verified;
 pub use backup::BackupError;
 pub use error::{AdminError, FieldError};
+pub use scheduler::Scheduled;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,15 +103,15 @@ pub async fn run_worker(config: Arc<Config>, catalog: Catalog, shutdown: Cancell
     jobs::run(AdminState::new(config, catalog), shutdown).await;
 }
 
-/// Queue every scheduled backup due at `now_ms` (milliseconds since the Unix epoch) under
-/// `config`'s `[backups] schedule`, as the scheduler of [`serve`] does every 30 s with the wall
-/// clock; returns (backup id, job id) of each backup queued. For tests that drive the schedule
-/// with a simulated clock, and for operators' tools.
-pub async fn schedule_backups(
+/// Queue everything the scheduler finds due at `now_ms` (milliseconds since the Unix epoch):
+/// the scheduled backups under `config`'s `[backups] schedule` and the daily data-retention
+/// passes, as the scheduler of [`serve`] does every 30 s with the wall clock. For tests that
+/// drive the schedules with a simulated clock, and for operators' tools.
+pub async fn schedule_tick(
     config: Arc<Config>,
     catalog: Catalog,
     now_ms: i64,
-) -> Result<Vec<(uuid::Uuid, uuid::Uuid)>, AdminError> {
+) -> Result<Scheduled, AdminError> {
     scheduler::tick(&AdminState::new(config, catalog), now_ms).await
 }
 

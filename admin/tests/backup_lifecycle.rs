@@ -160,9 +160,10 @@ async fn schedule_and_retention_over_a_simulated_calendar(backend: Engine) {
     let tick = |now: i64| {
         let (config, catalog) = (daily.clone(), h.catalog.clone());
         async move {
-            tenantgate_admin::schedule_backups(config, catalog, now)
+            tenantgate_admin::schedule_tick(config, catalog, now)
                 .await
                 .unwrap()
+                .backups
         }
     };
     let acme = active_tenant(&h, "acme").await;

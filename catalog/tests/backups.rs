@@ -205,16 +205,20 @@ async fn one_scheduled_backup_per_slot(tc: TestCatalog) {
     assert!(insert(&catalog, acme, BackupKind::Manual, slot).await);
     assert!(insert(&catalog, acme, BackupKind::Manual, slot + 5).await);
     assert!(insert(&catalog, acme, BackupKind::Scheduled, slot + 86_400_000).await);
-    let mut candidates = catalog.backup_schedule_candidates().await.unwrap();
+    let mut candidates = catalog.schedule_candidates("no_such_job").await.unwrap();
     candidates.sort_by_key(|c| c.tenant_id);
     let mut expected = vec![
         backups::ScheduleCandidate {
             tenant_id: acme,
             last_scheduled: Some(slot + 86_400_000),
+            last_job_run_at: None,
+            settings: serde_json::json!({}),
         },
         backups::ScheduleCandidate {
             tenant_id: globex,
             last_scheduled: Some(slot),
+            last_job_run_at: None,
+            settings: serde_json::json!({}),
         },
     ];
     expected.sort_by_key(|c| c.tenant_id);
@@ -231,7 +235,7 @@ async fn one_scheduled_backup_per_slot(tc: TestCatalog) {
         )
         .await
         .unwrap();
-    let candidates = catalog.backup_schedule_candidates().await.unwrap();
+    let candidates = catalog.schedule_candidates("no_such_job").await.unwrap();
     assert_eq!(candidates.len(), 2, "{candidates:?}");
     assert!(candidates
         .iter()

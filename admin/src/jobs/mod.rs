@@ -8,6 +8,7 @@
 //! transaction, conditional on this worker still holding the lease.
 
 pub(crate) mod backup;
+pub(crate) mod data_retention;
 pub(crate) mod drop;
 pub(crate) mod drop_database;
 pub(crate) mod migrate;
@@ -52,6 +53,8 @@ pub(crate) mod kind {
     pub(crate) const DROP_DATABASE: &str = "drop_database";
     /// Delete the backups a tenant's retention no longer keeps, or a purged tenant's backups.
     pub(crate) const PRUNE_BACKUPS: &str = "prune_backups";
+    /// Delete a tenant's app rows older than its `settings.data_retention_days`.
+    pub(crate) const DATA_RETENTION: &str = "data_retention";
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
@@ -78,7 +81,7 @@ pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     let worker = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running = JoinSet::new();
-    // The backup schedule only queues jobs; it runs wherever jobs run.
+    // The scheduler only queues jobs; it runs wherever jobs run.
     let scheduler = tokio::spawn(crate::scheduler::run(state.clone(), shutdown.clone()));
     tracing::info!(%worker, "provisioning worker started");
     loop {
@@ -313,6 +316,7 @@ async fn execute(state: &AdminState, worker: &str, job: &Job) -> Result<(), Admi
         kind::RESTORE => restore::run(state, worker, job).await,
         kind::DROP_DATABASE => drop_database::run(state, worker, job).await,
         kind::PRUNE_BACKUPS => prune::run(state, worker, job).await,
+        kind::DATA_RETENTION => data_retention::run(state, worker, job).await,
         other => Err(AdminError::Job(format!("unknown job kind {other:?}"))),
     }
 }

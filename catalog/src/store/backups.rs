@@ -191,12 +191,16 @@ pub async fn delete(tx: &mut WriteTx, id: Uuid) -> Result<bool, CatalogError> {
     Ok(deleted == 1)
 }
 
-/// A tenant the backup schedule considers, with the slot time of its newest scheduled backup.
+/// A tenant the schedules consider (backups, data retention): what they decide on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleCandidate {
     pub tenant_id: Uuid,
     /// `created_at` of its newest scheduled backup (the slot it was for), if any.
     pub last_scheduled: Option<i64>,
+    /// The latest `run_at` of its jobs of the kind the caller named (data retention), if any.
+    pub last_job_run_at: Option<i64>,
+    /// Its settings document.
+    pub settings: serde_json::Value,
 }
 
 /// Mark a backup `running` from now: when its job starts, again when the job is claimed again
@@ -293,16 +297,23 @@ impl Catalog {
         })
     }
 
-    /// Every active or suspended tenant with the slot of its newest scheduled backup: what the
-    /// backup schedule decides on, in one query.
-    pub async fn backup_schedule_candidates(&self) -> Result<Vec<ScheduleCandidate>, CatalogError> {
+    /// Every active or suspended tenant with the slot of its newest scheduled backup, the latest
+    /// run of its jobs of `job_kind`, and its settings: what the schedules decide on, in one
+    /// query.
+    pub async fn schedule_candidates(
+        &self,
+        job_kind: &str,
+    ) -> Result<Vec<ScheduleCandidate>, CatalogError> {
         on!(self.db(), db => {
             sqlx::query(
-                "SELECT t.id,
+                "SELECT t.id, t.settings,
                     (SELECT MAX(b.created_at) FROM backups b
-                     WHERE b.tenant_id = t.id AND b.kind = 'scheduled') AS last_scheduled
+                     WHERE b.tenant_id = t.id AND b.kind = 'scheduled') AS last_scheduled,
+                    (SELECT MAX(j.run_at) FROM jobs j
+                     WHERE j.tenant_id = t.id AND j.kind = $1) AS last_job_run_at
                  FROM tenants t WHERE t.status IN ('active', 'suspended')",
             )
+            .bind(job_kind)
             .fetch_all(db)
             .await?
             .iter()
@@ -310,6 +321,8 @@ impl Catalog {
                 Ok(ScheduleCandidate {
                     tenant_id: r.id("id")?,
                     last_scheduled: r.opt_millis("last_scheduled")?,
+                    last_job_run_at: r.opt_millis("last_job_run_at")?,
+                    settings: r.json("settings")?,
                 })
             })
             .collect()
