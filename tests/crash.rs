@@ -190,5 +190,5 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(applied, vec![(1, 1), (2, 1)]);
+    assert_eq!(applied, vec![(1, 1), (2, 1), (3, 1)]);
 }

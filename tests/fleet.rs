@@ -164,7 +164,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
         versions(&f)
             .await
             .iter()
-            .all(|(_, v, e)| *v == 1 && e.is_none()),
+            .all(|(_, v, e)| *v == 2 && e.is_none()),
         "provisioned at the latest version"
     );
     // Crafted bad data: two items with one title break the new unique index for f007 only.
@@ -183,12 +183,12 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("f000: would apply 2_item_priority")
-            && stdout.contains("f049: would apply 2_item_priority"),
+        stdout.contains("f000: would apply 3_item_priority")
+            && stdout.contains("f049: would apply 3_item_priority"),
         "{stdout}"
     );
-    assert!(versions(&f).await.iter().all(|(_, v, _)| *v == 1));
-    assert_eq!(applied(&f, "f000").await, vec![(1, 1)]);
+    assert!(versions(&f).await.iter().all(|(_, v, _)| *v == 2));
+    assert_eq!(applied(&f, "f000").await, vec![(1, 1), (2, 1)]);
 
     let out = migrate(&f.config_path, migrations.path(), &["--concurrency", "4"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -209,9 +209,9 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     );
     for (slug, version, error) in versions(&f).await {
         if slug == "f007" {
-            assert_eq!(version, 1, "the failed tenant stays at its old version");
+            assert_eq!(version, 2, "the failed tenant stays at its old version");
             assert!(error.is_some_and(|e| !e.is_empty()));
-            assert_eq!(applied(&f, &slug).await, vec![(1, 1)]);
+            assert_eq!(applied(&f, &slug).await, vec![(1, 1), (2, 1)]);
         } else {
             assert_eq!((version, error), (3, None), "{slug}");
         }
