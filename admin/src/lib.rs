@@ -19,6 +19,7 @@ pub mod fleet;
 mod jobs;
 mod limits;
 mod metrics;
+mod scheduler;
 mod state;
 pub mod tokens;
 mod validate;
@@ -27,6 +28,7 @@ mod write;
 pub use backup::tenant::Verified;
 pub use backup::BackupError;
 pub use error::{AdminError, FieldError};
+pub use scheduler::Scheduled;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +107,18 @@ pub fn router(config: Arc<Config>, catalog: Catalog) -> axum::Router {
 /// Run only the provisioning worker until `shutdown` (another process may serve the API).
 pub async fn run_worker(config: Arc<Config>, catalog: Catalog, shutdown: CancellationToken) {
     jobs::run(AdminState::new(config, catalog), shutdown).await;
+}
+
+/// Queue everything the scheduler finds due at `now_ms` (milliseconds since the Unix epoch):
+/// the scheduled backups under `config`'s `[backups] schedule` and the daily data-retention
+/// passes, as the scheduler of [`serve`] does every 30 s with the wall clock. For tests that
+/// drive the schedules with a simulated clock, and for operators' tools.
+pub async fn schedule_tick(
+    config: Arc<Config>,
+    catalog: Catalog,
+    now_ms: i64,
+) -> Result<Scheduled, AdminError> {
+    scheduler::tick(&AdminState::new(config, catalog), now_ms).await
 }
 
 /// Make sure shard `name` exists with these app upstreams: create it (status active) if absent,

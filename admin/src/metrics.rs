@@ -14,6 +14,27 @@ pub(crate) struct Metrics {
     job_duration: HistogramVec,
     backups: IntCounterVec,
     backup_duration: prometheus::Histogram,
+    backup_last_success: GaugeVec,
+}
+
+/// Tenants with their own `tenant` label on the last-backup gauge; the rest share `_other`
+/// (DESIGN §8: the label is bounded; the same default as the edge's and the app's limit).
+const TENANT_LABEL_LIMIT: usize = 1000;
+
+/// The last-backup gauge's series from (slug, last success in ms), any order: the
+/// [`TENANT_LABEL_LIMIT`] tenants whose newest backup is oldest get their own label (they are
+/// the ones an alert is about); the rest share `_other`, which holds the oldest of theirs, so
+/// an alert on any series still fires for any tenant.
+pub(crate) fn last_success_series(
+    mut successes: Vec<(String, i64)>,
+    limit: usize,
+) -> Vec<(String, i64)> {
+    successes.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let mut series: Vec<(String, i64)> = successes.iter().take(limit).cloned().collect();
+    if let Some((_, oldest_rest)) = successes.get(limit) {
+        series.push((tenantgate_contract::labels::OTHER.to_string(), *oldest_rest));
+    }
+    series
 }
 
 impl Metrics {
@@ -64,8 +85,17 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let backup_last_success = GaugeVec::new(
+            Opts::new(
+                "tenantgate_backup_last_success_timestamp_seconds",
+                "Unix time of the newest completed backup of each tenant that has one (from the catalog; past 1000 tenants, the oldest of the rest under tenant=\"_other\").",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(tenants.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(backup_last_success.clone()),
             Box::new(jobs.clone()),
             Box::new(job_duration.clone()),
             Box::new(backups.clone()),
@@ -80,6 +110,7 @@ impl Metrics {
             job_duration,
             backups,
             backup_duration,
+            backup_last_success,
         }
     }
 
@@ -114,10 +145,47 @@ impl Metrics {
             }
             Err(e) => tracing::warn!(error = %e, "could not count tenants for /metrics"),
         }
+        match catalog.last_backup_successes().await {
+            Ok(successes) => {
+                // Rebuilt from the catalog each time, so a purged tenant's series disappears.
+                self.backup_last_success.reset();
+                for (tenant, at_ms) in last_success_series(successes, TENANT_LABEL_LIMIT) {
+                    self.backup_last_success
+                        .with_label_values(&[tenant.as_str()])
+                        .set(at_ms as f64 / 1000.0);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the last backups for /metrics"),
+        }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_tenants_keep_their_label() {
+        let successes = vec![
+            ("a".to_string(), 300),
+            ("b".to_string(), 100),
+            ("c".to_string(), 200),
+            ("d".to_string(), 400),
+        ];
+        assert_eq!(
+            last_success_series(successes.clone(), 2),
+            [
+                ("b".to_string(), 100),
+                ("c".to_string(), 200),
+                ("_other".to_string(), 300)
+            ]
+        );
+        assert_eq!(last_success_series(successes, 10).len(), 4);
+        assert!(last_success_series(Vec::new(), 2).is_empty());
     }
 }

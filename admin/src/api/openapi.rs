@@ -139,6 +139,13 @@ fn schemas() -> Value {
             "timezone": { "type": "string", "examples": ["Europe/Berlin"] },
             "theme": { "enum": ["light", "dark", "system"] },
             "features": { "type": "object", "additionalProperties": { "type": "boolean" } },
+            "data_retention_days": { "type": "integer", "minimum": 1,
+                "maximum": tenantgate_contract::settings::MAX_RETENTION_DAYS },
+            "backup_retention": { "type": "object", "additionalProperties": false,
+                "required": ["keep_daily", "keep_weekly", "keep_monthly"], "properties": {
+                "keep_daily": { "type": "integer", "minimum": 0, "maximum": tenantgate_contract::settings::MAX_KEEP.0 },
+                "keep_weekly": { "type": "integer", "minimum": 0, "maximum": tenantgate_contract::settings::MAX_KEEP.1 },
+                "keep_monthly": { "type": "integer", "minimum": 0, "maximum": tenantgate_contract::settings::MAX_KEEP.2 } } },
         }),
     );
     let tenant_status = json!({ "enum": ["provisioning", "active", "suspended", "moving", "restoring", "deleted", "failed"] });

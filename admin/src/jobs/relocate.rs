@@ -1,5 +1,6 @@
 //! The `move_tenant` job: move a tenant (status `moving`) to another shard, then switch its
-//! routing and restore its status.
+//! routing and restore its status. It first takes a `pre_move` backup when backups are
+//! configured, and goes on only once that completed.
 //!
 //! - SQLite: the tenant's file is copied with `VACUUM INTO`, a consistent snapshot even while
 //!   the source is open; an earlier partial copy is removed first, so a re-run starts clean. The
@@ -10,6 +11,7 @@
 
 use serde::Deserialize;
 use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::backups::BackupKind;
 use tenantgate_catalog::store::jobs::Job;
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
@@ -42,6 +44,8 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Moving) else {
         return finish(state, worker, job, None).await.map(|_| ());
     };
+    // A backup first (`pre_move`), so a move gone wrong can be undone; the job waits for it.
+    super::backup::before(state, job, &tenant, BackupKind::PreMove).await?;
     let from = state
         .catalog
         .shard(&payload.from)
