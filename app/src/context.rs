@@ -254,6 +254,11 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
     if let Some(refused) = refusal(tenant.status) {
         return Err(AppError::TenantRefused(refused));
     }
+    if epoch < tenant.epoch {
+        // Epoch fencing: the edge signed with a route older than the catalog's (this process
+        // follows the catalog feed), so it may be sending a moved tenant to its old copy.
+        return Err(AppError::TenantMoved);
+    }
     if &tenant.shard != served {
         // Moved away; the edge has not caught up yet.
         return Err(AppError::WrongShard);
