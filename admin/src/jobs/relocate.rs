@@ -323,9 +323,11 @@ impl Move<'_> {
         match current {
             Some(s @ (TenantStatus::Active | TenantStatus::Suspended)) => {
                 self.progress.resume = Some(s);
+                // The epoch stays: the route does not change until the flip, and a request an
+                // edge forwarded just before it saw `moving` must still be served (the app
+                // refuses only an epoch older than the catalog's).
                 let patch = TenantPatch {
                     status: Some(TenantStatus::Moving),
-                    bump_epoch: true,
                     ..TenantPatch::default()
                 };
                 tenants::update(w.conn(), self.tenant.id, &patch).await?;
@@ -524,9 +526,9 @@ impl Move<'_> {
             return Ok(()); // Another worker owns the job now and decides.
         }
         if tenant_state::status(w.conn(), self.tenant.id).await? == Some(TenantStatus::Moving) {
+            // The route is the one before the move: same shard, same epoch.
             let patch = TenantPatch {
                 status: Some(resume),
-                bump_epoch: true,
                 ..TenantPatch::default()
             };
             tenants::update(w.conn(), self.tenant.id, &patch).await?;
