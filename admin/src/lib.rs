@@ -18,6 +18,7 @@ mod extract;
 pub mod fleet;
 mod jobs;
 mod metrics;
+pub mod rebalance;
 mod state;
 mod validate;
 pub mod webhooks;

@@ -328,3 +328,75 @@ async fn a_move_that_cannot_replicate_rolls_back() {
         "nothing left on the target"
     );
 }
+
+both_backends!(rebalance_evens_out_then_drains_a_shard);
+async fn rebalance_evens_out_then_drains_a_shard(backend: Engine) {
+    use tenantgate_admin::rebalance::{self, Balance};
+    let h = Harness::started(backend).await;
+    h.shard("shard-a").await;
+    h.shard("shard-b").await;
+    let mut ids = Vec::new();
+    for slug in ["r1", "r2", "r3", "r4"] {
+        ids.push(h.tenant(slug, Some("shard-a")).await.0);
+    }
+    for id in &ids {
+        h.wait_status(id, "active").await;
+    }
+    let per_shard = |tenants: Vec<tenantgate_catalog::Tenant>| {
+        let a = tenants.iter().filter(|t| t.shard == "shard-a").count();
+        (a, tenants.len() - a)
+    };
+    let all = || async {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(h.catalog.tenant(id).await.unwrap().unwrap());
+        }
+        v
+    };
+
+    let proposed = rebalance::propose(&h.config, &h.catalog, Balance::Tenants)
+        .await
+        .unwrap();
+    assert_eq!(proposed.len(), 2, "{proposed:?}");
+    assert_eq!(per_shard(all().await), (4, 0), "a dry run changes nothing");
+    rebalance::run(
+        &h.config,
+        &h.catalog,
+        &proposed,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(per_shard(all().await), (2, 2));
+    assert!(rebalance::propose(&h.config, &h.catalog, Balance::Tenants)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Draining shard-b, then a rebalance, empties it.
+    let r = h
+        .patch("/v1/shards/shard-b", json!({"status": "draining"}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let proposed = rebalance::propose(&h.config, &h.catalog, Balance::Tenants)
+        .await
+        .unwrap();
+    assert!(
+        proposed
+            .iter()
+            .all(|m| m.from == "shard-b" && m.to == "shard-a"),
+        "{proposed:?}"
+    );
+    rebalance::run(
+        &h.config,
+        &h.catalog,
+        &proposed,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(per_shard(all().await), (4, 0));
+    for t in all().await {
+        assert_eq!(t.status.as_str(), "active");
+    }
+}

@@ -604,7 +604,23 @@ pub(crate) async fn move_handler(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MoveTenant>,
 ) -> Result<(StatusCode, Json<MoveJob>), AdminError> {
-    let before = find(&state, &id).await?;
+    let job_id = start_move(&state, &actor.name, &id, &req.shard).await?;
+    Ok((StatusCode::ACCEPTED, Json(MoveJob { job_id })))
+}
+
+/// Check and queue a move of tenant `id` to shard `shard` (the API's and `tenantgate
+/// rebalance`'s one way in); the job's id.
+pub(crate) async fn start_move(
+    state: &AdminState,
+    actor: &str,
+    id: &str,
+    shard: &str,
+) -> Result<Uuid, AdminError> {
+    let req = MoveTenant {
+        shard: shard.to_string(),
+    };
+    let state = state.clone();
+    let before = find(&state, id).await?;
     let target_shard = state
         .catalog
         .shard(&req.shard)
@@ -667,7 +683,7 @@ pub(crate) async fn move_handler(
     })
     .await?;
     w.audit(NewAudit {
-        actor: &actor.name,
+        actor,
         action: "tenant.move",
         target: &target(&before),
         tenant_id: Some(before.id),
@@ -676,5 +692,5 @@ pub(crate) async fn move_handler(
     })
     .await?;
     w.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(MoveJob { job_id })))
+    Ok(job_id)
 }
