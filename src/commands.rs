@@ -10,7 +10,7 @@ use tenantgate_catalog::{Catalog, TokenScope};
 use tenantgate_config::{Config, SecretPolicy};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, MigrateCommand, TokenCommand};
+use crate::cli::{BalanceBy, Command, MigrateCommand, TokenCommand};
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -90,6 +90,33 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Token(command) => tokens(command),
         Command::Backup(command) => crate::backup::run(command),
+        Command::Rebalance {
+            config,
+            by,
+            dry_run,
+            wait_secs,
+        } => {
+            let config = load(&config, None)?;
+            let by = match by {
+                BalanceBy::Tenants => tenantgate_admin::rebalance::Balance::Tenants,
+                BalanceBy::Requests => tenantgate_admin::rebalance::Balance::Requests,
+            };
+            runtime()?.block_on(async move {
+                let catalog = connect(&config, true).await?;
+                let moves = tenantgate_admin::rebalance::propose(&config, &catalog, by).await?;
+                for m in &moves {
+                    println!("{}", serde_json::to_string(m)?);
+                }
+                if moves.is_empty() {
+                    eprintln!("the shards are balanced: no move proposed");
+                } else if !dry_run {
+                    let each = std::time::Duration::from_secs(wait_secs);
+                    tenantgate_admin::rebalance::run(&config, &catalog, &moves, each).await?;
+                    eprintln!("{} move(s) done", moves.len());
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
     }
 }
 

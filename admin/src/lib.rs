@@ -19,6 +19,7 @@ pub mod fleet;
 mod jobs;
 mod limits;
 mod metrics;
+pub mod rebalance;
 mod scheduler;
 mod state;
 pub mod tokens;

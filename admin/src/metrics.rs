@@ -15,6 +15,8 @@ pub(crate) struct Metrics {
     backups: IntCounterVec,
     backup_duration: prometheus::Histogram,
     backup_last_success: GaugeVec,
+    moves: IntCounterVec,
+    move_hold: prometheus::Histogram,
 }
 
 /// Tenants with their own `tenant` label on the last-backup gauge; the rest share `_other`
@@ -93,6 +95,27 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric");
+        let moves = IntCounterVec::new(
+            Opts::new(
+                "tenantgate_moves_total",
+                "Tenant moves finished by this process, by result (completed, rolled_back).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["completed", "rolled_back"] {
+            moves.with_label_values(&[result]);
+        }
+        let move_hold = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "tenantgate_move_hold_seconds",
+                "How long a move held its tenant's requests: from status moving to the flip (or the roll-back).",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(tenants.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(backup_last_success.clone()),
@@ -100,6 +123,8 @@ impl Metrics {
             Box::new(job_duration.clone()),
             Box::new(backups.clone()),
             Box::new(backup_duration.clone()),
+            Box::new(moves.clone()),
+            Box::new(move_hold.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -111,7 +136,19 @@ impl Metrics {
             backups,
             backup_duration,
             backup_last_success,
+            moves,
+            move_hold,
         }
+    }
+
+    /// Count one finished move with `result` (`completed`, `rolled_back`).
+    pub(crate) fn move_finished(&self, result: &str) {
+        self.moves.with_label_values(&[result]).inc();
+    }
+
+    /// Record how long a move held its tenant.
+    pub(crate) fn move_held(&self, seconds: f64) {
+        self.move_hold.observe(seconds);
     }
 
     /// Count one finished backup attempt with `result` (`completed`, `retry`, `failed`).

@@ -15,6 +15,7 @@ pub(crate) mod migrate;
 pub(crate) mod provision;
 pub(crate) mod prune;
 pub(crate) mod relocate;
+mod replicate;
 pub(crate) mod restore;
 mod scram;
 
@@ -41,7 +42,7 @@ pub(crate) mod kind {
     pub(crate) const PROVISION: &str = "provision_tenant";
     /// Drop a deleted tenant's database and login, free its domains.
     pub(crate) const DROP: &str = "drop_tenant";
-    /// Copy a tenant to another shard (SQLite) or re-point it (same PostgreSQL server).
+    /// Move a tenant to another shard online: copy, catch up, hold, flip (see `relocate`).
     pub(crate) const MOVE: &str = "move_tenant";
     /// Apply pending tenant migrations to many tenants (`POST /v1/migrations`).
     pub(crate) const MIGRATE: &str = "migrate_tenants";

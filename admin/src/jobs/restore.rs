@@ -324,6 +324,25 @@ pub(crate) async fn drop_postgres(shard: &Shard, database: &str) -> Result<(), A
     Ok(())
 }
 
+/// Drop the login `role` on `shard`'s server unless it still owns something there (then it is
+/// kept, and logged): the old server's login of a moved tenant.
+pub(crate) async fn drop_login(shard: &Shard, role: &str) -> Result<(), AdminError> {
+    let mut conn = admin_connection(shard).await?;
+    let result = conn
+        .execute(format!("DROP ROLE IF EXISTS {}", ident(role)).as_str())
+        .await;
+    let _ = conn.close().await;
+    match result {
+        Ok(_) => Ok(()),
+        // 2BP01: the role still owns objects (another database of the tenant).
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("2BP01") => {
+            tracing::info!(role, "kept a login that still owns objects");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Remove a restored database nobody uses (best effort: logged when it fails).
 async fn discard(shard: &Shard, database: &str) {
     let result = match Engine::of_url(&shard.database_url) {

@@ -323,10 +323,7 @@ impl Catalog {
         progress: &serde_json::Value,
     ) -> Result<bool, CatalogError> {
         let updated = on!(self.db(), db => {
-            sqlx::query(
-                "UPDATE jobs SET progress = $3, updated_at = $4
-                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-            )
+            sqlx::query(SET_PROGRESS)
             .bind(Id(id))
             .bind(worker)
             .bind(Json(progress))
@@ -354,6 +351,31 @@ impl Catalog {
         });
         Ok(())
     }
+}
+
+const SET_PROGRESS: &str = "UPDATE jobs SET progress = $3, updated_at = $4
+    WHERE id = $1 AND locked_by = $2 AND status = 'running'";
+
+/// [`Catalog::set_job_progress`] in the caller's transaction: the progress commits with the
+/// caller's other writes, and only while `worker` holds the job (false otherwise; the caller
+/// must then roll back).
+pub async fn set_progress(
+    tx: &mut WriteTx,
+    id: Uuid,
+    worker: &str,
+    progress: &serde_json::Value,
+) -> Result<bool, CatalogError> {
+    let updated = on!(tx.db(), db => {
+        sqlx::query(SET_PROGRESS)
+            .bind(Id(id))
+            .bind(worker)
+            .bind(Json(progress))
+            .bind(Millis::now())
+            .execute(db)
+            .await?
+            .rows_affected()
+    });
+    Ok(updated == 1)
 }
 
 /// Finish a job `worker` holds, in the caller's transaction (so the job's effects on the catalog

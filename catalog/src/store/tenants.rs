@@ -547,4 +547,15 @@ impl Catalog {
                 .is_some())
         })
     }
+
+    /// The shards of the tenants whose database is `db_name` (a moved tenant keeps its
+    /// database's name on its new shard, so a name alone does not say which server holds it).
+    pub async fn shards_using_database(&self, db_name: &str) -> Result<Vec<String>, CatalogError> {
+        on!(self.db(), db => {
+            Ok(sqlx::query_scalar("SELECT shard FROM tenants WHERE db_name = $1")
+                .bind(db_name)
+                .fetch_all(db)
+                .await?)
+        })
+    }
 }
