@@ -2,8 +2,8 @@
 # Install what a fresh Debian machine lacks to build and test tenantgate.
 #   scripts/ensure-deps.sh         cmake (Pingora's zlib-ng needs it)
 #   scripts/ensure-deps.sh --test  also what the tests use: a running PostgreSQL on
-#                                  127.0.0.1:5432 (with its server binaries, for the replica
-#                                  test), Prometheus and promtool, headless Chromium, the age
+#                                  127.0.0.1:5432 (with its server binaries: the kit starts
+#                                  private servers for the replica and cross-server move tests), Prometheus and promtool, headless Chromium, the age
 #                                  CLI (the backup tests decrypt with it), pg_dump/pg_restore
 #                                  (PostgreSQL client tools, which backups run), and moto's S3
 #                                  server from PyPI in a venv at /opt/tenantgate-test/moto (the
@@ -72,6 +72,11 @@ if [ "${1:-}" = "--test" ]; then
         "$st_venv/bin/pip" install -q -r "$st_req"
         cp "$st_req" "$st_venv/requirements.txt"
     fi
+fi
+
+# The test kit's private servers (testkit/src/pg_server.rs) run initdb and pg_ctl.
+if [ "${1:-}" = "--test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt_install postgresql
 fi
 
 # Backups of PostgreSQL tenants run pg_dump and pg_restore.

@@ -77,6 +77,30 @@ pub(crate) enum Command {
     /// decrypts a backup here without touching the tenant.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Propose moves that even out the shards (and empty `draining` ones); without --dry-run,
+    /// run them one at a time through the admin worker (`tenantgate admin` or `dev` must be
+    /// running). Prints each move as a JSON line.
+    Rebalance {
+        #[arg(long)]
+        config: PathBuf,
+        /// What to even out: tenants per shard, or requests per shard (read from the edge's
+        /// metrics at [edge] metrics_listen).
+        #[arg(long, value_enum, default_value_t = BalanceBy::Tenants)]
+        by: BalanceBy,
+        /// Print the proposed moves and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds to wait for each move.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
+}
+
+/// `rebalance --by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BalanceBy {
+    Tenants,
+    Requests,
 }
 
 #[derive(Debug, Args)]
@@ -192,5 +216,20 @@ pub(crate) enum TokenCommand {
         /// A name to recognise the token by in the audit log.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Seconds until the token expires (default: it does not expire).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
+        ttl: Option<u64>,
+    },
+    /// List admin tokens, one JSON object per line (never the secrets).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke an admin token by id; it answers 401 from its next request on.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        /// The token's id (from `token list` or the audit log).
+        id: uuid::Uuid,
     },
 }

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tenantgate_catalog::{Catalog, TokenScope};
 use tenantgate_config::{Config, SecretPolicy};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, MigrateCommand, TokenCommand};
+use crate::cli::{BalanceBy, Command, MigrateCommand, TokenCommand};
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -87,22 +88,69 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
                 })
             })
         }
-        Command::Token(TokenCommand::Create {
+        Command::Token(command) => tokens(command),
+        Command::Backup(command) => crate::backup::run(command),
+        Command::Rebalance {
             config,
-            scope,
-            name,
-        }) => {
+            by,
+            dry_run,
+            wait_secs,
+        } => {
             let config = load(&config, None)?;
-            let scope: TokenScope = scope.parse().map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+            let by = match by {
+                BalanceBy::Tenants => tenantgate_admin::rebalance::Balance::Tenants,
+                BalanceBy::Requests => tenantgate_admin::rebalance::Balance::Requests,
+            };
             runtime()?.block_on(async move {
                 let catalog = connect(&config, true).await?;
-                let token = tenantgate_admin::create_token(&catalog, scope, &name).await?;
-                println!("{token}");
+                let moves = tenantgate_admin::rebalance::propose(&config, &catalog, by).await?;
+                for m in &moves {
+                    println!("{}", serde_json::to_string(m)?);
+                }
+                if moves.is_empty() {
+                    eprintln!("the shards are balanced: no move proposed");
+                } else if !dry_run {
+                    let each = std::time::Duration::from_secs(wait_secs);
+                    tenantgate_admin::rebalance::run(&config, &catalog, &moves, each).await?;
+                    eprintln!("{} move(s) done", moves.len());
+                }
                 Ok(ExitCode::SUCCESS)
             })
         }
-        Command::Backup(command) => crate::backup::run(command),
     }
+}
+
+/// `token create|list|revoke`.
+fn tokens(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let config = match &command {
+        TokenCommand::Create { config, .. }
+        | TokenCommand::List { config }
+        | TokenCommand::Revoke { config, .. } => load(config, None)?,
+    };
+    runtime()?.block_on(async move {
+        let catalog = connect(&config, true).await?;
+        match command {
+            TokenCommand::Create {
+                scope, name, ttl, ..
+            } => {
+                let scope: TokenScope =
+                    scope.parse().map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+                let ttl = ttl.map(Duration::from_secs);
+                let token = tenantgate_admin::tokens::create(&catalog, scope, &name, ttl).await?;
+                println!("{token}");
+            }
+            TokenCommand::List { .. } => {
+                for token in tenantgate_admin::tokens::list(&catalog).await? {
+                    println!("{}", serde_json::to_string(&token)?);
+                }
+            }
+            TokenCommand::Revoke { id, .. } => {
+                let token = tenantgate_admin::tokens::revoke(&config, &catalog, id).await?;
+                println!("{}", serde_json::to_string(&token)?);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `check-config`: exit 0 when the file (with environment overrides) is valid.

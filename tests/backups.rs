@@ -163,7 +163,7 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
     let before = demo.titles(host, &user).await;
     let backup = demo.backup("acme").await;
     let backup_id = backup["id"].as_str().unwrap().to_string();
-    assert_eq!(backup["schema_version"], 1, "{backup}");
+    assert_eq!(backup["schema_version"], 2, "{backup}");
     assert_eq!(
         backup["format"],
         if postgres { "pg_custom" } else { "sqlite" }
@@ -320,7 +320,8 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
     .await;
     assert_eq!(demo.titles(host, &user).await, before);
 
-    // The CLI: list shows both backups; verify accepts the first and refuses the tampered one.
+    // The CLI: list shows both backups and the one the restore in place took first of the
+    // database it replaced; verify accepts the first and refuses the tampered one.
     let cli = |args: &[&str]| {
         Command::new(support::binary())
             .arg("backup")
@@ -338,9 +339,11 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["id"], second["id"], "newest first");
-    assert_eq!(lines[1]["id"], backup_id.as_str());
+    assert_eq!(lines[1]["kind"], "pre_restore", "{lines:?}");
+    assert_eq!(lines[1]["status"], "completed", "{lines:?}");
+    assert_eq!(lines[2]["id"], backup_id.as_str());
     let verified = cli(&["verify", "--backup", &backup_id]);
     assert!(verified.status.success(), "{verified:?}");
     let verified: Value = serde_json::from_slice(&verified.stdout).unwrap();
@@ -366,7 +369,7 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
     let (_, copy) = demo.get("/v1/tenants/acme-copy").await;
     assert_eq!(copy["status"], "active", "{copy}");
     assert_eq!(copy["domains"], json!([]));
-    assert_eq!(copy["schema_version"], 1);
+    assert_eq!(copy["schema_version"], 2);
     let config = Config::load(&config_path).unwrap();
     let catalog = tenantgate_catalog::Catalog::connect(&config.catalog.url, 1)
         .await

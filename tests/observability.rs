@@ -155,7 +155,7 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
     }
 
     // Traffic for every panel: requests to both shards, an unknown host, a rate-limited
-    // tenant, and a provisioning job that fails.
+    // tenant, a provisioning job that fails, and a backup.
     let patch = client
         .patch(admin("/v1/tenants/globex"))
         .bearer_auth(&dev.admin_token)
@@ -192,6 +192,14 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
         .await
         .unwrap();
     assert_eq!(tenant.status(), 202, "{}", tenant.text().await.unwrap());
+    // A completed backup, for the backup panels.
+    let backup = client
+        .post(admin("/v1/tenants/acme/backups"))
+        .bearer_auth(&dev.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backup.status(), 202, "{}", backup.text().await.unwrap());
 
     let prometheus = start_prometheus(dir.path(), &dev);
     let prom = format!("http://{}", prometheus.addr);
@@ -246,7 +254,7 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 6, "{rules}");
+    assert_eq!(all.len(), 7, "{rules}");
     for rule in all {
         assert_eq!(
             rule["health"], "ok",

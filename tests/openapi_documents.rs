@@ -180,12 +180,36 @@ async fn both_documents_are_openapi_31_and_list_every_route() {
         ("get", "/v1/backups/{id}"),
         ("post", "/v1/jobs/{id}/retry"),
         ("get", "/v1/audit"),
+        ("get", "/v1/tokens"),
+        ("delete", "/v1/tokens/{id}"),
     ] {
         assert!(
             ops.contains(&(method.to_string(), path.to_string())),
             "admin: {method} {path} is not documented"
         );
     }
+    // Every authenticated route documents the admin rate limit's 429.
+    for (path, item) in admin["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if path.starts_with("/v1/") {
+                assert!(
+                    op["responses"]["429"].is_object(),
+                    "admin: {method} {path} does not document 429"
+                );
+            }
+        }
+    }
+    // The settings' retention bounds are the contract's.
+    let settings = &admin["components"]["schemas"]["TenantSettings"]["properties"];
+    assert_eq!(
+        settings["data_retention_days"]["maximum"],
+        tenantgate_contract::settings::MAX_RETENTION_DAYS
+    );
+    let keep = &admin["components"]["schemas"]["BackupRetention"]["properties"];
+    let max = tenantgate_contract::settings::MAX_KEEP;
+    assert_eq!(keep["keep_daily"]["maximum"], max.0, "{keep}");
+    assert_eq!(keep["keep_weekly"]["maximum"], max.1, "{keep}");
+    assert_eq!(keep["keep_monthly"]["maximum"], max.2, "{keep}");
     every_operation_is_routed(&client, &dev.admin(), None, &admin).await;
 
     // The tenant API, through the edge at a tenant's host.

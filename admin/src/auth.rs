@@ -2,15 +2,19 @@
 //!
 //! A token is either the configured bootstrap token (write scope, compared in constant time) or
 //! one whose SHA-256 hash is in `admin_tokens`. Handlers take [`Reader`] or [`Writer`] as an
-//! argument; the extractor answers 401 (no or unknown token) or 403 (read token on a write
-//! route) before the handler runs.
+//! argument; the extractor answers 429 (over the admin rate limit of the client address or of
+//! the token, see [`crate::limits`]), 401 (no, unknown, revoked or expired token) or 403 (read
+//! token on a write route) before the handler runs.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use tenantgate_catalog::TokenScope;
 use tenantgate_contract::crypto::{constant_time_eq, hash_token};
 
 use crate::error::AdminError;
+use crate::limits::Key;
 use crate::state::AdminState;
 
 /// Who made a request, as recorded in the audit log.
@@ -19,6 +23,8 @@ pub(crate) struct Actor {
     /// `token:<name>:<id>` or `bootstrap`.
     pub(crate) name: String,
     pub(crate) scope: TokenScope,
+    /// Whose rate limit the request counts against.
+    key: Key,
 }
 
 /// A request with a token of at least read scope.
@@ -37,15 +43,20 @@ pub(crate) async fn authenticate(
             return Ok(Some(Actor {
                 name: "bootstrap".into(),
                 scope: TokenScope::Write,
+                key: Key::Bootstrap,
             }));
         }
     }
     // The lookup is by hash: the database never sees the token, and timing reveals nothing
     // about it beyond its hash's index position.
-    let info = state.catalog.admin_token_info(&hash_token(token)).await?;
-    Ok(info.map(|i| Actor {
-        name: format!("token:{}:{}", i.name, i.id),
-        scope: i.scope,
+    let Some(info) = state.catalog.admin_token_info(&hash_token(token)).await? else {
+        return Ok(None);
+    };
+    state.limits.touch(&state.catalog, info.id);
+    Ok(Some(Actor {
+        name: format!("token:{}:{}", info.name, info.id),
+        scope: info.scope,
+        key: Key::Token(info.id),
     }))
 }
 
@@ -67,10 +78,15 @@ async fn require(
     state: &AdminState,
     scope: TokenScope,
 ) -> Result<Actor, AdminError> {
+    // In-process callers (tests driving the router) have no address; served requests do.
+    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        state.limits.check(Key::Address(addr.ip()))?;
+    }
     let token = bearer(parts).ok_or(AdminError::Unauthorized)?;
     let actor = authenticate(state, token)
         .await?
         .ok_or(AdminError::Unauthorized)?;
+    state.limits.check(actor.key.clone())?;
     if !actor.scope.allows(scope) {
         return Err(AdminError::Forbidden("write (read-only token)"));
     }

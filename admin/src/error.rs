@@ -25,6 +25,10 @@ pub enum AdminError {
     /// A known token without the scope the route needs.
     #[error("this token may not {0}")]
     Forbidden(&'static str),
+    /// The token or the client address is over the admin rate limit; retry after that many
+    /// seconds.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     /// The body is not JSON (or not of the right content type).
     #[error("{0}")]
     BadRequest(String),
@@ -90,6 +94,7 @@ impl AdminError {
         match self {
             AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AdminError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -161,6 +166,12 @@ impl IntoResponse for AdminError {
                 fields,
             },
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let AdminError::RateLimited(secs) = self {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
     }
 }

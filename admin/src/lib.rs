@@ -6,7 +6,7 @@
 //! may run against one catalog, and a crash loses nothing: jobs and webhook deliveries are
 //! leased and picked up again.
 //!
-//! [`ensure_shard`], [`ensure_tenant`] and [`create_token`] are for the CLI (`tenantgate dev`
+//! [`ensure_shard`], [`ensure_tenant`] and [`tokens`] are for the CLI (`tenantgate dev`
 //! seeding, `tenantgate token create`).
 
 mod api;
@@ -17,19 +17,24 @@ mod error;
 mod extract;
 pub mod fleet;
 mod jobs;
+mod limits;
 mod metrics;
+pub mod rebalance;
+mod scheduler;
 mod state;
+pub mod tokens;
 pub mod webhooks;
 mod write;
 pub use backup::tenant::Verified;
 pub use backup::BackupError;
 pub use error::{AdminError, FieldError};
+pub use scheduler::Scheduled;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use state::AdminState;
-use tenantgate_catalog::{Catalog, TokenScope};
+use tenantgate_catalog::Catalog;
 use tenantgate_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,8 +63,12 @@ pub async fn serve(
         tracing::info!(%addr, "admin API listening");
     }
     let server = std::future::IntoFuture::into_future(
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned()),
+        // With the peer address, for the per-address rate limit (crate::limits).
+        axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned()),
     );
     tokio::pin!(server);
     // Long-lived connections could hold graceful shutdown open; one deadline bounds the
@@ -96,6 +105,18 @@ pub fn router(config: Arc<Config>, catalog: Catalog) -> axum::Router {
 /// Run only the provisioning worker until `shutdown` (another process may serve the API).
 pub async fn run_worker(config: Arc<Config>, catalog: Catalog, shutdown: CancellationToken) {
     jobs::run(AdminState::new(config, catalog), shutdown).await;
+}
+
+/// Queue everything the scheduler finds due at `now_ms` (milliseconds since the Unix epoch):
+/// the scheduled backups under `config`'s `[backups] schedule` and the daily data-retention
+/// passes, as the scheduler of [`serve`] does every 30 s with the wall clock. For tests that
+/// drive the schedules with a simulated clock, and for operators' tools.
+pub async fn schedule_tick(
+    config: Arc<Config>,
+    catalog: Catalog,
+    now_ms: i64,
+) -> Result<Scheduled, AdminError> {
+    scheduler::tick(&AdminState::new(config, catalog), now_ms).await
 }
 
 /// Make sure shard `name` exists with these app upstreams: create it (status active) if absent,
@@ -157,31 +178,4 @@ pub async fn ensure_tenant(
     )?;
     api::tenants::create(&state, CLI_ACTOR, request).await?;
     Ok(())
-}
-
-/// Create an admin token with `scope` named `name`; returns the token, which is stored only as
-/// its hash and cannot be shown again.
-pub async fn create_token(
-    catalog: &Catalog,
-    scope: TokenScope,
-    name: &str,
-) -> Result<String, AdminError> {
-    let token = tenantgate_contract::crypto::random_token("tga_");
-    let id = catalog.insert_admin_token(name, &token, scope).await?;
-    // The audit record names the token, never its value.
-    let mut tx = catalog.begin_write().await?;
-    tenantgate_catalog::store::audit::append(
-        &mut tx,
-        &tenantgate_catalog::store::audit::NewAudit {
-            actor: CLI_ACTOR,
-            action: "admin_token.create",
-            target: &format!("admin_token:{name}:{id}"),
-            tenant_id: None,
-            before: None,
-            after: Some(serde_json::json!({ "name": name, "scope": scope.as_str() })),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(token)
 }

@@ -14,6 +14,29 @@ pub(crate) struct Metrics {
     job_duration: HistogramVec,
     backups: IntCounterVec,
     backup_duration: prometheus::Histogram,
+    backup_last_success: GaugeVec,
+    moves: IntCounterVec,
+    move_hold: prometheus::Histogram,
+}
+
+/// Tenants with their own `tenant` label on the last-backup gauge; the rest share `_other`
+/// (DESIGN §8: the label is bounded; the same default as the edge's and the app's limit).
+const TENANT_LABEL_LIMIT: usize = 1000;
+
+/// The last-backup gauge's series from (slug, last success in ms), any order: the
+/// [`TENANT_LABEL_LIMIT`] tenants whose newest backup is oldest get their own label (they are
+/// the ones an alert is about); the rest share `_other`, which holds the oldest of theirs, so
+/// an alert on any series still fires for any tenant.
+pub(crate) fn last_success_series(
+    mut successes: Vec<(String, i64)>,
+    limit: usize,
+) -> Vec<(String, i64)> {
+    successes.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let mut series: Vec<(String, i64)> = successes.iter().take(limit).cloned().collect();
+    if let Some((_, oldest_rest)) = successes.get(limit) {
+        series.push((tenantgate_contract::labels::OTHER.to_string(), *oldest_rest));
+    }
+    series
 }
 
 impl Metrics {
@@ -64,12 +87,44 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let backup_last_success = GaugeVec::new(
+            Opts::new(
+                "tenantgate_backup_last_success_timestamp_seconds",
+                "Unix time of the newest completed backup of each tenant that has one (from the catalog; past 1000 tenants, the oldest of the rest under tenant=\"_other\").",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        let moves = IntCounterVec::new(
+            Opts::new(
+                "tenantgate_moves_total",
+                "Tenant moves finished by this process, by result (completed, rolled_back).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["completed", "rolled_back"] {
+            moves.with_label_values(&[result]);
+        }
+        let move_hold = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "tenantgate_move_hold_seconds",
+                "How long a move held its tenant's requests: from status moving to the flip (or the roll-back).",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(tenants.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(backup_last_success.clone()),
             Box::new(jobs.clone()),
             Box::new(job_duration.clone()),
             Box::new(backups.clone()),
             Box::new(backup_duration.clone()),
+            Box::new(moves.clone()),
+            Box::new(move_hold.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -80,7 +135,20 @@ impl Metrics {
             job_duration,
             backups,
             backup_duration,
+            backup_last_success,
+            moves,
+            move_hold,
         }
+    }
+
+    /// Count one finished move with `result` (`completed`, `rolled_back`).
+    pub(crate) fn move_finished(&self, result: &str) {
+        self.moves.with_label_values(&[result]).inc();
+    }
+
+    /// Record how long a move held its tenant.
+    pub(crate) fn move_held(&self, seconds: f64) {
+        self.move_hold.observe(seconds);
     }
 
     /// Count one finished backup attempt with `result` (`completed`, `retry`, `failed`).
@@ -114,10 +182,47 @@ impl Metrics {
             }
             Err(e) => tracing::warn!(error = %e, "could not count tenants for /metrics"),
         }
+        match catalog.last_backup_successes().await {
+            Ok(successes) => {
+                // Rebuilt from the catalog each time, so a purged tenant's series disappears.
+                self.backup_last_success.reset();
+                for (tenant, at_ms) in last_success_series(successes, TENANT_LABEL_LIMIT) {
+                    self.backup_last_success
+                        .with_label_values(&[tenant.as_str()])
+                        .set(at_ms as f64 / 1000.0);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the last backups for /metrics"),
+        }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_tenants_keep_their_label() {
+        let successes = vec![
+            ("a".to_string(), 300),
+            ("b".to_string(), 100),
+            ("c".to_string(), 200),
+            ("d".to_string(), 400),
+        ];
+        assert_eq!(
+            last_success_series(successes.clone(), 2),
+            [
+                ("b".to_string(), 100),
+                ("c".to_string(), 200),
+                ("_other".to_string(), 300)
+            ]
+        );
+        assert_eq!(last_success_series(successes, 10).len(), 4);
+        assert!(last_success_series(Vec::new(), 2).is_empty());
     }
 }

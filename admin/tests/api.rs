@@ -329,7 +329,7 @@ async fn domains_patches_and_listing(backend: Engine) {
         let h = &h;
         async move { h.get(q).await.body["tenants"].as_array().unwrap().len() }
     };
-    assert_eq!(count("/v1/tenants?schema_version=1").await, 3);
+    assert_eq!(count("/v1/tenants?schema_version=2").await, 3);
     assert_eq!(count("/v1/tenants?schema_version=0").await, 0);
 
     // Every write is in the audit log with before and after.
@@ -488,7 +488,7 @@ async fn openapi_documents_every_route() {
     assert_eq!(r.status, 200);
     let paths = r.body["paths"].as_object().unwrap();
     // Every route of DESIGN §6 (and POST /v1/migrations from the fleet-migration issue, and
-    // the backup routes of §9) is documented ...
+    // the backup and admin-token routes of §9) is documented ...
     let design = [
         ("post", "/v1/shards"),
         ("get", "/v1/shards"),
@@ -512,6 +512,8 @@ async fn openapi_documents_every_route() {
         ("post", "/v1/tenants/{id}/restore"),
         ("get", "/v1/resolve"),
         ("get", "/v1/audit"),
+        ("get", "/v1/tokens"),
+        ("delete", "/v1/tokens/{id}"),
         ("get", "/openapi.json"),
         ("get", "/healthz"),
         ("get", "/readyz"),

@@ -254,6 +254,13 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
     if let Some(refused) = refusal(tenant.status) {
         return Err(AppError::TenantRefused(refused));
     }
+    if epoch < tenant.epoch && &tenant.shard != served {
+        // Epoch fencing: the edge signed with a route older than the catalog's (this process
+        // follows the catalog feed) and the tenant has moved away from this shard: it would
+        // reach the old copy. A stale epoch whose route still leads here (a status change the
+        // edge has not seen yet) is served: the database is the right one.
+        return Err(AppError::TenantMoved);
+    }
     if &tenant.shard != served {
         // Moved away; the edge has not caught up yet.
         return Err(AppError::WrongShard);

@@ -30,6 +30,12 @@ pub enum AppError {
     /// 421 `wrong_shard`.
     #[error("request is for another shard")]
     WrongShard,
+    /// The request was signed with an older route epoch than the tenant's, and the tenant has
+    /// moved to another shard since: an edge whose cache predates the move. 503
+    /// `tenant_moved`, retryable: the edge routes the retry by the new epoch once its feed
+    /// catches up.
+    #[error("the tenant has moved; retry")]
+    TenantMoved,
     /// The signed tenant id is not in the catalog. 404 `unknown_tenant`.
     #[error("tenant not found in the catalog")]
     UnknownTenant,
@@ -103,6 +109,7 @@ impl AppError {
             AppError::InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             AppError::WrongShard => (StatusCode::MISDIRECTED_REQUEST, "wrong_shard"),
             AppError::UnknownTenant => (StatusCode::NOT_FOUND, "unknown_tenant"),
+            AppError::TenantMoved => (StatusCode::SERVICE_UNAVAILABLE, "tenant_moved"),
             AppError::TenantRefused(r) => (
                 StatusCode::from_u16(r.status()).expect("contract statuses are valid"),
                 r.code(),

@@ -59,6 +59,7 @@ impl fmt::Display for ShardStatus {
 
 /// Scope of an admin token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TokenScope {
     Read,

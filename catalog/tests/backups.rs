@@ -1,5 +1,6 @@
 //! The catalog's backups table on PostgreSQL and SQLite: the life of a backup row, the newest-
-//! first listing with its cursor, the `restoring` status, and a restore's `db_name` swap.
+//! first listing with its cursor, the `restoring` status, and a restore's `db_name` swap; one
+//! scheduled backup per tenant and slot, what the schedule reads, forgetting a backup.
 
 use tenantgate_catalog::store::backups::{
     self, BackupFormat, BackupKind, BackupStatus, NewBackup, Stored,
@@ -11,7 +12,11 @@ use tenantgate_contract::TenantStatus;
 use tenantgate_testkit::{both_backends, TestCatalog};
 use uuid::Uuid;
 
-both_backends!(backup_rows_live_and_list, restoring_and_the_db_name_swap);
+both_backends!(
+    backup_rows_live_and_list,
+    restoring_and_the_db_name_swap,
+    one_scheduled_backup_per_slot
+);
 
 async fn tenant(catalog: &Catalog, tc: &TestCatalog, slug: &str) -> Uuid {
     if catalog.shard("shard-a").await.unwrap().is_none() {
@@ -59,6 +64,7 @@ async fn backup_rows_live_and_list(tc: TestCatalog) {
                 kind: BackupKind::Manual,
                 format: BackupFormat::Sqlite,
                 job_id: Uuid::now_v7(),
+                created_at: tenantgate_contract::time::now_ms(),
             },
         )
         .await
@@ -165,4 +171,108 @@ async fn restoring_and_the_db_name_swap(tc: TestCatalog) {
     assert_eq!(after.epoch, before.epoch + 2);
     assert!(!catalog.database_in_use(&before.db_name).await.unwrap());
     assert!(catalog.database_in_use(&fresh).await.unwrap());
+}
+
+async fn insert(catalog: &Catalog, tenant_id: Uuid, kind: BackupKind, created_at: i64) -> bool {
+    let mut tx = catalog.begin_write().await.unwrap();
+    let inserted = backups::insert(
+        &mut tx,
+        &NewBackup {
+            id: Uuid::now_v7(),
+            tenant_id,
+            kind,
+            format: BackupFormat::Sqlite,
+            job_id: Uuid::now_v7(),
+            created_at,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    inserted
+}
+
+async fn one_scheduled_backup_per_slot(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    let acme = tenant(&catalog, &tc, "acme").await;
+    let globex = tenant(&catalog, &tc, "globex").await;
+    let slot = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    assert!(insert(&catalog, acme, BackupKind::Scheduled, slot).await);
+    // The same slot again (a second admin process, a restart): nothing written.
+    assert!(!insert(&catalog, acme, BackupKind::Scheduled, slot).await);
+    // Another tenant's slot, another kind at that instant, the next slot: all fine.
+    assert!(insert(&catalog, globex, BackupKind::Scheduled, slot).await);
+    assert!(insert(&catalog, acme, BackupKind::Manual, slot).await);
+    assert!(insert(&catalog, acme, BackupKind::Manual, slot + 5).await);
+    assert!(insert(&catalog, acme, BackupKind::Scheduled, slot + 86_400_000).await);
+    let mut candidates = catalog.schedule_candidates("no_such_job").await.unwrap();
+    candidates.sort_by_key(|c| c.tenant_id);
+    let mut expected = vec![
+        backups::ScheduleCandidate {
+            tenant_id: acme,
+            last_scheduled: Some(slot + 86_400_000),
+            last_job_run_at: None,
+            settings: serde_json::json!({}),
+        },
+        backups::ScheduleCandidate {
+            tenant_id: globex,
+            last_scheduled: Some(slot),
+            last_job_run_at: None,
+            settings: serde_json::json!({}),
+        },
+    ];
+    expected.sort_by_key(|c| c.tenant_id);
+    assert_eq!(candidates, expected);
+    // A tenant without scheduled backups is a candidate with none; a deleted one is none.
+    let initech = tenant(&catalog, &tc, "initech").await;
+    catalog
+        .update_tenant(
+            globex,
+            &TenantPatch {
+                status: Some(TenantStatus::Deleted),
+                ..TenantPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let candidates = catalog.schedule_candidates("no_such_job").await.unwrap();
+    assert_eq!(candidates.len(), 2, "{candidates:?}");
+    assert!(candidates
+        .iter()
+        .any(|c| c.tenant_id == initech && c.last_scheduled.is_none()));
+
+    // Newest first by creation; deleting forgets one row once.
+    let all = catalog.all_backups_of_tenant(acme).await.unwrap();
+    let times: Vec<i64> = all.iter().map(|b| b.created_at).collect();
+    assert_eq!(times, [slot + 86_400_000, slot + 5, slot, slot]);
+    let mut tx = catalog.begin_write().await.unwrap();
+    assert!(backups::delete(&mut tx, all[0].id).await.unwrap());
+    assert!(!backups::delete(&mut tx, all[0].id).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(catalog.all_backups_of_tenant(acme).await.unwrap().len(), 3);
+
+    // Last successes: completed backups of tenants not deleted, by slug.
+    assert!(catalog.last_backup_successes().await.unwrap().is_empty());
+    let stored = Stored {
+        size_bytes: 1,
+        sha256: "00".repeat(32),
+        location: "x.age".into(),
+        schema_version: 1,
+    };
+    let mut tx = catalog.begin_write().await.unwrap();
+    assert!(backups::start(&mut tx, all[1].id).await.unwrap());
+    assert!(backups::complete(&mut tx, all[1].id, &stored)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    let completed_at = catalog
+        .backup(all[1].id)
+        .await
+        .unwrap()
+        .unwrap()
+        .completed_at;
+    assert_eq!(
+        catalog.last_backup_successes().await.unwrap(),
+        [("acme".to_string(), completed_at.unwrap())]
+    );
 }

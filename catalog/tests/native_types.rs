@@ -258,7 +258,7 @@ async fn rows_written_by_the_text_schema_read_back_the_same(tc: TestCatalog) {
         .unwrap()
         .expect("token found");
     assert_eq!(
-        (info.id.as_str(), info.name.as_str(), info.scope),
+        (info.id.to_string().as_str(), info.name.as_str(), info.scope),
         (TOKEN, "ops", TokenScope::Write)
     );
 

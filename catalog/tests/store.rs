@@ -107,6 +107,12 @@ async fn tenants_domains_and_routes(tc: TestCatalog) {
     batch_shared.sort_by(|a, b| a.slug.cmp(&b.slug));
     assert_eq!(batch_shared, shared);
     assert!(batch["unknown0.example.com"].is_empty());
+
+    // The edge's index of known hosts: each host once, in order.
+    assert_eq!(
+        catalog.all_hosts().await.unwrap(),
+        vec!["acme.example.com", "app.example.com"]
+    );
 }
 
 async fn conflicts_are_reported(tc: TestCatalog) {
@@ -330,21 +336,86 @@ async fn feed_follower_applies_changes_in_order(tc: TestCatalog) {
 }
 
 async fn admin_tokens_by_hash(tc: TestCatalog) {
+    use tenantgate_catalog::store::tokens;
     let catalog = tc.connect().await;
-    let id = catalog
-        .insert_admin_token("ops", "tok-123", TokenScope::Read)
+    let now = tenantgate_contract::time::now_ms();
+    let mut tx = catalog.begin_write().await.unwrap();
+    let id = tokens::insert_admin_token(&mut tx, "ops", "tok-123", TokenScope::Read, None)
         .await
         .unwrap();
-    let hash = tenantgate_contract::crypto::hash_token("tok-123");
+    let expired =
+        tokens::insert_admin_token(&mut tx, "old", "tok-exp", TokenScope::Write, Some(now - 1))
+            .await
+            .unwrap();
+    let later = tokens::insert_admin_token(
+        &mut tx,
+        "later",
+        "tok-later",
+        TokenScope::Write,
+        Some(now + 60_000),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let hash = tenantgate_contract::crypto::hash_token;
     let info = catalog
-        .admin_token_info(&hash)
+        .admin_token_info(&hash("tok-123"))
         .await
         .unwrap()
         .expect("token found");
     assert_eq!(
         (info.scope, info.name, info.id),
-        (TokenScope::Read, "ops".into(), id.to_string())
+        (TokenScope::Read, "ops".into(), id)
     );
-    let other = tenantgate_contract::crypto::hash_token("tok-124");
-    assert_eq!(catalog.admin_token_info(&other).await.unwrap(), None);
+    assert_eq!(
+        catalog.admin_token_info(&hash("tok-124")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        catalog.admin_token_info(&hash("tok-exp")).await.unwrap(),
+        None,
+        "an expired token is not valid"
+    );
+    assert!(catalog
+        .admin_token_info(&hash("tok-later"))
+        .await
+        .unwrap()
+        .is_some());
+
+    // Last use only moves forward.
+    catalog.touch_admin_token(id, now).await.unwrap();
+    catalog.touch_admin_token(id, now - 5_000).await.unwrap();
+
+    // Revocation: valid no more, listed with its time, and a second revocation keeps the first.
+    let mut tx = catalog.begin_write().await.unwrap();
+    let revoked = tokens::revoke_admin_token(&mut tx, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tokens::revoke_admin_token(&mut tx, uuid::Uuid::now_v7())
+        .await
+        .unwrap()
+        .is_none());
+    tx.commit().await.unwrap();
+    let first_revocation = revoked.revoked_at.expect("revoked_at set");
+    assert_eq!(
+        catalog.admin_token_info(&hash("tok-123")).await.unwrap(),
+        None
+    );
+    let mut tx = catalog.begin_write().await.unwrap();
+    let again = tokens::revoke_admin_token(&mut tx, id)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(again.revoked_at, Some(first_revocation));
+
+    // Listing pages in creation order and includes revoked and expired tokens.
+    let first = catalog.admin_tokens(None, 2).await.unwrap();
+    let rest = catalog.admin_tokens(Some(first[1].id), 2).await.unwrap();
+    let listed: Vec<_> = first.iter().chain(&rest).map(|t| t.id).collect();
+    assert_eq!(listed, vec![id, expired, later]);
+    assert_eq!(first[0].last_used_at, Some(now));
+    assert_eq!(first[0].revoked_at, Some(first_revocation));
+    assert_eq!(first[1].expires_at, Some(now - 1));
 }

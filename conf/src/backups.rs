@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tenantgate_contract::settings::BackupRetention;
+
 use crate::raw::RawBackups;
 use crate::validate::range;
 use crate::ConfigError;
@@ -25,6 +27,17 @@ pub enum BackupSchedule {
     Daily,
 }
 
+impl BackupSchedule {
+    /// The schedule's period; `None` when off.
+    pub fn period(self) -> Option<Duration> {
+        match self {
+            BackupSchedule::Off => None,
+            BackupSchedule::Hourly => Some(Duration::from_secs(3600)),
+            BackupSchedule::Daily => Some(Duration::from_secs(86_400)),
+        }
+    }
+}
+
 /// `[backups]` as the components use it.
 #[derive(Debug, Clone)]
 pub struct BackupsConfig {
@@ -37,9 +50,9 @@ pub struct BackupsConfig {
     /// when a restore or verify needs it, so the secret is not kept in memory meanwhile).
     pub identity_file: Option<PathBuf>,
     pub schedule: BackupSchedule,
-    pub keep_daily: u32,
-    pub keep_weekly: u32,
-    pub keep_monthly: u32,
+    /// The retention policy of tenants without their own `settings.backup_retention`.
+    pub retention: BackupRetention,
+    /// How long the backups of a purged tenant are kept before they are erased.
     pub deleted_retention: Duration,
 }
 
@@ -94,21 +107,21 @@ pub(crate) fn backups(
             ))
         }
     };
-    if schedule != BackupSchedule::Off {
+    if schedule != BackupSchedule::Off && recipient.is_none() {
         warnings.push(format!(
-            "backups.schedule = {:?}: scheduled backups are not implemented yet; only backups asked for through the API or the CLI are taken",
+            "backups.schedule = {:?} without backups.recipient: scheduled backups are skipped until a recipient is set",
             b.schedule
         ));
     }
+    let retention = BackupRetention::new(b.keep_daily, b.keep_weekly, b.keep_monthly)
+        .map_err(|(name, message)| ConfigError::new(format!("backups.{name}"), message))?;
     Ok(BackupsConfig {
         store,
         endpoint,
         recipient,
         identity_file: b.identity_file.clone(),
         schedule,
-        keep_daily: range("backups.keep_daily", b.keep_daily, 0, 3650)?,
-        keep_weekly: range("backups.keep_weekly", b.keep_weekly, 0, 520)?,
-        keep_monthly: range("backups.keep_monthly", b.keep_monthly, 0, 1200)?,
+        retention,
         deleted_retention: Duration::from_secs(
             u64::from(range(
                 "backups.deleted_retention_days",

@@ -115,6 +115,8 @@ pub struct AdminConfig {
     pub job_max_attempts: u32,
     pub webhook_urls: Vec<String>,
     pub webhook_secret: Option<String>,
+    /// Per token and, separately, per client address; `None` when off.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone)]

@@ -134,6 +134,11 @@ pub struct RawAdmin {
     pub webhook_urls: Vec<String>,
     /// Secret for webhook signatures (secret). Default none (required when webhooks are set).
     pub webhook_secret: Option<String>,
+    /// Requests per second allowed to each admin token and, separately, to each client
+    /// address; 0 turns the limit off. Default 100.
+    pub rate_limit_rps: u32,
+    /// Burst of requests allowed to each token and each client address. Default 500.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for RawAdmin {
@@ -146,6 +151,8 @@ impl Default for RawAdmin {
             job_max_attempts: 5,
             webhook_urls: Vec::new(),
             webhook_secret: None,
+            rate_limit_rps: 100,
+            rate_limit_burst: 500,
         }
     }
 }
@@ -234,17 +241,18 @@ pub struct RawBackups {
     /// File holding the age identity (`AGE-SECRET-KEY-1…`) that decrypts backups, needed to
     /// restore and verify (secret: keep the file private). Default none.
     pub identity_file: Option<PathBuf>,
-    /// `off`, `hourly` or `daily`. Default `off`. Scheduled backups are not implemented yet:
-    /// another value is accepted and warned about.
+    /// `off`, `hourly` or `daily`: every active or suspended tenant is backed up once per
+    /// period, at a slot spread over the period by its id. Default `off`.
     pub schedule: String,
-    /// Daily backups kept by retention pruning (not implemented yet). Default 7.
+    /// Days whose newest backup retention keeps (grandfather-father-son, UTC; a tenant's
+    /// `settings.backup_retention` replaces all three). At most 3650. Default 7.
     pub keep_daily: u32,
-    /// Weekly backups kept by retention pruning (not implemented yet). Default 4.
+    /// ISO weeks whose newest backup retention keeps. At most 520. Default 4.
     pub keep_weekly: u32,
-    /// Monthly backups kept by retention pruning (not implemented yet). Default 6.
+    /// Calendar months whose newest backup retention keeps. At most 1200. Default 6.
     pub keep_monthly: u32,
-    /// Days the backups of a purged tenant are kept before they are erased (not implemented
-    /// yet). Default 30.
+    /// Days the backups of a purged tenant (including the one taken just before the purge)
+    /// are kept before they are erased. At most 3650. Default 30.
     pub deleted_retention_days: u32,
 }
 

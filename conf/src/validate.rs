@@ -178,6 +178,13 @@ pub(crate) fn validate(
             job_max_attempts: range("admin.job_max_attempts", a.job_max_attempts, 1, 100)?,
             webhook_urls: a.webhook_urls.clone(),
             webhook_secret: a.webhook_secret.clone(),
+            rate_limit: match a.rate_limit_rps {
+                0 => None,
+                rps => Some(RateLimit {
+                    rps: range("admin.rate_limit_rps", rps, 1, 1_000_000)?,
+                    burst: range("admin.rate_limit_burst", a.rate_limit_burst, 1, 1_000_000)?,
+                }),
+            },
         };
 
         let p = &raw.app;

@@ -6,12 +6,14 @@
 //! - [`signing`]: the signed tenant header between edge and app;
 //! - [`settings`]: the typed tenant settings;
 //! - [`labels`]: the bounded `tenant` metric label;
+//! - [`gcra`]: the exact rate limiter the edge (per tenant) and the admin API use;
 //! - [`crypto`]: token hashing and the sealing of secrets stored in the catalog;
 //! - [`time`]: how instants are shown in the APIs.
 //!
 //! It depends on no database and no other tenantgate crate, so every component can use it.
 
 pub mod crypto;
+pub mod gcra;
 pub mod host;
 pub mod labels;
 pub mod settings;

@@ -8,6 +8,8 @@
 //! | `theme.color` | CSS hex colour `#rgb` or `#rrggbb` (stored lower-case) | none |
 //! | `theme.mode` | `light`, `dark` or `system` | none |
 //! | `features` | object of flag name → `true`/`false` | `{}` |
+//! | `data_retention_days` | 1-36500: app rows in retention-managed tables older than this are deleted | none (kept) |
+//! | `backup_retention` | `{keep_daily, keep_weekly, keep_monthly}` (all three), replacing `[backups]`'s | the config's |
 //!
 //! Unknown keys are refused, so a typo (`loacle`) never silently does nothing. Every value is
 //! checked when it is parsed, so a [`TenantSettings`] always holds valid values (a theme colour
@@ -53,6 +55,112 @@ pub struct TenantSettings {
     pub theme: Option<Theme>,
     #[serde(default, skip_serializing_if = "Features::is_empty")]
     pub features: Features,
+    /// Days app rows are kept (the daily `data_retention` job deletes older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u32>, minimum = 1, maximum = 36500)
+    )]
+    pub data_retention_days: Option<RetentionDays>,
+    /// This tenant's backup retention, instead of `[backups]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<RetentionFields>))]
+    pub backup_retention: Option<BackupRetention>,
+}
+
+/// Most days `data_retention_days` may be (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// Days app rows are kept (`data_retention_days`), 1 to [`MAX_RETENTION_DAYS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct RetentionDays(u32);
+
+impl RetentionDays {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for RetentionDays {
+    type Error = String;
+
+    fn try_from(days: u32) -> Result<Self, String> {
+        if (1..=MAX_RETENTION_DAYS).contains(&days) {
+            Ok(RetentionDays(days))
+        } else {
+            Err(format!("must be between 1 and {MAX_RETENTION_DAYS} days"))
+        }
+    }
+}
+
+impl From<RetentionDays> for u32 {
+    fn from(days: RetentionDays) -> u32 {
+        days.0
+    }
+}
+
+/// Grandfather-father-son backup retention: how many of the newest days, ISO weeks (Monday to
+/// Sunday) and calendar months (UTC) keep their newest backup. The same type is `[backups]`'s
+/// default and a tenant's `backup_retention` override; the bounds are checked in one place,
+/// [`BackupRetention::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RetentionFields")]
+pub struct BackupRetention {
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+}
+
+/// Most daily, weekly and monthly backups a retention policy may keep.
+pub const MAX_KEEP: (u32, u32, u32) = (3650, 520, 1200);
+
+impl BackupRetention {
+    /// A checked policy; the error names the first count out of bounds (`keep_daily`, ...)
+    /// and its bound.
+    pub fn new(
+        keep_daily: u32,
+        keep_weekly: u32,
+        keep_monthly: u32,
+    ) -> Result<BackupRetention, (&'static str, String)> {
+        for (name, value, max) in [
+            ("keep_daily", keep_daily, MAX_KEEP.0),
+            ("keep_weekly", keep_weekly, MAX_KEEP.1),
+            ("keep_monthly", keep_monthly, MAX_KEEP.2),
+        ] {
+            if value > max {
+                return Err((name, format!("must be at most {max}")));
+            }
+        }
+        Ok(BackupRetention {
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+        })
+    }
+}
+
+/// `backup_retention` as written; checked into a [`BackupRetention`]. Its schema's maxima are
+/// [`MAX_KEEP`] (a test holds them together).
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = BackupRetention))]
+#[serde(deny_unknown_fields)]
+struct RetentionFields {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 3650))]
+    keep_daily: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 520))]
+    keep_weekly: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1200))]
+    keep_monthly: u32,
+}
+
+impl TryFrom<RetentionFields> for BackupRetention {
+    type Error = String;
+
+    fn try_from(f: RetentionFields) -> Result<Self, String> {
+        BackupRetention::new(f.keep_daily, f.keep_weekly, f.keep_monthly)
+            .map_err(|(name, message)| format!("{name} {message}"))
+    }
 }
 
 /// Why a settings document was refused: every invalid field.
@@ -516,6 +624,66 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn retention_settings_are_checked() {
+        let ok = TenantSettings::from_value(&json!({
+            "data_retention_days": 30,
+            "backup_retention": {"keep_daily": 3, "keep_weekly": 0, "keep_monthly": 12},
+        }))
+        .unwrap();
+        assert_eq!(ok.data_retention_days.map(RetentionDays::get), Some(30));
+        assert_eq!(
+            ok.backup_retention,
+            Some(BackupRetention::new(3, 0, 12).unwrap())
+        );
+        assert_eq!(
+            ok.to_value()["backup_retention"],
+            json!({"keep_daily": 3, "keep_weekly": 0, "keep_monthly": 12})
+        );
+        for (bad, field) in [
+            (
+                json!({"data_retention_days": 0}),
+                "settings.data_retention_days",
+            ),
+            (
+                json!({"data_retention_days": 36501}),
+                "settings.data_retention_days",
+            ),
+            (
+                json!({"data_retention_days": "30"}),
+                "settings.data_retention_days",
+            ),
+            (
+                json!({"backup_retention": {"keep_daily": 3, "keep_weekly": 1}}),
+                "settings.backup_retention",
+            ),
+            (
+                json!({"backup_retention": {"keep_daily": 3, "keep_weekly": 1, "keep_monthly": 1201}}),
+                "settings.backup_retention",
+            ),
+            (
+                json!({"backup_retention": {"keep_daily": 3, "keep_weekly": 1, "keep_monthly": 1, "keep_yearly": 1}}),
+                "settings.backup_retention",
+            ),
+            (
+                json!({"backup_retention": {"keep_daily": -1, "keep_weekly": 1, "keep_monthly": 1}}),
+                "settings.backup_retention",
+            ),
+        ] {
+            let errors = TenantSettings::from_value(&bad).unwrap_err().0;
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(errors[0].field.starts_with(field), "{bad}: {errors:?}");
+        }
+        let e = TenantSettings::from_value(
+            &json!({"backup_retention": {"keep_daily": 4000, "keep_weekly": 1, "keep_monthly": 1}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("keep_daily must be at most 3650"),
+            "{e}"
+        );
+    }
 
     fn field_of(value: serde_json::Value) -> String {
         let errors = TenantSettings::from_value(&value).unwrap_err().0;

@@ -88,6 +88,8 @@ pub struct EdgeMetrics {
     pub rejections: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub catalog_version: IntGauge,
+    /// Hosts in the resolver's index of known hosts (-1 before it is loaded).
+    pub known_hosts: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_errors: IntCounterVec,
     lookups: [IntCounter; 4],
@@ -164,6 +166,15 @@ impl EdgeMetrics {
         registry
             .register(Box::new(catalog_version.clone()))
             .expect("unique metric");
+        let known_hosts = IntGauge::new(
+            "tenantgate_catalog_known_hosts",
+            "Hosts in the edge's index of hosts the catalog routes (-1 until loaded).",
+        )
+        .expect("valid metric");
+        known_hosts.set(-1);
+        registry
+            .register(Box::new(known_hosts.clone()))
+            .expect("unique metric");
         let upstream_healthy = IntGaugeVec::new(
             Opts::new(
                 "tenantgate_upstream_healthy",
@@ -182,6 +193,7 @@ impl EdgeMetrics {
             rejections,
             rate_limited,
             catalog_version,
+            known_hosts,
             upstream_healthy,
             upstream_errors,
             lookups,
@@ -278,6 +290,9 @@ type MetricsState = (Arc<EdgeMetrics>, Arc<Resolver>);
 
 async fn metrics_page(State((metrics, resolver)): State<MetricsState>) -> impl IntoResponse {
     metrics.catalog_version.set(resolver.applied_version());
+    metrics
+        .known_hosts
+        .set(resolver.known_hosts().map_or(-1, |n| n as i64));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.encode(),

@@ -2,9 +2,16 @@
 //!
 //! One cache entry per normalised host holds every route on that host (the whole-host route and
 //! the host + prefix routes), so a request for a known host costs one in-memory lookup and no
-//! catalog query. Misses are single-flight per host (moka `try_get_with`), limited to
-//! `catalog.miss_queries_per_sec`, and run on the control runtime; unknown hosts are cached as
-//! negative entries for `catalog.negative_ttl`.
+//! catalog query. Misses are single-flight per host (moka `try_get_with`) and run on the control
+//! runtime.
+//!
+//! The resolver also keeps an index of every host the catalog has a route for (loaded at each
+//! resync, kept current by the feed's changes). Misses for indexed hosts have their own budget
+//! of `catalog.miss_queries_per_sec` that a flood of random hosts cannot spend: a known tenant
+//! never depends on what strangers send. A host outside the index may still be one created a
+//! moment ago and not yet in the feed, so it is asked within the shared budget, and past that
+//! budget answered `unknown_tenant` without a query (404, never 503). Unknown hosts are cached
+//! as negative entries for `catalog.negative_ttl`.
 //!
 //! The catalog feed keeps entries current: each change refreshes the hosts it names (replacing a
 //! negative entry as soon as the host is created), a shard change reloads the shard pools, and a
@@ -12,8 +19,9 @@
 //! catalog is unreachable the edge serves what it last knew (counted as `stale`, for at most
 //! `catalog.stale_max`) and a tenant last seen suspended or deleted stays refused.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
@@ -118,7 +126,14 @@ pub struct Resolver {
     feed: OnceLock<Arc<FeedState>>,
     /// Bumped by every feed change; a miss that saw it move re-checks its host.
     generation: AtomicU64,
+    /// Catalog lookups for hosts not in the index (or before it is loaded).
     miss_budget: Gcra,
+    /// Catalog lookups for indexed hosts: a flood of unknown hosts cannot spend it.
+    known_miss_budget: Gcra,
+    /// Every host the catalog has a route for; `None` until the first resync loads it.
+    index: RwLock<Option<HashSet<Box<str>>>>,
+    /// The answer for a host outside the index.
+    unknown: Arc<HostEntry>,
     limiters: Limiters,
     labels: TenantLabels,
     default_limit: RateLimit,
@@ -138,6 +153,12 @@ impl Resolver {
     ) -> Arc<Resolver> {
         let (jobs, rx) = mpsc::unbounded_channel();
         let per_sec = config.catalog.miss_queries_per_sec;
+        // A small burst keeps the catalog's load within about 10 % of the cap in any second,
+        // even at the start of a flood.
+        let budget = RateLimit {
+            rps: per_sec,
+            burst: (per_sec / 10).max(1),
+        };
         let resolver = Arc::new(Resolver {
             cache: Cache::builder()
                 .max_capacity(config.catalog.cache_capacity)
@@ -148,11 +169,11 @@ impl Resolver {
             control: Handle::current(),
             feed: OnceLock::new(),
             generation: AtomicU64::new(0),
-            // A small burst keeps the catalog's load within about 10 % of the cap in any
-            // second, even at the start of a flood.
-            miss_budget: Gcra::new(RateLimit {
-                rps: per_sec,
-                burst: (per_sec / 10).max(1),
+            miss_budget: Gcra::new(budget),
+            known_miss_budget: Gcra::new(budget),
+            index: RwLock::new(None),
+            unknown: Arc::new(HostEntry {
+                routes: Box::new([]),
             }),
             limiters: Limiters::default(),
             labels: TenantLabels::new(config.edge.tenant_label_limit),
@@ -216,11 +237,30 @@ impl Resolver {
             // Asking would only wait for a timeout; the feed notices when the catalog is back.
             return Err(Reject::CatalogUnavailable);
         }
+        let budget = match self.indexed(host) {
+            // Not in the index: most likely unknown, but possibly created a moment ago and not
+            // yet in the feed, so it is still asked within the shared budget; over that budget
+            // the index's answer stands, so a flood gets 404s, never 503s.
+            Some(false) => {
+                if !self.miss_budget.check(Instant::now()).allowed {
+                    self.metrics.lookup(Lookup::Negative);
+                    return Ok(self.unknown.clone());
+                }
+                None
+            }
+            Some(true) => {
+                // A known host is worth waiting for: its request queues for the budget (as after
+                // a restart, when every host misses at once) rather than failing at once.
+                self.wait_for(&self.known_miss_budget).await?;
+                None
+            }
+            None => Some(&self.miss_budget),
+        };
         self.metrics.lookup(Lookup::Miss);
         let seen = self.generation.load(Ordering::Acquire);
         let entry = self
             .cache
-            .try_get_with_by_ref(host, self.load(host))
+            .try_get_with_by_ref(host, self.load(host, budget))
             .await
             .map_err(|e| *e)?;
         if self.generation.load(Ordering::Acquire) != seen {
@@ -230,8 +270,51 @@ impl Resolver {
         Ok(entry)
     }
 
-    async fn load(&self, host: &str) -> Result<Arc<HostEntry>, Reject> {
-        if !self.miss_budget.check(Instant::now()).allowed {
+    /// Whether the catalog has a route for `host`, or `None` before the index is loaded.
+    fn indexed(&self, host: &str) -> Option<bool> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.as_ref().map(|hosts| hosts.contains(host))
+    }
+
+    /// The number of hosts in the index, or `None` before it is loaded.
+    pub fn known_hosts(&self) -> Option<usize> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.as_ref().map(HashSet::len)
+    }
+
+    /// Reload the index of known hosts (at a resync). A failure keeps the previous index.
+    async fn load_index(&self) {
+        match tokio::time::timeout(QUERY_TIMEOUT * 10, self.catalog.all_hosts()).await {
+            Ok(Ok(hosts)) => {
+                let hosts: HashSet<Box<str>> = hosts.into_iter().map(Into::into).collect();
+                tracing::debug!(hosts = hosts.len(), "loaded the index of known hosts");
+                *self.index.write().unwrap_or_else(|e| e.into_inner()) = Some(hosts);
+            }
+            Ok(Err(e)) => self.failed(&e),
+            Err(_) => tracing::warn!("loading the index of known hosts timed out"),
+        }
+    }
+
+    /// Take one query from `budget`, waiting up to [`QUERY_TIMEOUT`] for it;
+    /// `CatalogUnavailable` when it does not come in time.
+    async fn wait_for(&self, budget: &Gcra) -> Result<(), Reject> {
+        let deadline = Instant::now() + QUERY_TIMEOUT;
+        let interval = Duration::from_secs(1) / budget.limit().rps.max(1);
+        loop {
+            let now = Instant::now();
+            if budget.check(now).allowed {
+                return Ok(());
+            }
+            if now + interval > deadline {
+                return Err(Reject::CatalogUnavailable);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Ask the catalog for `host`, within `budget` when given (else the caller took it).
+    async fn load(&self, host: &str, budget: Option<&Gcra>) -> Result<Arc<HostEntry>, Reject> {
+        if budget.is_some_and(|b| !b.check(Instant::now()).allowed) {
             return Err(Reject::CatalogUnavailable);
         }
         let routes = self
@@ -306,16 +389,12 @@ impl Resolver {
         Arc::new(HostEntry { routes })
     }
 
-    /// Refresh the cached ones of `hosts` from the catalog, a batch of hosts per query (a full
-    /// resync at 100,000 cached hosts is 200 queries, not 100,000). A batch that fails keeps its
-    /// old entries. Hosts not cached are skipped: their next request loads them.
+    /// Refresh `hosts` from the catalog, a batch of hosts per query (a full resync at 100,000
+    /// cached hosts is 200 queries, not 100,000): their place in the index, and their cache
+    /// entries where cached (hosts not cached are loaded by their next request). A batch that
+    /// fails keeps its old entries.
     async fn refresh(&self, hosts: &[&str]) {
-        let cached: Vec<&str> = hosts
-            .iter()
-            .copied()
-            .filter(|h| self.cache.contains_key(*h))
-            .collect();
-        for batch in cached.chunks(HOSTS_PER_QUERY) {
+        for batch in hosts.chunks(HOSTS_PER_QUERY) {
             let catalog = self.catalog.clone();
             let routes =
                 match tokio::time::timeout(QUERY_TIMEOUT, catalog.routes_of_hosts(batch)).await {
@@ -332,8 +411,22 @@ impl Resolver {
                         continue;
                     }
                 };
+            if let Some(index) = self
+                .index
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                for (host, routes) in &routes {
+                    if routes.is_empty() {
+                        index.remove(host.as_str());
+                    } else if !index.contains(host.as_str()) {
+                        index.insert(host.as_str().into());
+                    }
+                }
+            }
             for (host, routes) in routes {
-                // A host evicted meanwhile stays out.
+                // Only cached hosts are replaced; one evicted meanwhile stays out.
                 if self.cache.contains_key(&host) {
                     let entry = self.entry(routes);
                     self.cache.insert(host, entry).await;
@@ -401,6 +494,7 @@ async fn refresh_worker(resolver: std::sync::Weak<Resolver>, mut rx: mpsc::Unbou
             Job::Shards => resolver.reload_shards().await,
             Job::All => {
                 resolver.reload_shards().await;
+                resolver.load_index().await;
                 // Jobs run one after another, which keeps every host's refreshes in feed order.
                 let all: Vec<Arc<String>> = resolver.cache.iter().map(|(k, _)| k).collect();
                 let hosts: Vec<&str> = all.iter().map(|h| h.as_str()).collect();

@@ -139,10 +139,16 @@ impl Harness {
 
     /// Create shard `name` on the test backend (no app upstream listens: the API does not care).
     pub async fn shard(&self, name: &str) {
+        self.shard_at(name, &self.tc.shard_database_url(name)).await
+    }
+
+    /// Create shard `name` with its tenant databases at `database_url` (e.g. a
+    /// [`crate::pg_server::PgServer`]).
+    pub async fn shard_at(&self, name: &str, database_url: &str) {
         let r = self
             .post(
                 "/v1/shards",
-                json!({ "name": name, "app_upstreams": ["127.0.0.1:9"], "database_url": self.tc.shard_database_url(name) }),
+                json!({ "name": name, "app_upstreams": ["127.0.0.1:9"], "database_url": database_url }),
             )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);
@@ -190,7 +196,7 @@ impl Harness {
 
     /// A new admin token with `scope`.
     pub async fn token(&self, scope: TokenScope) -> String {
-        tenantgate_admin::create_token(&self.catalog, scope, "test")
+        tenantgate_admin::tokens::create(&self.catalog, scope, "test", None)
             .await
             .unwrap()
     }

@@ -95,6 +95,7 @@ impl Drop for PgTestDb {
                             .await
                             .unwrap_or_default();
                             for db in owned.iter().chain(std::iter::once(db)) {
+                                drop_subscriptions(&server, db).await;
                                 let drop_db = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
                                 let _ = conn.execute(drop_db.as_str()).await;
                             }
@@ -113,6 +114,34 @@ impl Drop for PgTestDb {
         });
         let _ = cleanup.join();
     }
+}
+
+/// Drop the subscriptions in database `db` (a move interrupted by a failed test leaves one, and
+/// a database with a subscription cannot be dropped), detaching them from their slots first.
+async fn drop_subscriptions(server: &str, db: &str) {
+    let Ok(url) = tenantgate_catalog::tenant_db::postgres_url(server, db, None) else {
+        return;
+    };
+    let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
+        return;
+    };
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT subname::text FROM pg_subscription
+         WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        for sql in [
+            format!("ALTER SUBSCRIPTION \"{name}\" DISABLE"),
+            format!("ALTER SUBSCRIPTION \"{name}\" SET (slot_name = NONE)"),
+            format!("DROP SUBSCRIPTION \"{name}\""),
+        ] {
+            let _ = conn.execute(sql.as_str()).await;
+        }
+    }
+    let _ = conn.close().await;
 }
 
 /// A catalog location for a test on either backend; its shards' tenant databases go on the same

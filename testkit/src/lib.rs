@@ -4,6 +4,8 @@
 //! - [`wait_until`]: bounded polling for asynchronous convergence (never a fixed sleep).
 //! - [`db`]: isolated PostgreSQL databases and SQLite directories ([`TestCatalog`],
 //!   [`PgTestDb`]).
+//! - [`pg_server`]: private PostgreSQL servers (`initdb` + `pg_ctl`, `wal_level = logical`), for
+//!   tests that need a second database server or a streaming standby.
 //! - [`net`]: addresses and stand-in servers for tests that need a peer.
 //! - [`process`]: the real `tenantgate` binary as a child process (`dev`, or one component),
 //!   on ephemeral ports it reports back.
@@ -16,6 +18,7 @@
 
 pub mod db;
 pub mod net;
+pub mod pg_server;
 pub mod process;
 
 #[cfg(feature = "admin")]

@@ -46,7 +46,8 @@ impl DevProcess {
     /// exists, and with `dir` as its working directory (data in `dir/data`, relative SQLite
     /// paths under `dir`): for tests that let a fuzzer choose shard URLs and app upstreams, so
     /// that whatever hosts it names are never reached. Needs root (`unshare --net`); reach the
-    /// process with [`DevProcess::in_netns`].
+    /// process with [`DevProcess::in_netns`]. The admin API's rate limit is off
+    /// (`TENANTGATE__ADMIN__RATE_LIMIT_RPS=0`).
     pub fn start_isolated(binary: impl AsRef<Path>, dir: &Path, extra: &[&str]) -> DevProcess {
         let mut command = Command::new("unshare");
         command
@@ -60,7 +61,10 @@ impl DevProcess {
             .arg(binary.as_ref())
             .current_dir(dir)
             // A fuzzer's thousands of requests would drown the test's output in request lines.
-            .env("TENANTGATE_LOG", "error");
+            .env("TENANTGATE_LOG", "error")
+            // ... and run into the admin API's rate limit per client address: the fuzz is about
+            // the document and the API agreeing, not about 429s.
+            .env("TENANTGATE__ADMIN__RATE_LIMIT_RPS", "0");
         let migrations = crate::repository_root().join("tenant_migrations");
         let mut args = vec![
             "--tenant-migrations",

@@ -22,7 +22,7 @@ use tenantgate_catalog::store::backups::{
 use tenantgate_catalog::store::jobs::NewJob;
 use tenantgate_catalog::store::tenants::{self, NewTenant, TenantPatch};
 use tenantgate_catalog::tenant_db::db_name;
-use tenantgate_catalog::Tenant;
+use tenantgate_catalog::{Shard, Tenant};
 use tenantgate_config::db_url::Engine;
 use tenantgate_contract::time::{rfc3339, serde_rfc3339};
 use tenantgate_contract::TenantStatus;
@@ -187,6 +187,11 @@ async fn format_of(state: &AdminState, tenant: &Tenant) -> Result<BackupFormat, 
         .shard(&tenant.shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
+    format_of_shard(&shard)
+}
+
+/// The backup format of a shard's databases.
+pub(crate) fn format_of_shard(shard: &Shard) -> Result<BackupFormat, AdminError> {
     Ok(match Engine::of_url(&shard.database_url)? {
         Engine::Postgres => BackupFormat::PgCustom,
         Engine::Sqlite => BackupFormat::Sqlite,
@@ -202,6 +207,21 @@ pub(crate) async fn create(
     kind_of: BackupKind,
 ) -> Result<(Backup, Uuid), AdminError> {
     let tenant = find(state, id_or_slug).await?;
+    let now = tenantgate_contract::time::now_ms();
+    queue(state, actor, &tenant, kind_of, now)
+        .await?
+        .ok_or_else(|| AdminError::Conflict("this backup is queued already".into()))
+}
+
+/// Queue a backup of `tenant` recorded as asked for at `created_at` (a scheduled backup: its
+/// slot). `None` when a scheduled backup for that slot exists already.
+pub(crate) async fn queue(
+    state: &AdminState,
+    actor: &str,
+    tenant: &Tenant,
+    kind_of: BackupKind,
+    created_at: i64,
+) -> Result<Option<(Backup, Uuid)>, AdminError> {
     if !matches!(
         tenant.status,
         TenantStatus::Active | TenantStatus::Suspended
@@ -214,10 +234,10 @@ pub(crate) async fn create(
     if state.config.backups.recipient.is_none() {
         return Err(BackupError::NotConfigured("backups.recipient").into());
     }
-    let format = format_of(state, &tenant).await?;
+    let format = format_of(state, tenant).await?;
     let (id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut w = begin_for(state, &tenant).await?;
-    backups::insert(
+    let mut w = begin_for(state, tenant).await?;
+    let inserted = backups::insert(
         w.conn(),
         &NewBackup {
             id,
@@ -225,9 +245,13 @@ pub(crate) async fn create(
             kind: kind_of,
             format,
             job_id,
+            created_at,
         },
     )
     .await?;
+    if !inserted {
+        return Ok(None);
+    }
     w.job(&NewJob {
         id: job_id,
         kind: kind::BACKUP,
@@ -250,7 +274,7 @@ pub(crate) async fn create(
         .await?
         .ok_or(AdminError::NotFound("backup"))?;
     w.commit().await?;
-    Ok((backup, job_id))
+    Ok(Some((backup, job_id)))
 }
 
 /// Start restoring backup `req.backup_id` of a tenant, in place (the tenant is `restoring`

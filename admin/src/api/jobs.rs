@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
 use crate::jobs::kind;
+use crate::jobs::restore::{RestoreMode, RestorePayload};
 use crate::state::AdminState;
 use crate::write::Write;
 
@@ -23,7 +24,8 @@ use crate::write::Write;
 #[schema(as = Job)]
 pub(crate) struct JobView {
     id: Uuid,
-    /// `provision_tenant`, `drop_tenant_db`, `move_tenant`, `migrate_tenants`, `backup`, ...
+    /// `provision_tenant`, `drop_tenant`, `move_tenant`, `migrate_tenants`, `backup_tenant`,
+    /// `restore_tenant`, `drop_database`, `prune_backups`, `data_retention`.
     kind: String,
     tenant_id: Option<Uuid>,
     status: JobStatus,
@@ -31,7 +33,9 @@ pub(crate) struct JobView {
     max_attempts: i64,
     /// Error of the last failed attempt.
     error: Option<String>,
-    /// What a long job reports while it runs (a fleet migration: done, total, failed, ...).
+    /// What a long job reports while it runs: a fleet migration done, total, failed, ...; a move
+    /// its `phase` (copy, catch_up, hold, flip, cleanup, done, rolled_back), `rows_copied`,
+    /// `lag_bytes`, ...; a free-form object.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, nullable = false)]
     progress: Option<serde_json::Value>,
@@ -82,7 +86,8 @@ pub(crate) async fn get_handler(
 }
 
 /// Put a failed job back in the queue with fresh attempts; a failed tenant it provisions (or a
-/// failed copy it restores) goes back to `provisioning`. 409 unless the job is failed.
+/// failed copy it restores) goes back to `provisioning`; the tenant of a restore in place goes
+/// back to `restoring`. 409 unless the job is failed (or its tenant cannot be restored now).
 pub(crate) async fn retry_handler(
     State(state): State<AdminState>,
     Writer(actor): Writer,
@@ -94,6 +99,13 @@ pub(crate) async fn retry_handler(
         .job(id)
         .await?
         .ok_or(AdminError::NotFound("job"))?;
+    // A restore in place that gave up put its tenant back in its status; the retry takes it
+    // out of service again, as starting the restore did (else the job would find the tenant
+    // not restoring and do nothing).
+    let in_place = (before.kind == kind::RESTORE)
+        .then(|| serde_json::from_value::<RestorePayload>(before.payload.clone()).ok())
+        .flatten()
+        .filter(|p| p.mode == RestoreMode::InPlace);
     let mut w = Write::begin(&state).await?;
     if !store::requeue_failed(w.conn(), id).await? {
         return Err(AdminError::Conflict(format!(
@@ -115,6 +127,31 @@ pub(crate) async fn retry_handler(
             };
             tenants::update(w.conn(), tenant_id, &patch).await?;
             w.tenant_change(tenant_id, &[]).await?;
+        }
+    }
+    if let (Some(mut payload), Some(tenant_id)) = (in_place, before.tenant_id) {
+        let current = tenant_state::status(w.conn(), tenant_id).await?;
+        match current {
+            Some(status @ (TenantStatus::Active | TenantStatus::Suspended)) => {
+                payload.resume = Some(status);
+                let payload = serde_json::to_value(&payload).expect("payload serialises");
+                store::set_payload(w.conn(), id, &payload).await?;
+                let patch = TenantPatch {
+                    status: Some(TenantStatus::Restoring),
+                    last_error: Some(None),
+                    bump_epoch: true,
+                    ..TenantPatch::default()
+                };
+                tenants::update(w.conn(), tenant_id, &patch).await?;
+                w.tenant_change(tenant_id, &[]).await?;
+            }
+            Some(TenantStatus::Restoring) => {}
+            Some(other) => {
+                return Err(AdminError::Conflict(format!(
+                    "a tenant in status {other} cannot be restored"
+                )))
+            }
+            None => return Err(AdminError::NotFound("tenant")),
         }
     }
     let after = store::get(w.conn(), id)

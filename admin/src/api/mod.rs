@@ -1,6 +1,7 @@
 //! The HTTP API: one route table that builds both the router and the OpenAPI document, so no
 //! route can exist undocumented.
 
+pub(crate) mod admin_tokens;
 pub(crate) mod audit;
 pub(crate) mod backups;
 pub(crate) mod fields;
@@ -30,14 +31,20 @@ use crate::state::AdminState;
 const READ: Access = Access::Bearer("read");
 const WRITE: Access = Access::Bearer("write");
 
+/// Every authenticated route may answer 429 (see `crate::limits`).
+const RATE_LIMITED: &str =
+    "over the admin rate limit of the client address or the token; Retry-After says when to retry";
+
 /// Error answers of routes that need a read token / a write token.
 const READ_ERRORS: &[(u16, &str)] = &[
     (401, "missing or invalid bearer token"),
+    (429, RATE_LIMITED),
     (503, "the catalog is unavailable"),
 ];
 const WRITE_ERRORS: &[(u16, &str)] = &[
     (401, "missing or invalid bearer token"),
     (403, "the token is not write-scoped"),
+    (429, RATE_LIMITED),
     (503, "the catalog is unavailable"),
 ];
 const BODY_ERRORS: &[(u16, &str)] = &[
@@ -330,6 +337,24 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 .errors(QUERY_ERRORS)
                 .errors(&[(404, "no such tenant")]),
             routing::get(audit::list_handler),
+        ),
+        (
+            Op::get("/v1/tokens", "List admin tokens (never their secrets), oldest first")
+                .access(READ)
+                .query::<admin_tokens::ListQuery>()
+                .reply::<admin_tokens::TokenPage>(200, "a page of admin tokens")
+                .errors(READ_ERRORS)
+                .errors(QUERY_ERRORS)
+                .errors(&[(400, "`limit` is above the page cap of 500")]),
+            routing::get(admin_tokens::list_handler),
+        ),
+        (
+            Op::delete("/v1/tokens/{id}", "Revoke an admin token; it answers 401 from then on")
+                .access(WRITE)
+                .reply::<admin_tokens::TokenView>(200, "the token, revoked")
+                .errors(WRITE_ERRORS)
+                .errors(&[(404, "no such admin token")]),
+            routing::delete(admin_tokens::revoke_handler),
         ),
         (
             Op::get("/openapi.json", "This document")

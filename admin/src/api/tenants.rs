@@ -11,7 +11,7 @@ use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, NewTenant, TenantFilter, TenantPatch};
 use tenantgate_catalog::tenant_db::db_name;
 use tenantgate_catalog::{ShardStatus, Tenant};
-use tenantgate_config::db_url::{self, Engine};
+use tenantgate_config::db_url::Engine;
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::{RateLimit, TenantSettings, TenantStatus};
 use utoipa::{IntoParams, ToSchema};
@@ -617,26 +617,39 @@ pub(crate) async fn remove_domain_handler(
     Ok(Json(find(&state, &before.id.to_string()).await?))
 }
 
-/// Start moving a tenant to another shard: status `moving` now (the edge holds its requests),
-/// a `move_tenant` job copies and switches it. Between PostgreSQL shards only when both are on
-/// the same server (the database stays; routing changes); SQLite tenants are copied.
+/// Start moving a tenant to another shard: a `move_tenant` job copies it while it serves, then
+/// holds it (status `moving`) for the cut-over (see `jobs::relocate`). Between two SQLite
+/// shards, or two PostgreSQL shards (on one server the database stays; to another server it is
+/// copied with logical replication). One move at a time per tenant.
 pub(crate) async fn move_handler(
     State(state): State<AdminState>,
     Writer(actor): Writer,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MoveTenant>,
 ) -> Result<(StatusCode, Json<MoveJob>), AdminError> {
-    let before = find(&state, &id).await?;
+    let job_id = start_move(&state, &actor.name, &id, req.shard.as_str()).await?;
+    Ok((StatusCode::ACCEPTED, Json(MoveJob { job_id })))
+}
+
+/// Check and queue a move of tenant `id` to shard `shard` (the API's and `tenantgate
+/// rebalance`'s one way in); the job's id.
+pub(crate) async fn start_move(
+    state: &AdminState,
+    actor: &str,
+    id: &str,
+    shard: &str,
+) -> Result<Uuid, AdminError> {
+    let state = state.clone();
+    let before = find(&state, id).await?;
     let target_shard = state
         .catalog
-        .shard(req.shard.as_str())
+        .shard(shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
     if target_shard.status != ShardStatus::Active {
         return Err(AdminError::Conflict(format!(
             "shard {:?} is {} and takes no new tenants",
-            req.shard.as_str(),
-            target_shard.status
+            shard, target_shard.status
         )));
     }
     if target_shard.name == before.shard {
@@ -661,28 +674,22 @@ pub(crate) async fn move_handler(
         .ok_or(AdminError::NotFound("shard"))?;
     let from = Engine::of_url(&source.database_url)?;
     let to = Engine::of_url(&target_shard.database_url)?;
-    let movable = match (from, to) {
-        (Engine::Sqlite, Engine::Sqlite) => true,
-        (Engine::Postgres, Engine::Postgres) => {
-            db_url::server_of(&source.database_url) == db_url::server_of(&target_shard.database_url)
-        }
-        _ => false,
-    };
-    if !movable {
-        return Err(AdminError::Conflict(
-            "moves are supported between SQLite shards and between PostgreSQL shards on the same server".into(),
+    if from != to {
+        return Err(AdminError::field(
+            "shard",
+            "moves are supported between SQLite shards and between PostgreSQL shards",
         ));
     }
-    let patch = TenantPatch {
-        status: Some(TenantStatus::Moving),
-        bump_epoch: true,
-        ..TenantPatch::default()
-    };
-    let after = patched(&before, &patch);
     let job_id = Uuid::now_v7();
     let mut w = begin_for(&state, &before).await?;
-    tenants::update(w.conn(), before.id, &patch).await?;
-    w.tenant_change(before.id, &[]).await?;
+    if jobs::pending_for_tenant(w.conn(), before.id, kind::MOVE)
+        .await?
+        .is_some()
+    {
+        return Err(AdminError::Conflict(
+            "the tenant is being moved already".into(),
+        ));
+    }
     w.job(&NewJob {
         id: job_id,
         kind: kind::MOVE,
@@ -693,14 +700,14 @@ pub(crate) async fn move_handler(
     })
     .await?;
     w.audit(NewAudit {
-        actor: &actor.name,
+        actor,
         action: "tenant.move",
         target: &target(&before),
         tenant_id: Some(before.id),
         before: Some(serde_json::json!({ "shard": before.shard, "status": before.status })),
-        after: Some(serde_json::json!({ "shard": target_shard.name, "status": after.status })),
+        after: Some(serde_json::json!({ "shard": target_shard.name, "job_id": job_id })),
     })
     .await?;
     w.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(MoveJob { job_id })))
+    Ok(job_id)
 }

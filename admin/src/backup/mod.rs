@@ -13,12 +13,16 @@
 //! - [`store`]: the object store (`object_store`: a local directory or S3) and object keys;
 //! - [`stream`]: the encrypting upload and the verifying, decrypting download;
 //! - [`tenant`]: the database side: dumping and restoring PostgreSQL (as the tenant's own login)
-//!   and SQLite tenants, and checking a restored database.
+//!   and SQLite tenants, and checking a restored database;
+//! - [`schedule`]: when a tenant's scheduled backup is due (slots spread by tenant id);
+//! - [`retention`]: which backups a grandfather-father-son policy keeps.
 //!
 //! Blocking work (age, reading a dump, writing a file) runs on Tokio's blocking threads and
 //! talks to the async side through bounded channels, so a slow store slows the dump down
 //! instead of buffering it.
 
+pub(crate) mod retention;
+pub(crate) mod schedule;
 pub(crate) mod store;
 pub(crate) mod stream;
 pub(crate) mod tenant;

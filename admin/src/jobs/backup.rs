@@ -9,9 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 use tenantgate_catalog::store::audit::NewAudit;
-use tenantgate_catalog::store::backups::{self, BackupStatus, Stored};
+use tenantgate_catalog::store::backups::{self, BackupKind, BackupStatus, NewBackup, Stored};
 use tenantgate_catalog::store::jobs::Job;
 use tenantgate_catalog::tenant_db::{self, Credentials, TenantDbError};
+use tenantgate_catalog::Tenant;
 use tenantgate_config::db_url::Engine;
 use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
@@ -59,6 +60,34 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         ))
         .into());
     }
+    let store = Store::open(&state.config.backups)?;
+    let key = store.key(tenant.id, backup.id);
+
+    let mut w = Write::begin(state).await?;
+    let started = backups::start(w.conn(), backup.id).await?;
+    w.commit().await?;
+    if !started {
+        return complete(state, worker, job, None).await;
+    }
+    let stored = take(state, &store, &tenant, key).await?;
+    complete(
+        state,
+        worker,
+        job,
+        Some((tenant.slug, backup.tenant_id, backup.id, stored)),
+    )
+    .await
+}
+
+/// Dump `tenant`'s database as it is now, encrypt it and store it under `key`; what a backup
+/// job does, and what a purge, a move and a restore in place do first ([`before`]). The caller
+/// makes sure nothing else replaces the database meanwhile.
+pub(crate) async fn take(
+    state: &AdminState,
+    store: &Store,
+    tenant: &Tenant,
+    key: String,
+) -> Result<Stored, AdminError> {
     let recipient = state
         .config
         .backups
@@ -70,16 +99,6 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         .shard(&tenant.shard)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let store = Store::open(&state.config.backups)?;
-    let key = store.key(tenant.id, backup.id);
-
-    let mut w = Write::begin(state).await?;
-    let started = backups::start(w.conn(), backup.id).await?;
-    w.commit().await?;
-    if !started {
-        return complete(state, worker, job, None).await;
-    }
-
     let (digest, schema_version) = match Engine::of_url(&shard.database_url)? {
         Engine::Postgres => {
             let sealed = tenant
@@ -89,11 +108,11 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
             let login =
                 Credentials::open(sealed, &state.config.security.credential_key, tenant.id)?;
             let target = tenant::PgTarget::new(&shard.database_url, &tenant.db_name, &login)?;
-            tenant::backup_postgres(&store, &key, recipient, &target).await?
+            tenant::backup_postgres(store, &key, recipient, &target).await?
         }
         Engine::Sqlite => {
             let file = tenant_db::sqlite_file(&shard.database_url, &tenant.db_name);
-            tenant::backup_sqlite(&store, &key, recipient, &file).await?
+            tenant::backup_sqlite(store, &key, recipient, &file).await?
         }
     };
     let stored = Stored {
@@ -104,17 +123,11 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     };
     tracing::info!(
         tenant = %tenant.slug,
-        backup = %backup.id,
+        location = %stored.location,
         bytes = stored.size_bytes,
         "backup stored"
     );
-    complete(
-        state,
-        worker,
-        job,
-        Some((tenant.slug, backup.tenant_id, backup.id, stored)),
-    )
-    .await
+    Ok(stored)
 }
 
 /// Complete the job and, when given, the backup with what it stored, in one transaction.
@@ -129,24 +142,121 @@ async fn complete(
         return Err(AdminError::Job("lost the job's lease".into()));
     }
     if let Some((slug, tenant_id, backup_id, stored)) = stored {
-        if backups::complete(w.conn(), backup_id, &stored).await? {
-            w.audit(NewAudit {
-                actor: "worker",
-                action: "backup.complete",
-                target: &format!("tenant:{slug}"),
-                tenant_id: Some(tenant_id),
-                before: Some(serde_json::json!({ "backup": backup_id, "status": "running" })),
-                after: Some(serde_json::json!({
-                    "backup": backup_id,
-                    "status": "completed",
-                    "size_bytes": stored.size_bytes,
-                    "sha256": stored.sha256,
-                    "location": stored.location,
-                    "schema_version": stored.schema_version,
-                })),
-            })
-            .await?;
-        }
+        record_completed(&mut w, state, &slug, tenant_id, backup_id, &stored).await?;
     }
     w.commit().await
+}
+
+/// Mark running backup `backup_id` completed with what it stored, audit it, and queue a
+/// retention pass over the tenant's backups (unless one is queued already), all in `w`.
+async fn record_completed(
+    w: &mut Write<'_>,
+    state: &AdminState,
+    slug: &str,
+    tenant_id: Uuid,
+    backup_id: Uuid,
+    stored: &Stored,
+) -> Result<(), AdminError> {
+    if !backups::complete(w.conn(), backup_id, stored).await? {
+        return Ok(());
+    }
+    w.audit(NewAudit {
+        actor: "worker",
+        action: "backup.complete",
+        target: &format!("tenant:{slug}"),
+        tenant_id: Some(tenant_id),
+        before: Some(serde_json::json!({ "backup": backup_id, "status": "running" })),
+        after: Some(serde_json::json!({
+            "backup": backup_id,
+            "status": "completed",
+            "size_bytes": stored.size_bytes,
+            "sha256": stored.sha256,
+            "location": stored.location,
+            "schema_version": stored.schema_version,
+        })),
+    })
+    .await?;
+    super::prune::enqueue_retention(w, state, tenant_id).await
+}
+
+/// Take a backup of `kind` of `tenant` inside job `job` (a purge, a move or a restore in place)
+/// before the job changes the database, and wait for it: the job goes on only when this
+/// returns `Ok`. Returns the backup's id, or `None` when backups are not configured
+/// (`backups.recipient` unset), which the caller records.
+///
+/// Idempotent per job: the backup is recorded with the job's id, so a later attempt of the same
+/// job reuses a completed one and starts an unfinished one over. A failed attempt marks the
+/// backup failed with its error (the job's retry starts it again).
+pub(crate) async fn before(
+    state: &AdminState,
+    job: &Job,
+    tenant: &Tenant,
+    kind: BackupKind,
+) -> Result<Option<Uuid>, AdminError> {
+    if state.config.backups.recipient.is_none() {
+        return Ok(None);
+    }
+    let earlier = state
+        .catalog
+        .all_backups_of_tenant(tenant.id)
+        .await?
+        .into_iter()
+        .find(|b| b.kind == kind && b.job_id == Some(job.id));
+    if let Some(b) = earlier
+        .as_ref()
+        .filter(|b| b.status == BackupStatus::Completed)
+    {
+        return Ok(Some(b.id));
+    }
+    let store = Store::open(&state.config.backups)?;
+    let shard = state
+        .catalog
+        .shard(&tenant.shard)
+        .await?
+        .ok_or(AdminError::NotFound("shard"))?;
+    let id = earlier.map_or_else(Uuid::now_v7, |b| b.id);
+    let mut w = Write::begin(state).await?;
+    if backups::get(w.conn(), id).await?.is_none() {
+        backups::insert(
+            w.conn(),
+            &NewBackup {
+                id,
+                tenant_id: tenant.id,
+                kind,
+                format: crate::api::backups::format_of_shard(&shard)?,
+                job_id: job.id,
+                created_at: tenantgate_contract::time::now_ms(),
+            },
+        )
+        .await?;
+        w.audit(NewAudit {
+            actor: "worker",
+            action: "backup.create",
+            target: &format!("tenant:{}", tenant.slug),
+            tenant_id: Some(tenant.id),
+            before: None,
+            after: Some(serde_json::json!({ "backup": id, "kind": kind, "status": "queued", "job": job.id })),
+        })
+        .await?;
+    }
+    backups::start(w.conn(), id).await?;
+    w.commit().await?;
+    let started = std::time::Instant::now();
+    let taken = take(state, &store, tenant, store.key(tenant.id, id)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut w = Write::begin(state).await?;
+    match taken {
+        Ok(stored) => {
+            record_completed(&mut w, state, &tenant.slug, tenant.id, id, &stored).await?;
+            w.commit().await?;
+            state.metrics.backup_finished("completed", seconds);
+            Ok(Some(id))
+        }
+        Err(e) => {
+            backups::record_error(w.conn(), id, &super::describe(&e), true).await?;
+            w.commit().await?;
+            state.metrics.backup_finished("failed", seconds);
+            Err(e)
+        }
+    }
 }

@@ -1,12 +1,18 @@
 //! The `drop_tenant` job: after the deletion grace (or at once with `purge`), drop a deleted
 //! tenant's database and login (PostgreSQL) or remove its file (SQLite), then free its domains.
 //!
+//! First, when backups are configured and the tenant's database was ever migrated, it takes a
+//! `pre_delete` backup and waits for it: if the backup fails, the job fails (and retries) and
+//! nothing is dropped. After the drop it queues the erasure of all the tenant's backups
+//! `backups.deleted_retention_days` later ([`super::prune`]).
+//!
 //! Idempotent: `DROP … IF EXISTS` and missing files are fine. It never runs while a
 //! provisioning job of the same tenant is still pending, which could otherwise recreate what
 //! was just dropped.
 
 use sqlx::{Connection, Executor};
 use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::store::backups::BackupKind;
 use tenantgate_catalog::store::jobs::{self as store, Job};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
@@ -14,6 +20,7 @@ use tenantgate_catalog::tenant_db;
 use tenantgate_config::db_url::Engine;
 use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::TenantStatus;
+use uuid::Uuid;
 
 use super::provision::{admin_connection, ident};
 use super::{kind, succeed};
@@ -50,6 +57,12 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
             "waiting for the tenant's provisioning job to stop".into(),
         ));
     }
+    // A database that was never migrated holds nothing to keep (and may not exist at all).
+    let pre_delete = if tenant.schema_version > 0 {
+        super::backup::before(state, job, &tenant, BackupKind::PreDelete).await?
+    } else {
+        None
+    };
     let shard = state
         .catalog
         .shard(&tenant.shard)
@@ -96,7 +109,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
             }
         }
     }
-    complete(state, worker, job, Some(tenant)).await
+    complete(state, worker, job, Some((tenant, pre_delete))).await
 }
 
 /// Complete the job; after a drop, forget the login and free the tenant's domains.
@@ -104,13 +117,13 @@ async fn complete(
     state: &AdminState,
     worker: &str,
     job: &Job,
-    dropped: Option<tenantgate_catalog::Tenant>,
+    dropped: Option<(tenantgate_catalog::Tenant, Option<Uuid>)>,
 ) -> Result<(), AdminError> {
     let mut w = Write::begin(state).await?;
     if !succeed(&mut w, job, worker).await? {
         return Err(AdminError::Job("lost the job's lease".into()));
     }
-    if let Some(tenant) = dropped {
+    if let Some((tenant, pre_delete)) = dropped {
         if tenant_state::status(w.conn(), tenant.id).await? == Some(TenantStatus::Deleted) {
             let hosts: Vec<String> = tenants::hosts_of(w.conn(), tenant.id).await?;
             for domain in &tenant.domains {
@@ -136,9 +149,18 @@ async fn complete(
                 before: Some(
                     serde_json::json!({ "database": tenant.db_name, "domains": tenant.domains }),
                 ),
-                after: Some(serde_json::json!({ "database": null, "domains": [] })),
+                after: Some(serde_json::json!({
+                    "database": null,
+                    "domains": [],
+                    "pre_delete_backup": pre_delete,
+                })),
             })
             .await?;
+            // GDPR: the backups go too, after their retention.
+            let erase_at = tenantgate_contract::time::now_ms()
+                + i64::try_from(state.config.backups.deleted_retention.as_millis())
+                    .unwrap_or(i64::MAX / 2);
+            super::prune::enqueue_erase(&mut w, state, tenant.id, erase_at).await?;
         }
     }
     w.commit().await

@@ -8,11 +8,14 @@
 //! transaction, conditional on this worker still holding the lease.
 
 pub(crate) mod backup;
+pub(crate) mod data_retention;
 pub(crate) mod drop;
 pub(crate) mod drop_database;
 pub(crate) mod migrate;
 pub(crate) mod provision;
+pub(crate) mod prune;
 pub(crate) mod relocate;
+mod replicate;
 pub(crate) mod restore;
 mod scram;
 
@@ -39,7 +42,7 @@ pub(crate) mod kind {
     pub(crate) const PROVISION: &str = "provision_tenant";
     /// Drop a deleted tenant's database and login, free its domains.
     pub(crate) const DROP: &str = "drop_tenant";
-    /// Copy a tenant to another shard (SQLite) or re-point it (same PostgreSQL server).
+    /// Move a tenant to another shard online: copy, catch up, hold, flip (see `relocate`).
     pub(crate) const MOVE: &str = "move_tenant";
     /// Apply pending tenant migrations to many tenants (`POST /v1/migrations`).
     pub(crate) const MIGRATE: &str = "migrate_tenants";
@@ -49,6 +52,10 @@ pub(crate) mod kind {
     pub(crate) const RESTORE: &str = "restore_tenant";
     /// Drop a tenant database that a restore in place replaced, after the deletion grace.
     pub(crate) const DROP_DATABASE: &str = "drop_database";
+    /// Delete the backups a tenant's retention no longer keeps, or a purged tenant's backups.
+    pub(crate) const PRUNE_BACKUPS: &str = "prune_backups";
+    /// Delete a tenant's app rows older than its `settings.data_retention_days`.
+    pub(crate) const DATA_RETENTION: &str = "data_retention";
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
@@ -75,6 +82,8 @@ pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     let worker = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running = JoinSet::new();
+    // The scheduler only queues jobs; it runs wherever jobs run.
+    let scheduler = tokio::spawn(crate::scheduler::run(state.clone(), shutdown.clone()));
     tracing::info!(%worker, "provisioning worker started");
     loop {
         let permit = tokio::select! {
@@ -115,6 +124,7 @@ pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     })
     .await;
     running.abort_all();
+    scheduler.abort();
     tracing::info!(%worker, "provisioning worker stopped");
 }
 
@@ -184,7 +194,7 @@ async fn run_job(state: &AdminState, worker: &str, job: Job, shutdown: Cancellat
 
 /// The message stored for a failed attempt: the error's text, which for database errors
 /// carries the server's message but never a URL or password.
-fn describe(error: &AdminError) -> String {
+pub(crate) fn describe(error: &AdminError) -> String {
     match error {
         AdminError::TenantDb(e) => e.to_string(),
         AdminError::Shard(e) => format!("shard database: {e}"),
@@ -306,6 +316,8 @@ async fn execute(state: &AdminState, worker: &str, job: &Job) -> Result<(), Admi
         kind::BACKUP => backup::run(state, worker, job).await,
         kind::RESTORE => restore::run(state, worker, job).await,
         kind::DROP_DATABASE => drop_database::run(state, worker, job).await,
+        kind::PRUNE_BACKUPS => prune::run(state, worker, job).await,
+        kind::DATA_RETENTION => data_retention::run(state, worker, job).await,
         other => Err(AdminError::Job(format!("unknown job kind {other:?}"))),
     }
 }

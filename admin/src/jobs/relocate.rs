@@ -1,23 +1,50 @@
-//! The `move_tenant` job: move a tenant (status `moving`) to another shard, then switch its
-//! routing and restore its status.
+//! The `move_tenant` job: move a tenant to another shard while it keeps serving, hold only its
+//! requests for the cut-over, flip its shard and epoch in one catalog transaction, release.
+//! Before anything else it takes a `pre_move` backup when backups are configured, and goes
+//! on only once that completed.
 //!
-//! - SQLite: the tenant's file is copied with `VACUUM INTO`, a consistent snapshot even while
-//!   the source is open; an earlier partial copy is removed first, so a re-run starts clean. The
-//!   source file is removed only after the switch has committed.
-//! - PostgreSQL: moves are accepted only between shards on the same database server (checked by
-//!   the API), where the tenant's database stays where it is and only the routing changes.
-//!   Copying to another server would need a dump and restore, which is not implemented.
+//! Phases (the job's `progress.phase`, see [`Phase`]):
+//! 1. `copy` (PostgreSQL to another server): the tenant's login and a fresh database on the
+//!    target, the schema, a publication on the source and a subscription on the target that
+//!    copies every table; `rows_copied` grows while it runs. The tenant keeps serving from the
+//!    source.
+//! 2. `catch_up`: a marker written on the source must reach the target (see
+//!    [`super::replicate`]); `lag_bytes` is the replication slot's lag.
+//! 3. `hold`: status `moving` (the edge holds this tenant's requests, and only this tenant's),
+//!    a wait for requests already forwarded to finish, then the source becomes read-only and
+//!    its sessions end; sequences are copied; a last marker proves the target has replayed
+//!    everything the source committed (`final_lsn`). SQLite tenants are copied here
+//!    (`VACUUM INTO`, a consistent snapshot), so their hold grows with their size; between
+//!    PostgreSQL shards of one server nothing is copied.
+//! 4. `flip`: one catalog transaction sets the new shard, restores the status, bumps the epoch,
+//!    appends the feed change and the audit record, and schedules the old copy's drop after
+//!    the deletion grace (a `drop_database` job). The edge releases the held requests to the
+//!    new shard as soon as the feed tells it.
+//! 5. `cleanup`: the subscription, publication and marker tables go; the old PostgreSQL copy
+//!    stays read-only until its drop; an old SQLite file is removed at once. Then `done`.
+//!
+//! Any failure before the flip rolls back (`rolled_back`): subscription and target database
+//! dropped, the source writable again, the status restored; the source was the tenant's only
+//! writable copy throughout, so nothing is lost. The worker then retries the job from the
+//! start, up to its attempts. A job resumed after its worker died continues where the tenant
+//! is: flipped (only cleanup remains), held (the hold is taken again and completed), or not
+//! yet held (the copy starts over). Only the lease holder can flip: the flip's transaction
+//! checks the lease.
 
-use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 use tenantgate_catalog::store::audit::NewAudit;
-use tenantgate_catalog::store::jobs::Job;
+use tenantgate_catalog::store::backups::BackupKind;
+use tenantgate_catalog::store::jobs::{self as store, Job, NewJob};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
-use tenantgate_catalog::tenant_db;
-use tenantgate_config::db_url::Engine;
+use tenantgate_catalog::{tenant_db, Shard, Tenant};
+use tenantgate_config::db_url::{self, Engine};
 use tenantgate_contract::TenantStatus;
 
-use super::succeed;
+use super::{kind, provision, replicate, succeed};
+use crate::backup::tenant::remove_sqlite;
 use crate::error::AdminError;
 use crate::state::AdminState;
 use crate::write::Write;
@@ -27,8 +54,78 @@ use crate::write::Write;
 pub(crate) struct MovePayload {
     pub(crate) from: String,
     pub(crate) to: String,
-    /// Status to restore after the move (`active` or `suspended`).
+    /// The tenant's status when the move was asked for (`active` or `suspended`); the status
+    /// at the start of the hold is the one restored, this is the fallback.
     pub(crate) resume: TenantStatus,
+}
+
+/// Where a move is (`progress.phase` of its job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Phase {
+    Copy,
+    CatchUp,
+    Hold,
+    Flip,
+    Cleanup,
+    Done,
+    RolledBack,
+}
+
+/// The job's `progress` (stored, so a resumed job knows what to restore).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    pub(crate) phase: Phase,
+    /// Rows on the target (the statistics' estimate), PostgreSQL to another server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rows_copied: Option<i64>,
+    /// Replication lag in WAL bytes (the slot's, informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lag_bytes: Option<i64>,
+    /// Seconds the initial copy took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) copy_seconds: Option<f64>,
+    /// The source's WAL position after its last write, which the target has replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) final_lsn: Option<String>,
+    /// How long the tenant's requests were held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hold_seconds: Option<f64>,
+    /// The status to restore after the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resume: Option<TenantStatus>,
+}
+
+/// How the data travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// SQLite file to SQLite file.
+    SqliteCopy,
+    /// Two PostgreSQL shards on one server: the database stays.
+    SameServer,
+    /// PostgreSQL to another server: logical replication.
+    CrossServer,
+}
+
+/// How long the initial copy may take before the move gives up (and rolls back).
+const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the target may take to apply a marker, while serving and while held.
+const MARK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the hold waits for requests already in flight on the source to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A marker round trip at most this long means the target keeps up: time to hold.
+const CAUGHT_UP: Duration = Duration::from_millis(500);
+
+struct Move<'a> {
+    state: &'a AdminState,
+    worker: &'a str,
+    job: &'a Job,
+    tenant: Tenant,
+    payload: MovePayload,
+    from: Shard,
+    to: Shard,
+    route: Route,
+    progress: Progress,
 }
 
 /// Run the job (see the module docs).
@@ -38,10 +135,6 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     let tenant_id = job
         .tenant_id
         .ok_or_else(|| AdminError::Job("move job without a tenant".into()))?;
-    let tenant = state.catalog.tenant(&tenant_id.to_string()).await?;
-    let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Moving) else {
-        return finish(state, worker, job, None).await.map(|_| ());
-    };
     let from = state
         .catalog
         .shard(&payload.from)
@@ -52,87 +145,434 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         .shard(&payload.to)
         .await?
         .ok_or(AdminError::NotFound("shard"))?;
-    let mut copy = None;
-    if Engine::of_url(&from.database_url)? == Engine::Sqlite {
-        let src = tenant_db::sqlite_file(&from.database_url, &tenant.db_name);
-        let dst = tenant_db::sqlite_file(&to.database_url, &tenant.db_name);
-        if src != dst {
-            if let Some(dir) = dst.parent() {
-                std::fs::create_dir_all(dir)?;
+    let route = match Engine::of_url(&from.database_url)? {
+        Engine::Sqlite => Route::SqliteCopy,
+        Engine::Postgres
+            if db_url::server_of(&from.database_url) == db_url::server_of(&to.database_url) =>
+        {
+            Route::SameServer
+        }
+        Engine::Postgres => Route::CrossServer,
+    };
+    let progress = job
+        .progress
+        .clone()
+        .and_then(|p| serde_json::from_value::<Progress>(p).ok())
+        .unwrap_or(Progress {
+            phase: Phase::Copy,
+            rows_copied: None,
+            lag_bytes: None,
+            copy_seconds: None,
+            final_lsn: None,
+            hold_seconds: None,
+            resume: None,
+        });
+    let Some(tenant) = state.catalog.tenant(&tenant_id.to_string()).await? else {
+        return finish(state, worker, job, &progress).await;
+    };
+    if progress.phase == Phase::Copy {
+        // A backup first (`pre_move`), so a move gone wrong can be undone; the job waits for
+        // it. A job resumed past the copy took it already.
+        super::backup::before(state, job, &tenant, BackupKind::PreMove).await?;
+    }
+    let mut m = Move {
+        state,
+        worker,
+        job,
+        tenant,
+        payload,
+        from,
+        to,
+        route,
+        progress,
+    };
+    if m.tenant.shard == m.payload.to {
+        return m.cleanup().await;
+    }
+    if !matches!(
+        m.tenant.status,
+        TenantStatus::Active | TenantStatus::Suspended | TenantStatus::Moving
+    ) {
+        // Deleted (or failed) meanwhile: undo what an earlier attempt built, nothing to move.
+        m.rollback(None).await?;
+        return finish(state, worker, job, &m.progress).await;
+    }
+    let held = match m.before_flip().await {
+        Ok(held) => held,
+        Err(e) => {
+            let held = m.progress.phase == Phase::Hold;
+            if let Err(r) = m.rollback(held.then(Instant::now)).await {
+                tracing::error!(job = %job.id, error = %r, "rolling back a failed move failed; the next attempt retries it");
             }
-            remove_sqlite(&dst)?;
-            let pool =
-                tenantgate_catalog::db::connect(&format!("sqlite://{}", src.display()), 1).await?;
-            let target = dst.display().to_string().replace('\'', "''");
-            let copied = sqlx::query(&format!("VACUUM INTO '{target}'"))
-                .execute(&pool)
-                .await;
-            pool.close().await;
-            copied?;
-            copy = Some((src, dst));
+            return Err(e);
         }
-    }
-    let switched = finish(state, worker, job, Some((tenant, payload))).await?;
-    if let Some((src, dst)) = copy {
-        // After the switch the copy is the tenant's database; without it (the tenant was
-        // deleted meanwhile) the copy is the leftover.
-        let leftover = if switched { src } else { dst };
-        if let Err(e) = remove_sqlite(&leftover) {
-            tracing::warn!(error = %e, file = %leftover.display(), "could not remove a tenant file left by a move");
+    };
+    if let Err(e) = m.flip(held).await {
+        // The commit may or may not have happened: the catalog says which.
+        let now = state.catalog.tenant(&tenant_id.to_string()).await?;
+        if now.is_some_and(|t| t.shard == m.payload.to) {
+            return m.cleanup().await;
         }
+        if let Err(r) = m.rollback(Some(held)).await {
+            tracing::error!(job = %job.id, error = %r, "rolling back a failed move failed; the next attempt retries it");
+        }
+        return Err(e);
     }
-    Ok(())
+    m.cleanup().await
 }
 
-fn remove_sqlite(file: &std::path::Path) -> Result<(), std::io::Error> {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut path = file.as_os_str().to_owned();
-        path.push(suffix);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+impl Move<'_> {
+    fn db(&self) -> &str {
+        &self.tenant.db_name
     }
-    Ok(())
+
+    /// Store the progress; an error when this worker no longer holds the job.
+    async fn report(&mut self, phase: Phase) -> Result<(), AdminError> {
+        self.progress.phase = phase;
+        let value = serde_json::to_value(&self.progress).expect("progress serialises");
+        if !self
+            .state
+            .catalog
+            .set_job_progress(self.job.id, self.worker, &value)
+            .await?
+        {
+            return Err(AdminError::Job("lost the job's lease".into()));
+        }
+        Ok(())
+    }
+
+    /// Copy, catch up and hold; returns when the target holds everything and the tenant is
+    /// held (the instant the hold began).
+    async fn before_flip(&mut self) -> Result<Instant, AdminError> {
+        if self.route == Route::CrossServer {
+            replicate::check_source(&self.from).await?;
+            if self.tenant.status != TenantStatus::Moving {
+                self.copy().await?;
+                self.catch_up().await?;
+            }
+        }
+        let held = Instant::now();
+        self.enter_hold().await?;
+        self.drain().await?;
+        let db = self.db().to_string();
+        match self.route {
+            Route::CrossServer => {
+                replicate::set_read_only(&self.from, &db, true).await?;
+                replicate::sync_sequences(&self.from, &self.to, &db).await?;
+                let (token, lsn) = replicate::mark(&self.from, &db).await?;
+                replicate::wait_for_mark(&self.to, &db, &token, MARK_TIMEOUT).await?;
+                self.progress.final_lsn = Some(lsn);
+                self.report(Phase::Hold).await?;
+            }
+            Route::SqliteCopy => self.copy_sqlite().await?,
+            Route::SameServer => {}
+        }
+        Ok(held)
+    }
+
+    /// The `copy` phase: a fresh copy on the target, subscribed to the source.
+    async fn copy(&mut self) -> Result<(), AdminError> {
+        let started = Instant::now();
+        self.report(Phase::Copy).await?;
+        let db = self.db().to_string();
+        // Start over: what an interrupted attempt left is not trusted.
+        replicate::drop_subscription(&self.to, &db).await?;
+        replicate::clean_source(&self.from, &db).await?;
+        let login = provision::login(self.state, &self.tenant).await?;
+        // Only the lease holder may set the login's password on the target.
+        provision::hold_lease(self.state, self.worker, self.job).await?;
+        replicate::prepare_target(
+            &self.to,
+            &db,
+            &login,
+            &self.state.config.tenant_migrations.dir,
+            self.tenant.schema_version,
+        )
+        .await?;
+        replicate::subscribe(&self.from, &self.to, &db).await?;
+        while !replicate::synced(&self.to, &db).await? {
+            if started.elapsed() > COPY_TIMEOUT {
+                return Err(AdminError::Job(format!(
+                    "the initial copy did not finish within {COPY_TIMEOUT:?}"
+                )));
+            }
+            self.progress.rows_copied = Some(replicate::rows_on_target(&self.to, &db).await?);
+            self.report(Phase::Copy).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.progress.rows_copied = Some(replicate::rows_on_target(&self.to, &db).await?);
+        self.progress.copy_seconds = Some(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The `catch_up` phase: markers until one crosses quickly (the target keeps up with the
+    /// writes, so the hold's last marker will be quick too).
+    async fn catch_up(&mut self) -> Result<(), AdminError> {
+        let db = self.db().to_string();
+        for _ in 0..20 {
+            self.progress.lag_bytes = replicate::lag_bytes(&self.from, &db).await?;
+            self.report(Phase::CatchUp).await?;
+            let sent = Instant::now();
+            let (token, _) = replicate::mark(&self.from, &db).await?;
+            replicate::wait_for_mark(&self.to, &db, &token, MARK_TIMEOUT).await?;
+            if sent.elapsed() <= CAUGHT_UP {
+                break;
+            }
+        }
+        self.progress.lag_bytes = replicate::lag_bytes(&self.from, &db).await?;
+        Ok(())
+    }
+
+    /// Status `moving`: the edge holds the tenant's requests. The status before is kept in the
+    /// progress, in the same transaction, to be restored afterwards.
+    async fn enter_hold(&mut self) -> Result<(), AdminError> {
+        let mut w = Write::begin(self.state).await?;
+        let current = tenant_state::status(w.conn(), self.tenant.id).await?;
+        match current {
+            Some(s @ (TenantStatus::Active | TenantStatus::Suspended)) => {
+                self.progress.resume = Some(s);
+                // The epoch stays: the route does not change until the flip, and a request an
+                // edge forwarded just before it saw `moving` must still be served (the app
+                // refuses only an epoch older than the catalog's).
+                let patch = TenantPatch {
+                    status: Some(TenantStatus::Moving),
+                    ..TenantPatch::default()
+                };
+                tenants::update(w.conn(), self.tenant.id, &patch).await?;
+                w.tenant_change(self.tenant.id, &[]).await?;
+                w.audit(NewAudit {
+                    actor: "worker",
+                    action: "tenant.move_hold",
+                    target: &format!("tenant:{}", self.tenant.slug),
+                    tenant_id: Some(self.tenant.id),
+                    before: Some(serde_json::json!({ "status": s })),
+                    after: Some(
+                        serde_json::json!({ "status": "moving", "shard": self.payload.from }),
+                    ),
+                })
+                .await?;
+            }
+            // Held already (a resumed job).
+            Some(TenantStatus::Moving) => {}
+            other => {
+                return Err(AdminError::Job(format!(
+                    "the tenant became {} during the move",
+                    other.map_or("absent", |s| s.as_str())
+                )))
+            }
+        }
+        self.progress.phase = Phase::Hold;
+        let value = serde_json::to_value(&self.progress).expect("progress serialises");
+        if !store::set_progress(w.conn(), self.job.id, self.worker, &value).await? {
+            return Err(AdminError::Job("lost the job's lease".into()));
+        }
+        w.commit().await
+    }
+
+    /// Let requests forwarded before the edges saw `moving` finish: one feed poll interval (an
+    /// edge that missed the notification learns at its next poll), then until the tenant's
+    /// sessions on the source are idle, at most [`DRAIN_TIMEOUT`].
+    async fn drain(&self) -> Result<(), AdminError> {
+        tokio::time::sleep(
+            self.state
+                .config
+                .catalog
+                .poll_interval
+                .min(Duration::from_secs(1)),
+        )
+        .await;
+        if self.route == Route::SqliteCopy {
+            return Ok(());
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while replicate::busy_sessions(&self.from, self.db()).await? > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// The SQLite copy, taken while the tenant is held: a consistent snapshot of the file.
+    async fn copy_sqlite(&mut self) -> Result<(), AdminError> {
+        let started = Instant::now();
+        let src = tenant_db::sqlite_file(&self.from.database_url, self.db());
+        let dst = tenant_db::sqlite_file(&self.to.database_url, self.db());
+        if src == dst {
+            return Ok(());
+        }
+        if let Some(dir) = dst.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        remove_sqlite(&dst)?;
+        let pool =
+            tenantgate_catalog::db::connect(&format!("sqlite://{}", src.display()), 1).await?;
+        let target = dst.display().to_string().replace('\'', "''");
+        let copied = sqlx::query(&format!("VACUUM INTO '{target}'"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+        copied?;
+        self.progress.copy_seconds = Some(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The `flip`: new shard, status restored, epoch bumped, feed change, audit, the old copy's
+    /// drop scheduled; one transaction, only while this worker holds the job.
+    async fn flip(&mut self, held: Instant) -> Result<(), AdminError> {
+        let resume = self.progress.resume.unwrap_or(self.payload.resume);
+        self.progress.hold_seconds = Some(held.elapsed().as_secs_f64());
+        self.progress.phase = Phase::Flip;
+        let value = serde_json::to_value(&self.progress).expect("progress serialises");
+        let mut w = Write::begin(self.state).await?;
+        if !store::set_progress(w.conn(), self.job.id, self.worker, &value).await? {
+            return Err(AdminError::Job("lost the job's lease".into()));
+        }
+        if tenant_state::status(w.conn(), self.tenant.id).await? != Some(TenantStatus::Moving) {
+            return Err(AdminError::Job(
+                "the tenant left status moving during the hold".into(),
+            ));
+        }
+        let patch = TenantPatch {
+            shard: Some(self.payload.to.clone()),
+            status: Some(resume),
+            last_error: Some(None),
+            bump_epoch: true,
+            ..TenantPatch::default()
+        };
+        tenants::update(w.conn(), self.tenant.id, &patch).await?;
+        w.tenant_change(self.tenant.id, &[]).await?;
+        w.audit(NewAudit {
+            actor: "worker",
+            action: "tenant.move_complete",
+            target: &format!("tenant:{}", self.tenant.slug),
+            tenant_id: Some(self.tenant.id),
+            before: Some(serde_json::json!({ "shard": self.payload.from, "status": "moving" })),
+            after: Some(serde_json::json!({
+                "shard": self.payload.to,
+                "status": resume,
+                "hold_seconds": self.progress.hold_seconds,
+                "final_lsn": self.progress.final_lsn,
+            })),
+        })
+        .await?;
+        if self.route == Route::CrossServer {
+            let drop_at = tenantgate_contract::time::now_ms()
+                + self.state.config.admin.deletion_grace.as_millis() as i64;
+            w.job(&NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: kind::DROP_DATABASE,
+                tenant_id: Some(self.tenant.id),
+                payload: serde_json::json!({
+                    "shard": self.payload.from,
+                    "database": self.tenant.db_name,
+                    "drop_login": true,
+                }),
+                max_attempts: i64::from(self.state.config.admin.job_max_attempts),
+                run_at: drop_at,
+            })
+            .await?;
+        }
+        w.commit().await?;
+        self.state.metrics.move_held(held.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// After the flip: remove the replication and the old SQLite file, complete the job.
+    async fn cleanup(&mut self) -> Result<(), AdminError> {
+        self.report(Phase::Cleanup).await?;
+        let db = self.db().to_string();
+        match self.route {
+            Route::CrossServer => {
+                // Again, for a job resumed after dying between the flip and here.
+                replicate::set_read_only(&self.from, &db, true).await?;
+                replicate::drop_subscription(&self.to, &db).await?;
+                replicate::clean_source(&self.from, &db).await?;
+                replicate::clean_target(&self.to, &db).await?;
+            }
+            Route::SqliteCopy => {
+                let src = tenant_db::sqlite_file(&self.from.database_url, &db);
+                if src != tenant_db::sqlite_file(&self.to.database_url, &db) {
+                    remove_sqlite(&src)?;
+                }
+            }
+            Route::SameServer => {}
+        }
+        self.progress.phase = Phase::Done;
+        finish(self.state, self.worker, self.job, &self.progress).await?;
+        self.state.metrics.move_finished("completed");
+        Ok(())
+    }
+
+    /// Undo everything before the flip: the target's copy goes, the source is writable again,
+    /// the status is restored. `held` is when the hold began, if it did.
+    async fn rollback(&mut self, held: Option<Instant>) -> Result<(), AdminError> {
+        let db = self.db().to_string();
+        match self.route {
+            Route::CrossServer => {
+                replicate::drop_subscription(&self.to, &db).await?;
+                // The tenant is not on the target (checked by the caller): its copy there is
+                // the move's own.
+                super::restore::drop_postgres(&self.to, &db).await?;
+                super::restore::drop_login(&self.to, &db).await?;
+                replicate::clean_source(&self.from, &db).await?;
+                replicate::set_read_only(&self.from, &db, false).await?;
+            }
+            Route::SqliteCopy => {
+                let dst = tenant_db::sqlite_file(&self.to.database_url, &db);
+                if dst != tenant_db::sqlite_file(&self.from.database_url, &db) {
+                    remove_sqlite(&dst)?;
+                }
+            }
+            Route::SameServer => {}
+        }
+        let resume = self.progress.resume.unwrap_or(self.payload.resume);
+        self.progress.phase = Phase::RolledBack;
+        let value = serde_json::to_value(&self.progress).expect("progress serialises");
+        let mut w = Write::begin(self.state).await?;
+        if !store::set_progress(w.conn(), self.job.id, self.worker, &value).await? {
+            return Ok(()); // Another worker owns the job now and decides.
+        }
+        if tenant_state::status(w.conn(), self.tenant.id).await? == Some(TenantStatus::Moving) {
+            // The route is the one before the move: same shard, same epoch.
+            let patch = TenantPatch {
+                status: Some(resume),
+                ..TenantPatch::default()
+            };
+            tenants::update(w.conn(), self.tenant.id, &patch).await?;
+            w.tenant_change(self.tenant.id, &[]).await?;
+        }
+        w.audit(NewAudit {
+            actor: "worker",
+            action: "tenant.move_rolled_back",
+            target: &format!("tenant:{}", self.tenant.slug),
+            tenant_id: Some(self.tenant.id),
+            before: Some(serde_json::json!({ "shard": self.payload.from, "to": self.payload.to })),
+            after: Some(serde_json::json!({ "shard": self.payload.from, "status": resume })),
+        })
+        .await?;
+        w.commit().await?;
+        if let Some(held) = held {
+            self.state.metrics.move_held(held.elapsed().as_secs_f64());
+        }
+        self.state.metrics.move_finished("rolled_back");
+        Ok(())
+    }
 }
 
-/// Complete the job and, when `switch` is given and the tenant is still moving, switch it to
-/// the new shard. Returns whether it switched.
+/// Complete the job with its last progress.
 async fn finish(
     state: &AdminState,
     worker: &str,
     job: &Job,
-    switch: Option<(tenantgate_catalog::Tenant, MovePayload)>,
-) -> Result<bool, AdminError> {
+    progress: &Progress,
+) -> Result<(), AdminError> {
+    let value = serde_json::to_value(progress).expect("progress serialises");
     let mut w = Write::begin(state).await?;
-    if !succeed(&mut w, job, worker).await? {
+    if !store::set_progress(w.conn(), job.id, worker, &value).await?
+        || !succeed(&mut w, job, worker).await?
+    {
         return Err(AdminError::Job("lost the job's lease".into()));
     }
-    let mut switched = false;
-    if let Some((tenant, payload)) = switch {
-        if tenant_state::status(w.conn(), tenant.id).await? == Some(TenantStatus::Moving) {
-            switched = true;
-            let patch = TenantPatch {
-                shard: Some(payload.to.clone()),
-                status: Some(payload.resume),
-                last_error: Some(None),
-                bump_epoch: true,
-                ..TenantPatch::default()
-            };
-            tenants::update(w.conn(), tenant.id, &patch).await?;
-            w.tenant_change(tenant.id, &[]).await?;
-            w.audit(NewAudit {
-                actor: "worker",
-                action: "tenant.move_complete",
-                target: &format!("tenant:{}", tenant.slug),
-                tenant_id: Some(tenant.id),
-                before: Some(serde_json::json!({ "shard": payload.from, "status": "moving" })),
-                after: Some(serde_json::json!({ "shard": payload.to, "status": payload.resume })),
-            })
-            .await?;
-        }
-    }
-    w.commit().await?;
-    Ok(switched)
+    w.commit().await
 }

@@ -3,6 +3,7 @@
 //!
 //! In place (the tenant is `restoring` meanwhile, so nothing writes to it):
 //! 1. the object's size and SHA-256 must be what the catalog recorded, before anything is made;
+//!    then the current database is backed up (`pre_restore`, see `super::backup::before`);
 //! 2. a fresh database (PostgreSQL: a new database owned by the tenant's login; SQLite: a new
 //!    file) named for this job receives the decrypted backup (`pg_restore
 //!    --single-transaction` as the tenant's login, or a file renamed into place when complete);
@@ -23,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, Executor};
 use tenantgate_catalog::store::audit::NewAudit;
-use tenantgate_catalog::store::backups::{Backup, BackupStatus};
+use tenantgate_catalog::store::backups::{Backup, BackupKind, BackupStatus};
 use tenantgate_catalog::store::jobs::{Job, NewJob};
 use tenantgate_catalog::store::tenant_state;
 use tenantgate_catalog::store::tenants::{self, TenantPatch};
@@ -113,6 +114,11 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
 
     // 1. The object is the one recorded, before anything is created.
     stream::verify(&store, &location, &expected).await?;
+    // In place, the database about to be replaced is backed up first (`pre_restore`), so the
+    // restore itself can be undone. Nothing writes to it meanwhile: the tenant is restoring.
+    if payload.mode == RestoreMode::InPlace {
+        super::backup::before(state, job, &tenant, BackupKind::PreRestore).await?;
+    }
 
     let shard = state
         .catalog
@@ -316,6 +322,25 @@ pub(crate) async fn drop_postgres(shard: &Shard, database: &str) -> Result<(), A
     let _ = conn.close().await;
     result?;
     Ok(())
+}
+
+/// Drop the login `role` on `shard`'s server unless it still owns something there (then it is
+/// kept, and logged): the old server's login of a moved tenant.
+pub(crate) async fn drop_login(shard: &Shard, role: &str) -> Result<(), AdminError> {
+    let mut conn = admin_connection(shard).await?;
+    let result = conn
+        .execute(format!("DROP ROLE IF EXISTS {}", ident(role)).as_str())
+        .await;
+    let _ = conn.close().await;
+    match result {
+        Ok(_) => Ok(()),
+        // 2BP01: the role still owns objects (another database of the tenant).
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("2BP01") => {
+            tracing::info!(role, "kept a login that still owns objects");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Remove a restored database nobody uses (best effort: logged when it fails).

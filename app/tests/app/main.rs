@@ -12,7 +12,6 @@ mod isolation;
 mod items;
 mod lifecycle;
 mod pages;
-mod pg_cluster;
 mod replicas;
 mod signature;
 mod streaming_replica;

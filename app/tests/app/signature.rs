@@ -192,3 +192,51 @@ async fn bad_signatures_get_401_and_open_no_connection(backend: Engine) {
     app.stop().await;
 }
 both_backends!(bad_signatures_get_401_and_open_no_connection);
+
+/// Epoch fencing: after a move flips the tenant (new shard, new epoch), a request signed by a
+/// stale edge (old shard, old epoch) is refused with a retryable 503 `tenant_moved`, and the
+/// edge's retry with the new route lands on the new shard.
+async fn a_stale_epoch_is_refused_as_tenant_moved(backend: Engine) {
+    let mut app = TestApp::start(backend, Options::default()).await;
+    app.add_shard("shard-b").await;
+    let stale = app.tenant("mover", serde_json::json!({})).await;
+    assert_eq!(
+        app.get(&stale, "/whoami").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    app.catalog
+        .update_tenant(
+            stale.id,
+            &tenantgate_catalog::store::TenantPatch {
+                shard: Some("shard-b".into()),
+                bump_epoch: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // The app learns the new epoch from its catalog feed.
+    let resp = tenantgate_testkit::wait_until(
+        "the app to refuse the stale epoch",
+        std::time::Duration::from_secs(10),
+        || async {
+            let resp = app.get(&stale, "/whoami").send().await.unwrap();
+            (resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(resp)
+        },
+    )
+    .await;
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "tenant_moved");
+
+    let mut moved = stale.clone();
+    moved.shard = "shard-b".into();
+    moved.epoch = stale.epoch + 1;
+    let resp = app.get(&moved, "/whoami").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["shard"], "shard-b");
+    assert_eq!(body["epoch"], moved.epoch);
+    app.stop().await;
+}
+both_backends!(a_stale_epoch_is_refused_as_tenant_moved);

@@ -7,9 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 use tenantgate_config::db_url::Engine;
+use tenantgate_testkit::pg_server::PgServer;
 use tenantgate_testkit::wait_until;
 
-use crate::pg_cluster::ReplicatedCluster;
 use crate::support::{metric, Options, TestApp};
 
 async fn connections_to(server: &str, db: &str) -> i64 {
@@ -25,16 +25,17 @@ async fn connections_to(server: &str, db: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_a_streaming_replica_and_clients_read_their_writes() {
-    let cluster = tokio::task::spawn_blocking(ReplicatedCluster::start)
-        .await
-        .unwrap();
+    let (primary, standby) = tokio::task::spawn_blocking(|| {
+        let primary = PgServer::start();
+        let standby = primary.standby();
+        (primary, standby)
+    })
+    .await
+    .unwrap();
     let app = TestApp::start(
         Engine::Postgres,
         Options {
-            shard_location: Some((
-                cluster.primary_url.clone(),
-                vec![cluster.standby_url.clone()],
-            )),
+            shard_location: Some((primary.url(), vec![standby.url()])),
             ..Options::default()
         },
     )
@@ -62,7 +63,7 @@ async fn reads_go_to_a_streaming_replica_and_clients_read_their_writes() {
     )
     .await;
     assert!(
-        connections_to(&cluster.standby_url, &db).await >= 1,
+        connections_to(&standby.url(), &db).await >= 1,
         "the replica pool is connected to the standby"
     );
 
@@ -117,16 +118,15 @@ async fn reads_go_to_a_streaming_replica_and_clients_read_their_writes() {
     .await;
 
     // The standby really is read-only: the app's writes never went there.
-    let mut standby = sqlx::PgConnection::connect(&cluster.standby_url)
-        .await
-        .unwrap();
+    let mut on_standby = sqlx::PgConnection::connect(&standby.url()).await.unwrap();
     let in_recovery: bool = sqlx::query("SELECT pg_is_in_recovery()")
-        .fetch_one(&mut standby)
+        .fetch_one(&mut on_standby)
         .await
         .unwrap()
         .get(0);
     assert!(in_recovery);
-    let _ = standby.close().await;
+    let _ = on_standby.close().await;
     app.stop().await;
-    drop(cluster);
+    drop(standby);
+    drop(primary);
 }

@@ -122,6 +122,9 @@ pub struct NewBackup {
     pub kind: BackupKind,
     pub format: BackupFormat,
     pub job_id: Uuid,
+    /// When it was asked for (ms). A scheduled backup records the start of its schedule slot
+    /// here: at most one scheduled backup per tenant and slot exists (a unique index).
+    pub created_at: i64,
 }
 
 /// What a finished backup produced.
@@ -155,23 +158,52 @@ fn from_row(r: &impl CatalogRow) -> Result<Backup, CatalogError> {
     })
 }
 
-/// Record a queued backup in the caller's transaction (with the job that takes it).
-pub async fn insert(tx: &mut WriteTx, b: &NewBackup) -> Result<(), CatalogError> {
-    on!(tx.db(), db => {
+/// Record a queued backup in the caller's transaction (with the job that takes it). False,
+/// and nothing written, when it is a scheduled backup for a slot that already has one.
+pub async fn insert(tx: &mut WriteTx, b: &NewBackup) -> Result<bool, CatalogError> {
+    let inserted = on!(tx.db(), db => {
         sqlx::query(
             "INSERT INTO backups (id, tenant_id, status, kind, format, job_id, created_at)
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6)
+             ON CONFLICT DO NOTHING",
         )
         .bind(Id(b.id))
         .bind(Id(b.tenant_id))
         .bind(b.kind.as_str())
         .bind(b.format.as_str())
         .bind(Id(b.job_id))
-        .bind(Millis::now())
+        .bind(Millis(b.created_at))
         .execute(db)
-        .await?;
+        .await?
+        .rows_affected()
     });
-    Ok(())
+    Ok(inserted == 1)
+}
+
+/// Forget a backup whose object is gone (retention, erasure). Call it only after the object
+/// was deleted, so the catalog never loses track of a stored object. False when it was
+/// already gone.
+pub async fn delete(tx: &mut WriteTx, id: Uuid) -> Result<bool, CatalogError> {
+    let deleted = on!(tx.db(), db => {
+        sqlx::query("DELETE FROM backups WHERE id = $1")
+            .bind(Id(id))
+            .execute(db)
+            .await?
+            .rows_affected()
+    });
+    Ok(deleted == 1)
+}
+
+/// A tenant the schedules consider (backups, data retention): what they decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleCandidate {
+    pub tenant_id: Uuid,
+    /// `created_at` of its newest scheduled backup (the slot it was for), if any.
+    pub last_scheduled: Option<i64>,
+    /// The latest `run_at` of its jobs of the kind the caller named (data retention), if any.
+    pub last_job_run_at: Option<i64>,
+    /// Its settings document.
+    pub settings: serde_json::Value,
 }
 
 /// Mark a backup `running` from now: when its job starts, again when the job is claimed again
@@ -265,6 +297,75 @@ impl Catalog {
                 .as_ref()
                 .map(from_row)
                 .transpose()
+        })
+    }
+
+    /// Every active or suspended tenant with the slot of its newest scheduled backup, the latest
+    /// run of its jobs of `job_kind`, and its settings: what the schedules decide on, in one
+    /// query.
+    pub async fn schedule_candidates(
+        &self,
+        job_kind: &str,
+    ) -> Result<Vec<ScheduleCandidate>, CatalogError> {
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT t.id, t.settings,
+                    (SELECT MAX(b.created_at) FROM backups b
+                     WHERE b.tenant_id = t.id AND b.kind = 'scheduled') AS last_scheduled,
+                    (SELECT MAX(j.run_at) FROM jobs j
+                     WHERE j.tenant_id = t.id AND j.kind = $1) AS last_job_run_at
+                 FROM tenants t WHERE t.status IN ('active', 'suspended')",
+            )
+            .bind(job_kind)
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ScheduleCandidate {
+                    tenant_id: r.id("id")?,
+                    last_scheduled: r.opt_millis("last_scheduled")?,
+                    last_job_run_at: r.opt_millis("last_job_run_at")?,
+                    settings: r.json("settings")?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// Every backup of a tenant, newest first (retention and erasure decide over all of them).
+    pub async fn all_backups_of_tenant(
+        &self,
+        tenant_id: Uuid,
+    ) -> Result<Vec<Backup>, CatalogError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM backups WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+        );
+        on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(Id(tenant_id))
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(from_row)
+                .collect()
+        })
+    }
+
+    /// For each tenant not deleted that has a completed backup: its slug and the completion
+    /// time (ms) of its newest completed backup.
+    pub async fn last_backup_successes(&self) -> Result<Vec<(String, i64)>, CatalogError> {
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT t.slug, MAX(b.completed_at) AS last
+                 FROM backups b JOIN tenants t ON t.id = b.tenant_id
+                 WHERE b.status = 'completed' AND t.status <> 'deleted'
+                 GROUP BY t.slug ORDER BY t.slug",
+            )
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| Ok((r.get::<String>("slug")?, r.millis("last")?)))
+            .collect()
         })
     }
 

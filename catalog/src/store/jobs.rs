@@ -176,6 +176,24 @@ pub async fn requeue_failed(tx: &mut WriteTx, id: Uuid) -> Result<bool, CatalogE
     Ok(updated == 1)
 }
 
+/// Replace a job's payload (a retried job whose circumstances changed). False when no such job.
+pub async fn set_payload(
+    tx: &mut WriteTx,
+    id: Uuid,
+    payload: &serde_json::Value,
+) -> Result<bool, CatalogError> {
+    let updated = on!(tx.db(), db => {
+        sqlx::query("UPDATE jobs SET payload = $2, updated_at = $3 WHERE id = $1")
+            .bind(Id(id))
+            .bind(Json(payload))
+            .bind(Millis::now())
+            .execute(db)
+            .await?
+            .rows_affected()
+    });
+    Ok(updated == 1)
+}
+
 /// Read a job in the caller's transaction.
 pub async fn get(tx: &mut WriteTx, id: Uuid) -> Result<Option<Job>, CatalogError> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
@@ -202,6 +220,22 @@ impl Catalog {
                 .as_ref()
                 .map(from_row)
                 .transpose()
+        })
+    }
+
+    /// The unfinished (queued or running) jobs of `kind`, of every tenant.
+    pub async fn pending_jobs_of_kind(&self, kind: &str) -> Result<Vec<Job>, CatalogError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE kind = $1 AND status IN ('queued', 'running')"
+        );
+        on!(self.db(), db => {
+            sqlx::query(&sql)
+                .bind(kind)
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(from_row)
+                .collect()
         })
     }
 
@@ -290,10 +324,7 @@ impl Catalog {
         progress: &serde_json::Value,
     ) -> Result<bool, CatalogError> {
         let updated = on!(self.db(), db => {
-            sqlx::query(
-                "UPDATE jobs SET progress = $3, updated_at = $4
-                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-            )
+            sqlx::query(SET_PROGRESS)
             .bind(Id(id))
             .bind(worker)
             .bind(Json(progress))
@@ -321,6 +352,31 @@ impl Catalog {
         });
         Ok(())
     }
+}
+
+const SET_PROGRESS: &str = "UPDATE jobs SET progress = $3, updated_at = $4
+    WHERE id = $1 AND locked_by = $2 AND status = 'running'";
+
+/// [`Catalog::set_job_progress`] in the caller's transaction: the progress commits with the
+/// caller's other writes, and only while `worker` holds the job (false otherwise; the caller
+/// must then roll back).
+pub async fn set_progress(
+    tx: &mut WriteTx,
+    id: Uuid,
+    worker: &str,
+    progress: &serde_json::Value,
+) -> Result<bool, CatalogError> {
+    let updated = on!(tx.db(), db => {
+        sqlx::query(SET_PROGRESS)
+            .bind(Id(id))
+            .bind(worker)
+            .bind(Json(progress))
+            .bind(Millis::now())
+            .execute(db)
+            .await?
+            .rows_affected()
+    });
+    Ok(updated == 1)
 }
 
 /// Finish a job `worker` holds, in the caller's transaction (so the job's effects on the catalog

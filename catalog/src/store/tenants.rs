@@ -459,6 +459,35 @@ impl Catalog {
         Ok(routes)
     }
 
+    /// Every host that has a route, whatever its tenant's status: the edge's index of known
+    /// hosts, so that a request for any other host is answered without a catalog query. Read in
+    /// pages of [`HOSTS_PER_QUERY`] × 20 hosts in host order.
+    pub async fn all_hosts(&self) -> Result<Vec<String>, CatalogError> {
+        let page = (HOSTS_PER_QUERY * 20) as i64;
+        let mut hosts: Vec<String> = Vec::new();
+        loop {
+            let after = hosts.last().cloned().unwrap_or_default();
+            let batch: Vec<String> = on!(self.db(), db => {
+                sqlx::query(
+                    "SELECT DISTINCT host FROM tenant_domains WHERE host > $1
+                     ORDER BY host LIMIT $2",
+                )
+                .bind(&after)
+                .bind(page)
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(|r| r.get::<String>("host"))
+                .collect::<Result<_, _>>()?
+            });
+            let done = (batch.len() as i64) < page;
+            hosts.extend(batch);
+            if done {
+                return Ok(hosts);
+            }
+        }
+    }
+
     /// Number of tenants per status.
     pub async fn tenant_status_counts(&self) -> Result<Vec<(TenantStatus, i64)>, CatalogError> {
         on!(self.db(), db => {
@@ -516,6 +545,17 @@ impl Catalog {
                 .fetch_optional(db)
                 .await?
                 .is_some())
+        })
+    }
+
+    /// The shards of the tenants whose database is `db_name` (a moved tenant keeps its
+    /// database's name on its new shard, so a name alone does not say which server holds it).
+    pub async fn shards_using_database(&self, db_name: &str) -> Result<Vec<String>, CatalogError> {
+        on!(self.db(), db => {
+            Ok(sqlx::query_scalar("SELECT shard FROM tenants WHERE db_name = $1")
+                .bind(db_name)
+                .fetch_all(db)
+                .await?)
         })
     }
 }

@@ -1,0 +1,196 @@
+//! Cross-server move benchmark (the online-moves issue's performance goal): one tenant with
+//! 100,000 items moved back and forth between two private PostgreSQL servers (the test kit's,
+//! `wal_level = logical`) by the real admin worker, first idle, then under steady writes.
+//! Reports the copy time and the hold's p50 and p99 (the job's `hold_seconds`: status `moving`
+//! until the flip committed), and the loaded/idle ratios from the same run.
+//!
+//! The writer inserts one item per statement through the tenant's own login into whichever
+//! database the catalog currently routes to; while the tenant is held, its writes fail (the
+//! source is read-only) and it retries every 10 ms, as the edge would hold them.
+//!
+//! Run: `cargo bench -p tenantgate-admin --bench moves` (`TENANTGATE_BENCH_ROWS`, default
+//! 100000; `TENANTGATE_BENCH_MOVES`, default 10 per mode). Needs the tests' PostgreSQL set-up
+//! (`scripts/ensure-deps.sh --test`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::Connection;
+use tenantgate_catalog::tenant_db::TenantDbTarget;
+use tenantgate_testkit::admin::Harness;
+use tenantgate_testkit::pg_server::PgServer;
+use tenantgate_testkit::Engine;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Run {
+    copy: Vec<f64>,
+    hold: Vec<f64>,
+}
+
+impl Run {
+    fn report(&mut self, name: &str) -> (f64, f64, f64) {
+        self.copy.sort_by(f64::total_cmp);
+        self.hold.sort_by(f64::total_cmp);
+        let (copy, p50, p99) = (
+            percentile(&self.copy, 0.5),
+            percentile(&self.hold, 0.5),
+            percentile(&self.hold, 0.99),
+        );
+        println!(
+            "{name:>6}: {} moves, copy p50 {copy:.2} s, hold p50 {:.0} ms, p99 {:.0} ms (max {:.0} ms)",
+            self.hold.len(),
+            p50 * 1000.0,
+            p99 * 1000.0,
+            self.hold.last().unwrap() * 1000.0
+        );
+        (copy, p50, p99)
+    }
+}
+
+async fn move_once(h: &Harness, id: &str, to: &str) -> (f64, f64) {
+    let r = h
+        .post(&format!("/v1/tenants/{id}/move"), json!({ "shard": to }))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = r.body["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let j = h.get(&format!("/v1/jobs/{job}")).await;
+        match j.body["status"].as_str() {
+            Some("succeeded") => {
+                let p = &j.body["progress"];
+                return (
+                    p["copy_seconds"].as_f64().unwrap(),
+                    p["hold_seconds"].as_f64().unwrap(),
+                );
+            }
+            Some("failed") => panic!("move failed: {:?}", j.body),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "move took over 10 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rows = env("TENANTGATE_BENCH_ROWS", 100_000);
+    let moves = env("TENANTGATE_BENCH_MOVES", 10);
+    let (one, two) = tokio::task::spawn_blocking(|| (PgServer::start(), PgServer::start()))
+        .await
+        .unwrap();
+    let h = Harness::new(Engine::Postgres, |raw| {
+        raw.catalog.poll_interval_ms = 100;
+        raw.admin.job_lease_secs = 30;
+    })
+    .await
+    .start()
+    .await;
+    h.shard_at("one", &one.url()).await;
+    h.shard_at("two", &two.url()).await;
+    let (id, _) = h.tenant("bench", Some("one")).await;
+    h.wait_status(&id, "active").await;
+    let pool = h.tenant_pool(&id).await;
+    sqlx::query(&format!(
+        "INSERT INTO items (id, title, body, created_at, updated_at)
+         SELECT 'seed-' || g, 'item ' || g, repeat('x', 100), 1, 1 FROM generate_series(1, {rows}) g"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    println!("tenant with {rows} items; {moves} moves idle, then {moves} under writes");
+
+    let mut shard = "one";
+    let mut idle = Run {
+        copy: Vec::new(),
+        hold: Vec::new(),
+    };
+    for _ in 0..moves {
+        shard = if shard == "one" { "two" } else { "one" };
+        let (copy, hold) = move_once(&h, &id, shard).await;
+        idle.copy.push(copy);
+        idle.hold.push(hold);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn({
+        let (catalog, key) = (h.catalog.clone(), h.config.security.credential_key.clone());
+        let (stop, written, id) = (stop.clone(), written.clone(), id.clone());
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tenant = catalog.tenant(&id).await.unwrap().unwrap();
+                let shard = catalog.shard(&tenant.shard).await.unwrap().unwrap();
+                let target = TenantDbTarget::resolve(&shard, &tenant, &key).unwrap();
+                let Ok(mut conn) = sqlx::PgConnection::connect(&target.primary).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                for _ in 0..200 {
+                    n += 1;
+                    let r = sqlx::query(
+                        "INSERT INTO items (id, title, body, created_at, updated_at)
+                         VALUES ($1, 'load', '', 1, 1)",
+                    )
+                    .bind(format!("load-{n}"))
+                    .execute(&mut conn)
+                    .await;
+                    if r.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        break;
+                    }
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = conn.close().await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut loaded = Run {
+        copy: Vec::new(),
+        hold: Vec::new(),
+    };
+    for _ in 0..moves {
+        shard = if shard == "one" { "two" } else { "one" };
+        let (copy, hold) = move_once(&h, &id, shard).await;
+        loaded.copy.push(copy);
+        loaded.hold.push(hold);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let rate = written.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+
+    let (idle_copy, idle_p50, idle_p99) = idle.report("idle");
+    let (copy, p50, p99) = loaded.report("loaded");
+    println!("writes during the loaded moves: {rate:.0}/s");
+    println!(
+        "loaded / idle: copy {:.2}x, hold p50 {:.2}x, p99 {:.2}x",
+        copy / idle_copy,
+        p50 / idle_p50,
+        p99 / idle_p99
+    );
+    println!(
+        "goals: hold p50 <= 1 s: {}, p99 <= 2.5 s: {}",
+        if p50 <= 1.0 { "met" } else { "missed" },
+        if p99 <= 2.5 { "met" } else { "missed" }
+    );
+    drop(h);
+    tokio::task::spawn_blocking(move || drop((one, two)))
+        .await
+        .unwrap();
+}
