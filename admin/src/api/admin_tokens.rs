@@ -21,16 +21,17 @@ use crate::extract::ApiQuery;
 use crate::state::AdminState;
 use crate::write::Write;
 
-/// Largest page of `GET /v1/tokens`; a larger `limit` is a 400 (not in the parameter's schema,
-/// so the handler answers it, as it did before the document was generated).
+/// Largest page of `GET /v1/tokens`; a `limit` outside 1 to this is a 400 (`bad_request`), as
+/// it was before the document was generated: the parameter's schema has these bounds, and the
+/// handler turns the schema's refusal of `limit` alone into that 400.
 pub(crate) const MAX_PAGE: i64 = 500;
 const DEFAULT_PAGE: i64 = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
-    /// Page size, default 100, at most 500 (above that: 400).
-    #[param(minimum = 1, nullable = false)]
+    /// Page size, default 100 (outside 1 to 500: 400).
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page (a token id).
     #[param(nullable = false)]
@@ -78,14 +79,16 @@ pub(crate) struct TokenPage {
 pub(crate) async fn list_handler(
     State(state): State<AdminState>,
     _: Reader,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    query: Result<ApiQuery<ListQuery>, AdminError>,
 ) -> Result<Json<TokenPage>, AdminError> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(AdminError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let ApiQuery(q) = query.map_err(|e| match e {
+        AdminError::Invalid(fields) if fields.iter().all(|f| f.field == "limit") => {
+            AdminError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}"))
+        }
+        e => e,
+    })?;
+    // The schema bounds `limit`; the clamp only keeps the arithmetic below safe.
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let mut page = state.catalog.admin_tokens(q.cursor, limit + 1).await?;
     let next_cursor = if page.len() as i64 > limit {
         page.truncate(limit as usize);

@@ -345,7 +345,7 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 .reply::<admin_tokens::TokenPage>(200, "a page of admin tokens")
                 .errors(READ_ERRORS)
                 .errors(QUERY_ERRORS)
-                .errors(&[(400, "`limit` is above the page cap of 500")]),
+                .errors(&[(400, "`limit` is not an integer from 1 to 500")]),
             routing::get(admin_tokens::list_handler),
         ),
         (
