@@ -574,6 +574,23 @@ fn field_errors(e: &jsonschema::ValidationError<'_>, root: &str, out: &mut Vec<F
                 None => out.push(FieldError::new(field_name(&path, root), e.to_string())),
             }
         }
+        // A string's own text is left out of the message: it may be a database URL with a
+        // password, and the message is logged and echoed.
+        Kind::Pattern { pattern } => out.push(FieldError::new(
+            field_name(&path, root),
+            format!("does not match {pattern}"),
+        )),
+        Kind::MaxLength { limit } => out.push(FieldError::new(
+            field_name(&path, root),
+            format!("is longer than {limit} characters"),
+        )),
+        Kind::MinLength { limit } => out.push(FieldError::new(
+            field_name(&path, root),
+            format!(
+                "is shorter than {limit} character{}",
+                if *limit == 1 { "" } else { "s" }
+            ),
+        )),
         _ => out.push(FieldError::new(field_name(&path, root), e.to_string())),
     }
 }

@@ -20,6 +20,7 @@ pub mod db;
 pub mod net;
 pub mod pg_server;
 pub mod process;
+pub mod tls;
 
 #[cfg(feature = "admin")]
 pub mod admin;

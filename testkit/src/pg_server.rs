@@ -129,6 +129,48 @@ pub struct PgServer {
 impl PgServer {
     /// Start a fresh server of this test's own (about a second: `initdb`, then `pg_ctl start`).
     pub fn start() -> PgServer {
+        PgServer::init().launch()
+    }
+
+    /// Start a fresh server that accepts TCP connections over TLS only (`hostnossl` rejected),
+    /// with a certificate for `127.0.0.1` and `localhost` issued by `ca`.
+    pub fn start_tls(ca: &crate::tls::TestCa) -> PgServer {
+        let server = PgServer::init();
+        let leaf = ca.issue(&["127.0.0.1", "localhost"]);
+        let (cert, key) = leaf.write(&server.data, "server");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(server.data.join("postgresql.auto.conf"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(
+                    b"\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n",
+                )
+            })
+            .expect("enable ssl");
+        std::fs::write(
+            server.data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        // The server refuses a key others can read, and runs as `postgres` when we are root.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .args([&cert, &key, &server.data.join("pg_hba.conf")])
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown the server's TLS files");
+        }
+        server.launch()
+    }
+
+    /// A data directory made by `initdb`, not started yet.
+    fn init() -> PgServer {
         let server = PgServer::prepare(true);
         run(
             "initdb",
@@ -145,7 +187,7 @@ impl PgServer {
             ],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        server.launch()
+        server
     }
 
     /// The test binary's shared server, started on first use. Tests sharing it must use names

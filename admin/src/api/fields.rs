@@ -17,6 +17,9 @@ const ANY_CASE_LABEL: &str = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
 fn postgres_server() -> String {
     format!("postgres(ql)?://([A-Za-z0-9._~%-]+(:[A-Za-z0-9._~%-]*)?@)?[A-Za-z0-9.-]+(:{PORT})?")
 }
+/// A PostgreSQL URL's optional database and connection parameters (`?sslmode=verify-full&
+/// sslrootcert=/etc/ssl/db-ca.pem`).
+const POSTGRES_TAIL: &str = "(/[A-Za-z0-9._-]*)?(\\?[A-Za-z0-9._~%=&/:+-]*)?";
 
 fn string(pattern: String, max_length: usize, description: &str, example: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
@@ -111,7 +114,7 @@ field!(
     DatabaseUrl,
     string(
         format!(
-            "^(sqlite://[A-Za-z0-9._/-]+|{}(/[A-Za-z0-9._-]*)?)$",
+            "^(sqlite://[A-Za-z0-9._/-]+|{}{POSTGRES_TAIL})$",
             postgres_server()
         ),
         2048,
@@ -124,7 +127,7 @@ field!(
     /// A read replica of a PostgreSQL shard's server.
     ReplicaUrl,
     string(
-        format!("^{}(/[A-Za-z0-9._-]*)?$", postgres_server()),
+        format!("^{}{POSTGRES_TAIL}$", postgres_server()),
         2048,
         "postgres://… URL of a streaming replica",
         "postgres://replica.internal:5432/postgres"
@@ -222,6 +225,7 @@ mod tests {
             "sqlite://data/shard-a",
             "postgres://u:p@h:5432/postgres",
             "postgresql://h",
+            "postgres://h:5432/postgres?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
         ] {
             assert!(matches::<DatabaseUrl>(good), "{good}");
             assert!(
@@ -234,6 +238,8 @@ mod tests {
             "sqlite://",
             "postgres://",
             "postgres://h:99999",
+            "postgres://h/db?x=1 2",
+            "postgres://h/db?x=1#frag",
         ] {
             assert!(!matches::<DatabaseUrl>(bad), "{bad}");
         }
