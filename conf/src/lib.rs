@@ -96,6 +96,7 @@ pub struct EdgeConfig {
     pub max_inflight_per_tenant: Option<u32>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
+    pub connect_timeout: Duration,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub max_header_bytes: usize,

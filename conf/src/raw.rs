@@ -76,6 +76,9 @@ pub struct RawEdge {
     pub health_interval_ms: u64,
     /// Milliseconds a health check may take. Default 500.
     pub health_timeout_ms: u64,
+    /// Milliseconds a connection to an app backend may take before the backend is ejected and
+    /// the request retried on another one. Default 1000.
+    pub connect_timeout_ms: u64,
     /// Consecutive failures that mark a backend down. Default 2.
     pub unhealthy_threshold: u32,
     /// Consecutive successes that mark a backend up again. Default 1.
@@ -104,6 +107,7 @@ impl Default for RawEdge {
             max_inflight_per_tenant: 0,
             health_interval_ms: 1000,
             health_timeout_ms: 500,
+            connect_timeout_ms: 1000,
             unhealthy_threshold: 2,
             healthy_threshold: 1,
             max_header_bytes: 32 * 1024,

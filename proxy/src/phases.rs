@@ -24,8 +24,6 @@ use crate::pools::{Backend, Pools};
 use crate::rate_limit::{Decision, InFlight};
 use crate::resolve::{Resolver, RouteInfo};
 
-/// Connect timeout towards app backends; a backend that does not accept within it is ejected.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for any read from a backend (a hung backend must not hold requests forever).
 const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pooled backend connections idle longer than this are closed.
@@ -143,7 +141,8 @@ impl ProxyHttp for Edge {
         };
         ctx.tried.push(backend);
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        // A backend that does not accept within it is ejected (`fail_to_connect`).
+        peer.options.connection_timeout = Some(self.config.edge.connect_timeout);
         peer.options.read_timeout = Some(UPSTREAM_READ_TIMEOUT);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +37,11 @@ pub struct TestBackend {
     pub hits: Arc<AtomicU64>,
     /// Method and target of every request that reached the app.
     pub seen: Arc<std::sync::Mutex<Vec<String>>>,
+    /// What `/healthz` answers: 200 while true, 503 while false.
+    pub healthy: Arc<AtomicBool>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 #[derive(Clone)]
@@ -53,10 +56,23 @@ impl TestBackend {
     /// Start on a fresh port (`addr` `None`), or again on `addr`: the address of a backend this
     /// test stopped, for tests of a backend that comes back.
     pub async fn start(name: &str, keys: SigningKeys, addr: Option<SocketAddr>) -> TestBackend {
-        let listener =
-            tokio::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
-                .await
-                .expect("bind backend");
+        TestBackend::start_with_health(name, keys, addr, true).await
+    }
+
+    /// As [`TestBackend::start`], with `/healthz` answering 200 only while `healthy` (see
+    /// [`TestBackend::healthy`]).
+    pub async fn start_with_health(
+        name: &str,
+        keys: SigningKeys,
+        addr: Option<SocketAddr>,
+        healthy: bool,
+    ) -> TestBackend {
+        let healthy = Arc::new(AtomicBool::new(healthy));
+        let listener = std::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
+            .expect("bind backend");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -66,13 +82,31 @@ impl TestBackend {
             hits: hits.clone(),
             seen: seen.clone(),
         };
+        let health = healthy.clone();
         let app = axum::Router::new()
-            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/healthz",
+                axum::routing::get(move || async move {
+                    if health.load(Ordering::Relaxed) {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }),
+            )
             .fallback(echo)
             .with_state(state);
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task = tokio::spawn(async move {
+        // A runtime of its own, so that [`TestBackend::kill`] can end every connection at once.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("backend-{name}"))
+            .enable_all()
+            .build()
+            .expect("backend runtime");
+        let task = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await
@@ -83,17 +117,36 @@ impl TestBackend {
             name: name.to_string(),
             hits,
             seen,
+            healthy,
             stop,
             task,
+            runtime: Some(runtime),
         }
     }
 
     /// Stop accepting and close connections.
-    pub async fn stop(self) -> SocketAddr {
+    pub async fn stop(mut self) -> SocketAddr {
         self.stop.cancel();
         // The listener closes at once; open connections get a moment to finish.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.task).await;
         self.addr
+    }
+
+    /// Die as a killed process does: the listener and every connection close at once, with
+    /// requests in flight left unanswered.
+    pub fn kill(mut self) -> SocketAddr {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        self.addr
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! crate's `src/` would see the kit's copy of that crate as a different crate.
 
 pub mod db;
+pub mod load;
 pub mod net;
 pub mod pg_server;
 pub mod process;

@@ -70,3 +70,44 @@ impl Default for RefusedAddr {
         RefusedAddr::new()
     }
 }
+
+/// An address on 127.0.0.1 that never answers a connection attempt, as a host behind a
+/// firewall that drops packets: connects hang until the client's own timeout.
+///
+/// A listening socket with a backlog of zero, whose one queue slot is taken by a connection
+/// that is never accepted: the kernel then drops every further SYN.
+pub struct BlackHole {
+    addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _filler: std::net::TcpStream,
+}
+
+impl BlackHole {
+    /// Bind a fresh port and fill its accept queue. Needs a Tokio runtime.
+    pub fn new() -> BlackHole {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind a port");
+        let addr = socket.local_addr().expect("bound address");
+        let listener = socket.listen(0).expect("listen");
+        let filler = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+            .expect("the one queue slot takes a connection");
+        BlackHole {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+
+    /// The address that swallows connection attempts.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for BlackHole {
+    fn default() -> Self {
+        BlackHole::new()
+    }
+}
