@@ -45,6 +45,8 @@ if [ "${1:-}" = "--test" ]; then
     # The OpenAPI fuzz test runs `tenantgate dev` in a network namespace of its own.
     command -v unshare >/dev/null && command -v nsenter >/dev/null || apt_install util-linux
     command -v ip >/dev/null || apt_install iproute2
+    # tests/scale_out.rs puts HAProxy (TCP mode) in front of three edges.
+    command -v haproxy >/dev/null || apt_install haproxy
 fi
 
 # The S3 backup test runs moto's S3-compatible server (tests/backups_s3.rs looks here).

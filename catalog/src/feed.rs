@@ -181,28 +181,34 @@ fn unreachable(state: &FeedState, error: &crate::CatalogError) {
 }
 
 /// Wake the follower on PostgreSQL NOTIFY; polling still guarantees progress if this fails.
+///
+/// A notification sent while the LISTEN session is down is lost, so the follower is also woken
+/// each time the session is (re)established: it then reads whatever it missed by version
+/// instead of waiting for its next poll.
 async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
     loop {
         let attempt = async {
             let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
             listener.listen(NOTIFY_CHANNEL).await?;
-            loop {
-                listener.recv().await?;
+            wake.notify_one();
+            // `None`: the session was lost (sqlx would reconnect silently on the next call;
+            // reconnecting here wakes the follower once subscribed again).
+            while listener.try_recv().await?.is_some() {
                 wake.notify_one();
             }
-            #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = attempt => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "catalog LISTEN connection lost; retrying");
+            result = attempt => match result {
+                Ok(()) => {
+                    tracing::debug!("catalog LISTEN session lost; reconnecting");
+                    continue;
                 }
+                Err(e) => tracing::debug!(error = %e, "catalog LISTEN failed; retrying"),
             }
         }
-        // A reconnect may have missed notifications: wake the poller to catch up at once.
-        wake.notify_one();
+        // The catalog is not answering: retry at a gentle pace (polling carries on meanwhile).
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

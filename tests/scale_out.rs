@@ -1,0 +1,537 @@
+//! Several edges and admin workers as one fleet on one PostgreSQL catalog, with the real
+//! binary: three edges behind HAProxy in TCP mode follow every change within a second (and an
+//! edge that missed a notification catches up), and three admin processes on one job queue run
+//! each job, and send each webhook, once.
+
+mod support;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{ok_upstream, ComponentProcess, RefusedAddr};
+use tenantgate_config::RawConfig;
+use tenantgate_testkit::PgTestDb;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+const TOKEN: &str = "scale-out-admin-token";
+
+/// A fleet's shared configuration (PostgreSQL catalog, SQLite tenant files) in one file; every
+/// process listens on port 0.
+struct Fleet {
+    _db: PgTestDb,
+    catalog_url: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Fleet {
+    async fn new(tweak: impl FnOnce(&mut RawConfig)) -> Fleet {
+        let db = PgTestDb::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = RawConfig::default();
+        raw.catalog.url = db.url.clone();
+        // Notifications carry changes; polling is only the safety net.
+        raw.catalog.poll_interval_ms = 2000;
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.admin.bootstrap_token = Some(TOKEN.into());
+        raw.edge.listen = "127.0.0.1:0".into();
+        raw.edge.metrics_listen = "127.0.0.1:0".into();
+        raw.edge.default_rps = 100_000;
+        raw.edge.default_burst = 100_000;
+        raw.edge.health_interval_ms = 200;
+        raw.security.signing_keys.insert("k".into(), KEY.into());
+        raw.security.credential_key = Some(KEY.into());
+        raw.tenant_migrations.dir = tenantgate_testkit::tenant_migrations_dir();
+        tweak(&mut raw);
+        let config = dir.path().join("fleet.toml");
+        std::fs::write(&config, raw.to_toml()).unwrap();
+        Fleet {
+            catalog_url: db.url.clone(),
+            _db: db,
+            dir,
+            config,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn start(&self, component: &str, message: &str) -> ComponentProcess {
+        let args = [
+            OsStr::new(component),
+            OsStr::new("--config"),
+            self.config.as_os_str(),
+        ];
+        ComponentProcess::start(support::binary(), &args, message)
+    }
+
+    async fn admin(&self) -> (ComponentProcess, String) {
+        let process = self.start("admin", "admin API listening");
+        let base = format!("http://{}", process.addr("listen"));
+        support::wait_until("admin ready", Duration::from_secs(30), || async {
+            let r = self
+                .client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        (process, base)
+    }
+
+    async fn call(&self, method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+        let mut req = self.client.request(method, &url).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{url}: {status} {body}");
+        body
+    }
+
+    fn shard_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("shards").display())
+    }
+}
+
+/// HAProxy in TCP mode spreading connections over `edges` round-robin, on `port`.
+struct LoadBalancer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl LoadBalancer {
+    fn start(dir: &Path, edges: &[SocketAddr]) -> LoadBalancer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let servers: String = edges
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("    server e{i} {a}\n"))
+            .collect();
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    \
+                 timeout server 30s\nfrontend fleet\n    bind 127.0.0.1:{port}\n    \
+                 default_backend edges\nbackend edges\n    balance roundrobin\n{servers}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("haproxy is installed (scripts/ensure-deps.sh --test)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "haproxy listens"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        LoadBalancer { child, addr }
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status an edge answers for `host` at `/`.
+async fn status(client: &reqwest::Client, edge: SocketAddr, host: &str) -> u16 {
+    client
+        .get(format!("http://{edge}/"))
+        .header("host", host)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// How long after `since` each edge first answered `host` with `want` (two requests in a row
+/// for a rate limit: the second is the one that must get `want`).
+async fn converged(
+    client: &reqwest::Client,
+    edges: &[SocketAddr],
+    host: &str,
+    want: u16,
+    since: Instant,
+) -> Vec<Duration> {
+    let waits = edges.iter().map(|&edge| async move {
+        loop {
+            let mut got = status(client, edge, host).await;
+            if want == 429 && got != 429 {
+                got = status(client, edge, host).await;
+            }
+            if got == want {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "edge {edge} still answers {got} for {host}, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    futures::future::join_all(waits).await
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[i]
+}
+
+fn requests_served(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tenantgate_edge_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_edges_follow_one_catalog_within_a_second() {
+    let fleet = Fleet::new(|_| {}).await;
+    let (_admin, admin) = fleet.admin().await;
+    let edges: Vec<ComponentProcess> = (0..3)
+        .map(|_| fleet.start("edge", "edge running"))
+        .collect();
+    let addrs: Vec<SocketAddr> = edges.iter().map(|e| e.addr("listen")).collect();
+    let lb = LoadBalancer::start(fleet.dir.path(), &addrs);
+
+    let upstream = ok_upstream();
+    let refused = RefusedAddr::new();
+    let post = reqwest::Method::POST;
+    let patch = reqwest::Method::PATCH;
+    fleet
+        .call(
+            post.clone(),
+            format!("{admin}/v1/shards"),
+            Some(json!({"name": "shard-a", "app_upstreams": [upstream.to_string()], "database_url": fleet.shard_url()})),
+        )
+        .await;
+    let created = fleet
+        .call(
+            post.clone(),
+            format!("{admin}/v1/tenants"),
+            Some(json!({"slug": "acme", "name": "Acme", "domains": ["acme.test"], "shard": "shard-a"})),
+        )
+        .await;
+    let id = created["tenant"]["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    converged(&fleet.client, &addrs, "acme.test", 200, start).await;
+
+    // Through the load balancer, every edge serves.
+    for _ in 0..60 {
+        assert_eq!(status(&fleet.client, lb.addr, "acme.test").await, 200);
+    }
+    for e in &edges {
+        let text = fleet
+            .client
+            .get(format!("http://{}/metrics", e.addr("metrics")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            requests_served(&text) > 0.0,
+            "an edge behind the LB got no request"
+        );
+    }
+
+    // Each change, made once through the admin API, reaches all three edges.
+    let tenant = format!("{admin}/v1/tenants/{id}");
+    let mut samples: Vec<Duration> = Vec::new();
+    for round in 0..4 {
+        let changes: Vec<(&str, String, Value, &str, u16)> = vec![
+            (
+                "suspend",
+                tenant.clone(),
+                json!({"status": "suspended"}),
+                "acme.test",
+                403,
+            ),
+            (
+                "activate",
+                tenant.clone(),
+                json!({"status": "active"}),
+                "acme.test",
+                200,
+            ),
+            (
+                "rate limit",
+                tenant.clone(),
+                json!({"rate_limit": {"rps": 1, "burst": 1}}),
+                "acme.test",
+                429,
+            ),
+            (
+                "no rate limit",
+                tenant.clone(),
+                json!({"rate_limit": null}),
+                "acme.test",
+                200,
+            ),
+            (
+                "shard down",
+                format!("{admin}/v1/shards/shard-a"),
+                json!({"app_upstreams": [refused.addr().to_string()]}),
+                "acme.test",
+                503,
+            ),
+            (
+                "shard up",
+                format!("{admin}/v1/shards/shard-a"),
+                json!({"app_upstreams": [upstream.to_string()]}),
+                "acme.test",
+                200,
+            ),
+        ];
+        for (what, url, body, host, want) in changes {
+            fleet.call(patch.clone(), url, Some(body)).await;
+            let since = Instant::now();
+            let waits = converged(&fleet.client, &addrs, host, want, since).await;
+            println!("round {round}, {what}: {waits:?}");
+            samples.extend(waits);
+        }
+        let domain = format!("d{round}.acme.test");
+        fleet
+            .call(
+                post.clone(),
+                format!("{tenant}/domains"),
+                Some(json!({"domain": domain})),
+            )
+            .await;
+        let since = Instant::now();
+        let waits = converged(&fleet.client, &addrs, &domain, 200, since).await;
+        println!("round {round}, new domain: {waits:?}");
+        samples.extend(waits);
+    }
+    let n = samples.len();
+    let (p50, p99) = (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    );
+    println!(
+        "change propagation to 3 edges: {n} samples, p50 {:.1} ms, p99 {:.1} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    assert!(p99 <= Duration::from_secs(1), "p99 {p99:?} over 1 s");
+
+    // An edge that missed a notification catches up by the feed's version: edge 3 is paused
+    // while every LISTEN session is ended and a change is made, so the change's NOTIFY reaches
+    // nobody (edges 1 and 2 are still reconnecting) or only edges 1 and 2. Each edge reads what
+    // it missed as soon as it is subscribed again, well before its next poll (2 s).
+    let paused = edges[2].child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &paused])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {paused}");
+    };
+    signal("-STOP");
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.catalog_url)
+        .await
+        .unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND query ILIKE 'LISTEN%') t",
+    )
+    .fetch_one(&mut pg)
+    .await
+    .unwrap();
+    assert_eq!(ended, 3, "each edge had one LISTEN session");
+    fleet
+        .call(
+            patch.clone(),
+            tenant.clone(),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    let since = Instant::now();
+    let others = converged(&fleet.client, &addrs[..2], "acme.test", 403, since).await;
+    signal("-CONT");
+    let resumed = Instant::now();
+    let waits = converged(&fleet.client, &addrs[2..], "acme.test", 403, resumed).await;
+    println!(
+        "missed notification: the others {others:?}, the paused edge {waits:?} after resuming"
+    );
+    assert!(
+        others
+            .iter()
+            .chain(&waits)
+            .all(|w| *w <= Duration::from_secs(1)),
+        "caught up within 1 s of reconnecting: {others:?} {waits:?}"
+    );
+    drop(lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_admin_workers_run_each_job_and_send_each_webhook_once() {
+    const TENANTS: usize = 24;
+    // A webhook receiver that records every delivery.
+    let deliveries: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = deliveries.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                seen.lock()
+                    .unwrap()
+                    .push((h("x-tenantgate-delivery"), h("x-tenantgate-event")));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fleet = Fleet::new(|raw| {
+        raw.admin.webhook_urls = vec![format!("http://{hook}/hook")];
+        raw.admin.webhook_secret = Some("fleet-webhook-secret".into());
+    })
+    .await;
+    let mut admins = Vec::new();
+    for _ in 0..3 {
+        admins.push(fleet.admin().await);
+    }
+    let post = reqwest::Method::POST;
+    fleet
+        .call(
+            post.clone(),
+            format!("{}/v1/shards", admins[0].1),
+            Some(json!({"name": "shard-a", "app_upstreams": ["127.0.0.1:9"], "database_url": fleet.shard_url()})),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..TENANTS {
+        let base = &admins[i % 3].1;
+        let created = fleet
+            .call(
+                post.clone(),
+                format!("{base}/v1/tenants"),
+                Some(json!({"slug": format!("t{i:02}"), "name": "T", "domains": [format!("t{i:02}.test")]})),
+            )
+            .await;
+        ids.push(created["tenant"]["id"].as_str().unwrap().to_string());
+    }
+    let base = admins[0].1.clone();
+    support::wait_until("every tenant active", Duration::from_secs(60), || async {
+        let mut all = true;
+        for id in &ids {
+            let t = fleet
+                .call(
+                    reqwest::Method::GET,
+                    format!("{base}/v1/tenants/{id}"),
+                    None,
+                )
+                .await;
+            assert_ne!(t["status"], "failed", "{t}");
+            all &= t["status"] == "active";
+        }
+        all.then_some(())
+    })
+    .await;
+    support::wait_until(
+        "every activation delivered",
+        Duration::from_secs(30),
+        || async {
+            let n = deliveries
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, e)| e == "tenant.activated")
+                .count();
+            (n >= TENANTS).then_some(())
+        },
+    )
+    .await;
+
+    // Each provisioning job ran once, and the work was shared.
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.catalog_url)
+        .await
+        .unwrap();
+    let attempts: Vec<i64> =
+        sqlx::query_scalar("SELECT attempts::bigint FROM jobs WHERE kind = 'provision_tenant'")
+            .fetch_all(&mut pg)
+            .await
+            .unwrap();
+    assert_eq!(attempts.len(), TENANTS);
+    assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");
+    let mut per_worker = Vec::new();
+    for (_, base) in &admins {
+        let text = fleet
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let done: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("tenantgate_jobs_total{")
+                    && l.contains("kind=\"provision_tenant\"")
+                    && l.contains("result=\"succeeded\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        per_worker.push(done);
+    }
+    println!("provisioning jobs per worker: {per_worker:?}");
+    assert_eq!(per_worker.iter().sum::<f64>() as usize, TENANTS);
+    assert!(
+        per_worker.iter().filter(|n| **n > 0.0).count() >= 2,
+        "the queue was shared: {per_worker:?}"
+    );
+
+    // Each webhook went out once: one delivery per event, never the same one twice.
+    let got = deliveries.lock().unwrap().clone();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (id, _) in &got {
+        *count.entry(id.as_str()).or_default() += 1;
+    }
+    assert!(
+        count.values().all(|n| *n == 1),
+        "a delivery arrived twice: {got:?}"
+    );
+    let activated = got.iter().filter(|(_, e)| e == "tenant.activated").count();
+    assert_eq!(activated, TENANTS);
+}
