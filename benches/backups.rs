@@ -90,7 +90,9 @@ async fn wait_count(catalog: &sqlx::PgPool, sql: &str, want: i64, limit: Duratio
 
 /// Queue a manual backup of tenant `id`; its backup id.
 async fn backup(h: &Harness, id: &str) -> String {
-    let r = h.post(&format!("/v1/tenants/{id}/backups"), json!({})).await;
+    let r = h
+        .post(&format!("/v1/tenants/{id}/backups"), json!({}))
+        .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     r.body["backup"]["id"].as_str().unwrap().to_string()
 }
@@ -274,10 +276,11 @@ async fn main() {
         )
         .await;
         let seconds = started.elapsed().as_secs_f64();
-        let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM backups WHERE status = 'failed'")
-            .fetch_one(&catalog)
-            .await
-            .unwrap();
+        let failed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM backups WHERE status = 'failed'")
+                .fetch_one(&catalog)
+                .await
+                .unwrap();
         assert_eq!(failed, 0, "backups failed");
         let average: f64 = sqlx::query_scalar(
             "SELECT AVG(size_bytes)::float8 FROM backups b JOIN tenants t ON t.id = b.tenant_id

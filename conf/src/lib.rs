@@ -265,7 +265,11 @@ mod tests {
                 &[],
                 "admin.bootstrap_token",
             ),
-            ("[admin]\njob_concurrency = 0\n", &[], "admin.job_concurrency"),
+            (
+                "[admin]\njob_concurrency = 0\n",
+                &[],
+                "admin.job_concurrency",
+            ),
             (
                 "",
                 &[("TENANTGATE__ADMIN__JOB_CONCURRENCY", "65")],
