@@ -8,8 +8,15 @@
 //! database the catalog currently routes to; while the tenant is held, its writes fail (the
 //! source is read-only) and it retries every 10 ms, as the edge would hold them.
 //!
+//! SQLite tenants get the same two runs between two SQLite shards (files in two directories):
+//! the copy is taken while the tenant serves, and the hold copies again only when a write
+//! landed after it. The SQLite writer checks the catalog before each insert and pauses while
+//! the tenant is held (a file has no read-only switch; the edge would hold its requests), so
+//! under writes most holds copy the file again and idle ones copy nothing.
+//!
 //! Run: `cargo bench -p tenantgate-admin --bench moves` (`TENANTGATE_BENCH_ROWS`, default
-//! 100000; `TENANTGATE_BENCH_MOVES`, default 10 per mode). Needs the tests' PostgreSQL set-up
+//! 100000; `TENANTGATE_BENCH_MOVES`, default 10 per mode; `TENANTGATE_BENCH_ENGINES`, default
+//! `postgres,sqlite`). Needs the tests' PostgreSQL set-up
 //! (`scripts/ensure-deps.sh --test`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,7 +67,9 @@ impl Run {
     }
 }
 
-async fn move_once(h: &Harness, id: &str, to: &str) -> (f64, f64) {
+/// Move tenant `id` to shard `to` and wait for it; the job's (copy, hold) seconds, and whether
+/// the hold copied again (SQLite).
+async fn move_once(h: &Harness, id: &str, to: &str) -> (f64, f64, bool) {
     let r = h
         .post(&format!("/v1/tenants/{id}/move"), json!({ "shard": to }))
         .await;
@@ -75,6 +84,7 @@ async fn move_once(h: &Harness, id: &str, to: &str) -> (f64, f64) {
                 return (
                     p["copy_seconds"].as_f64().unwrap(),
                     p["hold_seconds"].as_f64().unwrap(),
+                    p["hold_recopied"].as_bool().unwrap_or(false),
                 );
             }
             Some("failed") => panic!("move failed: {:?}", j.body),
@@ -89,6 +99,18 @@ async fn move_once(h: &Harness, id: &str, to: &str) -> (f64, f64) {
 async fn main() {
     let rows = env("TENANTGATE_BENCH_ROWS", 100_000);
     let moves = env("TENANTGATE_BENCH_MOVES", 10);
+    let engines =
+        std::env::var("TENANTGATE_BENCH_ENGINES").unwrap_or_else(|_| "postgres,sqlite".into());
+    if engines.contains("postgres") {
+        postgres(rows, moves).await;
+    }
+    if engines.contains("sqlite") {
+        sqlite(rows, moves).await;
+    }
+}
+
+async fn postgres(rows: usize, moves: usize) {
+    println!("PostgreSQL, between two servers:");
     let (one, two) = tokio::task::spawn_blocking(|| (PgServer::start(), PgServer::start()))
         .await
         .unwrap();
@@ -121,7 +143,7 @@ async fn main() {
     };
     for _ in 0..moves {
         shard = if shard == "one" { "two" } else { "one" };
-        let (copy, hold) = move_once(&h, &id, shard).await;
+        let (copy, hold, _) = move_once(&h, &id, shard).await;
         idle.copy.push(copy);
         idle.hold.push(hold);
     }
@@ -167,7 +189,7 @@ async fn main() {
     };
     for _ in 0..moves {
         shard = if shard == "one" { "two" } else { "one" };
-        let (copy, hold) = move_once(&h, &id, shard).await;
+        let (copy, hold, _) = move_once(&h, &id, shard).await;
         loaded.copy.push(copy);
         loaded.hold.push(hold);
     }
@@ -193,4 +215,120 @@ async fn main() {
     tokio::task::spawn_blocking(move || drop((one, two)))
         .await
         .unwrap();
+}
+
+async fn sqlite(rows: usize, moves: usize) {
+    println!("SQLite, between two shard directories:");
+    let h = Harness::new(Engine::Sqlite, |raw| {
+        raw.catalog.poll_interval_ms = 100;
+        raw.admin.job_lease_secs = 30;
+    })
+    .await
+    .start()
+    .await;
+    h.shard("one").await;
+    h.shard("two").await;
+    let (id, _) = h.tenant("bench", Some("one")).await;
+    h.wait_status(&id, "active").await;
+    let pool = h.tenant_pool(&id).await;
+    sqlx::query(&format!(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows})
+         INSERT INTO items (id, title, body, created_at, updated_at)
+         SELECT 'seed-' || n, 'item ' || n, printf('%.100c', 'x'), 1, 1 FROM g"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    println!("tenant with {rows} items; {moves} moves idle, then {moves} under writes");
+
+    let mut shard = "one";
+    let mut idle = Run {
+        copy: Vec::new(),
+        hold: Vec::new(),
+    };
+    let mut recopied = 0;
+    for _ in 0..moves {
+        shard = if shard == "one" { "two" } else { "one" };
+        let (copy, hold, again) = move_once(&h, &id, shard).await;
+        idle.copy.push(copy);
+        idle.hold.push(hold);
+        recopied += usize::from(again);
+    }
+    println!("idle: the hold copied the file again in {recopied} of {moves} moves");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn({
+        let (catalog, key) = (h.catalog.clone(), h.config.security.credential_key.clone());
+        let (stop, written, id) = (stop.clone(), written.clone(), id.clone());
+        async move {
+            let mut n = 0u64;
+            // One connection to the file the tenant is on, with the app's settings (WAL,
+            // synchronous NORMAL), opened again after each flip.
+            let mut open: Option<(String, sqlx::AnyPool)> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let tenant = catalog.tenant(&id).await.unwrap().unwrap();
+                if tenant.status != tenantgate_contract::TenantStatus::Active {
+                    // Held: the edge would keep the request until the flip.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                if open.as_ref().is_none_or(|(on, _)| *on != tenant.shard) {
+                    if let Some((_, pool)) = open.take() {
+                        pool.close().await;
+                    }
+                    let shard = catalog.shard(&tenant.shard).await.unwrap().unwrap();
+                    let target = TenantDbTarget::resolve(&shard, &tenant, &key).unwrap();
+                    let pool = tenantgate_catalog::db::connect(&target.primary, 1)
+                        .await
+                        .unwrap();
+                    open = Some((tenant.shard.clone(), pool));
+                }
+                let (_, pool) = open.as_ref().unwrap();
+                n += 1;
+                let r = sqlx::query(
+                    "INSERT INTO items (id, title, body, created_at, updated_at)
+                     VALUES (?, 'load', '', 1, 1)",
+                )
+                .bind(format!("load-{n}"))
+                .execute(pool)
+                .await;
+                if r.is_ok() {
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some((_, pool)) = open {
+                pool.close().await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut loaded = Run {
+        copy: Vec::new(),
+        hold: Vec::new(),
+    };
+    let mut recopied = 0;
+    for _ in 0..moves {
+        shard = if shard == "one" { "two" } else { "one" };
+        let (copy, hold, again) = move_once(&h, &id, shard).await;
+        loaded.copy.push(copy);
+        loaded.hold.push(hold);
+        recopied += usize::from(again);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let rate = written.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    println!("under writes: the hold copied the file again in {recopied} of {moves} moves");
+
+    let (idle_copy, idle_p50, idle_p99) = idle.report("idle");
+    let (copy, p50, p99) = loaded.report("loaded");
+    println!("writes during the loaded moves: {rate:.0}/s");
+    println!(
+        "loaded / idle: copy {:.2}x, hold p50 {:.2}x, p99 {:.2}x",
+        copy / idle_copy,
+        p50 / idle_p50,
+        p99 / idle_p99
+    );
+    drop(h);
 }

@@ -5,8 +5,11 @@
 //! - Under steady reads and writes through the edge on the moving tenant and on another one,
 //!   the move completes; no request of either fails (the moving tenant's are held, then
 //!   served by the new shard), and every acknowledged write is on the new copy exactly once.
-//! - The admin is SIGKILLed in the `copy` and in the `hold` phase; a new admin resumes the
-//!   job, which completes or rolls back, and there is never more than one writable copy.
+//! - The admin is SIGKILLed in each phase (`copy`, `catch_up`, `hold`, `flip`, `cleanup`); a
+//!   new admin resumes the job, which completes or rolls back, and there is never more than
+//!   one writable copy. The killed admin (a debug build) is started with
+//!   `TENANTGATE_TEST_MOVE_STALL=<phase>`, which stops the move at a fixed point of that phase,
+//!   so every phase is reached for certain, even the ones that last milliseconds.
 
 mod support;
 
@@ -83,7 +86,11 @@ impl Fleet {
     }
 
     async fn start_admin(&mut self) {
-        let admin = start(&self.args("admin"), &[], "admin API listening");
+        self.start_admin_with(&[]).await
+    }
+
+    async fn start_admin_with(&mut self, env: &[(&str, &str)]) {
+        let admin = start(&self.args("admin"), env, "admin API listening");
         self.admin_base = format!("http://{}", admin.addr("listen"));
         self.admin = Some(admin);
         let (client, base) = (&self.client, &self.admin_base);
@@ -362,7 +369,7 @@ async fn a_move_under_load_fails_no_request_and_loses_no_write() {
     let _ = fleet.dir.path();
 }
 
-/// Kill the admin once the move's job reports `phase`, start a new one, and check the end.
+/// Kill the admin while the move stands still in `phase`, start a new one, and check the end.
 async fn kill_in_phase(phase: &str) {
     let source = tokio::task::spawn_blocking(shared_source).await.unwrap();
     let mut fleet = Fleet::new().await;
@@ -381,26 +388,44 @@ async fn kill_in_phase(phase: &str) {
     .await
     .unwrap();
     conn.close().await.unwrap();
+    // The admin that will be killed stops the move in `phase` and stays there.
+    fleet.kill_admin();
+    fleet
+        .start_admin_with(&[("TENANTGATE_TEST_MOVE_STALL", phase)])
+        .await;
     let (status, started) = fleet
         .post("/v1/tenants/victim/move", json!({"shard": "dst"}))
         .await;
     assert_eq!(status, 202, "{started}");
     let job_id = started["job_id"].as_str().unwrap().to_string();
-    let killed_at = wait_until(
+    wait_until(
         &format!("phase {phase}"),
         Duration::from_secs(60),
         || async {
             let (_, job) = fleet.get(&format!("/v1/jobs/{job_id}")).await;
-            let now = job["progress"]["phase"].as_str().unwrap_or("").to_string();
-            (now == phase || job["status"] != "running" && job["status"] != "queued").then_some(now)
+            assert!(
+                matches!(job["status"].as_str(), Some("queued" | "running")),
+                "the move stalls in {phase}: {job}"
+            );
+            // The hold reports its phase when it begins; it stalls once the target has
+            // replayed the source's final position (`final_lsn` recorded).
+            let at_stall = phase != "hold" || job["progress"]["final_lsn"].is_string();
+            (job["progress"]["phase"] == phase && at_stall).then_some(())
         },
     )
     .await;
     fleet.kill_admin();
-    // Killed: the tenant is on the source, or flipped; never two writable copies.
+    // Dead in the middle: from the hold on, the source takes no writes (only the target may).
+    let after_hold = matches!(phase, "hold" | "flip" | "cleanup");
+    if after_hold {
+        assert_eq!(writable(&src_db).await, Some(false), "killed in {phase}");
+    } else {
+        assert_eq!(writable(&src_db).await, Some(true), "killed in {phase}");
+    }
     fleet.start_admin().await;
     let job = fleet.job_end(&job_id, Duration::from_secs(90)).await;
-    eprintln!("killed in {killed_at}, then: {job}");
+    eprintln!("killed in {phase}, then: {job}");
+    assert_eq!(job["status"], "succeeded", "{job}");
     let (_, t) = fleet.get("/v1/tenants/victim").await;
     assert_eq!(t["status"], "active", "{t}");
     let (src, dst) = (writable(&src_db).await, writable(&dst_db).await);
@@ -411,6 +436,10 @@ async fn kill_in_phase(phase: &str) {
             assert_eq!(titles(&dst_db).await.len(), 50_000);
         }
         Some("src") => {
+            assert!(
+                !matches!(phase, "flip" | "cleanup"),
+                "a flipped move never goes back: {job}"
+            );
             assert_eq!(job["progress"]["phase"], "rolled_back", "{job}");
             assert_eq!(src, Some(true));
             assert_eq!(dst, None, "the target copy is gone");
@@ -428,6 +457,21 @@ async fn admin_killed_while_copying_the_move_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn admin_killed_while_catching_up_the_move_resumes() {
+    kill_in_phase("catch_up").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn admin_killed_while_holding_the_move_resumes() {
     kill_in_phase("hold").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_killed_right_after_the_flip_resumes() {
+    kill_in_phase("flip").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_killed_while_cleaning_up_the_move_resumes() {
+    kill_in_phase("cleanup").await;
 }

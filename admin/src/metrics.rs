@@ -2,6 +2,8 @@
 //! several admin instances, e.g. parallel tests, never share counters).
 
 use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use std::time::Duration;
+
 use tenantgate_catalog::Catalog;
 use tenantgate_contract::TenantStatus;
 
@@ -15,6 +17,7 @@ pub(crate) struct Metrics {
     backups: IntCounterVec,
     backup_duration: prometheus::Histogram,
     backup_last_success: GaugeVec,
+    never_backed_up: prometheus::IntGauge,
     moves: IntCounterVec,
     move_hold: prometheus::Histogram,
 }
@@ -95,6 +98,11 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric");
+        let never_backed_up = prometheus::IntGauge::with_opts(Opts::new(
+            "tenantgate_tenants_never_backed_up",
+            "Active or suspended tenants older than the backup schedule's period without any completed backup (0 while backups.schedule is off).",
+        ))
+        .expect("valid metric");
         let moves = IntCounterVec::new(
             Opts::new(
                 "tenantgate_moves_total",
@@ -119,6 +127,7 @@ impl Metrics {
         for c in [
             Box::new(tenants.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(backup_last_success.clone()),
+            Box::new(never_backed_up.clone()),
             Box::new(jobs.clone()),
             Box::new(job_duration.clone()),
             Box::new(backups.clone()),
@@ -136,6 +145,7 @@ impl Metrics {
             backups,
             backup_duration,
             backup_last_success,
+            never_backed_up,
             moves,
             move_hold,
         }
@@ -166,8 +176,9 @@ impl Metrics {
     }
 
     /// The text exposition, after refreshing the tenant gauges from the catalog (the catalog is
-    /// the truth, and other admin processes change it too).
-    pub(crate) async fn render(&self, catalog: &Catalog) -> String {
+    /// the truth, and other admin processes change it too). `schedule` is the backup schedule's
+    /// period, `None` when off.
+    pub(crate) async fn render(&self, catalog: &Catalog, schedule: Option<Duration>) -> String {
         match catalog.tenant_status_counts().await {
             Ok(counts) => {
                 for status in TenantStatus::ALL {
@@ -193,6 +204,22 @@ impl Metrics {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not read the last backups for /metrics"),
+        }
+        // The last-backup gauge has no series for a tenant that never had a backup, so an
+        // alert on its age cannot see one the schedule has missed from the start: this count
+        // can. Only tenants older than one period are due (the schedule spreads them over it).
+        match schedule {
+            None => self.never_backed_up.set(0),
+            Some(period) => {
+                let due_before = tenantgate_contract::time::now_ms()
+                    - i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+                match catalog.tenants_never_backed_up(due_before).await {
+                    Ok(n) => self.never_backed_up.set(n),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not count tenants never backed up")
+                    }
+                }
+            }
         }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Row;
+use tenantgate_catalog::store::CatalogPool;
 use tenantgate_catalog::TokenScope;
 use tenantgate_testkit::admin::{fields, Harness, BOOTSTRAP};
 use tenantgate_testkit::{both_backends, Engine};
@@ -479,6 +480,58 @@ async fn metrics_count_tenants_and_jobs() {
         text.contains("tenantgate_job_duration_seconds_count{kind=\"provision_tenant\"} 1"),
         "{text}"
     );
+}
+
+both_backends!(metrics_count_tenants_never_backed_up);
+async fn metrics_count_tenants_never_backed_up(backend: Engine) {
+    // Hourly schedule and no backup recipient: every backup is refused, so none can complete
+    // while the test looks (the scheduler may queue some; they fail).
+    let h = Harness::new(backend, |raw| raw.backups.schedule = "hourly".into())
+        .await
+        .start()
+        .await;
+    h.shard("shard-a").await;
+    let (old, _) = h.tenant("old", None).await;
+    let (new, _) = h.tenant("new", None).await;
+    h.wait_status(&old, "active").await;
+    h.wait_status(&new, "active").await;
+    let gauge = || async {
+        let text = h
+            .client
+            .get(format!("{}/metrics", h.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("tenantgate_tenants_never_backed_up "))
+            .unwrap_or_else(|| panic!("no gauge in {text}"))
+            .parse::<i64>()
+            .unwrap()
+    };
+    // Both are younger than the period: not due yet.
+    assert_eq!(gauge().await, 0);
+    // "old" was created two hours ago.
+    match h.catalog.pool() {
+        CatalogPool::Postgres(pool) => {
+            sqlx::query("UPDATE tenants SET created_at = created_at - interval '2 hours' WHERE slug = 'old'")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        CatalogPool::Sqlite(pool) => {
+            sqlx::query("UPDATE tenants SET created_at = created_at - 7200000 WHERE slug = 'old'")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(gauge().await, 1);
+    // A deleted tenant is not owed a backup.
+    assert_eq!(h.delete(&format!("/v1/tenants/{old}")).await.status, 202);
+    assert_eq!(gauge().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

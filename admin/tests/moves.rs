@@ -2,7 +2,9 @@
 //! is copied, the shard switches with a new epoch and the old database is removed. Across
 //! PostgreSQL servers (the kit's private server, with logical WAL, to the test server) under
 //! writes: every committed write arrives once, the old copy is read-only, nothing of the
-//! replication is left; a move that cannot start rolls back.
+//! replication is left; a move that cannot start rolls back. SQLite: the copy is taken while
+//! the tenant serves; the hold copies again only when a write landed after it, and no write is
+//! lost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,6 +88,99 @@ async fn move_copies_the_tenant_and_switches_its_shard(backend: Engine) {
     assert_eq!(audit.body["entries"][2]["action"], "tenant.move");
     let job = h.get(&format!("/v1/jobs/{job}")).await;
     assert_eq!(job.body["progress"]["phase"], "done", "{:?}", job.body);
+    if backend == Engine::Sqlite {
+        // Nothing wrote after the online copy: the hold copied nothing.
+        assert_eq!(
+            job.body["progress"]["hold_recopied"], false,
+            "{:?}",
+            job.body
+        );
+        assert!(
+            job.body["progress"]["copy_seconds"].is_f64(),
+            "{:?}",
+            job.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_move_copies_online_and_loses_no_write() {
+    let h = Harness::started(Engine::Sqlite).await;
+    h.shard("shard-a").await;
+    h.shard("shard-b").await;
+    let (id, _) = h.tenant("busy", Some("shard-a")).await;
+    h.wait_status(&id, "active").await;
+    let tenant = h.catalog.tenant(&id).await.unwrap().unwrap();
+    let source = tenant_db::sqlite_file(&h.tc.shard_database_url("shard-a"), &tenant.db_name);
+    let url = format!("sqlite://{}", source.display());
+    // Enough rows that the online copy takes a moment, with writes going on.
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO items (id, title, body, created_at, updated_at)
+         SELECT 'seed-' || n, 'seed', printf('%.200c', 'x'), 1, 1 FROM g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // A writer on the source until it sees the hold (the edge would hold its requests from
+    // then on; the hold waits one feed poll interval before copying, far longer than one
+    // status check and one insert).
+    let writer = tokio::spawn({
+        let (catalog, id) = (h.catalog.clone(), id.clone());
+        async move {
+            let mut acknowledged = Vec::new();
+            loop {
+                let now = catalog.tenant(&id).await.unwrap().unwrap();
+                if now.status != tenantgate_contract::TenantStatus::Active || now.shard != "shard-a"
+                {
+                    break;
+                }
+                let item = format!("w{}", acknowledged.len());
+                sqlx::query(
+                    "INSERT INTO items (id, title, body, created_at, updated_at) VALUES (?, 'w', '', 1, 1)",
+                )
+                .bind(&item)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                acknowledged.push(item);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            conn.close().await.unwrap();
+            acknowledged
+        }
+    });
+    let r = h
+        .post(
+            &format!("/v1/tenants/{id}/move"),
+            json!({"shard": "shard-b"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = h
+        .wait_job(r.body["job_id"].as_str().unwrap(), "succeeded")
+        .await;
+    let acknowledged = writer.await.unwrap();
+    eprintln!(
+        "{} writes during the move; progress {}",
+        acknowledged.len(),
+        job["progress"]
+    );
+    assert!(!acknowledged.is_empty(), "the writer ran");
+    assert!(job["progress"]["hold_recopied"].is_boolean(), "{job}");
+
+    let pool = h.tenant_pool(&id).await;
+    let on_target: Vec<String> = sqlx::query_scalar("SELECT id FROM items WHERE title = 'w'")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    for item in &acknowledged {
+        assert!(on_target.contains(item), "acknowledged write {item} lost");
+    }
+    assert_eq!(on_target.len(), acknowledged.len(), "nothing else appeared");
 }
 
 /// The tenant's own login on `server` (its sealed credentials), database `db`.

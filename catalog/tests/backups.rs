@@ -1,6 +1,7 @@
 //! The catalog's backups table on PostgreSQL and SQLite: the life of a backup row, the newest-
 //! first listing with its cursor, the `restoring` status, and a restore's `db_name` swap; one
-//! scheduled backup per tenant and slot, what the schedule reads, forgetting a backup.
+//! scheduled backup per tenant and slot, what the schedule reads, forgetting a backup; the
+//! count of tenants never backed up.
 
 use tenantgate_catalog::store::backups::{
     self, BackupFormat, BackupKind, BackupStatus, NewBackup, Stored,
@@ -15,7 +16,8 @@ use uuid::Uuid;
 both_backends!(
     backup_rows_live_and_list,
     restoring_and_the_db_name_swap,
-    one_scheduled_backup_per_slot
+    one_scheduled_backup_per_slot,
+    tenants_never_backed_up_by_age
 );
 
 async fn tenant(catalog: &Catalog, tc: &TestCatalog, slug: &str) -> Uuid {
@@ -275,4 +277,50 @@ async fn one_scheduled_backup_per_slot(tc: TestCatalog) {
         catalog.last_backup_successes().await.unwrap(),
         [("acme".to_string(), completed_at.unwrap())]
     );
+}
+
+async fn tenants_never_backed_up_by_age(tc: TestCatalog) {
+    let catalog = tc.connect().await;
+    let acme = tenant(&catalog, &tc, "acme").await;
+    let globex = tenant(&catalog, &tc, "globex").await;
+    let initech = tenant(&catalog, &tc, "initech").await;
+    let later = tenantgate_contract::time::now_ms() + 60_000;
+    // Only tenants created before the cut-off count: none was created a day ago.
+    assert_eq!(catalog.tenants_never_backed_up(later).await.unwrap(), 3);
+    assert_eq!(
+        catalog
+            .tenants_never_backed_up(later - 86_400_000)
+            .await
+            .unwrap(),
+        0
+    );
+    // A queued, a running or a failed backup is not a backup; a completed one is.
+    assert!(insert(&catalog, acme, BackupKind::Manual, 1).await);
+    assert!(insert(&catalog, globex, BackupKind::Manual, 1).await);
+    let theirs = catalog.all_backups_of_tenant(globex).await.unwrap();
+    let mut tx = catalog.begin_write().await.unwrap();
+    assert!(backups::start(&mut tx, theirs[0].id).await.unwrap());
+    let stored = Stored {
+        size_bytes: 1,
+        sha256: "00".repeat(32),
+        location: "x.age".into(),
+        schema_version: 1,
+    };
+    assert!(backups::complete(&mut tx, theirs[0].id, &stored)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(catalog.tenants_never_backed_up(later).await.unwrap(), 2);
+    // Suspended tenants still need backups; deleted ones do not.
+    for (id, status) in [
+        (acme, TenantStatus::Suspended),
+        (initech, TenantStatus::Deleted),
+    ] {
+        let patch = TenantPatch {
+            status: Some(status),
+            ..TenantPatch::default()
+        };
+        catalog.update_tenant(id, &patch).await.unwrap();
+    }
+    assert_eq!(catalog.tenants_never_backed_up(later).await.unwrap(), 1);
 }

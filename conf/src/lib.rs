@@ -114,6 +114,8 @@ pub struct AdminConfig {
     pub deletion_grace: Duration,
     pub job_lease: Duration,
     pub job_max_attempts: u32,
+    /// Jobs one worker runs at once (1..=64).
+    pub job_concurrency: usize,
     pub webhook_urls: Vec<String>,
     pub webhook_secret: Option<String>,
     /// Per token and, separately, per client address; `None` when off.
@@ -207,6 +209,17 @@ mod tests {
     }
 
     #[test]
+    fn job_concurrency_defaults_to_four_and_follows_the_environment() {
+        assert_eq!(load("", &[]).unwrap().admin.job_concurrency, 4);
+        let c = load(
+            "[admin]\njob_concurrency = 2\n",
+            &[("TENANTGATE__ADMIN__JOB_CONCURRENCY", "16")],
+        )
+        .unwrap();
+        assert_eq!(c.admin.job_concurrency, 16);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case<'_>] = &[
@@ -252,6 +265,16 @@ mod tests {
                 "[admin]\nbootstrap_token = \"short\"\n",
                 &[],
                 "admin.bootstrap_token",
+            ),
+            (
+                "[admin]\njob_concurrency = 0\n",
+                &[],
+                "admin.job_concurrency",
+            ),
+            (
+                "",
+                &[("TENANTGATE__ADMIN__JOB_CONCURRENCY", "65")],
+                "admin.job_concurrency",
             ),
         ];
         for (text, env, key) in cases {

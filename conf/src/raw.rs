@@ -134,6 +134,9 @@ pub struct RawAdmin {
     pub job_lease_secs: u64,
     /// Attempts of a job step before the job fails. Default 5.
     pub job_max_attempts: u32,
+    /// Jobs one worker runs at once (provisioning, backups, moves, …), 1 to 64. Most jobs wait
+    /// on a database server, so a few more than the cores pays off. Default 4.
+    pub job_concurrency: u32,
     /// URLs that receive tenant events as signed JSON. Default none.
     pub webhook_urls: Vec<String>,
     /// Secret for webhook signatures (secret). Default none (required when webhooks are set).
@@ -153,6 +156,7 @@ impl Default for RawAdmin {
             deletion_grace_secs: 7 * 24 * 3600,
             job_lease_secs: 30,
             job_max_attempts: 5,
+            job_concurrency: 4,
             webhook_urls: Vec::new(),
             webhook_secret: None,
             rate_limit_rps: 100,

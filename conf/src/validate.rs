@@ -177,6 +177,7 @@ pub(crate) fn validate(
             )?,
             job_lease: secs("admin.job_lease_secs", a.job_lease_secs, 1, 3600)?,
             job_max_attempts: range("admin.job_max_attempts", a.job_max_attempts, 1, 100)?,
+            job_concurrency: range("admin.job_concurrency", a.job_concurrency, 1, 64)? as usize,
             webhook_urls: a.webhook_urls.clone(),
             webhook_secret: a.webhook_secret.clone(),
             rate_limit: match a.rate_limit_rps {

@@ -35,7 +35,10 @@ pub(crate) async fn readyz(State(state): State<AdminState>) -> impl IntoResponse
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let body = state.metrics.render(&state.catalog).await;
+    let body = state
+        .metrics
+        .render(&state.catalog, state.config.backups.schedule.period())
+        .await;
     (
         [(
             header::CONTENT_TYPE,

@@ -61,8 +61,6 @@ pub(crate) mod kind {
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
 /// tests wait for tenants to become active and jobs may be enqueued by another process.
 const POLL: Duration = Duration::from_millis(200);
-/// Jobs run at once by one worker. Provisioning is mostly waiting on the database server.
-const CONCURRENCY: usize = 4;
 /// Delay before the first retry; doubled per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -80,7 +78,7 @@ pub(crate) fn backoff(attempt: i64) -> Duration {
 /// safe).
 pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     let worker = format!("worker-{}", uuid::Uuid::new_v4().simple());
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let slots = Arc::new(Semaphore::new(state.config.admin.job_concurrency));
     let mut running = JoinSet::new();
     // The scheduler only queues jobs; it runs wherever jobs run.
     let scheduler = tokio::spawn(crate::scheduler::run(state.clone(), shutdown.clone()));

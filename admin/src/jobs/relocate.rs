@@ -13,9 +13,14 @@
 //! 3. `hold`: status `moving` (the edge holds this tenant's requests, and only this tenant's),
 //!    a wait for requests already forwarded to finish, then the source becomes read-only and
 //!    its sessions end; sequences are copied; a last marker proves the target has replayed
-//!    everything the source committed (`final_lsn`). SQLite tenants are copied here
-//!    (`VACUUM INTO`, a consistent snapshot), so their hold grows with their size; between
-//!    PostgreSQL shards of one server nothing is copied.
+//!    everything the source committed (`final_lsn`). Between PostgreSQL shards of one server
+//!    nothing is copied.
+//!
+//! SQLite tenants: `copy` takes a consistent snapshot of the file while the tenant serves
+//! (`VACUUM INTO`, one read transaction); the hold copies it again only when a write committed
+//! after the snapshot began (SQLite's `data_version`, read on one connection before the copy
+//! and in the hold), so an idle tenant's hold copies nothing and a busy one's costs one more
+//! snapshot (`progress.hold_recopied` says which).
 //! 4. `flip`: one catalog transaction sets the new shard, restores the status, bumps the epoch,
 //!    appends the feed change and the audit record, and schedules the old copy's drop after
 //!    the deletion grace (a `drop_database` job). The edge releases the held requests to the
@@ -34,6 +39,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sqlx::Connection as _;
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::backups::BackupKind;
 use tenantgate_catalog::store::jobs::{self as store, Job, NewJob};
@@ -72,6 +78,27 @@ pub(crate) enum Phase {
     RolledBack,
 }
 
+/// The environment variable of the crash tests' stall point (debug builds only).
+#[cfg(debug_assertions)]
+const STALL_VAR: &str = "TENANTGATE_TEST_MOVE_STALL";
+
+/// Crash-test hook: in a debug build whose environment has `TENANTGATE_TEST_MOVE_STALL` set to
+/// `phase`, the move stops here for good (its lease still renewed), so a test can SIGKILL the
+/// admin at a known point of that phase rather than hoping to catch a brief one by polling
+/// (`flip` and `cleanup` last milliseconds). Release builds compile it to nothing.
+async fn stall_point(phase: Phase) {
+    #[cfg(debug_assertions)]
+    if let Ok(wanted) = std::env::var(STALL_VAR) {
+        // The phase's name as the job's progress shows it.
+        if serde_json::to_value(phase).is_ok_and(|name| name == wanted.as_str()) {
+            tracing::warn!(%wanted, "move stalled by {STALL_VAR}");
+            std::future::pending::<()>().await;
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = phase;
+}
+
 /// The job's `progress` (stored, so a resumed job knows what to restore).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Progress {
@@ -91,6 +118,10 @@ pub(crate) struct Progress {
     /// How long the tenant's requests were held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) hold_seconds: Option<f64>,
+    /// SQLite: whether the hold had to copy the file again (a write landed after the online
+    /// copy began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hold_recopied: Option<bool>,
     /// The status to restore after the hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) resume: Option<TenantStatus>,
@@ -126,6 +157,10 @@ struct Move<'a> {
     to: Shard,
     route: Route,
     progress: Progress,
+    /// SQLite: the connection to the source that watched the online copy, and the source's
+    /// `data_version` as that connection saw it just before the copy. The hold copies again
+    /// only when another connection committed since (the version moved).
+    sqlite_copied: Option<(sqlx::SqliteConnection, i64)>,
 }
 
 /// Run the job (see the module docs).
@@ -165,6 +200,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
             copy_seconds: None,
             final_lsn: None,
             hold_seconds: None,
+            hold_recopied: None,
             resume: None,
         });
     let Some(tenant) = state.catalog.tenant(&tenant_id.to_string()).await? else {
@@ -185,6 +221,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         to,
         route,
         progress,
+        sqlite_copied: None,
     };
     if m.tenant.shard == m.payload.to {
         return m.cleanup().await;
@@ -218,6 +255,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         }
         return Err(e);
     }
+    stall_point(Phase::Flip).await;
     m.cleanup().await
 }
 
@@ -251,6 +289,9 @@ impl Move<'_> {
                 self.catch_up().await?;
             }
         }
+        if self.route == Route::SqliteCopy && self.tenant.status != TenantStatus::Moving {
+            self.copy_sqlite_online().await?;
+        }
         let held = Instant::now();
         self.enter_hold().await?;
         self.drain().await?;
@@ -263,6 +304,7 @@ impl Move<'_> {
                 replicate::wait_for_mark(&self.to, &db, &token, MARK_TIMEOUT).await?;
                 self.progress.final_lsn = Some(lsn);
                 self.report(Phase::Hold).await?;
+                stall_point(Phase::Hold).await;
             }
             Route::SqliteCopy => self.copy_sqlite().await?,
             Route::SameServer => {}
@@ -290,6 +332,7 @@ impl Move<'_> {
         )
         .await?;
         replicate::subscribe(&self.from, &self.to, &db).await?;
+        stall_point(Phase::Copy).await;
         while !replicate::synced(&self.to, &db).await? {
             if started.elapsed() > COPY_TIMEOUT {
                 return Err(AdminError::Job(format!(
@@ -312,6 +355,7 @@ impl Move<'_> {
         for _ in 0..20 {
             self.progress.lag_bytes = replicate::lag_bytes(&self.from, &db).await?;
             self.report(Phase::CatchUp).await?;
+            stall_point(Phase::CatchUp).await;
             let sent = Instant::now();
             let (token, _) = replicate::mark(&self.from, &db).await?;
             replicate::wait_for_mark(&self.to, &db, &token, MARK_TIMEOUT).await?;
@@ -393,27 +437,58 @@ impl Move<'_> {
         Ok(())
     }
 
-    /// The SQLite copy, taken while the tenant is held: a consistent snapshot of the file.
-    async fn copy_sqlite(&mut self) -> Result<(), AdminError> {
+    /// The SQLite files of the move: (source, target); equal when both shards share a directory.
+    fn sqlite_files(&self) -> (std::path::PathBuf, std::path::PathBuf) {
+        (
+            tenant_db::sqlite_file(&self.from.database_url, self.db()),
+            tenant_db::sqlite_file(&self.to.database_url, self.db()),
+        )
+    }
+
+    /// The SQLite `copy` phase, while the tenant serves: a consistent snapshot of the source
+    /// (`VACUUM INTO`, one read transaction, so writes go on meanwhile), remembering the
+    /// source's `data_version` just before it on a connection kept for the hold.
+    async fn copy_sqlite_online(&mut self) -> Result<(), AdminError> {
         let started = Instant::now();
-        let src = tenant_db::sqlite_file(&self.from.database_url, self.db());
-        let dst = tenant_db::sqlite_file(&self.to.database_url, self.db());
+        self.report(Phase::Copy).await?;
+        let (src, dst) = self.sqlite_files();
         if src == dst {
             return Ok(());
         }
-        if let Some(dir) = dst.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        remove_sqlite(&dst)?;
-        let pool =
-            tenantgate_catalog::db::connect(&format!("sqlite://{}", src.display()), 1).await?;
-        let target = dst.display().to_string().replace('\'', "''");
-        let copied = sqlx::query(&format!("VACUUM INTO '{target}'"))
-            .execute(&pool)
-            .await;
-        pool.close().await;
-        copied?;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", src.display())).await?;
+        // Read before the snapshot: a commit between the two makes the hold copy again, never
+        // the other way round.
+        let version = data_version(&mut conn).await?;
+        vacuum_into(&mut conn, &dst).await?;
+        self.sqlite_copied = Some((conn, version));
         self.progress.copy_seconds = Some(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The SQLite copy in the hold (no request reaches the source any more): nothing to do when
+    /// no other connection committed since the online copy; otherwise a fresh snapshot. A job
+    /// resumed in the hold has no online copy and takes the snapshot here.
+    async fn copy_sqlite(&mut self) -> Result<(), AdminError> {
+        let (src, dst) = self.sqlite_files();
+        if src == dst {
+            return Ok(());
+        }
+        let (mut conn, unchanged) = match self.sqlite_copied.take() {
+            Some((mut conn, before)) => {
+                let now = data_version(&mut conn).await?;
+                (conn, now == before)
+            }
+            None => {
+                let url = format!("sqlite://{}", src.display());
+                (sqlx::SqliteConnection::connect(&url).await?, false)
+            }
+        };
+        if !unchanged {
+            vacuum_into(&mut conn, &dst).await?;
+        }
+        conn.close().await?;
+        self.progress.hold_recopied = Some(!unchanged);
         Ok(())
     }
 
@@ -481,6 +556,7 @@ impl Move<'_> {
     /// After the flip: remove the replication and the old SQLite file, complete the job.
     async fn cleanup(&mut self) -> Result<(), AdminError> {
         self.report(Phase::Cleanup).await?;
+        stall_point(Phase::Cleanup).await;
         let db = self.db().to_string();
         match self.route {
             Route::CrossServer => {
@@ -558,6 +634,29 @@ impl Move<'_> {
         self.state.metrics.move_finished("rolled_back");
         Ok(())
     }
+}
+
+/// SQLite's `PRAGMA data_version` on `conn`: it changes when another connection commits.
+async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64, AdminError> {
+    Ok(sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Replace `dst` with a consistent snapshot of the database `conn` is open on.
+async fn vacuum_into(
+    conn: &mut sqlx::SqliteConnection,
+    dst: &std::path::Path,
+) -> Result<(), AdminError> {
+    if let Some(dir) = dst.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    remove_sqlite(dst)?;
+    let target = dst.display().to_string().replace('\'', "''");
+    sqlx::query(&format!("VACUUM INTO '{target}'"))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Complete the job with its last progress.

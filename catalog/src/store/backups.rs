@@ -369,6 +369,26 @@ impl Catalog {
         })
     }
 
+    /// Active or suspended tenants created before `created_before_ms` that have no completed
+    /// backup: with a schedule on, those the schedule should have reached by now. A count, so
+    /// the metric built on it stays one series whatever the fleet's size.
+    pub async fn tenants_never_backed_up(
+        &self,
+        created_before_ms: i64,
+    ) -> Result<i64, CatalogError> {
+        on!(self.db(), db => {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tenants t
+                 WHERE t.status IN ('active', 'suspended') AND t.created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM backups b
+                                   WHERE b.tenant_id = t.id AND b.status = 'completed')",
+            )
+            .bind(Millis(created_before_ms))
+            .fetch_one(db)
+            .await?)
+        })
+    }
+
     /// A tenant's backups, newest first: up to `limit`, older than backup `before` when given.
     pub async fn backups_of_tenant(
         &self,
