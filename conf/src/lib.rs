@@ -135,6 +135,10 @@ pub struct AppConfig {
 pub struct SecurityConfig {
     pub signing: SigningKeys,
     pub max_skew_secs: i64,
+    /// `v1` signatures accepted by the app (`security.accept_v1`).
+    pub accept_v1: bool,
+    /// Request ids per replay-cache generation (`security.replay_cache_capacity`).
+    pub replay_cache_capacity: usize,
     pub credential_key: CredentialKey,
 }
 

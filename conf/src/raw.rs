@@ -204,6 +204,15 @@ pub struct RawSecurity {
     pub signing_keys: BTreeMap<String, String>,
     /// Seconds a signature stays valid either side of now. Default 30.
     pub max_skew_secs: Option<u64>,
+    /// Whether the app accepts `v1` tenant signatures (no method, no path, replayable on other
+    /// routes), e.g. during a rolling upgrade from an older edge. The edge always signs `v2`.
+    /// Default false (in dev mode too: dev runs edge and app of the same version).
+    pub accept_v1: Option<bool>,
+    /// Request ids each app process remembers per generation to refuse replayed signatures;
+    /// an id is kept 2 to 4 × `max_skew_secs` (two generations, so at most twice this many
+    /// ids, about 16 bytes each). Size it above requests per second × 2 × `max_skew_secs`.
+    /// Default 500000 (at most ~16 MB).
+    pub replay_cache_capacity: Option<usize>,
     /// Base64 32-byte key sealing tenant database credentials (secret).
     pub credential_key: Option<String>,
 }

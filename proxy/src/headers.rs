@@ -199,10 +199,12 @@ impl RouteHeaders {
 }
 
 /// Everything the edge sets on the upstream request.
-pub struct Forwarded<'a> {
+pub struct Forwarded<'a, S> {
     pub route: &'a RouteHeaders,
     pub request_id: &'a str,
-    pub signature: String,
+    /// Makes `x-tenant-signature` from the method and the target the app will receive (after
+    /// prefix stripping), which the signature covers.
+    pub sign: S,
     pub client_ip: Option<IpAddr>,
     /// The path prefix that matched, when the route is a host + prefix domain.
     pub prefix: Option<&'a str>,
@@ -233,7 +235,10 @@ const ADDED_HEADERS: usize = 10;
 /// the edge's own work per request. Rebuilt, the header names go upstream in canonical case
 /// (standard names title-cased, others lower case) instead of the client's spelling; HTTP header
 /// names are case-insensitive.
-pub fn rewrite_upstream(up: &mut RequestHeader, fwd: Forwarded<'_>) -> pingora::Result<()> {
+pub fn rewrite_upstream<S>(up: &mut RequestHeader, fwd: Forwarded<'_, S>) -> pingora::Result<()>
+where
+    S: FnOnce(&str, &str) -> String,
+{
     // An empty request (no allocation) holds the place while the real one is rebuilt.
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(up, placeholder).into();
@@ -264,9 +269,12 @@ pub fn rewrite_upstream(up: &mut RequestHeader, fwd: Forwarded<'_>) -> pingora::
     headers.insert(X_TENANT_SHARD, fwd.route.shard.clone());
     headers.insert(X_TENANT_EPOCH, fwd.route.epoch.clone());
     headers.insert(X_REQUEST_ID, header_value(fwd.request_id)?);
-    let signature = HeaderValue::try_from(fwd.signature).map_err(|_| {
-        pingora::Error::explain(pingora::ErrorType::InternalError, "bad signature value")
-    })?;
+    // Signed last, over the target as it now stands: what the app will see.
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let signature =
+        HeaderValue::try_from((fwd.sign)(parts.method.as_str(), target)).map_err(|_| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, "bad signature value")
+        })?;
     headers.insert(X_TENANT_SIGNATURE, signature);
     *up = RequestHeader::from(parts);
     Ok(())
@@ -483,7 +491,7 @@ mod tests {
         let fwd = Forwarded {
             route: &route,
             request_id: "rid",
-            signature: "sig".into(),
+            sign: |method: &str, target: &str| format!("{method} {target}"),
             client_ip: Some([127, 0, 0, 1].into()),
             prefix: Some("acme"),
             tls: false,
@@ -506,6 +514,8 @@ mod tests {
         assert_eq!(get("keep-alive"), None);
         assert_eq!(get("accept").as_deref(), Some("*/*"));
         assert_eq!(r.uri.path_and_query().unwrap().as_str(), "/items?x=1");
+        // The signature covers the target after the prefix was stripped.
+        assert_eq!(get("x-tenant-signature").as_deref(), Some("GET /items?x=1"));
         // The client's claim is replaced by what the listener was.
         assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
         let mut tls = request("/", &[("Host", "a.test"), ("X-Forwarded-Proto", "http")]);
@@ -514,7 +524,7 @@ mod tests {
             Forwarded {
                 route: &route,
                 request_id: "rid",
-                signature: "sig".into(),
+                sign: |_: &str, _: &str| "sig".to_string(),
                 client_ip: None,
                 prefix: None,
                 tls: true,

@@ -186,16 +186,6 @@ impl ProxyHttp for Edge {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route at upstream phase");
         };
-        let signature = self.config.security.signing.sign(
-            &TenantClaims {
-                tenant_id: route.tenant_id,
-                slug: &route.slug,
-                shard: &route.shard,
-                epoch: route.epoch,
-                request_id: &ctx.request_id,
-            },
-            ctx.unix_ms / 1000,
-        );
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -205,7 +195,20 @@ impl ProxyHttp for Edge {
             Forwarded {
                 route: &route.headers,
                 request_id: &ctx.request_id,
-                signature,
+                sign: |method: &str, target: &str| {
+                    self.config.security.signing.sign(
+                        &TenantClaims {
+                            tenant_id: route.tenant_id,
+                            slug: &route.slug,
+                            shard: &route.shard,
+                            epoch: route.epoch,
+                            request_id: &ctx.request_id,
+                            method,
+                            target,
+                        },
+                        ctx.unix_ms / 1000,
+                    )
+                },
                 client_ip,
                 prefix: if ctx.prefixed {
                     route.path_prefix.as_deref()

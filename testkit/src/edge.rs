@@ -18,7 +18,7 @@ use tenantgate_catalog::store::{changes, tenants, NewTenant, TenantPatch};
 use tenantgate_catalog::Catalog;
 use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::host::DomainSpec;
-use tenantgate_contract::signing::{SigningKeys, TenantClaims};
+use tenantgate_contract::signing::{SigningKeys, TenantClaims, VerifyRules};
 use tenantgate_contract::{RateLimit, TenantStatus};
 use tenantgate_edge::{EdgeAddrs, EdgeHandle};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::TestCatalog;
 
 /// An app backend: answers `/healthz`, and for anything else verifies `x-tenant-signature`
-/// (401 when it does not verify) and echoes the request as JSON.
+/// (`v2`, for this method and target; 401 when it does not verify) and echoes the request as JSON.
 pub struct TestBackend {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -117,11 +117,17 @@ async fn echo(
             shard: get("x-tenant-shard"),
             epoch: get("x-tenant-epoch").parse().ok()?,
             request_id: get("x-request-id"),
+            method: method.as_str(),
+            target: uri.path_and_query().map_or("/", |p| p.as_str()),
         };
         let now = tenantgate_contract::time::now_secs();
+        let rules = VerifyRules {
+            max_skew_secs: 30,
+            accept_v1: false,
+        };
         state
             .keys
-            .verify(get("x-tenant-signature"), &claims, now, 30)
+            .verify(get("x-tenant-signature"), &claims, now, rules)
             .ok()
     });
     if uri.path().starts_with("/slow") {
