@@ -94,6 +94,8 @@ pub struct EdgeConfig {
     pub metrics_listen: SocketAddr,
     pub default_rate_limit: RateLimit,
     pub max_inflight_per_tenant: Option<u32>,
+    /// Share of a tenant's limit one client address may use (`edge.per_client_share`).
+    pub per_client_share: tenantgate_contract::ClientShare,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub unhealthy_threshold: u32,

@@ -72,6 +72,10 @@ pub struct RawEdge {
     pub default_burst: u32,
     /// Most concurrent requests per tenant; 0 = unlimited. Default 0.
     pub max_inflight_per_tenant: u32,
+    /// Share of its tenant's rate limit (rps and burst) one client address may use, more than 0
+    /// and at most 1 (1 turns the per-client limit off); a tenant's `per_client_share` setting
+    /// overrides it. Default 0.5.
+    pub per_client_share: f64,
     /// Milliseconds between active health checks of each backend. Default 1000.
     pub health_interval_ms: u64,
     /// Milliseconds a health check may take. Default 500.
@@ -102,6 +106,7 @@ impl Default for RawEdge {
             default_rps: 100,
             default_burst: 200,
             max_inflight_per_tenant: 0,
+            per_client_share: 0.5,
             health_interval_ms: 1000,
             health_timeout_ms: 500,
             unhealthy_threshold: 2,

@@ -116,6 +116,8 @@ pub(crate) fn validate(
                 0 => None,
                 n => Some(range("edge.max_inflight_per_tenant", n, 1, 1_000_000)?),
             },
+            per_client_share: tenantgate_contract::ClientShare::try_from(e.per_client_share)
+                .map_err(|m| ConfigError::new("edge.per_client_share", m))?,
             health_interval: ms("edge.health_interval_ms", e.health_interval_ms, 50, 600_000)?,
             health_timeout: ms("edge.health_timeout_ms", e.health_timeout_ms, 10, 60_000)?,
             unhealthy_threshold: range("edge.unhealthy_threshold", e.unhealthy_threshold, 1, 100)?,

@@ -107,6 +107,7 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
             rps: 10_000_000,
             burst: 10_000_000,
         })),
+        client_share: None,
         series: Default::default(),
     })
 }
@@ -181,6 +182,16 @@ fn main() {
     });
     bench("limiter: GCRA check (allowed)", |_| {
         black_box(gcra.check(Instant::now()));
+    });
+    let clients = tenantgate_edge::rate_limit::ClientLimiters::default();
+    let tenant = Uuid::new_v4();
+    let client_limit = RateLimit {
+        rps: 5_000_000,
+        burst: 5_000_000,
+    };
+    bench("limiter: per-client share check (allowed)", |i| {
+        let client = std::net::IpAddr::from([10, 0, (i >> 8) as u8 & 3, i as u8]);
+        black_box(clients.check(tenant, client, client_limit, Instant::now()));
     });
     bench("baseline: Instant::now", |_| {
         black_box(Instant::now());

@@ -37,6 +37,8 @@ pub struct Edge {
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) metrics: Arc<EdgeMetrics>,
+    /// Each client address's share of its tenant's limit.
+    pub(crate) clients: crate::rate_limit::ClientLimiters,
     /// Set when a stop or an upgrade was requested: responses then close their connection, so
     /// keep-alive clients reconnect (to the new process, during an upgrade) instead of sending
     /// their next request on a connection that is about to go away.
@@ -367,6 +369,21 @@ impl Edge {
             }
         }
 
+        // The client's share first: requests refused there never take from the tenant's
+        // limit, so one address cannot spend what the tenant's other users need.
+        let share = route
+            .client_share
+            .unwrap_or(self.config.edge.per_client_share);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let (Some(limit), Some(client)) = (share.of(route.limits.rate.limit()), client) {
+            let decision = self.clients.check(route.tenant_id, client, limit, now);
+            if !decision.allowed {
+                return Err((Reject::RateLimited, Some(decision)));
+            }
+        }
         let decision = route.limits.rate.check(now);
         if !decision.allowed {
             return Err((Reject::RateLimited, Some(decision)));
