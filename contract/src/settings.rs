@@ -694,6 +694,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn per_client_share_is_a_fraction() {
+        let ok = TenantSettings::from_value(&json!({"per_client_share": 0.25})).unwrap();
+        assert_eq!(ok.per_client_share.map(crate::ClientShare::get), Some(0.25));
+        assert_eq!(ok.to_value(), json!({"per_client_share": 0.25}));
+        for bad in [json!(0), json!(1.5), json!(-1), json!("0.5")] {
+            assert_eq!(
+                field_of(json!({ "per_client_share": bad })),
+                "settings.per_client_share"
+            );
+        }
+    }
+
     fn field_of(value: serde_json::Value) -> String {
         let errors = TenantSettings::from_value(&value).unwrap_err().0;
         assert_eq!(errors.len(), 1, "{errors:?}");
