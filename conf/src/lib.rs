@@ -101,6 +101,8 @@ pub struct EdgeConfig {
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub max_header_bytes: usize,
+    /// Deadline for a request body after its headers (`edge.body_timeout_ms`).
+    pub body_timeout: Duration,
     pub moving_hold: Duration,
     pub threads: usize,
     pub tenant_label_limit: usize,

@@ -86,6 +86,10 @@ pub struct RawEdge {
     pub healthy_threshold: u32,
     /// Total bytes of request headers before answering 431. Default 32768.
     pub max_header_bytes: usize,
+    /// Milliseconds after the request headers by which the whole request body must have
+    /// arrived, and the longest wait for any part of it; past it the edge answers 408
+    /// `body_timeout` (or closes the connection). Default 30000.
+    pub body_timeout_ms: u64,
     /// Milliseconds a request for a tenant in `moving` is held before 503. Default 5000.
     pub moving_hold_ms: u64,
     /// Worker threads of the proxy. Default 1 (measured best per CPU second).
@@ -112,6 +116,7 @@ impl Default for RawEdge {
             unhealthy_threshold: 2,
             healthy_threshold: 1,
             max_header_bytes: 32 * 1024,
+            body_timeout_ms: 30_000,
             moving_hold_ms: 5000,
             threads: 1,
             tenant_label_limit: 1000,

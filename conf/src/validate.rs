@@ -123,6 +123,7 @@ pub(crate) fn validate(
             unhealthy_threshold: range("edge.unhealthy_threshold", e.unhealthy_threshold, 1, 100)?,
             healthy_threshold: range("edge.healthy_threshold", e.healthy_threshold, 1, 100)?,
             max_header_bytes: range("edge.max_header_bytes", e.max_header_bytes, 1024, 1 << 20)?,
+            body_timeout: ms("edge.body_timeout_ms", e.body_timeout_ms, 100, 3_600_000)?,
             moving_hold: ms("edge.moving_hold_ms", e.moving_hold_ms, 0, 120_000)?,
             threads: range("edge.threads", e.threads, 1, 256)?,
             tenant_label_limit: range(

@@ -22,8 +22,13 @@ use tenantgate_contract::signing::{
 
 use crate::error::Reject;
 
-/// Most request headers accepted, whatever their size.
-pub const MAX_HEADERS: usize = 100;
+/// Most request headers the app tier accepts: hyper's default, which axum uses. A request the
+/// edge forwards must fit it *with* the headers the edge adds, or the app answers a bare 431 to
+/// what the edge accepted.
+pub const APP_MAX_HEADERS: usize = 100;
+/// Most request headers accepted from a client, whatever their size: the app's limit less
+/// the headers the edge adds ([`ADDED_HEADERS`]; the client's `Host` counts on both sides).
+pub const MAX_HEADERS: usize = APP_MAX_HEADERS - ADDED_HEADERS;
 /// Longest request target (path and query) accepted.
 pub const MAX_URI_BYTES: usize = 8192;
 
@@ -67,6 +72,15 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<(),
     }
     if total > max_header_bytes {
         return Err(Reject::HeadersTooLarge);
+    }
+    // One Content-Length, one value: Pingora refuses differing duplicates but forwards equal
+    // ones (`5, 5`, or two lines of `5`), which the app may frame differently or refuse with a
+    // bare 400. Either is a client we cannot trust with framing.
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.next().is_some() || first.as_bytes().contains(&b',') {
+            return Err(Reject::MalformedRequest);
+        }
     }
     // The only transfer coding a request may use is one `chunked`; anything else (`chunked,
     // chunked`, a list across lines) is a framing ambiguity between us and the app.
@@ -223,8 +237,10 @@ const X_TENANT_EPOCH: HeaderName = HeaderName::from_static(HEADER_TENANT_EPOCH);
 const X_TENANT_SIGNATURE: HeaderName = HeaderName::from_static(HEADER_TENANT_SIGNATURE);
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(HEADER_REQUEST_ID);
 
-/// Headers the edge adds to every upstream request (the prefix one only to some).
-const ADDED_HEADERS: usize = 10;
+/// Headers the edge adds to every upstream request (the prefix one only to some):
+/// `x-forwarded-for`, `-proto`, `-host`, `-prefix`, `x-tenant-id`, `-slug`, `-shard`, `-epoch`,
+/// `-signature` and `x-request-id`.
+pub const ADDED_HEADERS: usize = 10;
 
 /// Strip inbound internal and hop-by-hop headers and set the edge's own. Runs in
 /// `upstream_request_filter`.

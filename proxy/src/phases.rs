@@ -60,6 +60,8 @@ pub struct RequestCtx {
     reject: Option<Reject>,
     /// Held while the request counts against its tenant's in-flight cap.
     in_flight: Option<InFlight>,
+    /// When the whole request body must have arrived (`edge.body_timeout_ms` after admission).
+    body_deadline: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -86,6 +88,7 @@ impl ProxyHttp for Edge {
             request_id: String::new(),
             reject: None,
             in_flight: None,
+            body_deadline: None,
         }
     }
 
@@ -98,7 +101,14 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         match self.admit(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                // The body deadline: a total one, checked as parts arrive, and the same as
+                // the longest wait for one read, for a client that stops sending altogether.
+                let limit = self.config.edge.body_timeout;
+                ctx.body_deadline = Some(Instant::now() + limit);
+                session.set_read_timeout(Some(limit));
+                Ok(false)
+            }
             Err((reject, limit)) => {
                 respond(
                     session,
@@ -175,6 +185,24 @@ impl ProxyHttp for Edge {
             e.set_retry(true);
         }
         e
+    }
+
+    /// Runs for each part of the request body as it arrives from the client: refuses the rest
+    /// (408 `body_timeout`, connection closed) once the body deadline has passed, so a client
+    /// trickling its body cannot hold a connection and a backend request for as long as it
+    /// likes.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if !end_of_stream && ctx.body_deadline.is_some_and(|d| Instant::now() > d) {
+            ctx.reject = Some(Reject::BodyTimeout);
+            return Error::e_explain(ErrorType::ReadTimedout, "request body deadline passed");
+        }
+        Ok(())
     }
 
     /// Runs before the request is sent: strip inbound internal headers, set the tenant headers
@@ -323,6 +351,8 @@ impl Edge {
         match e.esource() {
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                // The per-read body timeout set at admission.
+                ErrorType::ReadTimedout => Some(Reject::BodyTimeout),
                 _ => Some(Reject::MalformedRequest),
             },
             _ => {

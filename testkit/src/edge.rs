@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::TestCatalog;
 
-/// An app backend: answers `/healthz`, and for anything else verifies `x-tenant-signature`
+/// An app backend: answers `/healthz`, and for anything else reads the body, verifies `x-tenant-signature`
 /// (`v2`, for this method and target; 401 when it does not verify) and echoes the request as JSON.
 pub struct TestBackend {
     /// Where it listens.
@@ -102,6 +102,9 @@ async fn echo(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    // Read whole before answering, like a real app handler with a body: a slow body keeps the
+    // request waiting here.
+    body: axum::body::Bytes,
 ) -> Response {
     state.hits.fetch_add(1, Ordering::Relaxed);
     state.seen.lock().unwrap().push(format!(
@@ -152,6 +155,7 @@ async fn echo(
         "method": method.as_str(),
         "path": uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "headers": seen,
+        "body_bytes": body.len(),
     }))
     .into_response()
 }
