@@ -93,13 +93,17 @@ impl ProxyHttp for Edge {
     }
 
     /// Runs once the request headers are read: check the request, resolve its tenant, apply the
-    /// status gate and the rate limit, and choose a backend. `Ok(true)` means the edge answered
+    /// status gate and the rate limit, and choose a backend; allow the next pipelined request. `Ok(true)` means the edge answered
     /// itself; `Ok(false)` continues to the upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        // Answer pipelined requests (several in one write) one after another, in order: by
+        // default Pingora answers the first, closes, and drops the rest silently. Set on every
+        // request because it is per session; Pingora carries it across keep-alive reuse.
+        session.set_pipelining_enabled(true);
         match self.admit(session, ctx).await {
             Ok(()) => {
                 // The body deadline: a total one, checked as parts arrive, and the same as

@@ -341,3 +341,59 @@ async fn slow_bodies_hit_the_body_deadline() {
     assert_eq!(status(&resp), Some(200), "{resp}");
     assert_eq!(h.get("acme.test", "/", &[]).await.status, 200);
 }
+
+/// Several requests in one write, for two tenants, with a body and an edge refusal in between:
+/// each is answered, in order, by the right tenant; none is swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let mut h = Harness::new(TestCatalog::sqlite(), "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    for slug in ["acme", "globex"] {
+        let host = format!("{slug}.test");
+        h.add_tenant(
+            slug,
+            "shard-a",
+            &[host.as_str()],
+            TenantStatus::Active,
+            None,
+        )
+        .await;
+    }
+    h.start().await;
+    let pipelined = concat!(
+        "GET /one HTTP/1.1\r\nHost: acme.test\r\n\r\n",
+        "POST /two HTTP/1.1\r\nHost: globex.test\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /three HTTP/1.1\r\nHost: acme.test\r\n\r\n",
+        "GET /unknown HTTP/1.1\r\nHost: nobody.test\r\n\r\n",
+        "GET /four HTTP/1.1\r\nHost: globex.test\r\nConnection: close\r\n\r\n",
+    );
+    let resp = raw(h.edge, pipelined.as_bytes()).await;
+    let answers: Vec<&str> = resp.split("HTTP/1.1 ").skip(1).collect();
+    let expected = [
+        ("/one", "acme", 0),
+        ("/two", "globex", 5),
+        ("/three", "acme", 0),
+        ("/unknown", "", 0),
+        ("/four", "globex", 0),
+    ];
+    assert_eq!(answers.len(), expected.len(), "{resp}");
+    for (answer, (path, slug, body)) in answers.iter().zip(expected) {
+        if slug.is_empty() {
+            // The edge's own answer, in its place; the connection stays usable.
+            assert!(answer.starts_with("404"), "{path}: {answer}");
+            assert!(answer.contains(r#""code":"unknown_tenant""#), "{answer}");
+            continue;
+        }
+        assert!(answer.starts_with("200"), "{path}: {answer}");
+        let json: serde_json::Value =
+            serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(json["path"], path, "{answer}");
+        assert_eq!(json["headers"]["x-tenant-slug"][0], slug, "{answer}");
+        assert_eq!(json["body_bytes"], body, "{answer}");
+    }
+    assert_eq!(
+        backend.seen.lock().unwrap().as_slice(),
+        ["GET /one", "POST /two", "GET /three", "GET /four"]
+    );
+}
