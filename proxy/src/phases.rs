@@ -296,10 +296,20 @@ impl ProxyHttp for Edge {
         }
     }
 
-    /// Pingora logs every failed request at error level; requests the edge refused on purpose
-    /// (no healthy backend, ...) are already in the access log and the metrics.
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        ctx.reject.is_some()
+    /// Runs after `fail_to_proxy`; `true` stops Pingora's own line, which is always at error
+    /// level. The edge logs failures itself, at the level of whose fault they are: requests it
+    /// refused on purpose (no healthy backend, ...) are in the access log and the metrics
+    /// already; a client's mistake or disconnect is debug; a backend or internal failure is a
+    /// warning.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        if ctx.reject.is_none() {
+            if *error.esource() == ErrorSource::Downstream {
+                tracing::debug!(request_id = %ctx.request_id, %error, "client failed the request");
+            } else {
+                tracing::warn!(request_id = %ctx.request_id, %error, "proxying failed");
+            }
+        }
+        true
     }
 
     /// Runs once per request at its very end: metrics and the access log.
