@@ -404,6 +404,8 @@ async fn status_answers(data_dir: &Path, extra: &[&str]) {
                         shard: "shard-a",
                         epoch,
                         request_id: &request_id,
+                        method: "GET",
+                        target: "/whoami",
                     };
                     let signature = config
                         .security

@@ -13,15 +13,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tenantgate_catalog::{CatalogError, Shard, Tenant};
 use tenantgate_contract::signing::{
-    TenantClaims, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID, HEADER_TENANT_SHARD,
-    HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
+    TenantClaims, VerifyRules, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID,
+    HEADER_TENANT_SHARD, HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
 };
 use tenantgate_contract::TenantSettings;
 use tracing::Instrument;
@@ -175,7 +175,16 @@ pub async fn require_tenant(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let ctx = match verify(&state, req.headers()).await {
+    // The target as the edge signed it: the URI this process received, before any router
+    // nesting rewrote it.
+    let target = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or(req.uri(), |o| &o.0)
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let ctx = match verify(&state, req.headers(), req.method(), &target).await {
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),
     };
@@ -198,8 +207,14 @@ pub async fn require_tenant(
     response
 }
 
-/// Check the signed headers and build the context. No tenant database is touched.
-async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, AppError> {
+/// Check the signed headers (for this method and target, never seen before) and build the
+/// context. No tenant database is touched.
+async fn verify(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    target: &str,
+) -> Result<TenantContext, AppError> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -214,23 +229,40 @@ async fn verify(state: &AppState, headers: &HeaderMap) -> Result<TenantContext, 
     let epoch = text(HEADER_TENANT_EPOCH)
         .and_then(|v| v.parse::<i64>().ok())
         .ok_or(AppError::InvalidSignature)?;
-    let request_id = text(HEADER_REQUEST_ID).unwrap_or("");
+    // The replay cache is keyed by it: a request without one cannot be told from a replay.
+    let request_id = text(HEADER_REQUEST_ID)
+        .filter(|id| !id.is_empty())
+        .ok_or(AppError::InvalidSignature)?;
     let claims = TenantClaims {
         tenant_id,
         slug,
         shard,
         epoch,
         request_id,
+        method: method.as_str(),
+        target,
     };
     let security = &state.config().security;
+    let rules = VerifyRules {
+        max_skew_secs: security.max_skew_secs,
+        accept_v1: security.accept_v1,
+    };
     if let Err(e) = security.signing.verify(
         signature,
         &claims,
         tenantgate_contract::time::now_secs(),
-        security.max_skew_secs,
+        rules,
     ) {
         tracing::debug!(reason = %e, "tenant signature refused");
         return Err(AppError::InvalidSignature);
+    }
+    // Only after the signature verified: nobody without the key can fill the cache.
+    if !state
+        .replay()
+        .first_use(request_id, std::time::Instant::now())
+    {
+        tracing::info!(request_id, "replayed tenant signature refused");
+        return Err(AppError::ReplayedRequest);
     }
     let served = &state.config().app.shard;
     if shard != served {

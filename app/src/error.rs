@@ -26,6 +26,10 @@ pub enum AppError {
     /// key or does not match the tenant headers. 401 `invalid_signature`.
     #[error("missing or invalid tenant signature")]
     InvalidSignature,
+    /// The signature verified, but its request id was already used within the signature
+    /// window: a captured request sent again. 401 `replayed_request`.
+    #[error("this signed request was already received")]
+    ReplayedRequest,
     /// The request (or the tenant) belongs to another shard than this process serves.
     /// 421 `wrong_shard`.
     #[error("request is for another shard")]
@@ -107,6 +111,7 @@ impl AppError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            AppError::ReplayedRequest => (StatusCode::UNAUTHORIZED, "replayed_request"),
             AppError::WrongShard => (StatusCode::MISDIRECTED_REQUEST, "wrong_shard"),
             AppError::UnknownTenant => (StatusCode::NOT_FOUND, "unknown_tenant"),
             AppError::TenantMoved => (StatusCode::SERVICE_UNAVAILABLE, "tenant_moved"),

@@ -61,6 +61,7 @@ pub mod metrics;
 pub mod pages;
 pub mod pools;
 pub mod rbac;
+pub mod replay;
 pub mod replicas;
 pub mod state;
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::directory::Directory;
 use crate::metrics::AppMetrics;
 use crate::pools::{PoolManager, PoolOptions};
+use crate::replay::ReplayCache;
 
 /// Most tenants whose catalog rows an app process keeps in memory.
 const TENANT_CACHE_CAPACITY: u64 = 100_000;
@@ -33,6 +34,8 @@ struct Inner {
     pools: PoolManager,
     metrics: AppMetrics,
     labels: TenantLabels,
+    /// Request ids of verified signatures, to refuse replays.
+    replay: ReplayCache,
     /// The feed follower's state once [`AppState::start`] ran (for `/readyz`).
     feed: std::sync::OnceLock<Arc<FeedState>>,
 }
@@ -63,6 +66,10 @@ impl AppState {
             config.security.credential_key.clone(),
         );
         let labels = TenantLabels::new(config.app.tenant_label_limit);
+        let replay = ReplayCache::new(
+            config.security.max_skew_secs,
+            config.security.replay_cache_capacity,
+        );
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -71,6 +78,7 @@ impl AppState {
                 pools,
                 metrics: AppMetrics::new(),
                 labels,
+                replay,
                 feed: std::sync::OnceLock::new(),
             }),
         }
@@ -112,7 +120,6 @@ impl AppState {
         Background { feed, tasks }
     }
 
-    /// The validated configuration the process runs with.
     /// Ready to serve: the catalog feed has loaded and the catalog is reachable.
     pub fn ready(&self) -> bool {
         self.inner
@@ -121,6 +128,12 @@ impl AppState {
             .is_some_and(|f| f.loaded() && f.unreachable_for().is_none())
     }
 
+    /// The replay cache of verified request ids.
+    pub fn replay(&self) -> &ReplayCache {
+        &self.inner.replay
+    }
+
+    /// The validated configuration the process runs with.
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
     }

@@ -180,6 +180,8 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// The domain's path prefix, if it is a host + prefix domain.
     pub path_prefix: Option<String>,
+    /// The tenant's `per_client_share` setting; `None` means the edge's configured default.
+    pub client_share: Option<tenantgate_contract::ClientShare>,
 }
 
 /// One entry of the `catalog_changes` feed.

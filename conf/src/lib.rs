@@ -94,12 +94,16 @@ pub struct EdgeConfig {
     pub metrics_listen: SocketAddr,
     pub default_rate_limit: RateLimit,
     pub max_inflight_per_tenant: Option<u32>,
+    /// Share of a tenant's limit one client address may use (`edge.per_client_share`).
+    pub per_client_share: tenantgate_contract::ClientShare,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub connect_timeout: Duration,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub max_header_bytes: usize,
+    /// Deadline for a request body after its headers (`edge.body_timeout_ms`).
+    pub body_timeout: Duration,
     pub moving_hold: Duration,
     pub threads: usize,
     pub tenant_label_limit: usize,
@@ -138,6 +142,10 @@ pub struct AppConfig {
 pub struct SecurityConfig {
     pub signing: SigningKeys,
     pub max_skew_secs: i64,
+    /// `v1` signatures accepted by the app (`security.accept_v1`).
+    pub accept_v1: bool,
+    /// Request ids per replay-cache generation (`security.replay_cache_capacity`).
+    pub replay_cache_capacity: usize,
     pub credential_key: CredentialKey,
 }
 

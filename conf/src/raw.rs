@@ -72,6 +72,10 @@ pub struct RawEdge {
     pub default_burst: u32,
     /// Most concurrent requests per tenant; 0 = unlimited. Default 0.
     pub max_inflight_per_tenant: u32,
+    /// Share of its tenant's rate limit (rps and burst) one client address may use, more than 0
+    /// and at most 1 (1 turns the per-client limit off); a tenant's `per_client_share` setting
+    /// overrides it. Default 0.5.
+    pub per_client_share: f64,
     /// Milliseconds between active health checks of each backend. Default 1000.
     pub health_interval_ms: u64,
     /// Milliseconds a health check may take. Default 500.
@@ -85,6 +89,10 @@ pub struct RawEdge {
     pub healthy_threshold: u32,
     /// Total bytes of request headers before answering 431. Default 32768.
     pub max_header_bytes: usize,
+    /// Milliseconds after the request headers by which the whole request body must have
+    /// arrived, and the longest wait for any part of it; past it the edge answers 408
+    /// `body_timeout` (or closes the connection). Default 30000.
+    pub body_timeout_ms: u64,
     /// Milliseconds a request for a tenant in `moving` is held before 503. Default 5000.
     pub moving_hold_ms: u64,
     /// Worker threads of the proxy. Default 1 (measured best per CPU second).
@@ -105,12 +113,14 @@ impl Default for RawEdge {
             default_rps: 100,
             default_burst: 200,
             max_inflight_per_tenant: 0,
+            per_client_share: 0.5,
             health_interval_ms: 1000,
             health_timeout_ms: 500,
             connect_timeout_ms: 1000,
             unhealthy_threshold: 2,
             healthy_threshold: 1,
             max_header_bytes: 32 * 1024,
+            body_timeout_ms: 30_000,
             moving_hold_ms: 5000,
             threads: 1,
             tenant_label_limit: 1000,
@@ -212,6 +222,15 @@ pub struct RawSecurity {
     pub signing_keys: BTreeMap<String, String>,
     /// Seconds a signature stays valid either side of now. Default 30.
     pub max_skew_secs: Option<u64>,
+    /// Whether the app accepts `v1` tenant signatures (no method, no path, replayable on other
+    /// routes), e.g. during a rolling upgrade from an older edge. The edge always signs `v2`.
+    /// Default false (in dev mode too: dev runs edge and app of the same version).
+    pub accept_v1: Option<bool>,
+    /// Request ids each app process remembers per generation to refuse replayed signatures;
+    /// an id is kept 2 to 4 × `max_skew_secs` (two generations, so at most twice this many
+    /// ids, about 16 bytes each). Size it above requests per second × 2 × `max_skew_secs`.
+    /// Default 500000 (at most ~16 MB).
+    pub replay_cache_capacity: Option<usize>,
     /// Base64 32-byte key sealing tenant database credentials (secret).
     pub credential_key: Option<String>,
 }

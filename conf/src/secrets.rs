@@ -115,9 +115,17 @@ pub(crate) fn security(
         1,
         3600,
     )?;
+    let replay_cache_capacity = range(
+        "security.replay_cache_capacity",
+        s.replay_cache_capacity.unwrap_or(500_000),
+        1_000,
+        100_000_000,
+    )?;
     Ok(SecurityConfig {
         signing,
         max_skew_secs: max_skew_secs as i64,
+        accept_v1: s.accept_v1.unwrap_or(false),
+        replay_cache_capacity,
         credential_key,
     })
 }

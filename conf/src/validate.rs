@@ -116,12 +116,15 @@ pub(crate) fn validate(
                 0 => None,
                 n => Some(range("edge.max_inflight_per_tenant", n, 1, 1_000_000)?),
             },
+            per_client_share: tenantgate_contract::ClientShare::try_from(e.per_client_share)
+                .map_err(|m| ConfigError::new("edge.per_client_share", m))?,
             health_interval: ms("edge.health_interval_ms", e.health_interval_ms, 50, 600_000)?,
             health_timeout: ms("edge.health_timeout_ms", e.health_timeout_ms, 10, 60_000)?,
             connect_timeout: ms("edge.connect_timeout_ms", e.connect_timeout_ms, 10, 60_000)?,
             unhealthy_threshold: range("edge.unhealthy_threshold", e.unhealthy_threshold, 1, 100)?,
             healthy_threshold: range("edge.healthy_threshold", e.healthy_threshold, 1, 100)?,
             max_header_bytes: range("edge.max_header_bytes", e.max_header_bytes, 1024, 1 << 20)?,
+            body_timeout: ms("edge.body_timeout_ms", e.body_timeout_ms, 100, 3_600_000)?,
             moving_hold: ms("edge.moving_hold_ms", e.moving_hold_ms, 0, 120_000)?,
             threads: range("edge.threads", e.threads, 1, 256)?,
             tenant_label_limit: range(

@@ -10,6 +10,7 @@
 //! | `features` | object of flag name → `true`/`false` | `{}` |
 //! | `data_retention_days` | 1-36500: app rows in retention-managed tables older than this are deleted | none (kept) |
 //! | `backup_retention` | `{keep_daily, keep_weekly, keep_monthly}` (all three), replacing `[backups]`'s | the config's |
+//! | `per_client_share` | fraction, more than 0 and at most 1: the share of the tenant's rate limit one client address may use at the edge | `edge.per_client_share` |
 //!
 //! Unknown keys are refused, so a typo (`loacle`) never silently does nothing. Every value is
 //! checked when it is parsed, so a [`TenantSettings`] always holds valid values (a theme colour
@@ -66,6 +67,14 @@ pub struct TenantSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<RetentionFields>))]
     pub backup_retention: Option<BackupRetention>,
+    /// The share of the tenant's rate limit one client address may use at the edge, instead of
+    /// `edge.per_client_share`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<f64>, exclusive_minimum = 0.0, maximum = 1.0, example = 0.25)
+    )]
+    pub per_client_share: Option<crate::ClientShare>,
 }
 
 /// Most days `data_retention_days` may be (100 years).
@@ -683,6 +692,19 @@ mod tests {
             e.to_string().contains("keep_daily must be at most 3650"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn per_client_share_is_a_fraction() {
+        let ok = TenantSettings::from_value(&json!({"per_client_share": 0.25})).unwrap();
+        assert_eq!(ok.per_client_share.map(crate::ClientShare::get), Some(0.25));
+        assert_eq!(ok.to_value(), json!({"per_client_share": 0.25}));
+        for bad in [json!(0), json!(1.5), json!(-1), json!("0.5")] {
+            assert_eq!(
+                field_of(json!({ "per_client_share": bad })),
+                "settings.per_client_share"
+            );
+        }
     }
 
     fn field_of(value: serde_json::Value) -> String {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tenantgate_catalog::ShardStatus;
 use tenantgate_contract::host::normalize_host;
-use tenantgate_contract::signing::{SigningKeys, TenantClaims};
+use tenantgate_contract::signing::{SigningKeys, TenantClaims, VerifyRules};
 use tenantgate_contract::{Admission, RateLimit, TenantStatus};
 use tenantgate_edge::headers::new_request_id;
 use tenantgate_edge::pools::{Backend, ShardPool};
@@ -107,6 +107,7 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
             rps: 10_000_000,
             burst: 10_000_000,
         })),
+        client_share: None,
         series: Default::default(),
     })
 }
@@ -182,6 +183,16 @@ fn main() {
     bench("limiter: GCRA check (allowed)", |_| {
         black_box(gcra.check(Instant::now()));
     });
+    let clients = tenantgate_edge::rate_limit::ClientLimiters::default();
+    let tenant = Uuid::new_v4();
+    let client_limit = RateLimit {
+        rps: 5_000_000,
+        burst: 5_000_000,
+    };
+    bench("limiter: per-client share check (allowed)", |i| {
+        let client = std::net::IpAddr::from([10, 0, (i >> 8) as u8 & 3, i as u8]);
+        black_box(clients.check(tenant, client, client_limit, Instant::now()));
+    });
     bench("baseline: Instant::now", |_| {
         black_box(Instant::now());
     });
@@ -198,6 +209,8 @@ fn main() {
         shard: &r.shard,
         epoch: r.epoch,
         request_id: "01a2196c-3e8f-708b-813e-43dc86ba2c01",
+        method: "GET",
+        target: "/items?x=1",
     };
     bench("signing: HMAC-SHA256 x-tenant-signature", |_| {
         black_box(keys.sign(&claims, 1_795_722_105));
@@ -205,7 +218,15 @@ fn main() {
     // What the app does with every request: parse the header, check key, skew and MAC.
     let signature = keys.sign(&claims, 1_795_722_105);
     bench("verifying: x-tenant-signature (app side)", |_| {
-        let verdict = keys.verify(&signature, &claims, 1_795_722_110, 60);
+        let verdict = keys.verify(
+            &signature,
+            &claims,
+            1_795_722_110,
+            VerifyRules {
+                max_skew_secs: 60,
+                accept_v1: false,
+            },
+        );
         assert!(black_box(verdict).is_ok());
     });
     let whole = bench_async("whole tenant logic on a hit (target < 5000)", |i| {
@@ -226,6 +247,8 @@ fn main() {
                     shard: &route.shard,
                     epoch: route.epoch,
                     request_id: &request_id,
+                    method: "GET",
+                    target: "/items?x=1",
                 },
                 1_795_722_105,
             );

@@ -49,6 +49,8 @@ pub enum Reject {
     HeadersTooLarge,
     /// A request target longer than [`crate::headers::MAX_URI_BYTES`].
     UriTooLong,
+    /// The request body did not arrive within `edge.body_timeout_ms`.
+    BodyTimeout,
     /// The backend failed after the connection was made, or answered garbage.
     BadGateway,
 }
@@ -66,6 +68,7 @@ impl Reject {
             Reject::MalformedRequest,
             Reject::HeadersTooLarge,
             Reject::UriTooLong,
+            Reject::BodyTimeout,
             Reject::BadGateway,
         ]
         .into_iter()
@@ -81,6 +84,7 @@ impl Reject {
             Reject::RateLimited | Reject::TooManyInFlight => 429,
             Reject::HeadersTooLarge => 431,
             Reject::UriTooLong => 414,
+            Reject::BodyTimeout => 408,
             Reject::BadGateway => 502,
             Reject::ShardUnavailable | Reject::CatalogUnavailable => 503,
         }
@@ -99,6 +103,7 @@ impl Reject {
             Reject::MalformedRequest => "malformed_request",
             Reject::HeadersTooLarge => "headers_too_large",
             Reject::UriTooLong => "uri_too_long",
+            Reject::BodyTimeout => "body_timeout",
             Reject::BadGateway => "bad_gateway",
         }
     }
@@ -116,6 +121,7 @@ impl Reject {
             Reject::MalformedRequest => "the request is malformed",
             Reject::HeadersTooLarge => "the request headers are too large",
             Reject::UriTooLong => "the request target is too long",
+            Reject::BodyTimeout => "the request body did not arrive in time",
             Reject::BadGateway => "the backend failed to answer",
         }
     }
@@ -139,6 +145,7 @@ impl Reject {
                 | Reject::MalformedRequest
                 | Reject::HeadersTooLarge
                 | Reject::UriTooLong
+                | Reject::BodyTimeout
         )
     }
 

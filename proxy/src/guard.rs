@@ -8,6 +8,13 @@
 //! header, so bodies and responses are not limited, and restarts with the next request after
 //! the edge begins a response; the idle time between keep-alive requests stays governed by
 //! Pingora's keep-alive timeout.
+//!
+//! The same wrapper refuses illegal request lines. Pingora rewrites a request line that does not
+//! parse (a space, tab or other control byte inside the target: `GET /a b HTTP/1.1`) by
+//! percent-escaping the target and forwards it (`/a%20b`), so the request reaches the app as
+//! something the client did not send. [`Clock`] watches each request line as it is read and turns
+//! the first byte that makes it illegal (a third space, a control byte) into a line feed, which
+//! neither Pingora's parser nor its escaping fallback accepts: Pingora answers 400 and closes.
 
 use std::fmt;
 use std::future::Future;
@@ -65,6 +72,19 @@ struct Clock {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// True right after a line feed: a second one ends the header (CR is ignored).
     at_line_start: bool,
+    /// Where the reader is in the request line, while it is being read.
+    line: RequestLine,
+}
+
+/// Progress through a request line (`METHOD SP TARGET SP VERSION CRLF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestLine {
+    /// Before its first byte (empty lines before a request are allowed).
+    Before,
+    /// Inside it, after this many spaces, right after a CR or not.
+    Inside { spaces: u8, cr: bool },
+    /// Read (or spoiled): the rest of the header is Pingora's to check.
+    Done,
 }
 
 impl Clock {
@@ -74,13 +94,17 @@ impl Clock {
             phase: Phase::Idle,
             timer: None,
             at_line_start: false,
+            line: RequestLine::Before,
         }
     }
 
-    fn saw(&mut self, bytes: &[u8]) {
+    /// Account for `bytes` just read; may rewrite one byte of an illegal request line (see the
+    /// module documentation).
+    fn saw(&mut self, bytes: &mut [u8]) {
         if self.phase == Phase::Idle {
             self.phase = Phase::Header;
             self.at_line_start = false;
+            self.line = RequestLine::Before;
             let deadline = tokio::time::Instant::now() + self.limit;
             match self.timer.as_mut() {
                 Some(timer) => timer.as_mut().reset(deadline),
@@ -90,7 +114,8 @@ impl Clock {
         if self.phase != Phase::Header {
             return;
         }
-        for &b in bytes {
+        self.check_request_line(bytes);
+        for &b in bytes.iter() {
             match b {
                 b'\n' if self.at_line_start => {
                     self.phase = Phase::Body;
@@ -99,6 +124,35 @@ impl Clock {
                 b'\n' => self.at_line_start = true,
                 b'\r' => {}
                 _ => self.at_line_start = false,
+            }
+        }
+    }
+
+    /// Follow the request line through `bytes`; spoil it at the first byte that makes it
+    /// illegal: a third space (a space inside the target), or a control byte other than the
+    /// CR LF that ends it.
+    fn check_request_line(&mut self, bytes: &mut [u8]) {
+        for b in bytes.iter_mut() {
+            let (spaces, cr) = match self.line {
+                RequestLine::Done => return,
+                RequestLine::Before if matches!(*b, b'\r' | b'\n') => continue,
+                RequestLine::Before => (0, false),
+                RequestLine::Inside { spaces, cr } => (spaces, cr),
+            };
+            self.line = match *b {
+                b'\n' => RequestLine::Done,
+                _ if cr => RequestLine::Done,
+                b'\r' => RequestLine::Inside { spaces, cr: true },
+                b' ' if spaces < 2 => RequestLine::Inside {
+                    spaces: spaces + 1,
+                    cr: false,
+                },
+                b' ' | 0..=0x1f | 0x7f => RequestLine::Done,
+                _ => RequestLine::Inside { spaces, cr: false },
+            };
+            if self.line == RequestLine::Done && *b != b'\n' {
+                *b = b'\n';
+                return;
             }
         }
     }
@@ -139,7 +193,7 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         let result = Pin::new(&mut *this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            let fresh = &buf.filled()[before..];
+            let fresh = &mut buf.filled_mut()[before..];
             if !fresh.is_empty() {
                 this.clock.saw(fresh);
             }
@@ -262,17 +316,56 @@ mod tests {
     #[tokio::test]
     async fn tracks_header_boundaries() {
         let mut g = Clock::new(Duration::from_secs(1));
-        g.saw(b"GET / HTTP/1.1\r\nHost: a\r\n");
+        g.saw(&mut b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec());
         assert_eq!(g.phase, Phase::Header);
         assert!(g.timer.is_some());
-        g.saw(b"\r");
-        g.saw(b"\nbody\r\n\r\n");
+        g.saw(&mut b"\r".to_vec());
+        g.saw(&mut b"\nbody\r\n\r\n".to_vec());
         assert_eq!(g.phase, Phase::Body);
         g.wrote(b"HTTP/1.1 100 Continue\r\n\r\n");
         assert_eq!(g.phase, Phase::Body);
         g.wrote(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(g.phase, Phase::Idle);
-        g.saw(b"GET / HTTP/1.1\n\n");
+        g.saw(&mut b"GET / HTTP/1.1\n\n".to_vec());
         assert_eq!(g.phase, Phase::Body);
+    }
+
+    /// The request line as the guard passes it on, fed in pieces of `chunk` bytes.
+    fn passed_on(line: &[u8], chunk: usize) -> Vec<u8> {
+        let mut g = Clock::new(Duration::from_secs(1));
+        let mut out = Vec::new();
+        for piece in line.chunks(chunk) {
+            let mut piece = piece.to_vec();
+            g.saw(&mut piece);
+            out.extend_from_slice(&piece);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn spoils_illegal_request_lines_only() {
+        for chunk in [1, 3, 100] {
+            for good in [
+                &b"GET /a?b=c HTTP/1.1\r\nHost: a b\r\n\r\n"[..],
+                b"\r\nGET / HTTP/1.1\r\nX: \t\r\n\r\n",
+                b"GET / HTTP/1.1\n\n",
+            ] {
+                assert_eq!(passed_on(good, chunk), good, "{}", good.escape_ascii());
+            }
+            for (bad, spoiled) in [
+                (
+                    &b"GET /a b HTTP/1.1\r\n\r\n"[..],
+                    &b"GET /a b\nHTTP/1.1\r\n\r\n"[..],
+                ),
+                (b"GET /a\tb HTTP/1.1\r\n\r\n", b"GET /a\nb HTTP/1.1\r\n\r\n"),
+                (
+                    b"GET /a\rb HTTP/1.1\r\n\r\n",
+                    b"GET /a\r\n HTTP/1.1\r\n\r\n",
+                ),
+                (b"GET /\x00 HTTP/1.1\r\n\r\n", b"GET /\n HTTP/1.1\r\n\r\n"),
+            ] {
+                assert_eq!(passed_on(bad, chunk), spoiled, "{}", bad.escape_ascii());
+            }
+        }
     }
 }

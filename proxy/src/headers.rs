@@ -22,8 +22,13 @@ use tenantgate_contract::signing::{
 
 use crate::error::Reject;
 
-/// Most request headers accepted, whatever their size.
-pub const MAX_HEADERS: usize = 100;
+/// Most request headers the app tier accepts: hyper's default, which axum uses. A request the
+/// edge forwards must fit it *with* the headers the edge adds, or the app answers a bare 431 to
+/// what the edge accepted.
+pub const APP_MAX_HEADERS: usize = 100;
+/// Most request headers accepted from a client, whatever their size: the app's limit less
+/// the headers the edge adds ([`ADDED_HEADERS`]; the client's `Host` counts on both sides).
+pub const MAX_HEADERS: usize = APP_MAX_HEADERS - ADDED_HEADERS;
 /// Longest request target (path and query) accepted.
 pub const MAX_URI_BYTES: usize = 8192;
 
@@ -67,6 +72,15 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<(),
     }
     if total > max_header_bytes {
         return Err(Reject::HeadersTooLarge);
+    }
+    // One Content-Length, one value: Pingora refuses differing duplicates but forwards equal
+    // ones (`5, 5`, or two lines of `5`), which the app may frame differently or refuse with a
+    // bare 400. Either is a client we cannot trust with framing.
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.next().is_some() || first.as_bytes().contains(&b',') {
+            return Err(Reject::MalformedRequest);
+        }
     }
     // The only transfer coding a request may use is one `chunked`; anything else (`chunked,
     // chunked`, a list across lines) is a framing ambiguity between us and the app.
@@ -199,10 +213,12 @@ impl RouteHeaders {
 }
 
 /// Everything the edge sets on the upstream request.
-pub struct Forwarded<'a> {
+pub struct Forwarded<'a, S> {
     pub route: &'a RouteHeaders,
     pub request_id: &'a str,
-    pub signature: String,
+    /// Makes `x-tenant-signature` from the method and the target the app will receive (after
+    /// prefix stripping), which the signature covers.
+    pub sign: S,
     pub client_ip: Option<IpAddr>,
     /// The path prefix that matched, when the route is a host + prefix domain.
     pub prefix: Option<&'a str>,
@@ -221,8 +237,10 @@ const X_TENANT_EPOCH: HeaderName = HeaderName::from_static(HEADER_TENANT_EPOCH);
 const X_TENANT_SIGNATURE: HeaderName = HeaderName::from_static(HEADER_TENANT_SIGNATURE);
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(HEADER_REQUEST_ID);
 
-/// Headers the edge adds to every upstream request (the prefix one only to some).
-const ADDED_HEADERS: usize = 10;
+/// Headers the edge adds to every upstream request (the prefix one only to some):
+/// `x-forwarded-for`, `-proto`, `-host`, `-prefix`, `x-tenant-id`, `-slug`, `-shard`, `-epoch`,
+/// `-signature` and `x-request-id`.
+pub const ADDED_HEADERS: usize = 10;
 
 /// Strip inbound internal and hop-by-hop headers and set the edge's own. Runs in
 /// `upstream_request_filter`.
@@ -233,7 +251,10 @@ const ADDED_HEADERS: usize = 10;
 /// the edge's own work per request. Rebuilt, the header names go upstream in canonical case
 /// (standard names title-cased, others lower case) instead of the client's spelling; HTTP header
 /// names are case-insensitive.
-pub fn rewrite_upstream(up: &mut RequestHeader, fwd: Forwarded<'_>) -> pingora::Result<()> {
+pub fn rewrite_upstream<S>(up: &mut RequestHeader, fwd: Forwarded<'_, S>) -> pingora::Result<()>
+where
+    S: FnOnce(&str, &str) -> String,
+{
     // An empty request (no allocation) holds the place while the real one is rebuilt.
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(up, placeholder).into();
@@ -264,9 +285,12 @@ pub fn rewrite_upstream(up: &mut RequestHeader, fwd: Forwarded<'_>) -> pingora::
     headers.insert(X_TENANT_SHARD, fwd.route.shard.clone());
     headers.insert(X_TENANT_EPOCH, fwd.route.epoch.clone());
     headers.insert(X_REQUEST_ID, header_value(fwd.request_id)?);
-    let signature = HeaderValue::try_from(fwd.signature).map_err(|_| {
-        pingora::Error::explain(pingora::ErrorType::InternalError, "bad signature value")
-    })?;
+    // Signed last, over the target as it now stands: what the app will see.
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let signature =
+        HeaderValue::try_from((fwd.sign)(parts.method.as_str(), target)).map_err(|_| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, "bad signature value")
+        })?;
     headers.insert(X_TENANT_SIGNATURE, signature);
     *up = RequestHeader::from(parts);
     Ok(())
@@ -483,7 +507,7 @@ mod tests {
         let fwd = Forwarded {
             route: &route,
             request_id: "rid",
-            signature: "sig".into(),
+            sign: |method: &str, target: &str| format!("{method} {target}"),
             client_ip: Some([127, 0, 0, 1].into()),
             prefix: Some("acme"),
             tls: false,
@@ -506,6 +530,8 @@ mod tests {
         assert_eq!(get("keep-alive"), None);
         assert_eq!(get("accept").as_deref(), Some("*/*"));
         assert_eq!(r.uri.path_and_query().unwrap().as_str(), "/items?x=1");
+        // The signature covers the target after the prefix was stripped.
+        assert_eq!(get("x-tenant-signature").as_deref(), Some("GET /items?x=1"));
         // The client's claim is replaced by what the listener was.
         assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
         let mut tls = request("/", &[("Host", "a.test"), ("X-Forwarded-Proto", "http")]);
@@ -514,7 +540,7 @@ mod tests {
             Forwarded {
                 route: &route,
                 request_id: "rid",
-                signature: "sig".into(),
+                sign: |_: &str, _: &str| "sig".to_string(),
                 client_ip: None,
                 prefix: None,
                 tls: true,

@@ -35,6 +35,8 @@ pub struct Edge {
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) metrics: Arc<EdgeMetrics>,
+    /// Each client address's share of its tenant's limit.
+    pub(crate) clients: crate::rate_limit::ClientLimiters,
     /// Set when a stop or an upgrade was requested: responses then close their connection, so
     /// keep-alive clients reconnect (to the new process, during an upgrade) instead of sending
     /// their next request on a connection that is about to go away.
@@ -56,6 +58,8 @@ pub struct RequestCtx {
     reject: Option<Reject>,
     /// Held while the request counts against its tenant's in-flight cap.
     in_flight: Option<InFlight>,
+    /// When the whole request body must have arrived (`edge.body_timeout_ms` after admission).
+    body_deadline: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -82,19 +86,31 @@ impl ProxyHttp for Edge {
             request_id: String::new(),
             reject: None,
             in_flight: None,
+            body_deadline: None,
         }
     }
 
     /// Runs once the request headers are read: check the request, resolve its tenant, apply the
-    /// status gate and the rate limit, and choose a backend. `Ok(true)` means the edge answered
+    /// status gate and the rate limit, and choose a backend; allow the next pipelined request. `Ok(true)` means the edge answered
     /// itself; `Ok(false)` continues to the upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        // Answer pipelined requests (several in one write) one after another, in order: by
+        // default Pingora answers the first, closes, and drops the rest silently. Set on every
+        // request because it is per session; Pingora carries it across keep-alive reuse.
+        session.set_pipelining_enabled(true);
         match self.admit(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                // The body deadline: a total one, checked as parts arrive, and the same as
+                // the longest wait for one read, for a client that stops sending altogether.
+                let limit = self.config.edge.body_timeout;
+                ctx.body_deadline = Some(Instant::now() + limit);
+                session.set_read_timeout(Some(limit));
+                Ok(false)
+            }
             Err((reject, limit)) => {
                 respond(
                     session,
@@ -174,6 +190,24 @@ impl ProxyHttp for Edge {
         e
     }
 
+    /// Runs for each part of the request body as it arrives from the client: refuses the rest
+    /// (408 `body_timeout`, connection closed) once the body deadline has passed, so a client
+    /// trickling its body cannot hold a connection and a backend request for as long as it
+    /// likes.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if !end_of_stream && ctx.body_deadline.is_some_and(|d| Instant::now() > d) {
+            ctx.reject = Some(Reject::BodyTimeout);
+            return Error::e_explain(ErrorType::ReadTimedout, "request body deadline passed");
+        }
+        Ok(())
+    }
+
     /// Runs before the request is sent: strip inbound internal headers, set the tenant headers
     /// and the signature, strip a matched path prefix.
     async fn upstream_request_filter(
@@ -185,16 +219,6 @@ impl ProxyHttp for Edge {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route at upstream phase");
         };
-        let signature = self.config.security.signing.sign(
-            &TenantClaims {
-                tenant_id: route.tenant_id,
-                slug: &route.slug,
-                shard: &route.shard,
-                epoch: route.epoch,
-                request_id: &ctx.request_id,
-            },
-            ctx.unix_ms / 1000,
-        );
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -204,7 +228,20 @@ impl ProxyHttp for Edge {
             Forwarded {
                 route: &route.headers,
                 request_id: &ctx.request_id,
-                signature,
+                sign: |method: &str, target: &str| {
+                    self.config.security.signing.sign(
+                        &TenantClaims {
+                            tenant_id: route.tenant_id,
+                            slug: &route.slug,
+                            shard: &route.shard,
+                            epoch: route.epoch,
+                            request_id: &ctx.request_id,
+                            method,
+                            target,
+                        },
+                        ctx.unix_ms / 1000,
+                    )
+                },
                 client_ip,
                 prefix: if ctx.prefixed {
                     route.path_prefix.as_deref()
@@ -258,10 +295,20 @@ impl ProxyHttp for Edge {
         }
     }
 
-    /// Pingora logs every failed request at error level; requests the edge refused on purpose
-    /// (no healthy backend, ...) are already in the access log and the metrics.
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        ctx.reject.is_some()
+    /// Runs after `fail_to_proxy`; `true` stops Pingora's own line, which is always at error
+    /// level. The edge logs failures itself, at the level of whose fault they are: requests it
+    /// refused on purpose (no healthy backend, ...) are in the access log and the metrics
+    /// already; a client's mistake or disconnect is debug; a backend or internal failure is a
+    /// warning.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        if ctx.reject.is_none() {
+            if *error.esource() == ErrorSource::Downstream {
+                tracing::debug!(request_id = %ctx.request_id, %error, "client failed the request");
+            } else {
+                tracing::warn!(request_id = %ctx.request_id, %error, "proxying failed");
+            }
+        }
+        true
     }
 
     /// Runs once per request at its very end: metrics and the access log.
@@ -317,6 +364,8 @@ impl Edge {
         match e.esource() {
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                // The per-read body timeout set at admission.
+                ErrorType::ReadTimedout => Some(Reject::BodyTimeout),
                 _ => Some(Reject::MalformedRequest),
             },
             _ => {
@@ -363,6 +412,21 @@ impl Edge {
             }
         }
 
+        // The client's share first: requests refused there never take from the tenant's
+        // limit, so one address cannot spend what the tenant's other users need.
+        let share = route
+            .client_share
+            .unwrap_or(self.config.edge.per_client_share);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let (Some(limit), Some(client)) = (share.of(route.limits.rate.limit()), client) {
+            let decision = self.clients.check(route.tenant_id, client, limit, now);
+            if !decision.allowed {
+                return Err((Reject::RateLimited, Some(decision)));
+            }
+        }
         let decision = route.limits.rate.check(now);
         if !decision.allowed {
             return Err((Reject::RateLimited, Some(decision)));

@@ -1,5 +1,6 @@
 //! Exact per-tenant limits: one GCRA state ([`tenantgate_contract::gcra`]) per tenant, and an
-//! optional cap on the tenant's concurrent requests.
+//! optional cap on the tenant's concurrent requests; and [`ClientLimiters`], the share of its
+//! tenant's limit one client address may use.
 //!
 //! Limiters are keyed by tenant id
 //! after the route lookup (never by raw Host), shared by all hosts of a tenant, and live as long
@@ -7,12 +8,74 @@
 //! of the existing limiter without resetting its state.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 pub use tenantgate_contract::gcra::{Decision, Gcra};
 use tenantgate_contract::RateLimit;
 use uuid::Uuid;
+
+/// Most (tenant, client address) pairs whose limiter state the edge keeps.
+pub const MAX_TRACKED_CLIENTS: u64 = 100_000;
+
+/// A client's limiter is forgotten after this long without a request. A limiter that has been
+/// idle for its burst ÷ rps is full again, the same as a fresh one, so forgetting it changes
+/// nothing for limits whose burst refills within this time (all but bursts over a minute's
+/// worth of requests).
+pub const CLIENT_IDLE: Duration = Duration::from_secs(60);
+
+/// Per-client limits: one GCRA state per (tenant, client address), limited to the client's
+/// share of the tenant's limit ([`tenantgate_contract::ClientShare`]), so that one address
+/// cannot spend a whole tenant's limit and starve its other users.
+///
+/// Memory is bounded: at most [`MAX_TRACKED_CLIENTS`] states (each a 32-byte limiter plus the
+/// cache's bookkeeping for a 36-byte key), idle ones dropped after [`CLIENT_IDLE`]. Past the
+/// bound the least recently and least frequently used states are evicted; an evicted client
+/// starts again with a full burst of its share, never more.
+pub struct ClientLimiters {
+    states: moka::sync::Cache<(Uuid, IpAddr), Arc<Gcra>>,
+}
+
+impl std::fmt::Debug for ClientLimiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientLimiters")
+            .field("tracked", &self.states.entry_count())
+            .finish()
+    }
+}
+
+impl Default for ClientLimiters {
+    fn default() -> Self {
+        ClientLimiters::new(MAX_TRACKED_CLIENTS)
+    }
+}
+
+impl ClientLimiters {
+    /// Limiters for at most `capacity` clients.
+    pub fn new(capacity: u64) -> ClientLimiters {
+        ClientLimiters {
+            states: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(CLIENT_IDLE)
+                .build(),
+        }
+    }
+
+    /// Take one request of `client` of `tenant` at `now`, under `limit` (the client's share of
+    /// the tenant's limit). Runs on the request path, before the tenant's own check.
+    pub fn check(&self, tenant: Uuid, client: IpAddr, limit: RateLimit, now: Instant) -> Decision {
+        let state = self
+            .states
+            .get_with((tenant, client), || Arc::new(Gcra::new(limit)));
+        if state.limit() != limit {
+            // The tenant's limit or share changed: keep the state, apply the new limit.
+            state.set_limit(limit);
+        }
+        state.check(now)
+    }
+}
 
 /// Everything limited per tenant.
 #[derive(Debug)]
@@ -103,6 +166,24 @@ mod tests {
         drop((a, b));
         let c = limiters.get(id, RateLimit { rps: 1, burst: 1 });
         assert!(c.rate.check(t0).allowed, "a dropped limiter starts afresh");
+    }
+
+    #[test]
+    fn clients_are_limited_separately() {
+        let clients = ClientLimiters::new(100);
+        let tenant = Uuid::from_u128(1);
+        let limit = RateLimit { rps: 1, burst: 2 };
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let t0 = Instant::now();
+        assert!(clients.check(tenant, a, limit, t0).allowed);
+        assert!(clients.check(tenant, a, limit, t0).allowed);
+        assert!(!clients.check(tenant, a, limit, t0).allowed);
+        // Another address, or the same address at another tenant, has its own state.
+        assert!(clients.check(tenant, b, limit, t0).allowed);
+        assert!(clients.check(Uuid::from_u128(2), a, limit, t0).allowed);
+        // A raised limit applies to the existing state.
+        let raised = RateLimit { rps: 1, burst: 5 };
+        assert!(clients.check(tenant, a, raised, t0).allowed);
     }
 
     #[test]

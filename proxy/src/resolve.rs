@@ -61,6 +61,8 @@ pub struct RouteInfo {
     pub path_prefix: Option<Box<str>>,
     /// The tenant's rate limiter and in-flight count (shared by all its hosts).
     pub limits: Arc<TenantLimits>,
+    /// The tenant's `per_client_share` setting; `None`: `edge.per_client_share`.
+    pub client_share: Option<tenantgate_contract::ClientShare>,
     /// This route's metric series, once used.
     pub series: crate::metrics::RouteSeries,
 }
@@ -382,6 +384,7 @@ impl Resolver {
                     status: r.status,
                     epoch: r.epoch,
                     path_prefix: r.path_prefix.map(Into::into),
+                    client_share: r.client_share,
                     series: Default::default(),
                 })
             })
@@ -538,6 +541,7 @@ mod tests {
             epoch: 1,
             path_prefix: prefix.map(Into::into),
             limits: Arc::new(TenantLimits::new(RateLimit { rps: 1, burst: 1 })),
+            client_share: None,
             series: Default::default(),
         })
     }

@@ -139,6 +139,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             resolver,
             pools,
             metrics,
+            clients: Default::default(),
         };
         Ok::<_, EdgeError>((edge, metrics_addr))
     });

@@ -10,7 +10,9 @@ use tenantgate_testkit::{both_backends, wait_until, TestCatalog};
 
 both_backends!(rate_limits_one_tenant_only);
 async fn rate_limits_one_tenant_only(tc: TestCatalog) {
-    let mut h = Harness::new(tc, "", "").await;
+    // All requests come from one address: without a per-client share this measures the
+    // tenant's own limit (`one_client_cannot_starve_a_tenant` tests the share).
+    let mut h = Harness::new(tc, "per_client_share = 1.0", "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
     let limit = RateLimit { rps: 10, burst: 10 };
@@ -102,6 +104,155 @@ async fn rate_limits_one_tenant_only(tc: TestCatalog) {
         "{metrics}"
     );
     assert!(!metrics.contains(r#"tenantgate_edge_rate_limited_total{tenant="free"}"#));
+}
+
+/// A client at `local` (a loopback address of its own, so the edge tells the clients apart).
+fn client_at(local: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from(local))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// One flood from 127.0.0.1 at `host` for `duration`, and a well-behaved client at 127.0.0.2
+/// sending 4 requests per second meanwhile. Returns (flood passed, flood 429s, the other's 429s,
+/// the other's requests, the flood's elapsed seconds).
+async fn flood_beside_a_user(
+    h: &Harness,
+    host: &str,
+    duration: Duration,
+) -> (u64, u64, u64, u64, f64) {
+    let flood = client_at([127, 0, 0, 1]);
+    let user = client_at([127, 0, 0, 2]);
+    let url = format!("http://{}/", h.edge);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (passed, limited) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let began = std::time::Instant::now();
+    let mut flooders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (flood, url, host) = (flood.clone(), url.clone(), host.to_string());
+        let (stop, passed, limited) = (stop.clone(), passed.clone(), limited.clone());
+        flooders.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = flood.get(&url).header("host", &host).send().await.unwrap();
+                match r.status().as_u16() {
+                    200 => passed.fetch_add(1, Ordering::Relaxed),
+                    429 => {
+                        // The flood is refused at its own share of the limit (burst 10 × 0.5)
+                        // or, with share 1, at the tenant's.
+                        let limit = r.headers()["ratelimit-limit"].to_str().unwrap().to_owned();
+                        assert!(limit == "5" || limit == "10", "{limit}");
+                        limited.fetch_add(1, Ordering::Relaxed)
+                    }
+                    other => panic!("flood got {other}"),
+                };
+            }
+        });
+    }
+    let (mut user_limited, mut user_sent) = (0, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while began.elapsed() < duration {
+        tick.tick().await;
+        let r = user.get(&url).header("host", host).send().await.unwrap();
+        user_sent += 1;
+        match r.status().as_u16() {
+            200 => {}
+            429 => user_limited += 1,
+            other => panic!("user got {other}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = flooders.join_next().await {
+        done.unwrap();
+    }
+    (
+        passed.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        user_limited,
+        user_sent,
+        began.elapsed().as_secs_f64(),
+    )
+}
+
+both_backends!(one_client_cannot_starve_a_tenant);
+/// `edge.per_client_share` (default 0.5): one address flooding a tenant gets at most half its
+/// limit, so another user of the tenant keeps working; a tenant whose `per_client_share`
+/// setting is 1 gets no such protection (the control that shows the flood would starve it).
+async fn one_client_cannot_starve_a_tenant(tc: TestCatalog) {
+    let mut h = Harness::new(tc, "", "").await;
+    let backend = h.backend("a1").await;
+    h.add_shard("shard-a", &[backend.addr]).await;
+    let limit = RateLimit { rps: 10, burst: 10 };
+    h.add_tenant(
+        "shared",
+        "shard-a",
+        &["shared.test"],
+        TenantStatus::Active,
+        Some(limit),
+    )
+    .await;
+    let solo = h
+        .add_tenant(
+            "solo",
+            "shard-a",
+            &["solo.test"],
+            TenantStatus::Active,
+            Some(limit),
+        )
+        .await;
+    h.catalog
+        .update_tenant(
+            solo,
+            &tenantgate_catalog::store::TenantPatch {
+                settings: Some(serde_json::json!({"per_client_share": 1.0})),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    h.start().await;
+    // Warm both routes from a third address (one token of each tenant).
+    let warm = client_at([127, 0, 0, 3]);
+    for host in ["shared.test", "solo.test"] {
+        let r = warm
+            .get(format!("http://{}/", h.edge))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // Share 0.5: the flood passes at most 5/s plus a burst of 5; the user's 4/s fits in the
+    // rest of the tenant's 10/s (1/s to spare, and the tenant's burst), so the margin for the
+    // user is zero 429s.
+    let (passed, limited, user_limited, user_sent, secs) =
+        flood_beside_a_user(&h, "shared.test", Duration::from_secs(3)).await;
+    println!(
+        "per_client_share 0.5: flood {passed} passed, {limited} refused in {secs:.1} s; \
+         user {user_limited} of {user_sent} refused"
+    );
+    assert!(limited > 50, "the flood was not limited: {limited}");
+    assert!(
+        passed as f64 <= 5.0 + 5.0 * secs + 1.0,
+        "the flood passed {passed} in {secs:.1} s, over its share"
+    );
+    assert!(user_sent >= 10, "{user_sent}");
+    assert_eq!(user_limited, 0, "the other user of the tenant was starved");
+
+    // Share 1 (the tenant's setting): the same flood takes nearly every token as it refills.
+    let (passed, limited, user_limited, user_sent, secs) =
+        flood_beside_a_user(&h, "solo.test", Duration::from_secs(3)).await;
+    println!(
+        "per_client_share 1.0: flood {passed} passed, {limited} refused in {secs:.1} s; \
+         user {user_limited} of {user_sent} refused"
+    );
+    assert!(
+        user_limited * 2 >= user_sent,
+        "without a share the flood should starve the user: {user_limited} of {user_sent} refused"
+    );
 }
 
 both_backends!(ejects_dead_backends_and_recovers);

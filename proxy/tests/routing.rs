@@ -65,7 +65,7 @@ async fn proxies_with_signed_headers(tc: TestCatalog) {
     assert!(r
         .upstream_header("x-tenant-signature")
         .unwrap()
-        .starts_with("v1;kid="));
+        .starts_with("v2;kid="));
     let request_id = r.upstream_header("x-request-id").unwrap().to_string();
     assert_eq!(r.header("x-request-id"), Some(request_id.as_str()));
     assert_eq!(r.body["path"], "/items?x=1");

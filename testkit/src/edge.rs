@@ -18,7 +18,7 @@ use tenantgate_catalog::store::{changes, tenants, NewTenant, TenantPatch};
 use tenantgate_catalog::Catalog;
 use tenantgate_config::{Config, RawConfig};
 use tenantgate_contract::host::DomainSpec;
-use tenantgate_contract::signing::{SigningKeys, TenantClaims};
+use tenantgate_contract::signing::{SigningKeys, TenantClaims, VerifyRules};
 use tenantgate_contract::{RateLimit, TenantStatus};
 use tenantgate_edge::{EdgeAddrs, EdgeHandle};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::TestCatalog;
 
-/// An app backend: answers `/healthz`, and for anything else verifies `x-tenant-signature`
-/// (401 when it does not verify) and echoes the request as JSON.
+/// An app backend: answers `/healthz`, and for anything else reads the body, verifies `x-tenant-signature`
+/// (`v2`, for this method and target; 401 when it does not verify) and echoes the request as JSON.
 pub struct TestBackend {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -155,6 +155,9 @@ async fn echo(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    // Read whole before answering, like a real app handler with a body: a slow body keeps the
+    // request waiting here.
+    body: axum::body::Bytes,
 ) -> Response {
     state.hits.fetch_add(1, Ordering::Relaxed);
     state.seen.lock().unwrap().push(format!(
@@ -170,11 +173,17 @@ async fn echo(
             shard: get("x-tenant-shard"),
             epoch: get("x-tenant-epoch").parse().ok()?,
             request_id: get("x-request-id"),
+            method: method.as_str(),
+            target: uri.path_and_query().map_or("/", |p| p.as_str()),
         };
         let now = tenantgate_contract::time::now_secs();
+        let rules = VerifyRules {
+            max_skew_secs: 30,
+            accept_v1: false,
+        };
         state
             .keys
-            .verify(get("x-tenant-signature"), &claims, now, 30)
+            .verify(get("x-tenant-signature"), &claims, now, rules)
             .ok()
     });
     if uri.path().starts_with("/slow") {
@@ -199,6 +208,7 @@ async fn echo(
         "method": method.as_str(),
         "path": uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "headers": seen,
+        "body_bytes": body.len(),
     }))
     .into_response()
 }

@@ -39,7 +39,20 @@ impl DevProcess {
     pub fn start(binary: impl AsRef<Path>, data_dir: &Path, extra: &[&str]) -> DevProcess {
         let mut command = Command::new(binary.as_ref());
         command.current_dir(crate::repository_root());
-        DevProcess::spawn(command, data_dir, extra)
+        DevProcess::spawn(command, data_dir, extra, Stdio::inherit())
+    }
+
+    /// Like [`DevProcess::start`], with the child's stderr (its log) going to `stderr`, e.g. a
+    /// file the test reads afterwards.
+    pub fn start_with_stderr(
+        binary: impl AsRef<Path>,
+        data_dir: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> DevProcess {
+        let mut command = Command::new(binary.as_ref());
+        command.current_dir(crate::repository_root());
+        DevProcess::spawn(command, data_dir, extra, stderr)
     }
 
     /// Like [`DevProcess::start`], but in a network namespace of its own where only loopback
@@ -71,7 +84,7 @@ impl DevProcess {
             migrations.to_str().expect("UTF-8 path"),
         ];
         args.extend_from_slice(extra);
-        DevProcess::spawn(command, &dir.join("data"), &args)
+        DevProcess::spawn(command, &dir.join("data"), &args, Stdio::inherit())
     }
 
     /// `program` to be run in this process's network namespace (see
@@ -84,14 +97,14 @@ impl DevProcess {
         command
     }
 
-    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> DevProcess {
+    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str], stderr: Stdio) -> DevProcess {
         let mut child = command
             .args(["dev", "--data-dir"])
             .arg(data_dir)
             .args(["--port-base", "0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start tenantgate dev");
         let (tx, rx) = mpsc::channel();

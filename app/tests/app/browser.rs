@@ -72,7 +72,8 @@ async fn dashboard_renders_in_headless_chromium(backend: Engine) {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_default();
             let mut forwarded = client.get(format!("{base}{path}")).bearer_auth(&token);
-            for (k, v) in edge_headers(&tenant, &keys, tenantgate_contract::time::now_secs()) {
+            let now = tenantgate_contract::time::now_secs();
+            for (k, v) in edge_headers(&tenant, &keys, now, "GET", &path) {
                 forwarded = forwarded.header(k, v);
             }
             let upstream = forwarded.send().await.unwrap();

@@ -150,7 +150,8 @@ async fn no_tenant_sees_another_tenants_items(backend: Engine) {
             .client
             .get(format!("{}/api/items", app.base_of(SHARD)))
             .bearer_auth(b_token);
-        for (k, v) in edge_headers(t, &app.edge_keys, tenantgate_contract::time::now_secs()) {
+        let now = tenantgate_contract::time::now_secs();
+        for (k, v) in edge_headers(t, &app.edge_keys, now, "GET", "/api/items") {
             rb = rb.header(k, v);
         }
         let resp = rb.send().await.unwrap();

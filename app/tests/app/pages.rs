@@ -85,9 +85,10 @@ async fn dashboard_speaks_the_tenants_language(backend: Engine) {
         .build()
         .unwrap();
     let signed = |method: Method, path: &str| {
+        let now = tenantgate_contract::time::now_secs();
+        let headers = app.signed_headers(&de, &app.edge_keys, now, method.as_str(), path);
         let mut rb = no_redirects.request(method, format!("{}{path}", app.base));
-        for (k, v) in app.signed_headers(&de, &app.edge_keys, tenantgate_contract::time::now_secs())
-        {
+        for (k, v) in headers {
             rb = rb.header(k, v);
         }
         rb

@@ -88,7 +88,7 @@ async fn bad_signatures_get_401_and_open_no_connection(backend: Engine) {
     .unwrap();
 
     let mut cases: Vec<(&str, Vec<(&'static str, String)>)> = Vec::new();
-    let valid = app.signed_headers(&t, &app.edge_keys, now);
+    let valid = app.signed_headers(&t, &app.edge_keys, now, "GET", "/whoami");
     cases.push((
         "missing",
         valid
@@ -99,11 +99,20 @@ async fn bad_signatures_get_401_and_open_no_connection(backend: Engine) {
     ));
     cases.push((
         "expired",
-        app.signed_headers(&t, &app.edge_keys, now - 3600),
+        app.signed_headers(&t, &app.edge_keys, now - 3600, "GET", "/whoami"),
     ));
-    cases.push(("future", app.signed_headers(&t, &app.edge_keys, now + 3600)));
-    cases.push(("other key", app.signed_headers(&t, &other_key, now)));
-    cases.push(("unknown kid", app.signed_headers(&t, &unknown_kid, now)));
+    cases.push((
+        "future",
+        app.signed_headers(&t, &app.edge_keys, now + 3600, "GET", "/whoami"),
+    ));
+    cases.push((
+        "other key",
+        app.signed_headers(&t, &other_key, now, "GET", "/whoami"),
+    ));
+    cases.push((
+        "unknown kid",
+        app.signed_headers(&t, &unknown_kid, now, "GET", "/whoami"),
+    ));
     let mut forged = valid.clone();
     forged
         .iter_mut()
@@ -150,6 +159,8 @@ async fn bad_signatures_get_401_and_open_no_connection(backend: Engine) {
         shard: "shard-b",
         epoch: t.epoch,
         request_id,
+        method: "GET",
+        target: "/whoami",
     };
     let resp = app
         .client
@@ -185,7 +196,7 @@ async fn bad_signatures_get_401_and_open_no_connection(backend: Engine) {
 
     // The previous key (k1) is still accepted: keys rotate.
     let mut rb = app.client.get(format!("{}/whoami", app.base));
-    for (k, v) in app.signed_headers(&t, &app.previous_keys, now) {
+    for (k, v) in app.signed_headers(&t, &app.previous_keys, now, "GET", "/whoami") {
         rb = rb.header(k, v);
     }
     assert_eq!(rb.send().await.unwrap().status(), StatusCode::OK);
@@ -240,3 +251,162 @@ async fn a_stale_epoch_is_refused_as_tenant_moved(backend: Engine) {
     app.stop().await;
 }
 both_backends!(a_stale_epoch_is_refused_as_tenant_moved);
+
+/// Send `GET|POST target` to the app with `headers`; the status and the error code.
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    target: &str,
+    headers: &[(&'static str, String)],
+) -> (StatusCode, Value) {
+    let mut rb = app
+        .client
+        .request(method, format!("{}{target}", app.base))
+        .bearer_auth("whatever");
+    for (k, v) in headers {
+        rb = rb.header(*k, v);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Signature v2 (DESIGN §9): a captured header is good for one method, one target and one use.
+async fn captured_signatures_cannot_be_reused(backend: Engine) {
+    let app = TestApp::start(backend, Options::default()).await;
+    let t = app.tenant("acme", serde_json::json!({})).await;
+    let now = now_secs();
+
+    // The first use passes; the same header again within the skew window is a replay.
+    let whoami = app.signed_headers(&t, &app.edge_keys, now, "GET", "/whoami");
+    let (status, _) = send(&app, reqwest::Method::GET, "/whoami", &whoami).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = send(&app, reqwest::Method::GET, "/whoami", &whoami).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "replayed_request", "{body}");
+
+    // Fresh headers signed for one request do not verify for another method or target (each
+    // is refused before the replay cache, so these are the signature's own refusals).
+    let cases = [
+        (
+            "other path",
+            "GET",
+            "/whoami",
+            reqwest::Method::GET,
+            "/api/export",
+        ),
+        (
+            "other method",
+            "GET",
+            "/api/items",
+            reqwest::Method::POST,
+            "/api/items",
+        ),
+        (
+            "other query",
+            "GET",
+            "/api/items?limit=1",
+            reqwest::Method::GET,
+            "/api/items?limit=2",
+        ),
+        (
+            "query dropped",
+            "GET",
+            "/api/items?limit=1",
+            reqwest::Method::GET,
+            "/api/items",
+        ),
+    ];
+    for (what, signed_method, signed_target, method, target) in cases {
+        let headers = app.signed_headers(&t, &app.edge_keys, now, signed_method, signed_target);
+        let (status, body) = send(&app, method, target, &headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_signature", "{what}: {body}");
+    }
+    // The replay cache keys on the request id, whatever was signed: a header for a new target
+    // with an id already used is refused too.
+    let mut reused = app.signed_headers(&t, &app.edge_keys, now, "GET", "/api/items");
+    let used_id = whoami
+        .iter()
+        .find(|(k, _)| *k == "x-request-id")
+        .unwrap()
+        .1
+        .clone();
+    let signature = app.edge_keys.sign(
+        &TenantClaims {
+            tenant_id: t.id,
+            slug: &t.slug,
+            shard: &t.shard,
+            epoch: t.epoch,
+            request_id: &used_id,
+            method: "GET",
+            target: "/dashboard",
+        },
+        now,
+    );
+    for (k, v) in reused.iter_mut() {
+        match *k {
+            "x-request-id" => *v = used_id.clone(),
+            "x-tenant-signature" => *v = signature.clone(),
+            _ => {}
+        }
+    }
+    let (status, body) = send(&app, reqwest::Method::GET, "/dashboard", &reused).await;
+    assert_eq!(body["error"]["code"], "replayed_request", "{status} {body}");
+
+    // v1 headers (no method, no path) are refused while `security.accept_v1` is off.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let claims = TenantClaims {
+        tenant_id: t.id,
+        slug: &t.slug,
+        shard: &t.shard,
+        epoch: t.epoch,
+        request_id: &request_id,
+        method: "GET",
+        target: "/whoami",
+    };
+    let mut v1 = app.signed_headers(&t, &app.edge_keys, now, "GET", "/whoami");
+    for (k, v) in v1.iter_mut() {
+        match *k {
+            "x-request-id" => *v = request_id.clone(),
+            "x-tenant-signature" => *v = app.edge_keys.sign_v1(&claims, now),
+            _ => {}
+        }
+    }
+    let (status, body) = send(&app, reqwest::Method::GET, "/whoami", &v1).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_signature", "{body}");
+    app.stop().await;
+
+    // With `accept_v1` on, the same header verifies (once: replays are refused for v1 too).
+    let lenient = TestApp::start(
+        backend,
+        Options {
+            accept_v1: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let t = lenient.tenant("acme", serde_json::json!({})).await;
+    let claims = TenantClaims {
+        tenant_id: t.id,
+        slug: &t.slug,
+        shard: &t.shard,
+        epoch: t.epoch,
+        ..claims
+    };
+    let mut v1 = lenient.signed_headers(&t, &lenient.edge_keys, now, "GET", "/whoami");
+    for (k, v) in v1.iter_mut() {
+        match *k {
+            "x-request-id" => *v = request_id.clone(),
+            "x-tenant-signature" => *v = lenient.edge_keys.sign_v1(&claims, now),
+            _ => {}
+        }
+    }
+    let (status, body) = send(&lenient, reqwest::Method::GET, "/whoami", &v1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(&lenient, reqwest::Method::GET, "/whoami", &v1).await;
+    assert_eq!(body["error"]["code"], "replayed_request", "{status} {body}");
+    lenient.stop().await;
+}
+both_backends!(captured_signatures_cannot_be_reused);

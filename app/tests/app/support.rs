@@ -36,6 +36,8 @@ pub(crate) struct Options {
     pub(crate) acquire_timeout_ms: u64,
     pub(crate) pool_idle_secs: u64,
     pub(crate) max_skew_secs: u64,
+    /// `security.accept_v1`.
+    pub(crate) accept_v1: bool,
     /// PostgreSQL only: list the test server again as the shard's replica, told apart by its
     /// `application_name` ([`REPLICA_APP_NAME`]).
     pub(crate) replica: bool,
@@ -51,6 +53,7 @@ impl Default for Options {
             acquire_timeout_ms: 2000,
             pool_idle_secs: 60,
             max_skew_secs: 30,
+            accept_v1: false,
             replica: false,
             shard_location: None,
         }
@@ -111,11 +114,13 @@ signing_key_id = "k2"
 signing_keys = {{ k1 = "{k1}", k2 = "{k2}" }}
 credential_key = "{cred}"
 max_skew_secs = {skew}
+accept_v1 = {accept_v1}
 "#,
         budget = opts.budget,
         acquire = opts.acquire_timeout_ms,
         idle = opts.pool_idle_secs,
         skew = opts.max_skew_secs,
+        accept_v1 = opts.accept_v1,
     )
 }
 
@@ -348,14 +353,17 @@ impl TestApp {
         token
     }
 
-    /// The headers the edge would send for `t`, signed with `keys` at unix time `ts`.
+    /// The headers the edge would send for `method target` to `t`, signed with `keys` at unix
+    /// time `ts`.
     pub(crate) fn signed_headers(
         &self,
         t: &TestTenant,
         keys: &SigningKeys,
         ts: i64,
+        method: &str,
+        target: &str,
     ) -> Vec<(&'static str, String)> {
-        edge_headers(t, keys, ts)
+        edge_headers(t, keys, ts, method, target)
     }
 
     /// A request for `t` signed like the edge signs it, now.
@@ -366,9 +374,15 @@ impl TestApp {
         path: &str,
     ) -> reqwest::RequestBuilder {
         let base = self.base_of(&t.shard);
+        let headers = self.signed_headers(
+            t,
+            &self.edge_keys,
+            tenantgate_contract::time::now_secs(),
+            method.as_str(),
+            path,
+        );
         let mut rb = self.client.request(method, format!("{base}{path}"));
-        for (k, v) in self.signed_headers(t, &self.edge_keys, tenantgate_contract::time::now_secs())
-        {
+        for (k, v) in headers {
             rb = rb.header(k, v);
         }
         rb
@@ -444,11 +458,14 @@ impl Rng {
     }
 }
 
-/// The headers the edge sends for `t`, signed with `keys` at unix time `ts`.
+/// The headers the edge sends for `method target` to `t` (target: path and query as the app
+/// receives it), signed with `keys` at unix time `ts`, with a fresh request id.
 pub(crate) fn edge_headers(
     t: &TestTenant,
     keys: &SigningKeys,
     ts: i64,
+    method: &str,
+    target: &str,
 ) -> Vec<(&'static str, String)> {
     let request_id = Uuid::new_v4().to_string();
     let claims = TenantClaims {
@@ -457,6 +474,8 @@ pub(crate) fn edge_headers(
         shard: &t.shard,
         epoch: t.epoch,
         request_id: &request_id,
+        method,
+        target,
     };
     let signature = keys.sign(&claims, ts);
     vec![

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use sqlx::types::Json;
 use tenantgate_contract::host::{self, DomainSpec, OwnershipConflict};
 use tenantgate_contract::{RateLimit, TenantStatus};
@@ -507,7 +508,7 @@ pub const HOSTS_PER_QUERY: usize = 500;
 
 const ROUTES_SELECT: &str =
     "SELECT d.host, d.path_prefix, t.id, t.slug, t.status, t.shard, t.epoch,
-        t.rate_limit_rps, t.rate_limit_burst
+        t.rate_limit_rps, t.rate_limit_burst, t.settings
      FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id";
 
 /// A row of [`ROUTES_SELECT`]: its host and route.
@@ -521,6 +522,12 @@ fn route_from_row(r: &impl CatalogRow) -> Result<(String, Route), CatalogError> 
         epoch: r.get("epoch")?,
         rate_limit: rate_limit_cols(r.get("rate_limit_rps")?, r.get("rate_limit_burst")?),
         path_prefix: (!prefix.is_empty()).then_some(prefix),
+        // The admin API validated the settings when they were written; a value this version
+        // cannot read (from a newer one) falls back to the edge's default.
+        client_share: r
+            .json::<serde_json::Value>("settings")?
+            .get("per_client_share")
+            .and_then(|v| tenantgate_contract::ClientShare::deserialize(v).ok()),
     };
     Ok((r.get("host")?, route))
 }
