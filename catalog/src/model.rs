@@ -180,6 +180,10 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// The domain's path prefix, if it is a host + prefix domain.
     pub path_prefix: Option<String>,
+    /// The tenant's `settings.https_only`.
+    pub https_only: bool,
+    /// The tenant's `settings.hsts_max_age`, seconds.
+    pub hsts_max_age: Option<u32>,
 }
 
 /// One entry of the `catalog_changes` feed.

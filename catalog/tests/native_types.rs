@@ -202,6 +202,8 @@ async fn rows_written_by_the_text_schema_read_back_the_same(tc: TestCatalog) {
         epoch,
         rate_limit,
         path_prefix: prefix.map(String::from),
+        https_only: false,
+        hsts_max_age: None,
     };
     let acme_limit = Some(RateLimit { rps: 10, burst: 20 });
     assert_eq!(

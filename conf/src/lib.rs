@@ -104,6 +104,24 @@ pub struct EdgeConfig {
     pub tenant_label_limit: usize,
     pub tenant_label_idle: Duration,
     pub grace_period: Duration,
+    /// The TLS listener; `None` when `edge.tls_listen` is empty.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificate for SNI names the catalog has none for; `None`: refuse them.
+    pub tls_fallback: Option<TlsFallback>,
+}
+
+/// The edge's fallback certificate, read from `edge.tls_fallback_cert` / `_key` and checked
+/// to parse and match at load time.
+#[derive(Clone)]
+pub struct TlsFallback {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFallback(..)")
+    }
 }
 
 #[derive(Debug, Clone)]

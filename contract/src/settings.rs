@@ -10,6 +10,8 @@
 //! | `features` | object of flag name → `true`/`false` | `{}` |
 //! | `data_retention_days` | 1-36500: app rows in retention-managed tables older than this are deleted | none (kept) |
 //! | `backup_retention` | `{keep_daily, keep_weekly, keep_monthly}` (all three), replacing `[backups]`'s | the config's |
+//! | `https_only` | `true`: the edge answers plain-HTTP requests with a 308 to `https://` (ACME HTTP-01 challenges excepted) | `false` |
+//! | `hsts_max_age` | 0-63072000 seconds: the edge sends `Strict-Transport-Security: max-age=N` on TLS responses | none (no header) |
 //!
 //! Unknown keys are refused, so a typo (`loacle`) never silently does nothing. Every value is
 //! checked when it is parsed, so a [`TenantSettings`] always holds valid values (a theme colour
@@ -66,6 +68,49 @@ pub struct TenantSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<RetentionFields>))]
     pub backup_retention: Option<BackupRetention>,
+    /// Plain-HTTP requests get a 308 to https (ACME HTTP-01 challenges excepted); default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_only: Option<bool>,
+    /// Seconds of `Strict-Transport-Security` sent on TLS responses; none sends no header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u32>, minimum = 0, maximum = 63072000)
+    )]
+    pub hsts_max_age: Option<HstsMaxAge>,
+}
+
+/// Longest `hsts_max_age`: two years, the most browsers' preload lists ask for.
+pub const MAX_HSTS_MAX_AGE: u32 = 63_072_000;
+
+/// Seconds of `Strict-Transport-Security: max-age`, 0 (tells browsers to forget) to
+/// [`MAX_HSTS_MAX_AGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct HstsMaxAge(u32);
+
+impl HstsMaxAge {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for HstsMaxAge {
+    type Error = String;
+
+    fn try_from(secs: u32) -> Result<Self, String> {
+        if secs <= MAX_HSTS_MAX_AGE {
+            Ok(HstsMaxAge(secs))
+        } else {
+            Err(format!("must be at most {MAX_HSTS_MAX_AGE} seconds"))
+        }
+    }
+}
+
+impl From<HstsMaxAge> for u32 {
+    fn from(secs: HstsMaxAge) -> u32 {
+        secs.0
+    }
 }
 
 /// Most days `data_retention_days` may be (100 years).
@@ -270,6 +315,11 @@ impl TenantSettings {
             .as_ref()
             .and_then(|t| t.color.as_ref())
             .map(|c| c.0.as_str())
+    }
+
+    /// Whether plain-HTTP requests are redirected to https (off when unset).
+    pub fn https_only(&self) -> bool {
+        self.https_only.unwrap_or(false)
     }
 
     /// Whether feature flag `name` is on (off when unset).

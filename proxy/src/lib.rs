@@ -9,7 +9,7 @@
 //! Modules, one per concern: [`headers`] (request checks, upstream headers), [`resolve`] (route
 //! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
 //! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! `server` (Pingora server and shutdown). The status gate is the tenant contract's
+//! `server` (Pingora server and shutdown), [`tls`] (certificates by SNI). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
 
 pub mod error;
@@ -21,6 +21,7 @@ pub mod pools;
 pub mod rate_limit;
 pub mod resolve;
 mod server;
+pub mod tls;
 
 pub use error::{EdgeError, Reject};
 pub use server::{upgrade_paths, EdgeAddrs, EMBEDDED_MAX_GRACE};

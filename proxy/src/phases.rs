@@ -58,6 +58,10 @@ pub struct RequestCtx {
     reject: Option<Reject>,
     /// Held while the request counts against its tenant's in-flight cap.
     in_flight: Option<InFlight>,
+    /// The client connection is TLS.
+    tls: bool,
+    /// Where a plain-HTTP request of an `https_only` tenant is redirected.
+    redirect: Option<http::HeaderValue>,
 }
 
 impl RequestCtx {
@@ -84,19 +88,28 @@ impl ProxyHttp for Edge {
             request_id: String::new(),
             reject: None,
             in_flight: None,
+            tls: false,
+            redirect: None,
         }
     }
 
-    /// Runs once the request headers are read: check the request, resolve its tenant, apply the
-    /// status gate and the rate limit, and choose a backend. `Ok(true)` means the edge answered
-    /// itself; `Ok(false)` continues to the upstream.
+    /// Runs once the request headers are read: check the request, resolve its tenant, redirect
+    /// plain HTTP of `https_only` tenants, apply the status gate and the rate limit, and choose
+    /// a backend. `Ok(true)` means the edge answered itself; `Ok(false)` continues to the
+    /// upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         match self.admit(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(()) => match ctx.redirect.take() {
+                Some(location) => {
+                    redirect(session, ctx, location).await?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
             Err((reject, limit)) => {
                 respond(
                     session,
@@ -212,8 +225,7 @@ impl ProxyHttp for Edge {
                 } else {
                     None
                 },
-                // The listener the request came in on: a TLS connection has a TLS digest.
-                tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+                tls: ctx.tls,
             },
         )
     }
@@ -230,7 +242,11 @@ impl ProxyHttp for Edge {
         if draining {
             session.set_keepalive(None);
         }
-        headers::annotate_response(response, &ctx.request_id, draining)
+        let hsts = match (&ctx.route, ctx.tls) {
+            (Some(route), true) => route.hsts.as_ref(),
+            _ => None,
+        };
+        headers::annotate_response(response, &ctx.request_id, hsts, draining)
     }
 
     /// Runs when proxying failed: answer with the JSON error of the reason (none when the
@@ -336,6 +352,8 @@ impl Edge {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<(), (Reject, Option<Decision>)> {
+        // The listener the request came in on: a TLS connection has a TLS digest.
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         headers::check_request(req, self.config.edge.max_header_bytes).map_err(|r| (r, None))?;
         let raw_host = headers::host_of(req).map_err(|r| (r, None))?;
@@ -347,6 +365,12 @@ impl Edge {
         ctx.prefixed = prefixed;
         ctx.stamp();
         ctx.route = Some(route.clone());
+        if route.https_only && !ctx.tls && !headers::exempt_from_https_redirect(path) {
+            let location = headers::https_location(&host, session.req_header())
+                .map_err(|_| (Reject::MalformedRequest, None))?;
+            ctx.redirect = Some(location);
+            return Ok(());
+        }
 
         // `new_ctx` ran once the request header was read: its instant is "now" for the limiter.
         let mut now = ctx.started;
@@ -412,6 +436,20 @@ impl Edge {
         }
         Err(Reject::Tenant(Refusal::MovingTimedOut))
     }
+}
+
+/// Answer a plain-HTTP request of an `https_only` tenant with a 308 to `location` (308 keeps
+/// the method and body, unlike 301).
+async fn redirect(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    location: http::HeaderValue,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(308, Some(4))?;
+    resp.insert_header("location", location)?;
+    resp.insert_header("content-length", "0")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    session.write_response_header(Box::new(resp), true).await
 }
 
 /// Answer the request with the JSON error of `reject` (and the rate-limit headers); `close`

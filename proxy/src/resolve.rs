@@ -63,6 +63,10 @@ pub struct RouteInfo {
     pub limits: Arc<TenantLimits>,
     /// This route's metric series, once used.
     pub series: crate::metrics::RouteSeries,
+    /// The tenant's `settings.https_only`: plain-HTTP requests are redirected to https.
+    pub https_only: bool,
+    /// `Strict-Transport-Security` for TLS responses (`settings.hsts_max_age`), prepared.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// Everything cached for one host. No routes means the host is unknown (a negative entry).
@@ -383,6 +387,8 @@ impl Resolver {
                     epoch: r.epoch,
                     path_prefix: r.path_prefix.map(Into::into),
                     series: Default::default(),
+                    https_only: r.https_only,
+                    hsts: r.hsts_max_age.map(crate::headers::hsts_value),
                 })
             })
             .collect();
@@ -539,6 +545,8 @@ mod tests {
             path_prefix: prefix.map(Into::into),
             limits: Arc::new(TenantLimits::new(RateLimit { rps: 1, burst: 1 })),
             series: Default::default(),
+            https_only: false,
+            hsts: None,
         })
     }
 

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod backups;
+pub mod certificates;
 pub mod changes;
 mod driver;
 pub mod jobs;

@@ -205,7 +205,8 @@ pub async fn delete_domain(
     if deleted == 0 {
         return Err(CatalogError::NotFound("domain"));
     }
-    Ok(())
+    // A host's certificate goes with the tenant's last domain on it.
+    super::certificates::drop_orphaned(tx, tenant_id, &domain.host).await
 }
 
 /// Apply `patch` to a tenant in the caller's write transaction.
@@ -507,12 +508,13 @@ pub const HOSTS_PER_QUERY: usize = 500;
 
 const ROUTES_SELECT: &str =
     "SELECT d.host, d.path_prefix, t.id, t.slug, t.status, t.shard, t.epoch,
-        t.rate_limit_rps, t.rate_limit_burst
+        t.rate_limit_rps, t.rate_limit_burst, t.settings
      FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id";
 
 /// A row of [`ROUTES_SELECT`]: its host and route.
 fn route_from_row(r: &impl CatalogRow) -> Result<(String, Route), CatalogError> {
     let prefix: String = r.get("path_prefix")?;
+    let settings = tenantgate_contract::TenantSettings::read_stored(&r.json("settings")?);
     let route = Route {
         tenant_id: r.id("id")?,
         slug: r.get("slug")?,
@@ -521,6 +523,8 @@ fn route_from_row(r: &impl CatalogRow) -> Result<(String, Route), CatalogError> 
         epoch: r.get("epoch")?,
         rate_limit: rate_limit_cols(r.get("rate_limit_rps")?, r.get("rate_limit_burst")?),
         path_prefix: (!prefix.is_empty()).then_some(prefix),
+        https_only: settings.https_only(),
+        hsts_max_age: settings.hsts_max_age.map(u32::from),
     };
     Ok((r.get("host")?, route))
 }
