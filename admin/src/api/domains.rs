@@ -105,13 +105,17 @@ pub(crate) async fn list_handler(
     Ok(Json(DomainList { domains }))
 }
 
-/// Upload (or replace) the certificate of one of the tenant's hosts.
+/// Upload (or replace) the certificate of one of the tenant's hosts. Mounted on the catch-all
+/// `/v1/tenants/{id}/domains/{*domain}`, so `domain` is `<host>/certificate`.
 pub(crate) async fn put_certificate_handler(
     State(state): State<AdminState>,
     Writer(actor): Writer,
-    Path((id, domain)): Path<(String, String)>,
+    Path((id, rest)): Path<(String, String)>,
     ApiJson(req): ApiJson<UploadCertificate>,
 ) -> Result<Json<DomainView>, AdminError> {
+    let Some(domain) = rest.strip_suffix("/certificate") else {
+        return Err(AdminError::NotFound("route"));
+    };
     // A path that is no valid host names no domain of the tenant.
     let spec = DomainSpec::parse(&domain).map_err(|_| AdminError::NotFound("domain"))?;
     if spec.path_prefix.is_some() {

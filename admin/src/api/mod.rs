@@ -212,6 +212,8 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 "Upload or replace the TLS certificate of a tenant's host",
             )
             .id("putCertificate")
+            // axum's router holds no `{domain}/certificate` beside the catch-all below.
+            .mounted_at("/v1/tenants/{id}/domains/{*domain}")
             .access(WRITE)
             .body::<domains::UploadCertificate>()
             .reply::<domains::DomainView>(200, "the domain with its new certificate")
@@ -441,7 +443,7 @@ pub(crate) fn checker() -> Arc<Checker> {
 pub(crate) fn router(state: AdminState) -> Router {
     let mut router = Router::new();
     for (op, handler) in table() {
-        router = router.route(op.path, handler);
+        router = router.route(op.route_path(), handler);
     }
     router
         .fallback(|| async { AdminError::NotFound("route") })
