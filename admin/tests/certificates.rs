@@ -40,6 +40,14 @@ impl Ca {
     }
 }
 
+/// The admin's `/metrics` page.
+async fn metrics_text(h: &Harness) -> String {
+    match h.call("GET", "/metrics", None, None).await.body {
+        serde_json::Value::String(text) => text,
+        other => panic!("metrics are text: {other}"),
+    }
+}
+
 both_backends!(uploads_are_checked_sealed_and_listed);
 async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
     let h = Harness::started(backend).await;
@@ -81,6 +89,13 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
         .unwrap();
     assert_eq!(shared["path_prefix"], "acme");
 
+    let metrics = metrics_text(&h).await;
+    assert!(
+        metrics.contains("tenantgate_certificates{state=\"none\"} 3"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("tenantgate_certificate_expiry_timestamp_seconds "));
+
     // A wildcard leaf with its CA appended: accepted, the key sealed and never shown.
     let (leaf, key) = ca.leaf(&["*.acme.test"], 2025, 2035);
     let chain = leaf.clone() + &ca.cert.pem();
@@ -115,6 +130,21 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
         "{audit_text}"
     );
     assert!(!audit_text.contains(&key_body[..40]));
+
+    // Metrics: one issued, and the soonest expiry (2035-01-01T00:00:00Z).
+    let metrics = metrics_text(&h).await;
+    assert!(
+        metrics.contains("tenantgate_certificates{state=\"issued\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenantgate_certificates{state=\"none\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenantgate_certificate_expiry_timestamp_seconds 2051222400"),
+        "{metrics}"
+    );
 
     // Stored sealed, bound to tenant and host.
     let stored = h.catalog.served_certificates(None).await.unwrap();

@@ -239,6 +239,17 @@ mod tests {
                 "edge.metrics_listen",
             ),
             ("", &[("TENANTGATE__EDGE__NOPE", "1")], "edge.nope"),
+            ("", &[("TENANTGATE__EDGE__TLS_LISTEN", "443")], "edge.tls_listen"),
+            (
+                "[edge]\ntls_fallback_cert = \"/nonexistent.crt\"\n",
+                &[],
+                "edge.tls_fallback_key",
+            ),
+            (
+                "[edge]\ntls_fallback_cert = \"/nonexistent.crt\"\ntls_fallback_key = \"/nonexistent.key\"\n",
+                &[],
+                "edge.tls_fallback_cert",
+            ),
             ("mode = \"prod\"\n", &[], "mode"),
             ("mode = \"production\"\n", &[], "security.signing_keys"),
             (
@@ -276,6 +287,13 @@ mod tests {
             assert_eq!(&err.key, key, "{text}: {err}");
             assert!(err.to_string().contains(key));
         }
+    }
+
+    #[test]
+    fn tls_listen_is_optional() {
+        assert_eq!(load("", &[]).unwrap().edge.tls_listen, None);
+        let c = load("", &[("TENANTGATE__EDGE__TLS_LISTEN", "127.0.0.1:8443")]).unwrap();
+        assert_eq!(c.edge.tls_listen, Some("127.0.0.1:8443".parse().unwrap()));
     }
 
     #[test]

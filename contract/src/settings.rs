@@ -742,6 +742,24 @@ mod tests {
     }
 
     #[test]
+    fn https_settings_are_checked() {
+        let s = TenantSettings::from_value(&json!({"https_only": true, "hsts_max_age": 31536000}))
+            .unwrap();
+        assert!(s.https_only());
+        assert_eq!(s.hsts_max_age.map(HstsMaxAge::get), Some(31_536_000));
+        assert_eq!(TenantSettings::from_value(&s.to_value()).unwrap(), s);
+        let none = TenantSettings::default();
+        assert!(!none.https_only() && none.hsts_max_age.is_none());
+        for (bad, field) in [
+            (json!({"https_only": "yes"}), "settings.https_only"),
+            (json!({"hsts_max_age": 63072001}), "settings.hsts_max_age"),
+            (json!({"hsts_max_age": -1}), "settings.hsts_max_age"),
+        ] {
+            assert_eq!(field_of(bad), field);
+        }
+    }
+
+    #[test]
     fn reads_a_full_document_and_its_defaults() {
         let s = TenantSettings::from_value(&json!({
             "locale": "pt-BR", "timezone": "America/Sao_Paulo",
