@@ -108,6 +108,8 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
             burst: 10_000_000,
         })),
         series: Default::default(),
+        https_only: false,
+        hsts: None,
     })
 }
 

@@ -117,7 +117,7 @@ pub(crate) async fn put_certificate_handler(
         return Err(AdminError::NotFound("route"));
     };
     // A path that is no valid host names no domain of the tenant.
-    let spec = DomainSpec::parse(&domain).map_err(|_| AdminError::NotFound("domain"))?;
+    let spec = DomainSpec::parse(domain).map_err(|_| AdminError::NotFound("domain"))?;
     if spec.path_prefix.is_some() {
         return Err(AdminError::NotFound("domain"));
     }
