@@ -17,3 +17,13 @@ CREATE TABLE certificates (
     updated_at  timestamptz NOT NULL
 );
 CREATE INDEX certificates_tenant ON certificates (tenant_id);
+
+-- Pending ACME HTTP-01 challenges: the edge answers `/.well-known/acme-challenge/{token}` on
+-- its plain listener from these (for any host, as the CA asks), loaded into memory from the
+-- change feed. `host` is the name being validated, for operators and clean-up.
+CREATE TABLE acme_challenges (
+    token             TEXT PRIMARY KEY,
+    key_authorization TEXT NOT NULL,
+    host              TEXT NOT NULL,
+    expires_at        timestamptz NOT NULL
+);

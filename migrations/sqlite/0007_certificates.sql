@@ -12,3 +12,11 @@ CREATE TABLE certificates (
     updated_at  BIGINT NOT NULL
 );
 CREATE INDEX certificates_tenant ON certificates (tenant_id);
+
+-- Pending ACME HTTP-01 challenges. See the PostgreSQL migration.
+CREATE TABLE acme_challenges (
+    token             TEXT PRIMARY KEY,
+    key_authorization TEXT NOT NULL,
+    host              TEXT NOT NULL,
+    expires_at        BIGINT NOT NULL
+);

@@ -17,6 +17,7 @@ use tenantgate_contract::host::normalize_host;
 use tenantgate_contract::signing::TenantClaims;
 use tenantgate_contract::{Admission, Refusal};
 
+use crate::acme::Challenges;
 use crate::error::Reject;
 use crate::headers::{self, Forwarded};
 use crate::metrics::{EdgeMetrics, UpstreamError, NONE_LABEL};
@@ -37,6 +38,8 @@ pub struct Edge {
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) metrics: Arc<EdgeMetrics>,
+    /// Pending ACME HTTP-01 challenges, answered on the plain listener.
+    pub(crate) challenges: Arc<Challenges>,
     /// Set when a stop or an upgrade was requested: responses then close their connection, so
     /// keep-alive clients reconnect (to the new process, during an upgrade) instead of sending
     /// their next request on a connection that is about to go away.
@@ -102,6 +105,10 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        if let Some(answer) = self.challenge_answer(session, ctx) {
+            answer_challenge(session, ctx, answer).await?;
+            return Ok(true);
+        }
         match self.admit(session, ctx).await {
             Ok(()) => match ctx.redirect.take() {
                 Some(location) => {
@@ -346,6 +353,23 @@ impl Edge {
         }
     }
 
+    /// The key authorization when the request is an ACME HTTP-01 challenge the edge holds,
+    /// asked on the plain listener (any host: the CA asks for the domain it validates). Checks
+    /// the request like any other first, so a malformed one is still refused.
+    fn challenge_answer(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Arc<str>> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if !path.starts_with(crate::acme::CHALLENGE_PREFIX)
+            || session.digest().is_some_and(|d| d.ssl_digest.is_some())
+            || headers::check_request(req, self.config.edge.max_header_bytes).is_err()
+        {
+            return None;
+        }
+        let answer = self.challenges.answer(path)?;
+        ctx.stamp();
+        Some(answer)
+    }
+
     /// The admission steps of `request_filter`, in order. `Err` carries the answer to give.
     async fn admit(
         &self,
@@ -436,6 +460,21 @@ impl Edge {
         }
         Err(Reject::Tenant(Refusal::MovingTimedOut))
     }
+}
+
+/// Answer an ACME HTTP-01 challenge with its key authorization (RFC 8555 §8.3).
+async fn answer_challenge(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    key_authorization: Arc<str>,
+) -> pingora::Result<()> {
+    let body = Bytes::copy_from_slice(key_authorization.as_bytes());
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", "text/plain")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
 }
 
 /// Answer a plain-HTTP request of an `https_only` tenant with a 308 to `location` (308 keeps

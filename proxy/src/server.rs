@@ -22,6 +22,7 @@ use tenantgate_config::Config;
 use tenantgate_contract::labels::QuietSweeper;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::Challenges;
 use crate::error::EdgeError;
 use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
@@ -142,7 +143,8 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let pools = Arc::new(Pools::default());
         let resolver = Resolver::start(&config, catalog.clone(), metrics.clone(), pools.clone());
         resolver.load_shards().await?;
-        let mut sinks = vec![resolver.sink()];
+        let challenges = Challenges::start(catalog.clone());
+        let mut sinks = vec![resolver.sink(), challenges.sink()];
         let certificates = match config.edge.tls_listen {
             Some(_) => {
                 let certs = Certificates::start(
@@ -186,6 +188,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             resolver,
             pools,
             metrics,
+            challenges,
         };
         Ok::<_, EdgeError>((edge, metrics_addr, certificates))
     });
