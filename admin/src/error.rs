@@ -52,6 +52,9 @@ pub enum AdminError {
     Shard(#[from] sqlx::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// An uploaded certificate cannot be used (the message never quotes the key).
+    #[error(transparent)]
+    Certificate(#[from] tenantgate_contract::tls::CertError),
     /// Taking, storing or restoring a backup failed.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
@@ -102,6 +105,8 @@ impl AdminError {
             AdminError::Backup(BackupError::NotConfigured(_)) => {
                 (StatusCode::CONFLICT, "backups_not_configured")
             }
+            AdminError::Certificate(e) if e.is_malformed() => (StatusCode::BAD_REQUEST, e.code()),
+            AdminError::Certificate(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code()),
             AdminError::Catalog(CatalogError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Catalog(e) if e.is_unique_violation() => (StatusCode::CONFLICT, "conflict"),
             AdminError::Catalog(e) if e.is_unavailable() => {

@@ -4,6 +4,7 @@
 use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use std::time::Duration;
 
+use tenantgate_catalog::store::certificates::CertStatus;
 use tenantgate_catalog::Catalog;
 use tenantgate_contract::TenantStatus;
 
@@ -12,6 +13,10 @@ use tenantgate_contract::TenantStatus;
 pub(crate) struct Metrics {
     registry: Registry,
     tenants: GaugeVec,
+    certificates: GaugeVec,
+    /// No labels; the series exists only while some certificate is issued (an absent series
+    /// must not read as "expires in 1970").
+    certificate_expiry: GaugeVec,
     jobs: IntCounterVec,
     job_duration: HistogramVec,
     backups: IntCounterVec,
@@ -48,6 +53,22 @@ impl Metrics {
         let tenants = GaugeVec::new(
             Opts::new("tenantgate_tenants", "Tenants in the catalog by status."),
             &["status"],
+        )
+        .expect("valid metric");
+        let certificates = GaugeVec::new(
+            Opts::new(
+                "tenantgate_certificates",
+                "Tenant hosts by TLS certificate state (none, pending, issued, failed), from the catalog.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let certificate_expiry = GaugeVec::new(
+            Opts::new(
+                "tenantgate_certificate_expiry_timestamp_seconds",
+                "Unix time at which the soonest-expiring issued tenant certificate expires.",
+            ),
+            &[],
         )
         .expect("valid metric");
         let jobs = IntCounterVec::new(
@@ -126,6 +147,8 @@ impl Metrics {
         .expect("valid metric");
         for c in [
             Box::new(tenants.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(certificates.clone()),
+            Box::new(certificate_expiry.clone()),
             Box::new(backup_last_success.clone()),
             Box::new(never_backed_up.clone()),
             Box::new(jobs.clone()),
@@ -140,6 +163,8 @@ impl Metrics {
         Metrics {
             registry,
             tenants,
+            certificates,
+            certificate_expiry,
             jobs,
             job_duration,
             backups,
@@ -192,6 +217,27 @@ impl Metrics {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not count tenants for /metrics"),
+        }
+        match catalog.certificate_summary().await {
+            Ok(summary) => {
+                for state in CertStatus::ALL {
+                    let n = summary
+                        .by_status
+                        .iter()
+                        .find(|(s, _)| *s == state)
+                        .map_or(0, |(_, n)| *n);
+                    self.certificates
+                        .with_label_values(&[state.as_str()])
+                        .set(n as f64);
+                }
+                self.certificate_expiry.reset();
+                if let Some(ms) = summary.soonest_not_after {
+                    self.certificate_expiry
+                        .with_label_values::<&str>(&[])
+                        .set(ms as f64 / 1000.0);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count certificates for /metrics"),
         }
         match catalog.last_backup_successes().await {
             Ok(successes) => {

@@ -182,6 +182,10 @@ pub struct Route {
     pub path_prefix: Option<String>,
     /// The tenant's `per_client_share` setting; `None` means the edge's configured default.
     pub client_share: Option<tenantgate_contract::ClientShare>,
+    /// The tenant's `settings.https_only`.
+    pub https_only: bool,
+    /// The tenant's `settings.hsts_max_age`, seconds.
+    pub hsts_max_age: Option<u32>,
 }
 
 /// One entry of the `catalog_changes` feed.

@@ -203,6 +203,8 @@ async fn rows_written_by_the_text_schema_read_back_the_same(tc: TestCatalog) {
         rate_limit,
         path_prefix: prefix.map(String::from),
         client_share: None,
+        https_only: false,
+        hsts_max_age: None,
     };
     let acme_limit = Some(RateLimit { rps: 10, burst: 20 });
     assert_eq!(

@@ -109,6 +109,24 @@ pub struct EdgeConfig {
     pub tenant_label_limit: usize,
     pub tenant_label_idle: Duration,
     pub grace_period: Duration,
+    /// The TLS listener; `None` when `edge.tls_listen` is empty.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificate for SNI names the catalog has none for; `None`: refuse them.
+    pub tls_fallback: Option<TlsFallback>,
+}
+
+/// The edge's fallback certificate, read from `edge.tls_fallback_cert` / `_key` and checked
+/// to parse and match at load time.
+#[derive(Clone)]
+pub struct TlsFallback {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFallback(..)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +261,17 @@ mod tests {
                 "edge.metrics_listen",
             ),
             ("", &[("TENANTGATE__EDGE__NOPE", "1")], "edge.nope"),
+            ("", &[("TENANTGATE__EDGE__TLS_LISTEN", "443")], "edge.tls_listen"),
+            (
+                "[edge]\ntls_fallback_cert = \"/nonexistent.crt\"\n",
+                &[],
+                "edge.tls_fallback_key",
+            ),
+            (
+                "[edge]\ntls_fallback_cert = \"/nonexistent.crt\"\ntls_fallback_key = \"/nonexistent.key\"\n",
+                &[],
+                "edge.tls_fallback_cert",
+            ),
             ("mode = \"prod\"\n", &[], "mode"),
             ("mode = \"production\"\n", &[], "security.signing_keys"),
             (
@@ -290,6 +319,13 @@ mod tests {
             assert_eq!(&err.key, key, "{text}: {err}");
             assert!(err.to_string().contains(key));
         }
+    }
+
+    #[test]
+    fn tls_listen_is_optional() {
+        assert_eq!(load("", &[]).unwrap().edge.tls_listen, None);
+        let c = load("", &[("TENANTGATE__EDGE__TLS_LISTEN", "127.0.0.1:8443")]).unwrap();
+        assert_eq!(c.edge.tls_listen, Some("127.0.0.1:8443".parse().unwrap()));
     }
 
     #[test]

@@ -103,6 +103,15 @@ pub struct RawEdge {
     pub tenant_label_idle_secs: u64,
     /// Seconds SIGTERM waits for in-flight requests. Default 10.
     pub grace_period_secs: u64,
+    /// Address of the TLS listener (HTTP/1.1 and HTTP/2 by ALPN, certificate chosen by SNI
+    /// from the catalog); empty = no TLS listener. Default empty.
+    pub tls_listen: String,
+    /// PEM file with the certificate chain served where the catalog has no certificate for the
+    /// SNI name (or the client sent none); empty = such handshakes are refused. Default empty.
+    pub tls_fallback_cert: String,
+    /// PEM file with the fallback certificate's private key; set with `tls_fallback_cert`.
+    /// Default empty.
+    pub tls_fallback_key: String,
 }
 
 impl Default for RawEdge {
@@ -126,6 +135,9 @@ impl Default for RawEdge {
             tenant_label_limit: 1000,
             tenant_label_idle_secs: 3600,
             grace_period_secs: 10,
+            tls_listen: String::new(),
+            tls_fallback_cert: String::new(),
+            tls_fallback_key: String::new(),
         }
     }
 }

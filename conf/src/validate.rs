@@ -12,13 +12,50 @@ use crate::raw::RawConfig;
 use crate::secrets::{self, SecretPolicy};
 use crate::{
     AdminConfig, AppConfig, CatalogConfig, Config, ConfigError, EdgeConfig, Mode,
-    TenantMigrationsConfig,
+    TenantMigrationsConfig, TlsFallback,
 };
 
 fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value
         .parse()
         .map_err(|_| ConfigError::new(key, format!("{value:?} is not a socket address (ip:port)")))
+}
+
+/// The fallback certificate: both files or neither, readable, parsing, key matching.
+fn tls_fallback(cert: &str, key: &str) -> Result<Option<TlsFallback>, ConfigError> {
+    let (cert_key, key_key) = ("edge.tls_fallback_cert", "edge.tls_fallback_key");
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, true) => {
+            return Err(ConfigError::new(
+                key_key,
+                format!("must be set with {cert_key}"),
+            ))
+        }
+        (true, false) => {
+            return Err(ConfigError::new(
+                cert_key,
+                format!("must be set with {key_key}"),
+            ))
+        }
+        (false, false) => {}
+    }
+    let read = |name: &str, path: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(name, format!("cannot read {path:?}: {e}")))
+    };
+    let fallback = TlsFallback {
+        cert_pem: read(cert_key, cert)?,
+        key_pem: read(key_key, key)?,
+    };
+    if let Err(e) = tenantgate_contract::tls::certified_key(&fallback.cert_pem, &fallback.key_pem) {
+        let name = match e {
+            tenantgate_contract::tls::CertError::BadCertificatePem(_) => cert_key,
+            _ => key_key,
+        };
+        return Err(ConfigError::new(name, e.to_string()));
+    }
+    Ok(Some(fallback))
 }
 
 pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(
@@ -140,6 +177,11 @@ pub(crate) fn validate(
                 30 * 86_400,
             )?,
             grace_period: secs("edge.grace_period_secs", e.grace_period_secs, 0, 3600)?,
+            tls_listen: match e.tls_listen.as_str() {
+                "" => None,
+                text => Some(addr("edge.tls_listen", text)?),
+            },
+            tls_fallback: tls_fallback(&e.tls_fallback_cert, &e.tls_fallback_key)?,
         };
 
         let a = &raw.admin;

@@ -20,6 +20,7 @@ pub mod settings;
 pub mod signing;
 pub mod status;
 pub mod time;
+pub mod tls;
 
 pub use settings::TenantSettings;
 pub use status::{Admission, Refusal, TenantStatus};

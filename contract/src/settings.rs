@@ -11,6 +11,8 @@
 //! | `data_retention_days` | 1-36500: app rows in retention-managed tables older than this are deleted | none (kept) |
 //! | `backup_retention` | `{keep_daily, keep_weekly, keep_monthly}` (all three), replacing `[backups]`'s | the config's |
 //! | `per_client_share` | fraction, more than 0 and at most 1: the share of the tenant's rate limit one client address may use at the edge | `edge.per_client_share` |
+//! | `https_only` | `true`: the edge answers plain-HTTP requests with a 308 to `https://` (ACME HTTP-01 challenges excepted) | `false` |
+//! | `hsts_max_age` | 0-63072000 seconds: the edge sends `Strict-Transport-Security: max-age=N` on TLS responses | none (no header) |
 //!
 //! Unknown keys are refused, so a typo (`loacle`) never silently does nothing. Every value is
 //! checked when it is parsed, so a [`TenantSettings`] always holds valid values (a theme colour
@@ -75,6 +77,49 @@ pub struct TenantSettings {
         schema(value_type = Option<f64>, exclusive_minimum = 0.0, maximum = 1.0, example = 0.25)
     )]
     pub per_client_share: Option<crate::ClientShare>,
+    /// Plain-HTTP requests get a 308 to https (ACME HTTP-01 challenges excepted); default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_only: Option<bool>,
+    /// Seconds of `Strict-Transport-Security` sent on TLS responses; none sends no header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u32>, minimum = 0, maximum = 63072000)
+    )]
+    pub hsts_max_age: Option<HstsMaxAge>,
+}
+
+/// Longest `hsts_max_age`: two years, the most browsers' preload lists ask for.
+pub const MAX_HSTS_MAX_AGE: u32 = 63_072_000;
+
+/// Seconds of `Strict-Transport-Security: max-age`, 0 (tells browsers to forget) to
+/// [`MAX_HSTS_MAX_AGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct HstsMaxAge(u32);
+
+impl HstsMaxAge {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for HstsMaxAge {
+    type Error = String;
+
+    fn try_from(secs: u32) -> Result<Self, String> {
+        if secs <= MAX_HSTS_MAX_AGE {
+            Ok(HstsMaxAge(secs))
+        } else {
+            Err(format!("must be at most {MAX_HSTS_MAX_AGE} seconds"))
+        }
+    }
+}
+
+impl From<HstsMaxAge> for u32 {
+    fn from(secs: HstsMaxAge) -> u32 {
+        secs.0
+    }
 }
 
 /// Most days `data_retention_days` may be (100 years).
@@ -279,6 +324,11 @@ impl TenantSettings {
             .as_ref()
             .and_then(|t| t.color.as_ref())
             .map(|c| c.0.as_str())
+    }
+
+    /// Whether plain-HTTP requests are redirected to https (off when unset).
+    pub fn https_only(&self) -> bool {
+        self.https_only.unwrap_or(false)
     }
 
     /// Whether feature flag `name` is on (off when unset).
@@ -711,6 +761,24 @@ mod tests {
         let errors = TenantSettings::from_value(&value).unwrap_err().0;
         assert_eq!(errors.len(), 1, "{errors:?}");
         errors[0].field.clone()
+    }
+
+    #[test]
+    fn https_settings_are_checked() {
+        let s = TenantSettings::from_value(&json!({"https_only": true, "hsts_max_age": 31536000}))
+            .unwrap();
+        assert!(s.https_only());
+        assert_eq!(s.hsts_max_age.map(HstsMaxAge::get), Some(31_536_000));
+        assert_eq!(TenantSettings::from_value(&s.to_value()).unwrap(), s);
+        let none = TenantSettings::default();
+        assert!(!none.https_only() && none.hsts_max_age.is_none());
+        for (bad, field) in [
+            (json!({"https_only": "yes"}), "settings.https_only"),
+            (json!({"hsts_max_age": 63072001}), "settings.hsts_max_age"),
+            (json!({"hsts_max_age": -1}), "settings.hsts_max_age"),
+        ] {
+            assert_eq!(field_of(bad), field);
+        }
     }
 
     #[test]

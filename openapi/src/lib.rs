@@ -132,6 +132,9 @@ pub struct Operation {
     pub method: Method,
     /// axum path syntax (`{id}`, `{*domain}`); the document drops the `*`.
     pub path: &'static str,
+    /// Where the router mounts the operation when that differs from `path` (see
+    /// [`Operation::mounted_at`]).
+    mount: Option<&'static str>,
     summary: &'static str,
     operation_id: Option<&'static str>,
     access: Access,
@@ -160,6 +163,7 @@ impl Operation {
         Operation {
             method,
             path,
+            mount: None,
             summary,
             operation_id: None,
             access: Access::Public,
@@ -189,6 +193,20 @@ impl Operation {
 
     pub fn delete(path: &'static str, summary: &'static str) -> Operation {
         Operation::new(Method::Delete, path, summary)
+    }
+
+    /// Mount the handler at `route` rather than at the documented path: for a documented path
+    /// that axum's router cannot hold beside another, such as `/domains/{domain}/certificate`
+    /// next to the catch-all `/domains/{*domain}` (the handler then receives the catch-all and
+    /// parses the rest itself).
+    pub fn mounted_at(mut self, route: &'static str) -> Operation {
+        self.mount = Some(route);
+        self
+    }
+
+    /// The path the router mounts the operation at (and the request checks find it by).
+    pub fn route_path(&self) -> &'static str {
+        self.mount.unwrap_or(self.path)
     }
 
     /// The operation's id (links name operations by it); default: method and path.
@@ -441,7 +459,7 @@ impl Api {
                     kinds,
                 }
             });
-            checks.insert((op.method, op.path), OperationCheck { body, query });
+            checks.insert((op.method, op.route_path()), OperationCheck { body, query });
         }
         Checker { checks, components }
     }

@@ -109,6 +109,8 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
         })),
         client_share: None,
         series: Default::default(),
+        https_only: false,
+        hsts: None,
     })
 }
 

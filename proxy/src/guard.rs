@@ -249,7 +249,21 @@ impl UniqueID for HeaderDeadline {
     }
 }
 
-impl Ssl for HeaderDeadline {}
+/// The TLS state of the wrapped connection shows through: Pingora picks HTTP/2 by the ALPN
+/// result, and the proxy reads the TLS digest (`x-forwarded-proto`).
+impl Ssl for HeaderDeadline {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for HeaderDeadline {
     fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
@@ -300,6 +314,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // The deadline reads HTTP/1 header bytes; an HTTP/2 connection (TLS with ALPN `h2`)
+        // frames its headers in binary and is left to Pingora's HTTP/2 limits.
+        if stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2) {
+            return self.inner.process_new(stream, shutdown).await;
+        }
         let guarded: Stream = Box::new(HeaderDeadline::new(stream, self.limit));
         self.inner.process_new(guarded, shutdown).await
     }

@@ -296,15 +296,37 @@ where
     Ok(())
 }
 
-/// Set `x-request-id` (unless empty) on a proxied response, and `connection: close` when
-/// `close`. The same rebuild as [`rewrite_upstream`], for the same reason; the reason phrase is
-/// kept.
+/// The `Strict-Transport-Security` value for `max_age` seconds.
+pub fn hsts_value(max_age: u32) -> HeaderValue {
+    HeaderValue::from_str(&format!("max-age={max_age}")).expect("digits are a valid header value")
+}
+
+/// Where a plain-HTTP request of an `https_only` tenant is sent: the same host (normalised,
+/// so without the plain listener's port) and request target over https.
+pub fn https_location(host: &str, req: &RequestHeader) -> pingora::Result<HeaderValue> {
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    header_value(&format!("https://{host}{target}"))
+}
+
+/// Requests that stay on plain HTTP even for `https_only` tenants: ACME HTTP-01 challenges,
+/// which the CA makes over plain HTTP (RFC 8555 §8.3).
+pub fn exempt_from_https_redirect(path: &str) -> bool {
+    path.starts_with("/.well-known/acme-challenge/")
+}
+
+const STRICT_TRANSPORT_SECURITY: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
+
+/// Set `x-request-id` (unless empty) on a proxied response, `strict-transport-security` when
+/// `hsts` is given (TLS connections of tenants with `hsts_max_age`; the upstream's own value is
+/// replaced), and `connection: close` when `close`. The same rebuild as [`rewrite_upstream`],
+/// for the same reason; the reason phrase is kept.
 pub fn annotate_response(
     resp: &mut ResponseHeader,
     request_id: &str,
+    hsts: Option<&HeaderValue>,
     close: bool,
 ) -> pingora::Result<()> {
-    if request_id.is_empty() && !close {
+    if request_id.is_empty() && !close && hsts.is_none() {
         return Ok(());
     }
     let reason = resp
@@ -317,6 +339,11 @@ pub fn annotate_response(
         parts
             .headers
             .insert(X_REQUEST_ID, header_value(request_id)?);
+    }
+    if let Some(hsts) = hsts {
+        parts
+            .headers
+            .insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     if close {
         parts
@@ -423,14 +450,14 @@ mod tests {
         resp.set_reason_phrase(Some("Custom Reason")).unwrap();
         resp.append_header("Set-Cookie", "a=1").unwrap();
         resp.append_header("Set-Cookie", "b=2").unwrap();
-        annotate_response(&mut resp, "rid-1", false).unwrap();
+        annotate_response(&mut resp, "rid-1", None, false).unwrap();
         assert_eq!(resp.status.as_u16(), 299);
         assert_eq!(resp.get_reason_phrase(), Some("Custom Reason"));
         assert_eq!(resp.headers.get_all("set-cookie").iter().count(), 2);
         assert_eq!(resp.headers["x-request-id"], "rid-1");
         assert!(resp.headers.get("connection").is_none());
 
-        annotate_response(&mut resp, "", true).unwrap();
+        annotate_response(&mut resp, "", None, true).unwrap();
         assert_eq!(resp.headers["connection"], "close");
         assert_eq!(resp.headers["x-request-id"], "rid-1");
     }

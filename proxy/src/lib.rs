@@ -6,12 +6,13 @@
 //! Pingora server running on its own runtimes, which takes over the bound proxy socket. The request path never waits on catalog I/O for a
 //! known host; misses are spawned onto the control runtime and awaited across runtimes.
 //!
-//! Modules, one per concern: [`headers`] (request checks, upstream headers), [`resolve`] (route
+//! Modules, one per concern: [`acme`] (HTTP-01 answers), [`headers`] (request checks, upstream headers), [`resolve`] (route
 //! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
 //! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! `server` (Pingora server and shutdown). The status gate is the tenant contract's
+//! `server` (Pingora server and shutdown), [`tls`] (certificates by SNI). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
 
+pub mod acme;
 pub mod error;
 pub mod guard;
 pub mod headers;
@@ -21,6 +22,7 @@ pub mod pools;
 pub mod rate_limit;
 pub mod resolve;
 mod server;
+pub mod tls;
 
 pub use error::{EdgeError, Reject};
 pub use server::{upgrade_paths, EdgeAddrs, EMBEDDED_MAX_GRACE};

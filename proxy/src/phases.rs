@@ -17,6 +17,7 @@ use tenantgate_contract::host::normalize_host;
 use tenantgate_contract::signing::TenantClaims;
 use tenantgate_contract::{Admission, Refusal};
 
+use crate::acme::Challenges;
 use crate::error::Reject;
 use crate::headers::{self, Forwarded};
 use crate::metrics::{EdgeMetrics, UpstreamError, NONE_LABEL};
@@ -37,6 +38,8 @@ pub struct Edge {
     pub(crate) metrics: Arc<EdgeMetrics>,
     /// Each client address's share of its tenant's limit.
     pub(crate) clients: crate::rate_limit::ClientLimiters,
+    /// Pending ACME HTTP-01 challenges, answered on the plain listener.
+    pub(crate) challenges: Arc<Challenges>,
     /// Set when a stop or an upgrade was requested: responses then close their connection, so
     /// keep-alive clients reconnect (to the new process, during an upgrade) instead of sending
     /// their next request on a connection that is about to go away.
@@ -60,6 +63,10 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
     /// When the whole request body must have arrived (`edge.body_timeout_ms` after admission).
     body_deadline: Option<Instant>,
+    /// The client connection is TLS.
+    tls: bool,
+    /// Where a plain-HTTP request of an `https_only` tenant is redirected.
+    redirect: Option<http::HeaderValue>,
 }
 
 impl RequestCtx {
@@ -87,12 +94,15 @@ impl ProxyHttp for Edge {
             reject: None,
             in_flight: None,
             body_deadline: None,
+            tls: false,
+            redirect: None,
         }
     }
 
-    /// Runs once the request headers are read: check the request, resolve its tenant, apply the
-    /// status gate and the rate limit, and choose a backend; allow the next pipelined request. `Ok(true)` means the edge answered
-    /// itself; `Ok(false)` continues to the upstream.
+    /// Runs once the request headers are read: check the request, resolve its tenant, redirect
+    /// plain HTTP of `https_only` tenants, apply the status gate and the rate limit, and choose
+    /// a backend; allow the next pipelined request. `Ok(true)` means the edge answered itself;
+    /// `Ok(false)` continues to the upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
@@ -102,15 +112,25 @@ impl ProxyHttp for Edge {
         // default Pingora answers the first, closes, and drops the rest silently. Set on every
         // request because it is per session; Pingora carries it across keep-alive reuse.
         session.set_pipelining_enabled(true);
+        if let Some(answer) = self.challenge_answer(session, ctx) {
+            answer_challenge(session, ctx, answer).await?;
+            return Ok(true);
+        }
         match self.admit(session, ctx).await {
-            Ok(()) => {
-                // The body deadline: a total one, checked as parts arrive, and the same as
-                // the longest wait for one read, for a client that stops sending altogether.
-                let limit = self.config.edge.body_timeout;
-                ctx.body_deadline = Some(Instant::now() + limit);
-                session.set_read_timeout(Some(limit));
-                Ok(false)
-            }
+            Ok(()) => match ctx.redirect.take() {
+                Some(location) => {
+                    redirect(session, ctx, location).await?;
+                    Ok(true)
+                }
+                None => {
+                    // The body deadline: a total one, checked as parts arrive, and the same as
+                    // the longest wait for one read, for a client that stops sending altogether.
+                    let limit = self.config.edge.body_timeout;
+                    ctx.body_deadline = Some(Instant::now() + limit);
+                    session.set_read_timeout(Some(limit));
+                    Ok(false)
+                }
+            },
             Err((reject, limit)) => {
                 respond(
                     session,
@@ -248,8 +268,7 @@ impl ProxyHttp for Edge {
                 } else {
                     None
                 },
-                // The listener the request came in on: a TLS connection has a TLS digest.
-                tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+                tls: ctx.tls,
             },
         )
     }
@@ -266,7 +285,11 @@ impl ProxyHttp for Edge {
         if draining {
             session.set_keepalive(None);
         }
-        headers::annotate_response(response, &ctx.request_id, draining)
+        let hsts = match (&ctx.route, ctx.tls) {
+            (Some(route), true) => route.hsts.as_ref(),
+            _ => None,
+        };
+        headers::annotate_response(response, &ctx.request_id, hsts, draining)
     }
 
     /// Runs when proxying failed: answer with the JSON error of the reason (none when the
@@ -378,12 +401,31 @@ impl Edge {
         }
     }
 
+    /// The key authorization when the request is an ACME HTTP-01 challenge the edge holds,
+    /// asked on the plain listener (any host: the CA asks for the domain it validates). Checks
+    /// the request like any other first, so a malformed one is still refused.
+    fn challenge_answer(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Arc<str>> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if !path.starts_with(crate::acme::CHALLENGE_PREFIX)
+            || session.digest().is_some_and(|d| d.ssl_digest.is_some())
+            || headers::check_request(req, self.config.edge.max_header_bytes).is_err()
+        {
+            return None;
+        }
+        let answer = self.challenges.answer(path)?;
+        ctx.stamp();
+        Some(answer)
+    }
+
     /// The admission steps of `request_filter`, in order. `Err` carries the answer to give.
     async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<(), (Reject, Option<Decision>)> {
+        // The listener the request came in on: a TLS connection has a TLS digest.
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         headers::check_request(req, self.config.edge.max_header_bytes).map_err(|r| (r, None))?;
         let raw_host = headers::host_of(req).map_err(|r| (r, None))?;
@@ -395,6 +437,12 @@ impl Edge {
         ctx.prefixed = prefixed;
         ctx.stamp();
         ctx.route = Some(route.clone());
+        if route.https_only && !ctx.tls && !headers::exempt_from_https_redirect(path) {
+            let location = headers::https_location(&host, session.req_header())
+                .map_err(|_| (Reject::MalformedRequest, None))?;
+            ctx.redirect = Some(location);
+            return Ok(());
+        }
 
         // `new_ctx` ran once the request header was read: its instant is "now" for the limiter.
         let mut now = ctx.started;
@@ -475,6 +523,35 @@ impl Edge {
         }
         Err(Reject::Tenant(Refusal::MovingTimedOut))
     }
+}
+
+/// Answer an ACME HTTP-01 challenge with its key authorization (RFC 8555 §8.3).
+async fn answer_challenge(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    key_authorization: Arc<str>,
+) -> pingora::Result<()> {
+    let body = Bytes::copy_from_slice(key_authorization.as_bytes());
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", "text/plain")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Answer a plain-HTTP request of an `https_only` tenant with a 308 to `location` (308 keeps
+/// the method and body, unlike 301).
+async fn redirect(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    location: http::HeaderValue,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(308, Some(4))?;
+    resp.insert_header("location", location)?;
+    resp.insert_header("content-length", "0")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    session.write_response_header(Box::new(resp), true).await
 }
 
 /// Answer the request with the JSON error of `reject` (and the rate-limit headers); `close`

@@ -65,6 +65,10 @@ pub struct RouteInfo {
     pub client_share: Option<tenantgate_contract::ClientShare>,
     /// This route's metric series, once used.
     pub series: crate::metrics::RouteSeries,
+    /// The tenant's `settings.https_only`: plain-HTTP requests are redirected to https.
+    pub https_only: bool,
+    /// `Strict-Transport-Security` for TLS responses (`settings.hsts_max_age`), prepared.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// Everything cached for one host. No routes means the host is unknown (a negative entry).
@@ -386,6 +390,8 @@ impl Resolver {
                     path_prefix: r.path_prefix.map(Into::into),
                     client_share: r.client_share,
                     series: Default::default(),
+                    https_only: r.https_only,
+                    hsts: r.hsts_max_age.map(crate::headers::hsts_value),
                 })
             })
             .collect();
@@ -543,6 +549,8 @@ mod tests {
             limits: Arc::new(TenantLimits::new(RateLimit { rps: 1, burst: 1 })),
             client_share: None,
             series: Default::default(),
+            https_only: false,
+            hsts: None,
         })
     }
 

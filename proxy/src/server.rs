@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{
     ListenFds, RunArgs, RuntimeOpts, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
@@ -21,12 +22,14 @@ use tenantgate_config::Config;
 use tenantgate_contract::labels::QuietSweeper;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::Challenges;
 use crate::error::EdgeError;
 use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
 use crate::phases::Edge;
 use crate::pools::{self, Pools};
 use crate::resolve::Resolver;
+use crate::tls::{Certificates, Fanout};
 
 /// Longest grace period of an edge embedded in another process (`tenantgate dev`, tests), so
 /// that stopping the process takes seconds, not the production grace period.
@@ -43,6 +46,8 @@ pub struct EdgeAddrs {
     pub proxy: SocketAddr,
     /// `/metrics`, `/healthz` and `/readyz` (`edge.metrics_listen`).
     pub metrics: SocketAddr,
+    /// Tenant traffic over TLS (`edge.tls_listen`), when configured.
+    pub tls: Option<SocketAddr>,
 }
 
 /// The upgrade socket and pid file of a standalone edge listening on `listen` (the address it
@@ -66,7 +71,25 @@ struct Control {
     stop: CancellationToken,
     /// The bound proxy socket; `None` during a graceful upgrade (the old process sends its own).
     proxy_socket: Option<std::net::TcpListener>,
+    /// The bound TLS socket, as `proxy_socket`; `None` also without `edge.tls_listen`.
+    tls_socket: Option<std::net::TcpListener>,
+    /// The TLS listener's certificates, with `edge.tls_listen`.
+    certificates: Option<Arc<Certificates>>,
     addrs: EdgeAddrs,
+}
+
+impl Control {
+    /// The bound sockets for Pingora, keyed by the address their listener is configured with.
+    fn sockets(&mut self) -> Vec<(String, std::net::TcpListener)> {
+        let mut sockets = Vec::new();
+        if let Some(socket) = self.proxy_socket.take() {
+            sockets.push((self.addrs.proxy.to_string(), socket));
+        }
+        if let (Some(socket), Some(addr)) = (self.tls_socket.take(), self.addrs.tls) {
+            sockets.push((addr.to_string(), socket));
+        }
+        sockets
+    }
 }
 
 /// Bind the proxy and metrics listeners, connect the catalog and start the control tasks.
@@ -88,6 +111,18 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         })?,
         None => config.edge.listen,
     };
+    let tls_socket = match config.edge.tls_listen {
+        Some(addr) if !upgrade => Some(bind_proxy(addr)?),
+        _ => None,
+    };
+    let tls_addr = match (&tls_socket, config.edge.tls_listen) {
+        (Some(socket), Some(addr)) => Some(
+            socket
+                .local_addr()
+                .map_err(|source| EdgeError::Bind { addr, source })?,
+        ),
+        (_, configured) => configured,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tenantgate-edge-control")
@@ -108,9 +143,23 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let pools = Arc::new(Pools::default());
         let resolver = Resolver::start(&config, catalog.clone(), metrics.clone(), pools.clone());
         resolver.load_shards().await?;
+        let challenges = Challenges::start(catalog.clone());
+        let mut sinks = vec![resolver.sink(), challenges.sink()];
+        let certificates = match config.edge.tls_listen {
+            Some(_) => {
+                let certs = Certificates::start(
+                    catalog.clone(),
+                    config.security.credential_key.clone(),
+                    config.edge.tls_fallback.as_ref(),
+                )?;
+                sinks.push(certs.sink());
+                Some(certs)
+            }
+            None => None,
+        };
         let (feed, _) = feed::follow(
             catalog,
-            resolver.sink(),
+            Arc::new(Fanout(sinks)),
             config.catalog.poll_interval,
             stop.clone(),
         );
@@ -140,18 +189,22 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             pools,
             metrics,
             clients: Default::default(),
+            challenges,
         };
-        Ok::<_, EdgeError>((edge, metrics_addr))
+        Ok::<_, EdgeError>((edge, metrics_addr, certificates))
     });
     match started {
-        Ok((edge, metrics_addr)) => Ok(Control {
+        Ok((edge, metrics_addr, certificates)) => Ok(Control {
             runtime,
             edge,
             stop,
             proxy_socket,
+            tls_socket,
+            certificates,
             addrs: EdgeAddrs {
                 proxy: proxy_addr,
                 metrics: metrics_addr,
+                tls: tls_addr,
             },
         }),
         Err(e) => {
@@ -202,16 +255,18 @@ fn bind_metrics(addr: SocketAddr, upgrade: bool) -> Result<tokio::net::TcpListen
 /// outlive their threads, so a server started after another stopped in the same process can
 /// pick up a dead runtime's handle and stop accepting at once. Embedded edges (tests, `dev`)
 /// therefore use the work-stealing runtime.
+#[allow(clippy::too_many_arguments)]
 fn build_server(
     config: &Config,
     edge: Edge,
-    listen: SocketAddr,
+    addrs: EdgeAddrs,
+    certificates: Option<Arc<Certificates>>,
     handover: Handover,
     upgrade: bool,
     grace: Duration,
     no_steal: bool,
 ) -> Server {
-    let (upgrade_sock, pid_file) = upgrade_paths(listen);
+    let (upgrade_sock, pid_file) = upgrade_paths(addrs.proxy);
     let conf = ServerConf {
         threads: config.edge.threads,
         work_stealing: !no_steal,
@@ -229,7 +284,10 @@ fn build_server(
     let proxy = pingora::proxy::http_proxy(&server.configuration, edge);
     let app = Guarded::new(proxy, HEADER_DEADLINE);
     let mut service = Service::new("tenantgate edge".to_string(), app);
-    service.add_tcp(&listen.to_string());
+    service.add_tcp(&addrs.proxy.to_string());
+    if let (Some(addr), Some(certificates)) = (addrs.tls, certificates) {
+        service.add_tls_with_settings(&addr.to_string(), None, tls_settings(certificates));
+    }
     server.add_service(HandingOver {
         inner: service,
         handover,
@@ -237,10 +295,26 @@ fn build_server(
     server
 }
 
-/// The proxy socket for Pingora, keyed by the address its service listens on, and whom to tell
-/// once Pingora has it.
+/// Pingora's rustls settings of the TLS listener: the certificate by SNI from `certificates`,
+/// HTTP/2 or HTTP/1.1 by ALPN.
+///
+/// Pingora 0.9.1 offers OpenSSL, BoringSSL, s2n and rustls. With rustls, dynamic selection is
+/// a rustls `ResolvesServerCert` installed on the listener (its `certificate_callback` is an
+/// OpenSSL-side hook); the resolver is synchronous and answers from memory, which is what the
+/// catalog-backed map does. rustls also needs no system OpenSSL and shares its parsing with
+/// the admin's upload checks.
+fn tls_settings(certificates: Arc<Certificates>) -> TlsSettings {
+    let mut settings =
+        TlsSettings::intermediate("", "").expect("building TLS settings without files cannot fail");
+    settings.set_cert_resolver(certificates);
+    settings.enable_h2();
+    settings
+}
+
+/// The bound sockets for Pingora, keyed by the address their service listens on, and whom to
+/// tell once Pingora has them.
 struct Handover {
-    socket: Option<(String, std::net::TcpListener)>,
+    sockets: Vec<(String, std::net::TcpListener)>,
     taken: Option<mpsc::Sender<()>>,
 }
 
@@ -270,8 +344,11 @@ impl<S: ServiceWithDependents> ServiceWithDependents for HandingOver<S> {
     ) {
         // On Unix the server always passes its table; without one the socket would be closed
         // here and Pingora would bind the address itself.
-        if let (Some((addr, socket)), Some(fds)) = (self.handover.socket.take(), &fds) {
-            fds.lock().add(addr, socket.into_raw_fd());
+        if let Some(fds) = &fds {
+            let mut table = fds.lock();
+            for (addr, socket) in std::mem::take(&mut self.handover.sockets) {
+                table.add(addr, socket.into_raw_fd());
+            }
         }
         if let Some(taken) = self.handover.taken.take() {
             let _ = taken.send(());
@@ -373,19 +450,30 @@ pub(crate) fn start_embedded(
                     return;
                 }
             };
+            let mut control = control;
+            let handover = Handover {
+                sockets: control.sockets(),
+                taken: Some(taken_tx),
+            };
             let Control {
                 runtime,
                 edge,
                 stop,
-                proxy_socket,
+                certificates,
                 addrs,
+                ..
             } = control;
             let draining = edge.draining.clone();
-            let handover = Handover {
-                socket: proxy_socket.map(|socket| (addrs.proxy.to_string(), socket)),
-                taken: Some(taken_tx),
-            };
-            let server = build_server(&config, edge, addrs.proxy, handover, false, grace, false);
+            let server = build_server(
+                &config,
+                edge,
+                addrs,
+                certificates,
+                handover,
+                false,
+                grace,
+                false,
+            );
             server.run(RunArgs {
                 shutdown_signal: Box::new(TokenSignal {
                     token: server_token,
@@ -423,32 +511,39 @@ pub(crate) fn run_standalone(
     upgrade: bool,
     on_listening: impl FnOnce(EdgeAddrs),
 ) -> Result<(), EdgeError> {
-    if upgrade && (config.edge.listen.port() == 0 || config.edge.metrics_listen.port() == 0) {
+    let tls_port_zero = config.edge.tls_listen.is_some_and(|a| a.port() == 0);
+    if upgrade
+        && (config.edge.listen.port() == 0
+            || config.edge.metrics_listen.port() == 0
+            || tls_port_zero)
+    {
         // The new process finds the old one by the proxy port (`upgrade_paths`) and takes over
         // its addresses: they must be the running edge's actual ones.
         return Err(EdgeError::Start(
             "--upgrade takes over a running edge's addresses: edge.listen and \
-             edge.metrics_listen must name their ports, not 0"
+             edge.metrics_listen (and edge.tls_listen) must name their ports, not 0"
                 .into(),
         ));
     }
-    let control = prepare(config.clone(), upgrade)?;
+    let mut control = prepare(config.clone(), upgrade)?;
+    let handover = Handover {
+        sockets: control.sockets(),
+        taken: None,
+    };
     let Control {
         runtime,
         edge,
         stop,
-        proxy_socket,
+        certificates,
         addrs,
+        ..
     } = control;
     let draining = edge.draining.clone();
-    let handover = Handover {
-        socket: proxy_socket.map(|socket| (addrs.proxy.to_string(), socket)),
-        taken: None,
-    };
     let mut server = build_server(
         &config,
         edge,
-        addrs.proxy,
+        addrs,
+        certificates,
         handover,
         upgrade,
         config.edge.grace_period,
@@ -456,7 +551,7 @@ pub(crate) fn run_standalone(
     );
     // With `upgrade`, this receives the listening socket from the old process.
     server.bootstrap();
-    tracing::info!(listen = %addrs.proxy, metrics = %addrs.metrics, upgrade, "edge running");
+    tracing::info!(listen = %addrs.proxy, metrics = %addrs.metrics, tls = ?addrs.tls, upgrade, "edge running");
     on_listening(addrs);
     server.run(RunArgs {
         shutdown_signal: Box::new(UnixSignals { draining }),

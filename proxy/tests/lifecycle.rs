@@ -65,6 +65,7 @@ impl EdgeProcess {
                     Some(EdgeAddrs {
                         proxy: proxy?,
                         metrics: metrics?,
+                        tls: None,
                     })
                 }
             },

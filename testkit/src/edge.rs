@@ -288,7 +288,9 @@ pub struct Harness {
     pub edge: SocketAddr,
     /// The edge's metrics address, like [`Harness::edge`].
     pub metrics: SocketAddr,
-    /// A client without proxy settings and with a 15 s timeout.
+    /// The edge's TLS address once started, when `tls_listen` is configured.
+    pub tls: Option<SocketAddr>,
+    /// A client without proxy settings, not following redirects, with a 15 s timeout.
     pub client: reqwest::Client,
     parts: ConfigParts,
     shutdown: CancellationToken,
@@ -333,10 +335,13 @@ impl Harness {
             catalog,
             edge: config.edge.listen,
             metrics: config.edge.metrics_listen,
+            tls: None,
             config,
             config_text: text,
             client: reqwest::Client::builder()
                 .no_proxy()
+                // Tests look at the edge's own answers (a 308 of `https_only` included).
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(15))
                 .build()
                 .unwrap(),
@@ -361,6 +366,7 @@ impl Harness {
         let addrs = handle.addrs();
         self.edge = addrs.proxy;
         self.metrics = addrs.metrics;
+        self.tls = addrs.tls;
         self.handle = Some(handle);
     }
 
@@ -462,6 +468,59 @@ impl Harness {
             .unwrap();
         let change = tenants::tenant_change(&mut tx, id, &[]).await.unwrap();
         changes::append(&mut tx, &change).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// Replace tenant `id`'s settings document (and announce it).
+    pub async fn set_settings(&self, id: Uuid, settings: Value) {
+        self.catalog
+            .update_tenant(
+                id,
+                &TenantPatch {
+                    settings: Some(settings),
+                    ..TenantPatch::default()
+                },
+            )
+            .await
+            .expect("update tenant settings");
+    }
+
+    /// Record `cert_pem` / `key_pem` as the issued certificate of tenant `id`'s `host`, the key
+    /// sealed with the edge's credential key, with its feed entry, in one write transaction
+    /// (what the admin API's upload does after its checks).
+    pub async fn put_certificate(&self, id: Uuid, host: &str, cert_pem: &str, key_pem: &str) {
+        use tenantgate_catalog::store::certificates::{self, key_context, CertSource};
+        let sealed = self
+            .config
+            .security
+            .credential_key
+            .seal(key_pem.as_bytes(), &key_context(id, host));
+        let mut tx = self.catalog.begin_write().await.unwrap();
+        certificates::put_issued(
+            &mut tx,
+            &certificates::NewCertificate {
+                host,
+                tenant_id: id,
+                source: CertSource::Upload,
+                cert_pem,
+                key_sealed: &sealed,
+                not_after: tenantgate_contract::time::now_ms() + 86_400_000,
+                issuer: "CN=test",
+            },
+        )
+        .await
+        .expect("put certificate");
+        changes::append(
+            &mut tx,
+            &changes::NewChange {
+                kind: "certificate",
+                tenant_id: Some(id),
+                shard: None,
+                hosts: vec![host.to_string()],
+            },
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
     }
 

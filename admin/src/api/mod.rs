@@ -4,6 +4,7 @@
 pub(crate) mod admin_tokens;
 pub(crate) mod audit;
 pub(crate) mod backups;
+pub(crate) mod domains;
 pub(crate) mod fields;
 pub(crate) mod jobs;
 pub(crate) mod migrations;
@@ -195,6 +196,40 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                     (409, "the domain is taken, or it changed concurrently"),
                 ]),
             routing::post(tenants::add_domain_handler),
+        ),
+        (
+            Op::get("/v1/tenants/{id}/domains", "A tenant's domains and their certificates")
+                .id("listDomains")
+                .access(READ)
+                .reply::<domains::DomainList>(200, "the domains, each with its host's certificate")
+                .errors(READ_ERRORS)
+                .errors(&[(404, "no such tenant")]),
+            routing::get(domains::list_handler),
+        ),
+        (
+            Op::put(
+                "/v1/tenants/{id}/domains/{domain}/certificate",
+                "Upload or replace the TLS certificate of a tenant's host",
+            )
+            .id("putCertificate")
+            // axum's router holds no `{domain}/certificate` beside the catch-all below.
+            .mounted_at("/v1/tenants/{id}/domains/{*domain}")
+            .access(WRITE)
+            .body::<domains::UploadCertificate>()
+            .reply::<domains::DomainView>(200, "the domain with its new certificate")
+            .errors(WRITE_ERRORS)
+            .errors(&[
+                (400, "the body is not JSON, or cert_pem / key_pem do not parse (`invalid_pem`)"),
+                (404, "no such tenant, or the tenant has no such host"),
+                (409, "the host is shared by path-prefix tenants, or the tenant changed concurrently"),
+                (
+                    422,
+                    "the body breaks its schema, or the certificate cannot be used: \
+                     `key_mismatch`, `chain_incomplete`, `name_mismatch`, \
+                     `certificate_expired`, `certificate_not_yet_valid`",
+                ),
+            ]),
+            routing::put(domains::put_certificate_handler),
         ),
         (
             Op::delete("/v1/tenants/{id}/domains/{*domain}", "Remove a domain from a tenant")
@@ -408,7 +443,7 @@ pub(crate) fn checker() -> Arc<Checker> {
 pub(crate) fn router(state: AdminState) -> Router {
     let mut router = Router::new();
     for (op, handler) in table() {
-        router = router.route(op.path, handler);
+        router = router.route(op.route_path(), handler);
     }
     router
         .fallback(|| async { AdminError::NotFound("route") })

@@ -11,8 +11,10 @@
 //! `catalog_changes` versions are contiguous and in commit order. Readers of the feed can then
 //! treat any hole as a gap that needs a full resync.
 
+pub mod acme;
 pub mod audit;
 pub mod backups;
+pub mod certificates;
 pub mod changes;
 mod driver;
 pub mod jobs;

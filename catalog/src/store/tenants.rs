@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use sqlx::types::Json;
 use tenantgate_contract::host::{self, DomainSpec, OwnershipConflict};
 use tenantgate_contract::{RateLimit, TenantStatus};
@@ -206,7 +205,8 @@ pub async fn delete_domain(
     if deleted == 0 {
         return Err(CatalogError::NotFound("domain"));
     }
-    Ok(())
+    // A host's certificate goes with the tenant's last domain on it.
+    super::certificates::drop_orphaned(tx, tenant_id, &domain.host).await
 }
 
 /// Apply `patch` to a tenant in the caller's write transaction.
@@ -514,6 +514,7 @@ const ROUTES_SELECT: &str =
 /// A row of [`ROUTES_SELECT`]: its host and route.
 fn route_from_row(r: &impl CatalogRow) -> Result<(String, Route), CatalogError> {
     let prefix: String = r.get("path_prefix")?;
+    let settings = tenantgate_contract::TenantSettings::read_stored(&r.json("settings")?);
     let route = Route {
         tenant_id: r.id("id")?,
         slug: r.get("slug")?,
@@ -522,12 +523,9 @@ fn route_from_row(r: &impl CatalogRow) -> Result<(String, Route), CatalogError> 
         epoch: r.get("epoch")?,
         rate_limit: rate_limit_cols(r.get("rate_limit_rps")?, r.get("rate_limit_burst")?),
         path_prefix: (!prefix.is_empty()).then_some(prefix),
-        // The admin API validated the settings when they were written; a value this version
-        // cannot read (from a newer one) falls back to the edge's default.
-        client_share: r
-            .json::<serde_json::Value>("settings")?
-            .get("per_client_share")
-            .and_then(|v| tenantgate_contract::ClientShare::deserialize(v).ok()),
+        client_share: settings.per_client_share,
+        https_only: settings.https_only(),
+        hsts_max_age: settings.hsts_max_age.map(u32::from),
     };
     Ok((r.get("host")?, route))
 }
