@@ -254,7 +254,7 @@ async fn dashboard_queries_and_alert_rules_work_on_scraped_data() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 7, "{rules}");
+    assert_eq!(all.len(), 8, "{rules}");
     for rule in all {
         assert_eq!(
             rule["health"], "ok",
