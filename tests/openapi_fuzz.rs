@@ -61,6 +61,12 @@ fn fuzz(dev: &DevProcess, work: &std::path::Path, document: &str, base: &str, he
         command.args(["-H", h]);
     }
     let hooks = tenantgate_testkit::repository_root().join("tests/schemathesis");
+    // schemathesis finds its settings file in the working directory.
+    std::fs::copy(
+        hooks.join("schemathesis.toml"),
+        work.join("schemathesis.toml"),
+    )
+    .expect("copy schemathesis.toml");
     let out = command
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", hooks)

@@ -251,6 +251,28 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
         .await;
     assert_eq!(r.status, 404);
 
+    // An unknown host is 404 whatever the body; other methods are 405 on both resources that
+    // share the catch-all route.
+    let r = put("other.test", "garbage".into(), "garbage".into()).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let cert_path = format!("/v1/tenants/{id}/domains/shop.acme.test/certificate");
+    for (method, path) in [
+        ("DELETE", cert_path.as_str()),
+        ("GET", cert_path.as_str()),
+        ("PUT", &format!("/v1/tenants/{id}/domains/shop.acme.test")),
+    ] {
+        let r = h
+            .call(
+                method,
+                path,
+                Some(tenantgate_testkit::admin::BOOTSTRAP),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(r.status, 405, "{method} {path}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "method_not_allowed");
+    }
+
     // Removing the domain removes its certificate.
     let r = h
         .delete(&format!("/v1/tenants/{id}/domains/shop.acme.test"))

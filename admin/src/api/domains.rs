@@ -6,7 +6,9 @@
 //! audit entry and a `certificate` feed change in one transaction, so every edge picks it up
 //! from the feed. Private keys never appear in answers, audit entries or logs.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tenantgate_catalog::store::audit::NewAudit;
@@ -18,11 +20,13 @@ use tenantgate_contract::host::DomainSpec;
 use tenantgate_contract::tls::check_upload;
 use utoipa::ToSchema;
 
-use super::tenants::{begin_for, find};
+use super::tenants::find;
 use crate::auth::{Reader, Writer};
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::state::AdminState;
+use crate::write::Write;
+use tenantgate_catalog::Tenant;
 
 /// `PUT /v1/tenants/{id}/domains/{domain}/certificate` body.
 ///
@@ -105,24 +109,72 @@ pub(crate) async fn list_handler(
     Ok(Json(DomainList { domains }))
 }
 
-/// Upload (or replace) the certificate of one of the tenant's hosts. Mounted on the catch-all
-/// `/v1/tenants/{id}/domains/{*domain}`, so `domain` is `<host>/certificate`.
-pub(crate) async fn put_certificate_handler(
+/// Everything under the catch-all `/v1/tenants/{id}/domains/{*domain}`: `DELETE` of a domain
+/// (`{domain}` may be `host/prefix`) and `PUT` of `{host}/certificate`, which axum's router
+/// cannot hold as a route of its own beside the catch-all. Dispatches by method and path, and
+/// answers other methods with 405 and the `Allow` of the resource actually addressed.
+pub(crate) async fn domain_subresource(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
     Path((id, rest)): Path<(String, String)>,
-    ApiJson(req): ApiJson<UploadCertificate>,
-) -> Result<Json<DomainView>, AdminError> {
-    let Some(domain) = rest.strip_suffix("/certificate") else {
-        return Err(AdminError::NotFound("route"));
+    request: Request,
+) -> Response {
+    let method = request.method().clone();
+    let (mut parts, body) = request.into_parts();
+    if let Some(host) = rest.strip_suffix("/certificate") {
+        if method != Method::PUT {
+            return method_not_allowed("PUT");
+        }
+        let answer = async {
+            let Writer(actor) = Writer::from_request_parts(&mut parts, &state).await?;
+            // Which tenant and host, before the body: an unknown one is 404 whatever was sent.
+            let (tenant, host) = owned_host(&state, &id, host).await?;
+            let ApiJson(req) = ApiJson::<UploadCertificate>::from_request(
+                Request::from_parts(parts, body),
+                &state,
+            )
+            .await?;
+            put_certificate(&state, &actor.name, &tenant, host, req).await
+        };
+        return answer.await.into_response();
+    }
+    if method != Method::DELETE {
+        return method_not_allowed("DELETE");
+    }
+    let answer = async {
+        let writer = Writer::from_request_parts(&mut parts, &state).await?;
+        super::tenants::remove_domain_handler(State(state.clone()), writer, Path((id, rest))).await
     };
+    answer.await.into_response()
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(serde_json::json!({
+            "error": { "code": "method_not_allowed", "message": "method not allowed on this route" }
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
+}
+
+/// The tenant and the host named in the path, when the tenant owns that host whole: 404 for an
+/// unknown tenant or a host it does not have, 409 for a host shared by path-prefix tenants.
+async fn owned_host(
+    state: &AdminState,
+    id: &str,
+    domain: &str,
+) -> Result<(Tenant, String), AdminError> {
     // A path that is no valid host names no domain of the tenant.
     let spec = DomainSpec::parse(domain).map_err(|_| AdminError::NotFound("domain"))?;
     if spec.path_prefix.is_some() {
         return Err(AdminError::NotFound("domain"));
     }
     let host = spec.host;
-    let tenant = find(&state, &id).await?;
+    let tenant = find(state, id).await?;
     let domains = state.catalog.domains_of(tenant.id).await?;
     let mine: Vec<_> = domains.iter().filter(|d| d.host == host).collect();
     if mine.is_empty() {
@@ -135,6 +187,17 @@ pub(crate) async fn put_certificate_handler(
             "{host} is shared by path-prefix tenants; its certificate is the edge's fallback"
         )));
     }
+    Ok((tenant, host))
+}
+
+/// Check, seal and record an upload for `host` of `tenant`.
+async fn put_certificate(
+    state: &AdminState,
+    actor: &str,
+    tenant: &Tenant,
+    host: String,
+    req: UploadCertificate,
+) -> Result<Json<DomainView>, AdminError> {
     let checked = check_upload(
         &req.cert_pem,
         &req.key_pem,
@@ -152,7 +215,9 @@ pub(crate) async fn put_certificate_handler(
         .await?
         .into_iter()
         .find(|c| c.host == host);
-    let mut w = begin_for(&state, &tenant).await?;
+    // The domain is checked again under the write lock (`put_issued`); the tenant's status may
+    // change meanwhile (provisioning → active) without making the upload wrong.
+    let mut w = Write::begin(state).await?;
     certificates::put_issued(
         w.conn(),
         &NewCertificate {
@@ -183,7 +248,7 @@ pub(crate) async fn put_certificate_handler(
     };
     let audit_view = |c: Option<&CertificateInfo>| serde_json::json!({ "host": host, "certificate": CertificateView::of(c) });
     w.audit(NewAudit {
-        actor: &actor.name,
+        actor,
         action: "tenant.certificate_put",
         target: &format!("tenant:{}", tenant.slug),
         tenant_id: Some(tenant.id),

@@ -212,7 +212,8 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 "Upload or replace the TLS certificate of a tenant's host",
             )
             .id("putCertificate")
-            // axum's router holds no `{domain}/certificate` beside the catch-all below.
+            // axum's router holds no `{domain}/certificate` beside the catch-all below, whose
+            // handler serves this operation too.
             .mounted_at("/v1/tenants/{id}/domains/{*domain}")
             .access(WRITE)
             .body::<domains::UploadCertificate>()
@@ -229,7 +230,7 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                      `certificate_expired`, `certificate_not_yet_valid`",
                 ),
             ]),
-            routing::put(domains::put_certificate_handler),
+            MethodRouter::new(),
         ),
         (
             Op::delete("/v1/tenants/{id}/domains/{*domain}", "Remove a domain from a tenant")
@@ -241,7 +242,7 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                     (404, "no such tenant, or the tenant has no such domain"),
                     (409, "it is the tenant's last domain, or the tenant changed concurrently"),
                 ]),
-            routing::delete(tenants::remove_domain_handler),
+            routing::any(domains::domain_subresource),
         ),
         (
             Op::post("/v1/tenants/{id}/tokens", "Mint a tenant user token (shown once)")
@@ -443,7 +444,10 @@ pub(crate) fn checker() -> Arc<Checker> {
 pub(crate) fn router(state: AdminState) -> Router {
     let mut router = Router::new();
     for (op, handler) in table() {
-        router = router.route(op.route_path(), handler);
+        // An operation mounted at another's path is served by that one's handler.
+        if op.route_path() == op.path {
+            router = router.route(op.route_path(), handler);
+        }
     }
     router
         .fallback(|| async { AdminError::NotFound("route") })
