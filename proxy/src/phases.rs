@@ -93,8 +93,9 @@ impl ProxyHttp for Edge {
     }
 
     /// Runs once the request headers are read: check the request, resolve its tenant, apply the
-    /// status gate and the rate limit, and choose a backend; allow the next pipelined request. `Ok(true)` means the edge answered
-    /// itself; `Ok(false)` continues to the upstream.
+    /// status gate and the rate limits, and choose a backend; allow the next pipelined request
+    /// and start the body deadline. `Ok(true)` means the edge answered itself; `Ok(false)`
+    /// continues to the upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
