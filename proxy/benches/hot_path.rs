@@ -214,7 +214,10 @@ fn main() {
         method: "GET",
         target: "/items?x=1",
     };
-    bench("signing: HMAC-SHA256 x-tenant-signature", |_| {
+    bench("signing: v1 x-tenant-signature (old format)", |_| {
+        black_box(keys.sign_v1(&claims, 1_795_722_105));
+    });
+    bench("signing: HMAC-SHA256 x-tenant-signature (v2)", |_| {
         black_box(keys.sign(&claims, 1_795_722_105));
     });
     // What the app does with every request: parse the header, check key, skew and MAC.
@@ -232,13 +235,20 @@ fn main() {
         assert!(black_box(verdict).is_ok());
     });
     let whole = bench_async("whole tenant logic on a hit (target < 5000)", |i| {
-        let (host, cache, pools, keys) = (&hosts[i % HOSTS], &cache, &pools, &keys);
+        let (host, cache, pools, keys, clients) =
+            (&hosts[i % HOSTS], &cache, &pools, &keys, &clients);
         async move {
             let host = normalize_host(host).unwrap();
             let entry = cache.get(host.as_ref()).await.unwrap();
             let (route, _) = entry.route_for("/items?x=1").unwrap();
             assert_eq!(route.status.admission(), Admission::Serve);
-            assert!(route.limits.rate.check(Instant::now()).allowed);
+            let now = Instant::now();
+            // The client's share, then the tenant's limit, as the edge checks them.
+            let client = std::net::IpAddr::from([10, 0, 0, (i % 200) as u8]);
+            let share = tenantgate_contract::ClientShare::try_from(0.5).unwrap();
+            let limit = share.of(route.limits.rate.limit()).unwrap();
+            assert!(clients.check(route.tenant_id, client, limit, now).allowed);
+            assert!(route.limits.rate.check(now).allowed);
             let pool = pools.read().unwrap().get(&*route.shard).cloned().unwrap();
             let backend = pool.pick(&[]).unwrap();
             let request_id = new_request_id(tenantgate_contract::time::now_ms());

@@ -100,9 +100,9 @@ impl ProxyHttp for Edge {
     }
 
     /// Runs once the request headers are read: check the request, resolve its tenant, redirect
-    /// plain HTTP of `https_only` tenants, apply the status gate and the rate limit, and choose
-    /// a backend; allow the next pipelined request. `Ok(true)` means the edge answered itself;
-    /// `Ok(false)` continues to the upstream.
+    /// plain HTTP of `https_only` tenants, apply the status gate and the rate limits, and choose
+    /// a backend; allow the next pipelined request and start the body deadline. `Ok(true)` means
+    /// the edge answered itself; `Ok(false)` continues to the upstream.
     async fn request_filter(
         &self,
         session: &mut Session,

@@ -409,3 +409,52 @@ async fn pipelined_requests_are_answered_in_order() {
         ["GET /one", "POST /two", "GET /three", "GET /four"]
     );
 }
+
+/// Client-sent `X-Tenant-*`, `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and `X-Request-Id`, in
+/// any case and also named in `Connection`: the app receives only the edge's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_internal_headers_never_reach_the_app() {
+    let (h, _backend) = one_tenant("").await;
+    let resp = raw(
+        h.edge,
+        concat!(
+            "GET /x HTTP/1.1\r\nHost: acme.test\r\n",
+            "X-Tenant-Id: 00000000-0000-0000-0000-000000000001\r\nx-tenant-slug: globex\r\n",
+            "X-TENANT-SHARD: shard-z\r\nX-Tenant-Epoch: 99\r\nX-Tenant-Signature: v2;kid=k1;ts=1;sig=x\r\n",
+            "X-Tenant-Role: owner\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil.test\r\n",
+            "X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /admin\r\nForwarded: for=6.6.6.6\r\n",
+            "X-Real-IP: 6.6.6.6\r\nX-Request-Id: mine\r\n",
+            // (Pingora refuses `Connection` naming X-Forwarded-*, with 400.)
+            "Connection: close, x-tenant-id, x-tenant-slug, x-request-id\r\n\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&resp), Some(200), "{resp}");
+    let body: serde_json::Value =
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let got = &body["headers"];
+    let one = |name: &str| {
+        let values = got[name].as_array().cloned().unwrap_or_default();
+        assert!(values.len() <= 1, "{name}: {values:?}");
+        values.first().and_then(|v| v.as_str()).map(str::to_owned)
+    };
+    assert_eq!(one("x-tenant-slug").as_deref(), Some("acme"));
+    assert_eq!(one("x-tenant-shard").as_deref(), Some("shard-a"));
+    assert_ne!(one("x-tenant-epoch").as_deref(), Some("99"));
+    assert_ne!(
+        one("x-tenant-id").as_deref(),
+        Some("00000000-0000-0000-0000-000000000001")
+    );
+    assert!(one("x-tenant-signature")
+        .unwrap()
+        .starts_with("v2;kid=k1;ts="));
+    assert_eq!(one("x-tenant-role"), None);
+    assert_eq!(one("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(one("x-forwarded-host").as_deref(), Some("acme.test"));
+    assert_eq!(one("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(one("x-forwarded-prefix"), None);
+    assert_eq!(one("forwarded"), None);
+    assert_eq!(one("x-real-ip"), None);
+    assert_ne!(one("x-request-id").as_deref(), Some("mine"));
+}
