@@ -10,7 +10,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tenantgate_contract::TenantStatus;
 use tenantgate_testkit::edge::{Harness, TestBackend};
 use tenantgate_testkit::load::{self, Sample, Summary};
 use tenantgate_testkit::net::{BlackHole, RefusedAddr};
@@ -81,8 +80,7 @@ async fn a_killed_backend_loses_no_get_and_gets_no_traffic_until_healthy(backend
     let a = h.backend("a").await;
     let b = h.backend("b").await;
     h.add_shard("s1", &[a.addr, b.addr]).await;
-    h.add_tenant("t", "s1", &["t.example.com"], TenantStatus::Active, None)
-        .await;
+    h.add_active_tenant("t", "s1", &["t.example.com"]).await;
     serving(&h, "t.example.com").await;
 
     let duration = phase();
@@ -171,8 +169,7 @@ async fn a_refusing_backend_is_retried_on_another_for_every_method(backend: Engi
     let good = h.backend("good").await;
     // The refusing backend first, so the first requests pick it.
     h.add_shard("s1", &[refused.addr(), good.addr]).await;
-    h.add_tenant("t", "s1", &["t.example.com"], TenantStatus::Active, None)
-        .await;
+    h.add_active_tenant("t", "s1", &["t.example.com"]).await;
     serving(&h, "t.example.com").await;
 
     let samples = load::run(RPS, phase(), |i| mixed(&h, "t.example.com", i)).await;
@@ -194,22 +191,10 @@ async fn a_black_holed_backend_costs_one_connect_timeout(backend: Engine) {
     let good = h.backend("good").await;
     h.add_shard("lost", &[hole.addr()]).await;
     h.add_shard("mixed", &[hole.addr(), good.addr]).await;
-    h.add_tenant(
-        "lost",
-        "lost",
-        &["lost.example.com"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
-    h.add_tenant(
-        "ok",
-        "mixed",
-        &["ok.example.com"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("lost", "lost", &["lost.example.com"])
+        .await;
+    h.add_active_tenant("ok", "mixed", &["ok.example.com"])
+        .await;
     serving(&h, "ok.example.com").await;
 
     // Alone in its shard: one connect timeout, then no backend is left.
@@ -254,22 +239,10 @@ async fn a_dead_shard_answers_at_once_and_spares_the_others(backend: Engine) {
     let live = [h.backend("l1").await, h.backend("l2").await];
     h.add_shard("doomed", &[dead[0].addr, dead[1].addr]).await;
     h.add_shard("fine", &[live[0].addr, live[1].addr]).await;
-    h.add_tenant(
-        "gone",
-        "doomed",
-        &["gone.example.com"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
-    h.add_tenant(
-        "here",
-        "fine",
-        &["here.example.com"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("gone", "doomed", &["gone.example.com"])
+        .await;
+    h.add_active_tenant("here", "fine", &["here.example.com"])
+        .await;
     serving(&h, "gone.example.com").await;
     serving(&h, "here.example.com").await;
 

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tenantgate_contract::TenantStatus;
 use tenantgate_testkit::edge::Harness;
 use tenantgate_testkit::{both_backends, TestCatalog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,14 +32,8 @@ async fn answers_hostile_input(tc: TestCatalog) {
     let mut h = Harness::new(tc, "", "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    h.add_tenant(
-        "acme",
-        "shard-a",
-        &["acme.test", "app.test/beta"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("acme", "shard-a", &["acme.test", "app.test/beta"])
+        .await;
     h.start().await;
     let edge = h.edge;
 
@@ -156,14 +149,7 @@ async fn slow_headers_hit_the_total_deadline() {
     let mut h = Harness::new(TestCatalog::sqlite(), "", "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    h.add_tenant(
-        "acme",
-        "shard-a",
-        &["acme.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("acme", "shard-a", &["acme.test"]).await;
     h.start().await;
 
     let began = Instant::now();
@@ -201,14 +187,7 @@ async fn one_tenant(extra_edge: &str) -> (Harness, tenantgate_testkit::edge::Tes
     let mut h = Harness::new(TestCatalog::sqlite(), extra_edge, "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    h.add_tenant(
-        "acme",
-        "shard-a",
-        &["acme.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("acme", "shard-a", &["acme.test"]).await;
     h.start().await;
     (h, backend)
 }
@@ -363,14 +342,7 @@ async fn pipelined_requests_are_answered_in_order() {
     h.add_shard("shard-a", &[backend.addr]).await;
     for slug in ["acme", "globex"] {
         let host = format!("{slug}.test");
-        h.add_tenant(
-            slug,
-            "shard-a",
-            &[host.as_str()],
-            TenantStatus::Active,
-            None,
-        )
-        .await;
+        h.add_active_tenant(slug, "shard-a", &[host.as_str()]).await;
     }
     h.start().await;
     let pipelined = concat!(

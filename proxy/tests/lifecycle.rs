@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenantgate_config::Config;
-use tenantgate_contract::TenantStatus;
 use tenantgate_edge::EdgeAddrs;
 use tenantgate_testkit::edge::{Harness, TestBackend};
 use tenantgate_testkit::{wait_until, TestCatalog};
@@ -120,14 +119,7 @@ async fn harness(extra_edge: &str) -> (Harness, tempfile::TempDir, PathBuf, Test
     let h = Harness::new(TestCatalog::sqlite(), extra_edge, "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    h.add_tenant(
-        "acme",
-        "shard-a",
-        &["acme.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("acme", "shard-a", &["acme.test"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, &h.config_text).unwrap();

@@ -24,14 +24,7 @@ async fn rate_limits_one_tenant_only(tc: TestCatalog) {
         Some(limit),
     )
     .await;
-    h.add_tenant(
-        "free",
-        "shard-a",
-        &["free.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("free", "shard-a", &["free.test"]).await;
     h.start().await;
     // Warm both routes so that the burst below measures the limiter, not the first lookup.
     // (The warm-up request of `limited` takes one token.)
@@ -262,14 +255,7 @@ async fn ejects_dead_backends_and_recovers(tc: TestCatalog) {
     let b2 = h.backend("b2").await;
     let (addr1, addr2) = (b1.addr, b2.addr);
     h.add_shard("shard-a", &[addr1, addr2]).await;
-    h.add_tenant(
-        "acme",
-        "shard-a",
-        &["acme.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("acme", "shard-a", &["acme.test"]).await;
     h.start().await;
     let h = Arc::new(h);
 
@@ -379,14 +365,7 @@ async fn backends_follow_shard_changes(tc: TestCatalog) {
     let mut h = Harness::new(tc, "", "").await;
     let old = h.backend("old").await;
     h.add_shard("shard-a", &[old.addr]).await;
-    h.add_tenant(
-        "acme",
-        "shard-a",
-        &["acme.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("acme", "shard-a", &["acme.test"]).await;
     h.start().await;
     // Known label sets start at 0: every error kind of the shard, every rejection reason.
     let metrics = h.metrics_text().await;
@@ -437,22 +416,8 @@ async fn caps_in_flight_requests_per_tenant() {
     let mut h = Harness::new(TestCatalog::sqlite(), "max_inflight_per_tenant = 2", "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    h.add_tenant(
-        "busy",
-        "shard-a",
-        &["busy.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
-    h.add_tenant(
-        "calm",
-        "shard-a",
-        &["calm.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("busy", "shard-a", &["busy.test"]).await;
+    h.add_active_tenant("calm", "shard-a", &["calm.test"]).await;
     h.start().await;
     let h = Arc::new(h);
     let mut slow = tokio::task::JoinSet::new();

@@ -88,13 +88,7 @@ async fn serves_stale_routes_while_the_catalog_is_down() {
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
     let known = h
-        .add_tenant(
-            "known",
-            "shard-a",
-            &["known.test"],
-            TenantStatus::Active,
-            None,
-        )
+        .add_active_tenant("known", "shard-a", &["known.test"])
         .await;
     h.add_tenant(
         "blocked",
@@ -141,14 +135,8 @@ async fn serves_stale_routes_while_the_catalog_is_down() {
 
     // Changes made meanwhile are applied once the catalog is back.
     h.set_status(known, TenantStatus::Suspended).await;
-    h.add_tenant(
-        "newbie",
-        "shard-a",
-        &["newbie.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("newbie", "shard-a", &["newbie.test"])
+        .await;
     for _ in 0..3 {
         assert_eq!(
             h.get("known.test", "/", &[]).await.status,
@@ -177,14 +165,8 @@ async fn stale_routes_expire_after_stale_max() {
     let (mut h, forwarder, _) = behind_forwarder("stale_max_secs = 1").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    h.add_tenant(
-        "known",
-        "shard-a",
-        &["known.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("known", "shard-a", &["known.test"])
+        .await;
     h.start().await;
     // The outage begins once the edge has loaded the catalog (its feed's first round).
     h.wait_ready().await;

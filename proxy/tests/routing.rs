@@ -13,22 +13,10 @@ async fn proxies_with_signed_headers(tc: TestCatalog) {
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
     let acme = h
-        .add_tenant(
-            "acme",
-            "shard-a",
-            &["acme.test", "app.test/beta"],
-            TenantStatus::Active,
-            None,
-        )
+        .add_active_tenant("acme", "shard-a", &["acme.test", "app.test/beta"])
         .await;
     let globex = h
-        .add_tenant(
-            "globex",
-            "shard-a",
-            &["globex.test"],
-            TenantStatus::Active,
-            None,
-        )
+        .add_active_tenant("globex", "shard-a", &["globex.test"])
         .await;
     h.start().await;
 
@@ -128,15 +116,7 @@ async fn status_changes_apply_within_bounds(tc: TestCatalog) {
     let mut h = Harness::new(tc, "", "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    let acme = h
-        .add_tenant(
-            "acme",
-            "shard-a",
-            &["acme.test"],
-            TenantStatus::Active,
-            None,
-        )
-        .await;
+    let acme = h.add_active_tenant("acme", "shard-a", &["acme.test"]).await;
     let fresh = h
         .add_tenant(
             "fresh",
@@ -189,14 +169,8 @@ async fn status_changes_apply_within_bounds(tc: TestCatalog) {
 
     // A host asked for while unknown (and so cached as unknown), then created.
     assert_eq!(h.get("later.test", "/", &[]).await.status, 404);
-    h.add_tenant(
-        "later",
-        "shard-a",
-        &["later.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("later", "shard-a", &["later.test"])
+        .await;
     let took = status_within("later.test", 200).await;
     assert!(took < Duration::from_secs(2), "new host took {took:?}");
     h.stop().await;
@@ -273,14 +247,8 @@ async fn caches_unknown_hosts_and_bounds_misses(tc: TestCatalog) {
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
     for slug in ["real", "later"] {
-        h.add_tenant(
-            slug,
-            "shard-a",
-            &[&format!("{slug}.test")],
-            TenantStatus::Active,
-            None,
-        )
-        .await;
+        h.add_active_tenant(slug, "shard-a", &[&format!("{slug}.test")])
+            .await;
     }
     h.start().await;
     let metric = |text: &str, name: &str| {
@@ -333,14 +301,8 @@ async fn caches_unknown_hosts_and_bounds_misses(tc: TestCatalog) {
 
     // A tenant created later joins the index through the feed, and is then served during a
     // flood just the same.
-    h.add_tenant(
-        "fresh",
-        "shard-a",
-        &["fresh.test"],
-        TenantStatus::Active,
-        None,
-    )
-    .await;
+    h.add_active_tenant("fresh", "shard-a", &["fresh.test"])
+        .await;
     wait_until(
         "the new host is indexed",
         Duration::from_secs(10),

@@ -445,6 +445,13 @@ impl Harness {
         id
     }
 
+    /// Create an active tenant `slug` on `shard` with `domains` and the default rate limit;
+    /// returns its id.
+    pub async fn add_active_tenant(&self, slug: &str, shard: &str, domains: &[&str]) -> Uuid {
+        self.add_tenant(slug, shard, domains, TenantStatus::Active, None)
+            .await
+    }
+
     /// Change tenant `id`'s status (and its epoch) in the catalog.
     pub async fn set_status(&self, id: Uuid, status: TenantStatus) {
         self.catalog
