@@ -69,6 +69,25 @@ impl Run {
 
 /// Move tenant `id` to shard `to` and wait for it; the job's (copy, hold) seconds, and whether
 /// the hold copied again (SQLite).
+/// `moves` moves of tenant `id` back and forth between shards `one` and `two`, starting from
+/// `*shard` (left at the last target): the copy and hold times, and how many holds copied the
+/// data again.
+async fn run_moves(h: &Harness, id: &str, shard: &mut &'static str, moves: usize) -> (Run, usize) {
+    let mut run = Run {
+        copy: Vec::new(),
+        hold: Vec::new(),
+    };
+    let mut recopied = 0;
+    for _ in 0..moves {
+        *shard = if *shard == "one" { "two" } else { "one" };
+        let (copy, hold, again) = move_once(h, id, shard).await;
+        run.copy.push(copy);
+        run.hold.push(hold);
+        recopied += usize::from(again);
+    }
+    (run, recopied)
+}
+
 async fn move_once(h: &Harness, id: &str, to: &str) -> (f64, f64, bool) {
     let r = h
         .post(&format!("/v1/tenants/{id}/move"), json!({ "shard": to }))
@@ -137,16 +156,7 @@ async fn postgres(rows: usize, moves: usize) {
     println!("tenant with {rows} items; {moves} moves idle, then {moves} under writes");
 
     let mut shard = "one";
-    let mut idle = Run {
-        copy: Vec::new(),
-        hold: Vec::new(),
-    };
-    for _ in 0..moves {
-        shard = if shard == "one" { "two" } else { "one" };
-        let (copy, hold, _) = move_once(&h, &id, shard).await;
-        idle.copy.push(copy);
-        idle.hold.push(hold);
-    }
+    let (mut idle, _) = run_moves(&h, &id, &mut shard, moves).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -183,16 +193,7 @@ async fn postgres(rows: usize, moves: usize) {
         }
     });
     let started = Instant::now();
-    let mut loaded = Run {
-        copy: Vec::new(),
-        hold: Vec::new(),
-    };
-    for _ in 0..moves {
-        shard = if shard == "one" { "two" } else { "one" };
-        let (copy, hold, _) = move_once(&h, &id, shard).await;
-        loaded.copy.push(copy);
-        loaded.hold.push(hold);
-    }
+    let (mut loaded, _) = run_moves(&h, &id, &mut shard, moves).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     let rate = written.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
@@ -243,18 +244,7 @@ async fn sqlite(rows: usize, moves: usize) {
     println!("tenant with {rows} items; {moves} moves idle, then {moves} under writes");
 
     let mut shard = "one";
-    let mut idle = Run {
-        copy: Vec::new(),
-        hold: Vec::new(),
-    };
-    let mut recopied = 0;
-    for _ in 0..moves {
-        shard = if shard == "one" { "two" } else { "one" };
-        let (copy, hold, again) = move_once(&h, &id, shard).await;
-        idle.copy.push(copy);
-        idle.hold.push(hold);
-        recopied += usize::from(again);
-    }
+    let (mut idle, recopied) = run_moves(&h, &id, &mut shard, moves).await;
     println!("idle: the hold copied the file again in {recopied} of {moves} moves");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -304,18 +294,7 @@ async fn sqlite(rows: usize, moves: usize) {
         }
     });
     let started = Instant::now();
-    let mut loaded = Run {
-        copy: Vec::new(),
-        hold: Vec::new(),
-    };
-    let mut recopied = 0;
-    for _ in 0..moves {
-        shard = if shard == "one" { "two" } else { "one" };
-        let (copy, hold, again) = move_once(&h, &id, shard).await;
-        loaded.copy.push(copy);
-        loaded.hold.push(hold);
-        recopied += usize::from(again);
-    }
+    let (mut loaded, recopied) = run_moves(&h, &id, &mut shard, moves).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     let rate = written.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
