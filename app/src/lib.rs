@@ -55,6 +55,7 @@ pub mod context;
 pub mod cookies;
 pub mod directory;
 pub mod error;
+mod fence;
 pub mod export;
 pub mod items;
 pub mod metrics;
