@@ -84,7 +84,10 @@ pub(crate) async fn record(shard: &Shard, db: &str, epoch: i64) -> Result<bool, 
         }
     };
     if !written {
-        tracing::info!(database = db, "tenant schema has no epoch table yet; epoch not recorded");
+        tracing::info!(
+            database = db,
+            "tenant schema has no epoch table yet; epoch not recorded"
+        );
     }
     Ok(written)
 }

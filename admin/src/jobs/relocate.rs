@@ -28,6 +28,12 @@
 //! 5. `cleanup`: the subscription, publication and marker tables go; the old PostgreSQL copy
 //!    stays read-only until its drop; an old SQLite file is removed at once. Then `done`.
 //!
+//! Epoch fencing ([`super::epoch`]): at the end of the hold the target copy records the epoch
+//! the flip will give the tenant, and so does the source, which says it is stale; the flip
+//! commits only if the catalog's epoch is still the one counted from. A rollback from the hold
+//! writes the hold's epoch back into the source. A move that keeps one copy records the new
+//! epoch right after the flip.
+//!
 //! Any failure before the flip rolls back (`rolled_back`): subscription and target database
 //! dropped, the source writable again, the status restored; the source was the tenant's only
 //! writable copy throughout, so nothing is lost. The worker then retries the job from the
@@ -624,7 +630,12 @@ impl Move<'_> {
             Route::CrossServer => {
                 // Again, for a job resumed after dying between the flip and here: the old copy
                 // records the catalog's epoch (at least the flip's) and is read-only.
-                if let Some(now) = self.state.catalog.tenant(&self.tenant.id.to_string()).await? {
+                if let Some(now) = self
+                    .state
+                    .catalog
+                    .tenant(&self.tenant.id.to_string())
+                    .await?
+                {
                     super::epoch::record(&self.from, &db, now.epoch).await?;
                 }
                 replicate::set_read_only(&self.from, &db, true).await?;
@@ -652,7 +663,12 @@ impl Move<'_> {
     async fn unfence_source(&mut self) -> Result<(), AdminError> {
         let epoch = match self.next_epoch.take() {
             Some(next) => next - 1,
-            None => match self.state.catalog.tenant(&self.tenant.id.to_string()).await? {
+            None => match self
+                .state
+                .catalog
+                .tenant(&self.tenant.id.to_string())
+                .await?
+            {
                 Some(t) => t.epoch,
                 None => return Ok(()),
             },
