@@ -409,7 +409,7 @@ impl PoolManager {
                 return crate::fence::check(signed, r.epoch);
             }
         }
-        let epoch = crate::fence::recorded(&mut **conn).await.map_err(|e| {
+        let epoch = crate::fence::recorded(conn).await.map_err(|e| {
             tracing::warn!(tenant = %entry.slug, error = %e, "reading the tenant database's epoch failed");
             AppError::TenantDbUnavailable(Unavailable::Connect)
         })?;
