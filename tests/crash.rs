@@ -67,7 +67,7 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         }
     }
     std::fs::write(
-        migrations.join("postgres/0003_slow.sql"),
+        migrations.join("postgres/0004_slow.sql"),
         "SELECT pg_sleep(2);\n",
     )
     .unwrap();
@@ -161,7 +161,7 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         },
     )
     .await;
-    assert_eq!(tenant["schema_version"], 3);
+    assert_eq!(tenant["schema_version"], 4);
     let job = get_json(&client, format!("{base}/v1/jobs/{job}"))
         .await
         .unwrap();
@@ -190,5 +190,5 @@ async fn sigkill_during_provisioning_then_restart_completes_once() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(applied, vec![(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(applied, vec![(1, 1), (2, 1), (3, 1), (4, 1)]);
 }

@@ -364,6 +364,9 @@ async fn move_and_restore_in_place_back_up_first_and_a_failed_restore_retries(ba
     job_ends(&h, r.body["job_id"].as_str().unwrap(), "succeeded").await;
     let kinds: Vec<BackupKind> = settle(&h, id).await.iter().map(|b| b.kind).collect();
     assert_eq!(kinds, [BackupKind::PreMove]);
+    // The new copy records the epoch the move gave the tenant (epoch fencing).
+    let moved = h.get(&format!("/v1/tenants/{id}")).await.body;
+    assert_eq!(h.recorded_epoch(&tenant).await, moved["epoch"].as_i64());
 
     // A manual backup with one item; then a second item.
     let r = h
@@ -403,6 +406,9 @@ async fn move_and_restore_in_place_back_up_first_and_a_failed_restore_retries(ba
     let after = h.wait_status(&tenant, "active").await;
     assert_ne!(after["epoch"], t["epoch"]);
     assert_eq!(item_ids(&h, &tenant).await, ["first"]);
+    // The restored database recorded the move's epoch when it was backed up; it records the
+    // epoch the swap gave the tenant.
+    assert_eq!(h.recorded_epoch(&tenant).await, after["epoch"].as_i64());
     let backups = settle(&h, id).await;
     let pre_restore = backups
         .iter()

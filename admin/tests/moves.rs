@@ -65,6 +65,8 @@ async fn move_copies_the_tenant_and_switches_its_shard(backend: Engine) {
     let moved = h.wait_status(&id, "active").await;
     assert_eq!(moved["shard"], "shard-b");
     assert!(moved["epoch"].as_i64().unwrap() > before.epoch);
+    // The copy the tenant now uses records the new epoch (epoch fencing).
+    assert_eq!(h.recorded_epoch(&id).await, moved["epoch"].as_i64());
 
     // The data came along, reachable through the new shard.
     let pool = h.tenant_pool(&id).await;
@@ -325,10 +327,23 @@ async fn a_move_to_another_server_copies_under_writes_and_freezes_the_old_copy()
         .await,
         0
     );
+    // Epoch fencing: the new copy records the new epoch, and so does the old one, so a request
+    // an edge still signs with the old epoch is refused by either.
+    let recorded = "SELECT epoch FROM tenantgate_epoch WHERE id = 1";
+    let on_target: i64 = sqlx::query_scalar(recorded)
+        .fetch_one(&mut target)
+        .await
+        .unwrap();
+    assert_eq!(on_target, moved.epoch);
     target.close().await.unwrap();
 
     // The old copy is read-only and awaits its drop; no subscription or slot is left.
     let mut old = sqlx::PgConnection::connect(&source_url).await.unwrap();
+    let on_source: i64 = sqlx::query_scalar(recorded)
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(on_source, moved.epoch);
     let refused = sqlx::query("INSERT INTO items (id, title, body, created_at, updated_at) VALUES ('late', 'l', '', 1, 1)")
         .execute(&mut old)
         .await

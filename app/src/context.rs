@@ -124,7 +124,7 @@ impl TenantContext {
         let inner = &self.inner;
         inner
             .pools
-            .acquire(&inner.tenant, &inner.shard, DbRole::Primary)
+            .acquire(&inner.tenant, &inner.shard, DbRole::Primary, inner.epoch)
             .await
     }
 
@@ -138,7 +138,7 @@ impl TenantContext {
         let inner = &self.inner;
         match inner
             .pools
-            .acquire(&inner.tenant, &inner.shard, DbRole::Replica)
+            .acquire(&inner.tenant, &inner.shard, DbRole::Replica, inner.epoch)
             .await
         {
             Ok(db) => Ok(db),
@@ -286,15 +286,11 @@ async fn verify(
     if let Some(refused) = refusal(tenant.status) {
         return Err(AppError::TenantRefused(refused));
     }
-    if epoch < tenant.epoch && &tenant.shard != served {
-        // Epoch fencing: the edge signed with a route older than the catalog's (this process
-        // follows the catalog feed) and the tenant has moved away from this shard: it would
-        // reach the old copy. A stale epoch whose route still leads here (a status change the
-        // edge has not seen yet) is served: the database is the right one.
-        return Err(AppError::TenantMoved);
-    }
     if &tenant.shard != served {
-        // Moved away; the edge has not caught up yet.
+        // Moved away: the copy here is stale as of the catalog's epoch (epoch fencing, the
+        // catalog's view; the database's own record is checked when a connection is handed
+        // out). A request signed with that epoch or newer names this shard by mistake.
+        crate::fence::check(epoch, tenant.epoch)?;
         return Err(AppError::WrongShard);
     }
     if tenant.slug != slug {

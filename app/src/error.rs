@@ -34,10 +34,10 @@ pub enum AppError {
     /// 421 `wrong_shard`.
     #[error("request is for another shard")]
     WrongShard,
-    /// The request was signed with an older route epoch than the tenant's, and the tenant has
-    /// moved to another shard since: an edge whose cache predates the move. 503
-    /// `tenant_moved`, retryable: the edge routes the retry by the new epoch once its feed
-    /// catches up.
+    /// The request was signed with an older route epoch than the copy of the tenant database
+    /// it would use (as the catalog or the database itself records it): an edge whose cache
+    /// predates a move. 503 `tenant_moved`, retryable: the edge routes the retry by the new
+    /// epoch once its feed catches up. See [`crate::fence`].
     #[error("the tenant has moved; retry")]
     TenantMoved,
     /// The signed tenant id is not in the catalog. 404 `unknown_tenant`.

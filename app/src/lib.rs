@@ -56,6 +56,7 @@ pub mod cookies;
 pub mod directory;
 pub mod error;
 pub mod export;
+mod fence;
 pub mod items;
 pub mod metrics;
 pub mod pages;

@@ -167,7 +167,29 @@ struct Entry {
     /// Held while the pool is being opened (single flight) and while it is being closed.
     opening: tokio::sync::Mutex<()>,
     pool: Mutex<Option<AnyPool>>,
+    /// The epoch the database records, as last read through this pool (see
+    /// [`PoolManager::fence`]); `None` until the first connection is handed out.
+    recorded: Mutex<Option<RecordedEpoch>>,
 }
+
+/// A tenant database's recorded epoch as one read saw it.
+#[derive(Debug, Clone, Copy)]
+struct RecordedEpoch {
+    epoch: i64,
+    /// When it was read (the manager's clock, ms).
+    read_ms: u64,
+    /// The newest signed epoch checked against this read. A request signed with a newer one
+    /// means the route changed since: the database may record a newer epoch too.
+    checked: i64,
+}
+
+/// How long a pool trusts the recorded epoch it read, for requests signed with an epoch it has
+/// already checked. This bounds how long after a move a request from a stale edge can still
+/// reach an old copy through a pool that was open before the old copy was fenced: at most this
+/// long (reads only on PostgreSQL, whose old copy is read-only from the hold on). A request
+/// signed with a newer epoch than checked always re-reads, so the cost is one small query per
+/// pool per second of traffic plus one per route change.
+const EPOCH_RECHECK_MS: u64 = 1000;
 
 impl Entry {
     fn pool(&self) -> Option<AnyPool> {
@@ -324,18 +346,21 @@ impl PoolManager {
         &self.shared.options
     }
 
-    /// A connection to `tenant`'s database on `shard` (`role` picks primary or replica).
+    /// A connection to `tenant`'s database on `shard` (`role` picks primary or replica), for a
+    /// request signed with route epoch `signed`.
     ///
     /// Runs on every request that needs the database. Returns within `acquire_timeout`:
     /// [`AppError::TenantDbUnavailable`] when the budget stayed exhausted or the database could
     /// not be reached, [`AppError::TenantDb`] when the target could not be resolved (sealed
-    /// credentials that do not open). Handlers use [`crate::TenantContext::db`] instead; this is
+    /// credentials that do not open), [`AppError::TenantMoved`] when the database records a
+    /// newer epoch than `signed` (epoch fencing, see [`crate::fence`]). Handlers use [`crate::TenantContext::db`] instead; this is
     /// `pub(crate)` so that no code can name a tenant without a verified context.
     pub(crate) async fn acquire(
         &self,
         tenant: &Tenant,
         shard: &Shard,
         role: DbRole,
+        signed: i64,
     ) -> Result<TenantDb, AppError> {
         let deadline = Instant::now() + self.shared.options.acquire_timeout;
         let key = PoolKey {
@@ -348,7 +373,8 @@ impl PoolManager {
                 .lease(key, &tenant.slug, tenant_fp, shard_fp, deadline)
                 .await?;
             match self.connect(&lease.entry, tenant, shard, deadline).await {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    self.fence(&lease.entry, &mut conn, signed).await?;
                     self.shared.acquired[role as usize].fetch_add(1, Ordering::Relaxed);
                     return Ok(TenantDb {
                         conn,
@@ -364,6 +390,41 @@ impl PoolManager {
                 Err(ConnectError::Fail(e)) => return Err(e),
             }
         }
+    }
+
+    /// Epoch fencing on a connection of `entry`'s pool, for a request signed with `signed`:
+    /// the database's recorded epoch is read when the pool hands out its first connection, and
+    /// again only when a request carries a newer epoch than any checked against the last read,
+    /// or when that read is older than [`EPOCH_RECHECK_MS`]. Otherwise the cached value decides.
+    async fn fence(
+        &self,
+        entry: &Entry,
+        conn: &mut PoolConnection<Any>,
+        signed: i64,
+    ) -> Result<(), AppError> {
+        let now = self.shared.now_ms();
+        let cached = *lock(&entry.recorded);
+        if let Some(r) = cached {
+            if signed <= r.checked && now.saturating_sub(r.read_ms) < EPOCH_RECHECK_MS {
+                return crate::fence::check(signed, r.epoch);
+            }
+        }
+        let epoch = crate::fence::recorded(conn).await.map_err(|e| {
+            tracing::warn!(tenant = %entry.slug, error = %e, "reading the tenant database's epoch failed");
+            AppError::TenantDbUnavailable(Unavailable::Connect)
+        })?;
+        let checked = cached
+            .filter(|r| r.epoch == epoch)
+            .map_or(signed, |r| r.checked.max(signed));
+        *lock(&entry.recorded) = Some(RecordedEpoch {
+            epoch,
+            read_ms: now,
+            checked,
+        });
+        if signed < epoch {
+            tracing::info!(tenant = %entry.slug, signed, recorded = epoch, "request signed with an epoch older than the database's");
+        }
+        crate::fence::check(signed, epoch)
     }
 
     /// A lease on the live pool entry for `key`, creating the entry (and reserving its budget)
@@ -418,6 +479,7 @@ impl PoolManager {
                         retired: AtomicBool::new(false),
                         opening: tokio::sync::Mutex::new(()),
                         pool: Mutex::new(None),
+                        recorded: Mutex::new(None),
                     });
                     state.pools.insert(key, entry.clone());
                     return Ok(Lease {
@@ -753,10 +815,10 @@ mod tests {
         );
         let pools = manager(2, 200);
 
-        let held_a = pools.acquire(&a, &s, DbRole::Primary).await.unwrap();
-        let held_b = pools.acquire(&b, &s, DbRole::Primary).await.unwrap();
+        let held_a = pools.acquire(&a, &s, DbRole::Primary, 0).await.unwrap();
+        let held_b = pools.acquire(&b, &s, DbRole::Primary, 0).await.unwrap();
         let started = std::time::Instant::now();
-        let err = pools.acquire(&c, &s, DbRole::Primary).await.unwrap_err();
+        let err = pools.acquire(&c, &s, DbRole::Primary, 0).await.unwrap_err();
         assert!(
             matches!(err, AppError::TenantDbUnavailable(Unavailable::Budget)),
             "{err}"
@@ -769,7 +831,7 @@ mod tests {
         let waiter = {
             let pools = pools.clone();
             let (c, s) = (c.clone(), s.clone());
-            tokio::spawn(async move { pools.acquire(&c, &s, DbRole::Primary).await.map(|_| ()) })
+            tokio::spawn(async move { pools.acquire(&c, &s, DbRole::Primary, 0).await.map(|_| ()) })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(held_a);
@@ -800,7 +862,7 @@ mod tests {
             (stats.pools, stats.reserved, stats.open_connections),
             (0, 0, 0)
         );
-        let err = pools.acquire(&a, &s, DbRole::Primary).await.unwrap_err();
+        let err = pools.acquire(&a, &s, DbRole::Primary, 0).await.unwrap_err();
         assert!(matches!(
             err,
             AppError::TenantDbUnavailable(Unavailable::ShuttingDown)
@@ -817,7 +879,7 @@ mod tests {
             .map(|_| {
                 let (pools, t, s) = (pools.clone(), t.clone(), s.clone());
                 tokio::spawn(async move {
-                    let mut db = pools.acquire(&t, &s, DbRole::Primary).await.unwrap();
+                    let mut db = pools.acquire(&t, &s, DbRole::Primary, 0).await.unwrap();
                     sqlx::query("SELECT 1").execute(&mut *db).await.unwrap();
                 })
             })
@@ -836,7 +898,7 @@ mod tests {
         let mut t = tenant(&s, 9).await;
         t.db_name = "t_missing".into();
         let pools = manager(2, 500);
-        let err = pools.acquire(&t, &s, DbRole::Primary).await.unwrap_err();
+        let err = pools.acquire(&t, &s, DbRole::Primary, 0).await.unwrap_err();
         assert!(
             matches!(err, AppError::TenantDbUnavailable(Unavailable::Connect)),
             "{err}"

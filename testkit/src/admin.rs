@@ -254,6 +254,18 @@ impl Harness {
             .await
             .unwrap()
     }
+
+    /// The route epoch tenant `id`'s current database records (`tenantgate_epoch`), `None`
+    /// when it records none.
+    pub async fn recorded_epoch(&self, id: &str) -> Option<i64> {
+        let pool = self.tenant_pool(id).await;
+        let epoch = sqlx::query_scalar::<_, i64>("SELECT epoch FROM tenantgate_epoch WHERE id = 1")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        epoch
+    }
 }
 
 impl Drop for Harness {

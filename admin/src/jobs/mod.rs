@@ -11,6 +11,7 @@ pub(crate) mod backup;
 pub(crate) mod data_retention;
 pub(crate) mod drop;
 pub(crate) mod drop_database;
+mod epoch;
 pub(crate) mod migrate;
 pub(crate) mod provision;
 pub(crate) mod prune;

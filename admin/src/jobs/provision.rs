@@ -68,6 +68,9 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     .await;
     pool.close().await;
     let version = migrated?;
+    // The epoch activation gives the tenant, recorded before activation (epoch fencing);
+    // `finish` activates only if the catalog still counts from the same epoch.
+    super::epoch::record(&shard, &tenant.db_name, tenant.epoch + 1).await?;
     finish(state, worker, job, Some((tenant, version))).await
 }
 
@@ -103,6 +106,12 @@ async fn finish(
     }
     if let Some((before, version)) = activate {
         if tenant_state::status(w.conn(), before.id).await? == Some(TenantStatus::Provisioning) {
+            if tenant_state::epoch(w.conn(), before.id).await? != Some(before.epoch) {
+                // The database records `before.epoch + 1`; the next attempt records afresh.
+                return Err(AdminError::Job(
+                    "the tenant's epoch changed while provisioning".into(),
+                ));
+            }
             let patch = TenantPatch {
                 status: Some(TenantStatus::Active),
                 schema_version: Some(version),

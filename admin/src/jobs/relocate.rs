@@ -28,6 +28,12 @@
 //! 5. `cleanup`: the subscription, publication and marker tables go; the old PostgreSQL copy
 //!    stays read-only until its drop; an old SQLite file is removed at once. Then `done`.
 //!
+//! Epoch fencing ([`super::epoch`]): at the end of the hold the target copy records the epoch
+//! the flip will give the tenant, and so does the source, which says it is stale; the flip
+//! commits only if the catalog's epoch is still the one counted from. A rollback from the hold
+//! writes the hold's epoch back into the source. A move that keeps one copy records the new
+//! epoch right after the flip.
+//!
 //! Any failure before the flip rolls back (`rolled_back`): subscription and target database
 //! dropped, the source writable again, the status restored; the source was the tenant's only
 //! writable copy throughout, so nothing is lost. The worker then retries the job from the
@@ -161,6 +167,9 @@ struct Move<'a> {
     /// `data_version` as that connection saw it just before the copy. The hold copies again
     /// only when another connection committed since (the version moved).
     sqlite_copied: Option<(sqlx::SqliteConnection, i64)>,
+    /// The epoch the flip gives the tenant, recorded in the target copy (and the frozen
+    /// source) during the hold; `None` until then, and for a move that keeps one copy.
+    next_epoch: Option<i64>,
 }
 
 /// Run the job (see the module docs).
@@ -222,6 +231,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         route,
         progress,
         sqlite_copied: None,
+        next_epoch: None,
     };
     if m.tenant.shard == m.payload.to {
         return m.cleanup().await;
@@ -244,7 +254,19 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
             return Err(e);
         }
     };
-    if let Err(e) = m.flip(held).await {
+    let flipped = m.flip(held).await;
+    if let Ok(epoch) = flipped {
+        if !m.two_copies() {
+            // One copy serves before and after (shards of one server, or one SQLite
+            // directory): it records the new epoch only now, since a rollback could not undo
+            // it before the flip. Not fatal: a copy recording an older epoch fences less, and
+            // there is no old copy to keep requests away from.
+            if let Err(e) = super::epoch::record(&m.to, m.db(), epoch).await {
+                tracing::warn!(job = %job.id, error = %e, "recording the epoch after the flip failed");
+            }
+        }
+    }
+    if let Err(e) = flipped {
         // The commit may or may not have happened: the catalog says which.
         let now = state.catalog.tenant(&tenant_id.to_string()).await?;
         if now.is_some_and(|t| t.shard == m.payload.to) {
@@ -262,6 +284,39 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
 impl Move<'_> {
     fn db(&self) -> &str {
         &self.tenant.db_name
+    }
+
+    /// Whether the move makes a second copy (another PostgreSQL server, another SQLite
+    /// directory), so that the old copy must be fenced by epoch.
+    fn two_copies(&self) -> bool {
+        match self.route {
+            Route::CrossServer => true,
+            Route::SqliteCopy => {
+                let (src, dst) = self.sqlite_files();
+                src != dst
+            }
+            Route::SameServer => false,
+        }
+    }
+
+    /// Epoch fencing in the hold, once the target holds everything and nothing reaches the
+    /// source any more: the target records the epoch the flip will give the tenant, and so does
+    /// the source (PostgreSQL: frozen already), so a request from an edge or app that still
+    /// routes by the old epoch is refused by either copy. Idempotent: a resumed hold writes
+    /// the same values again. The flip checks the catalog still counts from the same epoch.
+    async fn fence_copies(&mut self) -> Result<(), AdminError> {
+        let current = self
+            .state
+            .catalog
+            .tenant(&self.tenant.id.to_string())
+            .await?
+            .ok_or(AdminError::NotFound("tenant"))?;
+        let next = current.epoch + 1;
+        let db = self.db().to_string();
+        super::epoch::record(&self.to, &db, next).await?;
+        super::epoch::record(&self.from, &db, next).await?;
+        self.next_epoch = Some(next);
+        Ok(())
     }
 
     /// Store the progress; an error when this worker no longer holds the job.
@@ -308,6 +363,9 @@ impl Move<'_> {
             }
             Route::SqliteCopy => self.copy_sqlite().await?,
             Route::SameServer => {}
+        }
+        if self.two_copies() {
+            self.fence_copies().await?;
         }
         Ok(held)
     }
@@ -493,8 +551,9 @@ impl Move<'_> {
     }
 
     /// The `flip`: new shard, status restored, epoch bumped, feed change, audit, the old copy's
-    /// drop scheduled; one transaction, only while this worker holds the job.
-    async fn flip(&mut self, held: Instant) -> Result<(), AdminError> {
+    /// drop scheduled; one transaction, only while this worker holds the job. Returns the
+    /// tenant's new epoch.
+    async fn flip(&mut self, held: Instant) -> Result<i64, AdminError> {
         let resume = self.progress.resume.unwrap_or(self.payload.resume);
         self.progress.hold_seconds = Some(held.elapsed().as_secs_f64());
         self.progress.phase = Phase::Flip;
@@ -506,6 +565,15 @@ impl Move<'_> {
         if tenant_state::status(w.conn(), self.tenant.id).await? != Some(TenantStatus::Moving) {
             return Err(AdminError::Job(
                 "the tenant left status moving during the hold".into(),
+            ));
+        }
+        let before = tenant_state::epoch(w.conn(), self.tenant.id)
+            .await?
+            .ok_or(AdminError::NotFound("tenant"))?;
+        if self.next_epoch.is_some_and(|next| next != before + 1) {
+            // The copies record another epoch than the flip would give: start over.
+            return Err(AdminError::Job(
+                "the tenant's epoch changed during the hold".into(),
             ));
         }
         let patch = TenantPatch {
@@ -550,7 +618,7 @@ impl Move<'_> {
         }
         w.commit().await?;
         self.state.metrics.move_held(held.elapsed().as_secs_f64());
-        Ok(())
+        Ok(before + 1)
     }
 
     /// After the flip: remove the replication and the old SQLite file, complete the job.
@@ -560,7 +628,16 @@ impl Move<'_> {
         let db = self.db().to_string();
         match self.route {
             Route::CrossServer => {
-                // Again, for a job resumed after dying between the flip and here.
+                // Again, for a job resumed after dying between the flip and here: the old copy
+                // records the catalog's epoch (at least the flip's) and is read-only.
+                if let Some(now) = self
+                    .state
+                    .catalog
+                    .tenant(&self.tenant.id.to_string())
+                    .await?
+                {
+                    super::epoch::record(&self.from, &db, now.epoch).await?;
+                }
                 replicate::set_read_only(&self.from, &db, true).await?;
                 replicate::drop_subscription(&self.to, &db).await?;
                 replicate::clean_source(&self.from, &db).await?;
@@ -580,6 +657,26 @@ impl Move<'_> {
         Ok(())
     }
 
+    /// After a rollback from the hold, the source is the tenant's copy again: it records the
+    /// epoch the tenant had in the hold (the catalog's now, for a job resumed without it), so
+    /// requests routed by that epoch are served again.
+    async fn unfence_source(&mut self) -> Result<(), AdminError> {
+        let epoch = match self.next_epoch.take() {
+            Some(next) => next - 1,
+            None => match self
+                .state
+                .catalog
+                .tenant(&self.tenant.id.to_string())
+                .await?
+            {
+                Some(t) => t.epoch,
+                None => return Ok(()),
+            },
+        };
+        super::epoch::record(&self.from, self.db(), epoch).await?;
+        Ok(())
+    }
+
     /// Undo everything before the flip: the target's copy goes, the source is writable again,
     /// the status is restored. `held` is when the hold began, if it did.
     async fn rollback(&mut self, held: Option<Instant>) -> Result<(), AdminError> {
@@ -592,12 +689,18 @@ impl Move<'_> {
                 super::restore::drop_postgres(&self.to, &db).await?;
                 super::restore::drop_login(&self.to, &db).await?;
                 replicate::clean_source(&self.from, &db).await?;
+                if held.is_some() {
+                    self.unfence_source().await?;
+                }
                 replicate::set_read_only(&self.from, &db, false).await?;
             }
             Route::SqliteCopy => {
                 let dst = tenant_db::sqlite_file(&self.to.database_url, &db);
                 if dst != tenant_db::sqlite_file(&self.from.database_url, &db) {
                     remove_sqlite(&dst)?;
+                    if held.is_some() {
+                        self.unfence_source().await?;
+                    }
                 }
             }
             Route::SameServer => {}

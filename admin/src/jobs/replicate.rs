@@ -5,7 +5,8 @@
 //!   and the tenant migrations up to the source's schema version, run as the tenant's login (so
 //!   the tenant owns what they create, as at provisioning).
 //! - The source gets a publication of its tables (schema `public`, except sqlx's migration
-//!   table, which the migrations filled on both sides) plus a one-row marker table; the target
+//!   table, which the migrations filled on both sides, and `tenantgate_epoch`, which each copy
+//!   records for itself: see [`super::epoch`]) plus a one-row marker table; the target
 //!   subscribes to it with `copy_data`, which copies every table, then streams every later
 //!   commit in commit order.
 //! - Catching up is proven with the marker: a token written on the source is visible on the
@@ -44,7 +45,7 @@ fn subscription(db: &str) -> String {
 
 /// An administrative session in database `db` of `shard`'s server, writable even when the
 /// database is frozen.
-async fn open(shard: &Shard, db: &str) -> Result<PgConnection, AdminError> {
+pub(super) async fn open(shard: &Shard, db: &str) -> Result<PgConnection, AdminError> {
     let url = tenant_db::postgres_url(&shard.database_url, db, None)?;
     let options = PgConnectOptions::from_str(&url)?.disable_statement_logging();
     let mut conn = PgConnection::connect_with(&options).await?;
@@ -125,7 +126,8 @@ pub(crate) async fn subscribe(source: &Shard, target: &Shard, db: &str) -> Resul
             c.execute(marker_sql.as_str()).await?;
             let tables: Vec<String> = sqlx::query_scalar(
                 "SELECT tablename::text FROM pg_tables
-                 WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations'
+                 WHERE schemaname = 'public'
+                   AND tablename NOT IN ('_sqlx_migrations', 'tenantgate_epoch')
                  ORDER BY tablename",
             )
             .fetch_all(&mut *c)

@@ -85,10 +85,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     let tenant_id = job
         .tenant_id
         .ok_or_else(|| AdminError::Job("restore job without a tenant".into()))?;
-    let waiting_in = match payload.mode {
-        RestoreMode::InPlace => TenantStatus::Restoring,
-        RestoreMode::Copy => TenantStatus::Provisioning,
-    };
+    let waiting_in = waiting_status(payload.mode);
     let tenant = state.catalog.tenant(&tenant_id.to_string()).await?;
     let Some(tenant) = tenant.filter(|t| t.status == waiting_in) else {
         // Deleted (or otherwise moved on) meanwhile: nothing to restore into.
@@ -176,6 +173,10 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         }
     };
     restored?;
+    // The restored database records the epoch of the backup's day: it gets the epoch the swap
+    // (or the activation) gives the tenant, before the swap; `finish` swaps only if the
+    // catalog still counts from the same epoch.
+    super::epoch::record(&shard, &payload.database, tenant.epoch + 1).await?;
 
     // 4. Swap it in (or activate the copy).
     let swapped = finish(
@@ -190,6 +191,14 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         discard(&shard, &payload.database).await;
     }
     Ok(())
+}
+
+/// The status a tenant waits in while a restore of `mode` runs.
+fn waiting_status(mode: RestoreMode) -> TenantStatus {
+    match mode {
+        RestoreMode::InPlace => TenantStatus::Restoring,
+        RestoreMode::Copy => TenantStatus::Provisioning,
+    }
 }
 
 /// Complete the job and, when given and the tenant still waits for it, swap the restored
@@ -207,6 +216,14 @@ async fn finish(
     let mut swapped = false;
     if let Some((tenant, shard, backup, payload, version)) = restored {
         let current = tenant_state::status(w.conn(), tenant.id).await?;
+        if current == Some(waiting_status(payload.mode))
+            && tenant_state::epoch(w.conn(), tenant.id).await? != Some(tenant.epoch)
+        {
+            // The restored database records `tenant.epoch + 1`; the next attempt records afresh.
+            return Err(AdminError::Job(
+                "the tenant's epoch changed during the restore".into(),
+            ));
+        }
         match payload.mode {
             RestoreMode::InPlace if current == Some(TenantStatus::Restoring) => {
                 swapped = true;

@@ -410,3 +410,74 @@ async fn captured_signatures_cannot_be_reused(backend: Engine) {
     lenient.stop().await;
 }
 both_backends!(captured_signatures_cannot_be_reused);
+
+/// Epoch fencing by the tenant database itself. A move records the new epoch in the old copy
+/// too (the admin's move tests check that it does). An app whose catalog cache has not caught
+/// up yet still has the tenant on this shard at the old epoch, so the catalog check lets a
+/// stale request through and it would reach the old copy: the copy's record refuses it with a
+/// retryable 503 `tenant_moved` before anything is written, within the pool's recheck
+/// interval (the pool had read the record before the move). A request signed with the new
+/// epoch is served.
+async fn a_database_recording_a_newer_epoch_refuses_a_stale_request(backend: Engine) {
+    let app = TestApp::start(backend, Options::default()).await;
+    let stale = app.tenant("fenced", serde_json::json!({})).await;
+    let owner = app.user(&stale, "owner", None).await;
+    let write = |t: &crate::support::TestTenant, title: &str| {
+        app.request(t, reqwest::Method::POST, "/api/items")
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({ "title": title }))
+            .send()
+    };
+    // The pool opens and reads the record (none yet: nothing is fenced).
+    assert_eq!(
+        write(&stale, "before").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    // What the move's hold writes into the old copy (the catalog is left as it was: this app
+    // has not caught up).
+    let pool = app.tenant_pool(&stale).await;
+    sqlx::query("INSERT INTO tenantgate_epoch (id, epoch) VALUES (1, $1)")
+        .bind(stale.epoch + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    tenantgate_testkit::wait_until(
+        "the pool to read the newer epoch",
+        std::time::Duration::from_secs(10),
+        || async {
+            let resp = app
+                .get(&stale, "/api/items")
+                .bearer_auth(&owner)
+                .send()
+                .await
+                .unwrap();
+            (resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        },
+    )
+    .await;
+    let resp = write(&stale, "stale").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "tenant_moved");
+
+    // The edge's retry carries the new epoch: served.
+    let mut current = stale.clone();
+    current.epoch = stale.epoch + 1;
+    assert_eq!(
+        write(&current, "after").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let mut titles: Vec<String> = sqlx::query_scalar("SELECT title FROM items")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    titles.sort();
+    assert_eq!(titles, ["after", "before"], "the stale write wrote nothing");
+    pool.close().await;
+    app.stop().await;
+}
+both_backends!(a_database_recording_a_newer_epoch_refuses_a_stale_request);

@@ -26,3 +26,17 @@ pub async fn status(tx: &mut WriteTx, id: Uuid) -> Result<Option<TenantStatus>, 
     })
     .transpose()
 }
+
+/// The tenant's route epoch as the caller's transaction sees it (`None` when it does not
+/// exist). A job that wrote the epoch a change will produce into a tenant database checks
+/// here, before committing the change, that the epoch is still the one it counted from.
+pub async fn epoch(tx: &mut WriteTx, id: Uuid) -> Result<Option<i64>, CatalogError> {
+    Ok(on!(tx.db(), db => {
+        sqlx::query("SELECT epoch FROM tenants WHERE id = $1")
+            .bind(Id(id))
+            .fetch_optional(db)
+            .await?
+            .map(|r| r.get::<i64>("epoch"))
+            .transpose()?
+    }))
+}
