@@ -57,6 +57,7 @@ pub mod directory;
 pub mod error;
 pub mod export;
 pub mod items;
+pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod pools;

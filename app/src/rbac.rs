@@ -192,14 +192,17 @@ impl Credential {
     }
 
     /// Authenticate on the primary and require `permission`: the user and the primary
-    /// connection, for handlers that write.
+    /// connection, for handlers that write. A bad credential counts against the tenant's and
+    /// the client's failed-login budgets; when they are spent this is 429 before any database
+    /// is opened ([`crate::login`]).
     pub async fn write(
         &self,
         ctx: &TenantContext,
         permission: Permission,
     ) -> Result<(User, TenantDb), AppError> {
+        let attempt = ctx.login_attempt()?;
         let mut db = ctx.db().await?;
-        let user = self.authenticate(&mut db).await?;
+        let user = attempt.settle(self.authenticate(&mut db).await)?;
         user.require(permission)?;
         Ok((user, db))
     }
@@ -213,6 +216,7 @@ impl Credential {
         ctx: &TenantContext,
         permission: Permission,
     ) -> Result<(User, TenantDb), AppError> {
+        let attempt = ctx.login_attempt()?;
         let mut db = ctx.read_db().await?;
         let user = match self.authenticate(&mut db).await {
             Err(AppError::Unauthenticated | AppError::Database(_))
@@ -220,10 +224,11 @@ impl Credential {
             {
                 drop(db);
                 db = ctx.db().await?;
-                self.authenticate(&mut db).await?
+                self.authenticate(&mut db).await
             }
-            other => other?,
+            other => other,
         };
+        let user = attempt.settle(user)?;
         user.require(permission)?;
         Ok((user, db))
     }
