@@ -330,7 +330,7 @@ async fn domains_patches_and_listing(backend: Engine) {
         let h = &h;
         async move { h.get(q).await.body["tenants"].as_array().unwrap().len() }
     };
-    assert_eq!(count("/v1/tenants?schema_version=2").await, 3);
+    assert_eq!(count("/v1/tenants?schema_version=3").await, 3);
     assert_eq!(count("/v1/tenants?schema_version=0").await, 0);
 
     // Every write is in the audit log with before and after.

@@ -15,7 +15,7 @@ async fn create_tenant_provisions_its_database(backend: Engine) {
     let created = h.get(&format!("/v1/tenants/{id}")).await;
     assert!(["provisioning", "active"].contains(&created.body["status"].as_str().unwrap()));
     let tenant = h.wait_status(&id, "active").await;
-    assert_eq!(tenant["schema_version"], 2);
+    assert_eq!(tenant["schema_version"], 3);
     assert_eq!(tenant["domains"], json!(["acme.example.com"]));
     assert!(tenant.get("db_credentials").is_none());
     let job = h.wait_job(&job, "succeeded").await;

@@ -16,7 +16,7 @@
 //! own stylesheet (by hash), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
 //! `Referrer-Policy: same-origin` ([`html`]).
 
-use axum::extract::Form;
+use axum::extract::{Form, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -24,7 +24,7 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tenantgate_contract::crypto::sha256_base64;
+use tenantgate_contract::crypto::{hash_token, sha256_base64};
 
 use crate::context::TenantContext;
 use crate::cookies;
@@ -32,6 +32,8 @@ use crate::error::AppError;
 use crate::items;
 use crate::login;
 use crate::rbac::{Credential, Permission, SESSION_COOKIE};
+use crate::sessions;
+use crate::state::AppState;
 
 /// Theme colour when the tenant set none.
 const DEFAULT_COLOUR: &str = "#3b5bdb";
@@ -52,6 +54,7 @@ pub struct Messages {
     pub token_label: &'static str,
     pub login_button: &'static str,
     pub login_failed: &'static str,
+    pub logout_button: &'static str,
 }
 
 const EN: Messages = Messages {
@@ -66,6 +69,7 @@ const EN: Messages = Messages {
     token_label: "Access token",
     login_button: "Sign in",
     login_failed: "This token is not valid.",
+    logout_button: "Sign out",
 };
 
 const DE: Messages = Messages {
@@ -80,6 +84,7 @@ const DE: Messages = Messages {
     token_label: "Zugangstoken",
     login_button: "Anmelden",
     login_failed: "Dieses Token ist ungültig.",
+    logout_button: "Abmelden",
 };
 
 const FR: Messages = Messages {
@@ -94,6 +99,7 @@ const FR: Messages = Messages {
     token_label: "Jeton d’accès",
     login_button: "Se connecter",
     login_failed: "Ce jeton n’est pas valide.",
+    logout_button: "Se déconnecter",
 };
 
 const ES: Messages = Messages {
@@ -108,6 +114,7 @@ const ES: Messages = Messages {
     token_label: "Token de acceso",
     login_button: "Entrar",
     login_failed: "Este token no es válido.",
+    logout_button: "Cerrar sesión",
 };
 
 /// The messages for `locale` (`de`, `de-AT`, `de_CH` → German); English when we lack it.
@@ -237,11 +244,14 @@ pub(crate) async fn dashboard(
     }
     let main = format!(
         "<h2>{dashboard}</h2><p class=\"user\">{signed_in} {email}</p>\
+<form method=\"post\" action=\"{logout}\"><button type=\"submit\">{logout_button}</button></form>\
 <section><h3>{items}</h3><p class=\"count\" data-count=\"{total}\">{total}</p></section>\
 <section><h3>{recent}</h3>{list}</section>",
         dashboard = escape(m.dashboard),
         signed_in = escape(m.signed_in_as),
         email = escape(&user.email),
+        logout = escape(&format!("{base}/logout")),
+        logout_button = escape(m.logout_button),
         items = escape(m.items),
         recent = escape(m.recent_items),
     );
@@ -285,51 +295,97 @@ pub(crate) struct LoginForm {
 
 /// `POST /login`.
 pub(crate) async fn login(
+    State(state): State<AppState>,
     ctx: TenantContext,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, AppError> {
     login::check_origin(&headers)?;
     let attempt = ctx.login_attempt()?;
-    let cred = Credential::from_token(&form.token);
-    // Tokens are base64url; anything else cannot be one and must never reach a header.
-    let plausible = !cred.token().is_empty()
-        && cred
-            .token()
+    let token = form.token.trim();
+    // Tokens are base64url; anything else cannot be one.
+    let plausible = !token.is_empty()
+        && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let mut db = None;
     let user = if plausible {
-        let mut db = ctx.db().await?;
-        cred.authenticate(&mut db).await
+        let db = db.insert(ctx.db().await?);
+        Credential::from_token(token).authenticate(db).await
     } else {
         Err(AppError::Unauthenticated)
     };
-    match attempt.settle(user) {
-        Ok(_) => {}
-        Err(AppError::Unauthenticated) => {
-            return Ok(html(StatusCode::UNAUTHORIZED, login_form(&ctx, true)));
-        }
-        Err(e) => return Err(e),
-    }
+    let (user, mut db) = match (attempt.settle(user), db) {
+        (Ok(user), Some(db)) => (user, db),
+        (Err(e), _) if !matches!(e, AppError::Unauthenticated) => return Err(e),
+        // A bad token (a user is only ever found on a connection).
+        _ => return Ok(html(StatusCode::UNAUTHORIZED, login_form(&ctx, true))),
+    };
+    let session = sessions::open(
+        &mut db,
+        &user,
+        &hash_token(token),
+        cookies::read(&headers, SESSION_COOKIE),
+        state.config().app.session_ttl,
+    )
+    .await?;
+    drop(db);
     let base = ctx.base_path();
-    let secure = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let mut response = (
         StatusCode::SEE_OTHER,
         [(LOCATION, format!("{base}/dashboard"))],
     )
         .into_response();
+    let attributes = format!(
+        "HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session.max_age_secs,
+        secure_attribute(&headers)
+    );
     cookies::set(
         response.headers_mut(),
         SESSION_COOKIE,
-        cred.token(),
+        &session.id,
         base,
-        if secure {
-            "HttpOnly; SameSite=Strict; Secure"
-        } else {
-            "HttpOnly; SameSite=Strict"
-        },
+        &attributes,
+    );
+    Ok(response)
+}
+
+/// `; Secure` when the client's connection is TLS (the edge's `x-forwarded-proto`): the
+/// browser then never sends the cookie over plain HTTP.
+fn secure_attribute(headers: &HeaderMap) -> &'static str {
+    let tls = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if tls {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// `POST /logout`: end the browser's session (the row, so a copy of the cookie is worthless
+/// too), clear the cookie and go to the login form. Refuses cross-origin posts like `/login`:
+/// a foreign page must not sign users out either.
+pub(crate) async fn logout(ctx: TenantContext, headers: HeaderMap) -> Result<Response, AppError> {
+    login::check_origin(&headers)?;
+    if let Some(id) = cookies::read(&headers, SESSION_COOKIE).filter(|id| !id.is_empty()) {
+        let mut db = ctx.db().await?;
+        sessions::end(&mut db, id).await?;
+    }
+    let base = ctx.base_path();
+    let mut response =
+        (StatusCode::SEE_OTHER, [(LOCATION, format!("{base}/login"))]).into_response();
+    let attributes = format!(
+        "HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure_attribute(&headers)
+    );
+    cookies::set(
+        response.headers_mut(),
+        SESSION_COOKIE,
+        "",
+        base,
+        &attributes,
     );
     Ok(response)
 }

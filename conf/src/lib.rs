@@ -160,6 +160,8 @@ pub struct AppConfig {
     pub login_failures_per_tenant: u32,
     /// Time over which the login failure budgets refill.
     pub login_failure_window: Duration,
+    /// Lifetime of a browser session (capped by its token's expiry).
+    pub session_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -219,6 +219,9 @@ pub struct RawApp {
     pub login_failures_per_tenant: u32,
     /// Seconds over which the login failure budgets refill. 1 to 86 400. Default 300.
     pub login_failure_window_secs: u64,
+    /// Seconds a browser session of `POST /login` lasts (never longer than the token it was
+    /// opened with). 60 to 2 592 000 (30 days). Default 43 200 (12 hours).
+    pub session_ttl_secs: u64,
 }
 
 impl Default for RawApp {
@@ -235,6 +238,7 @@ impl Default for RawApp {
             login_failures_per_address: 10,
             login_failures_per_tenant: 200,
             login_failure_window_secs: 300,
+            session_ttl_secs: 43_200,
         }
     }
 }

@@ -280,6 +280,7 @@ pub(crate) fn validate(
                 1,
                 86_400,
             )?,
+            session_ttl: secs("app.session_ttl_secs", p.session_ttl_secs, 60, 30 * 86_400)?,
         };
 
         let security =

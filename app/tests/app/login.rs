@@ -323,3 +323,158 @@ async fn failed_logins_are_throttled_per_address_and_tenant(backend: Engine) {
     app.stop().await;
 }
 both_backends!(failed_logins_are_throttled_per_address_and_tenant);
+
+/// The `tg_session` cookie a response set: (value, attributes).
+fn session_cookie(headers: &HeaderMap) -> (String, String) {
+    let cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("tg_session="))
+        .unwrap_or_else(|| panic!("no session cookie in {headers:?}"));
+    let (pair, attributes) = cookie.split_once(';').unwrap();
+    (
+        pair.trim_start_matches("tg_session=").to_string(),
+        attributes.to_string(),
+    )
+}
+
+async fn sessions_hold_an_id_not_the_token(backend: Engine) {
+    let app = TestApp::start(backend, Options::default()).await;
+    let acme = app.tenant("acme", json!({})).await;
+    let token = app.user(&acme, "owner", None).await;
+    let short_lived = app
+        .user(
+            &acme,
+            "viewer",
+            Some(tenantgate_contract::time::now_ms() + 90_000),
+        )
+        .await;
+    let tls = Forwarded {
+        tls: true,
+        host: "acme.example.com",
+        ..PLAIN
+    };
+    let login = |token: &str, old: Option<&str>| {
+        let mut rb = through_edge(&app, &acme, Method::POST, "/login", tls)
+            .form(&[("token", token.to_string())]);
+        if let Some(old) = old {
+            rb = rb.header("cookie", format!("tg_session={old}"));
+        }
+        rb.send()
+    };
+    let dashboard = |session: &str| {
+        through_edge(&app, &acme, Method::GET, "/dashboard", tls)
+            .header("cookie", format!("tg_session={session}"))
+            .send()
+    };
+    let pool = app.tenant_pool(&acme).await;
+    let sessions = || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    };
+
+    let resp = login(&token, None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (first, attributes) = session_cookie(resp.headers());
+    assert_ne!(first, token, "the cookie never carries the token");
+    assert!(!first.contains(&token[4..]));
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Max-Age=43200",
+        "Path=/",
+    ] {
+        assert!(attributes.contains(attribute), "{attribute}: {attributes}");
+    }
+    // Stored hashed, with its user and expiry; the token is nowhere in the row.
+    let row: (String, String, i64) =
+        sqlx::query_as("SELECT id_hash, token_hash, expires_at FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(row.0, tenantgate_contract::crypto::hash_token(&first));
+    assert_eq!(row.1, tenantgate_contract::crypto::hash_token(&token));
+    let left = row.2 - tenantgate_contract::time::now_ms();
+    assert!((43_000_000..=43_200_000).contains(&left), "{left}");
+
+    let resp = dashboard(&first).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("action=\"/logout\""));
+    let resp = dashboard(&token).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "a token in the cookie is no session"
+    );
+
+    // A new login is a new id, and ends the session the browser brought.
+    let resp = login(&token, Some(&first)).await.unwrap();
+    let (second, _) = session_cookie(resp.headers());
+    assert_ne!(second, first);
+    assert_eq!(dashboard(&first).await.unwrap().status(), 401);
+    assert_eq!(dashboard(&second).await.unwrap().status(), 200);
+    assert_eq!(sessions().await, 1);
+
+    // A session never outlives its token.
+    let resp = login(&short_lived, None).await.unwrap();
+    let (short, attributes) = session_cookie(resp.headers());
+    let max_age: i64 = attributes
+        .split(';')
+        .find_map(|a| a.trim().strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=90).contains(&max_age), "{attributes}");
+    assert_eq!(dashboard(&short).await.unwrap().status(), 200);
+    sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2")
+        .bind(tenantgate_contract::time::now_ms() - 1)
+        .bind(tenantgate_contract::crypto::hash_token(&short))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dashboard(&short).await.unwrap().status(), 401, "expired");
+
+    // Logout: cross-origin refused; from the site it ends the session and clears the cookie.
+    let logout = |session: &str| {
+        through_edge(&app, &acme, Method::POST, "/logout", tls)
+            .header("cookie", format!("tg_session={session}"))
+    };
+    let (status, code, _) = outcome(logout(&second).header("origin", "https://evil.example")).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (StatusCode::FORBIDDEN, Some("cross_origin"))
+    );
+    assert_eq!(dashboard(&second).await.unwrap().status(), 200);
+    let resp = logout(&second)
+        .header("origin", "https://acme.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(resp.headers(), "location"), "/login");
+    let (cleared, attributes) = session_cookie(resp.headers());
+    assert!(
+        cleared.is_empty() && attributes.contains("Max-Age=0"),
+        "{attributes}"
+    );
+    assert_eq!(dashboard(&second).await.unwrap().status(), 401);
+
+    // Removing the token ends the sessions opened with it.
+    let resp = login(&token, None).await.unwrap();
+    let (third, _) = session_cookie(resp.headers());
+    assert_eq!(dashboard(&third).await.unwrap().status(), 200);
+    sqlx::query("DELETE FROM user_tokens WHERE token_hash = $1")
+        .bind(tenantgate_contract::crypto::hash_token(&token))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dashboard(&third).await.unwrap().status(), 401);
+    pool.close().await;
+    app.stop().await;
+}
+both_backends!(sessions_hold_an_id_not_the_token);
