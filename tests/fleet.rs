@@ -95,7 +95,7 @@ async fn fleet(tc: TestCatalog, n: usize) -> Fleet {
     }
 }
 
-/// The repository's tenant migrations plus `extra` as version 4, in a new folder.
+/// The repository's tenant migrations plus `extra` as version 5, in a new folder.
 fn migrations_with(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for backend in ["postgres", "sqlite"] {
@@ -105,7 +105,7 @@ fn migrations_with(extra: &str) -> tempfile::TempDir {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
-        std::fs::write(to.join("0004_item_priority.sql"), extra).unwrap();
+        std::fs::write(to.join("0005_item_priority.sql"), extra).unwrap();
     }
     dir
 }
@@ -213,7 +213,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
             assert!(error.is_some_and(|e| !e.is_empty()));
             assert_eq!(applied(&f, &slug).await, vec![(1, 1), (2, 1), (3, 1)]);
         } else {
-            assert_eq!((version, error), (4, None), "{slug}");
+            assert_eq!((version, error), (5, None), "{slug}");
         }
     }
     // The failed migration left no half-applied change behind (it ran in a transaction).
@@ -238,7 +238,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     assert!(versions(&f)
         .await
         .iter()
-        .all(|(_, v, e)| *v == 4 && e.is_none()));
+        .all(|(_, v, e)| *v == 5 && e.is_none()));
     let _ = &f.tc;
 }
 
@@ -262,7 +262,7 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
     support::wait_until("a few tenants migrated", Duration::from_secs(60), || {
         let f = &f;
         async move {
-            let done = versions(f).await.iter().filter(|(_, v, _)| *v == 4).count();
+            let done = versions(f).await.iter().filter(|(_, v, _)| *v == 5).count();
             (done >= 3).then_some(())
         }
     })
@@ -272,7 +272,7 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
     let done = versions(&f)
         .await
         .iter()
-        .filter(|(_, v, _)| *v == 4)
+        .filter(|(_, v, _)| *v == 5)
         .count();
     assert!(
         done < 30,
@@ -286,10 +286,10 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
         String::from_utf8_lossy(&out.stdout)
     );
     for (slug, version, error) in versions(&f).await {
-        assert_eq!((version, error), (4, None), "{slug}");
+        assert_eq!((version, error), (5, None), "{slug}");
         assert_eq!(
             applied(&f, &slug).await,
-            vec![(1, 1), (2, 1), (3, 1), (4, 1)],
+            vec![(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)],
             "{slug} migrated exactly once"
         );
     }
@@ -374,7 +374,7 @@ async fn a_migration_job_through_the_admin_api_reports_progress() {
     assert!(versions(&f)
         .await
         .iter()
-        .all(|(_, v, e)| *v == 4 && e.is_none()));
+        .all(|(_, v, e)| *v == 5 && e.is_none()));
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }

@@ -330,7 +330,7 @@ async fn domains_patches_and_listing(backend: Engine) {
         let h = &h;
         async move { h.get(q).await.body["tenants"].as_array().unwrap().len() }
     };
-    assert_eq!(count("/v1/tenants?schema_version=3").await, 3);
+    assert_eq!(count("/v1/tenants?schema_version=4").await, 3);
     assert_eq!(count("/v1/tenants?schema_version=0").await, 0);
 
     // Every write is in the audit log with before and after.
@@ -365,14 +365,34 @@ async fn tenant_user_tokens_are_minted_in_the_tenant_database(backend: Engine) {
     let token = r.body["token"].as_str().unwrap().to_string();
     assert_eq!(r.body["role"], "viewer");
     assert!(r.body["expires_at"].is_string());
+    // Another token of the same user with the user's role.
     let r2 = h
         .post(
             &format!("/v1/tenants/{id}/tokens"),
-            json!({"email": "ann@acme.test", "role": "member"}),
+            json!({"email": "ann@acme.test", "role": "viewer"}),
         )
         .await;
     assert_eq!(r2.status, 201);
     assert_eq!(r2.body["expires_at"], json!(null));
+    // Another role would change what the user's existing tokens may do: refused, either way.
+    for role in ["member", "owner"] {
+        let r = h
+            .post(
+                &format!("/v1/tenants/{id}/tokens"),
+                json!({"email": "ANN@acme.test", "role": role}),
+            )
+            .await;
+        assert_eq!(r.status, 409, "{:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "conflict");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("already has role viewer"),
+            "{:?}",
+            r.body
+        );
+    }
 
     let pool = h.tenant_pool(&id).await;
     let users = sqlx::query("SELECT email, role FROM users")
@@ -381,7 +401,11 @@ async fn tenant_user_tokens_are_minted_in_the_tenant_database(backend: Engine) {
         .unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].get::<String, _>(0), "ann@acme.test");
-    assert_eq!(users[0].get::<String, _>(1), "member");
+    assert_eq!(
+        users[0].get::<String, _>(1),
+        "viewer",
+        "the refused mints changed nothing"
+    );
     let hash = tenantgate_contract::crypto::hash_token(&token);
     let row = sqlx::query("SELECT expires_at FROM user_tokens WHERE token_hash = $1")
         .bind(&hash)

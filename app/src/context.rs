@@ -11,6 +11,7 @@
 //! [`TenantContext::db`] / [`TenantContext::read_db`]: there is no other way to a [`TenantDb`],
 //! so a handler that forgot the tenant does not compile.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OriginalUri, Request, State};
@@ -30,6 +31,7 @@ use uuid::Uuid;
 use crate::cookies;
 use crate::directory::{refusal, servable};
 use crate::error::{AppError, Unavailable};
+use crate::login::{self, Attempt, LoginThrottle};
 use crate::metrics::{TenantLabel, VerifiedSlug};
 use crate::pools::{DbRole, PoolManager, TenantDb};
 use crate::replicas;
@@ -56,6 +58,9 @@ struct ContextInner {
     sticky_primary: bool,
     /// The tenant's path prefix on a shared host (`/acme`), empty on a whole host.
     base_path: String,
+    /// The client's address as the edge saw it (`x-forwarded-for`).
+    client: Option<IpAddr>,
+    login_throttle: LoginThrottle,
 }
 
 impl std::fmt::Debug for TenantContext {
@@ -110,6 +115,21 @@ impl TenantContext {
     /// a whole-host domain: links and cookies of this tenant live under it.
     pub fn base_path(&self) -> &str {
         &self.inner.base_path
+    }
+
+    /// The client's address as the edge saw it (`x-forwarded-for`), if it sent one.
+    pub fn client_address(&self) -> Option<IpAddr> {
+        self.inner.client
+    }
+
+    /// Start checking a credential of this request against the failed-login budgets of the
+    /// tenant and the client address: 429 `login_throttled` when they are spent (see
+    /// [`crate::login`]). [`crate::Credential`] does this; call it when checking a credential
+    /// some other way.
+    pub fn login_attempt(&self) -> Result<Attempt, AppError> {
+        self.inner
+            .login_throttle
+            .attempt(self.tenant_id(), self.inner.client)
     }
 
     /// True when reads of this request go to the primary although the shard has replicas,
@@ -308,6 +328,8 @@ async fn verify(
             settings: TenantSettings::read_stored(&tenant.settings),
             sticky_primary: replicas::wrote_recently(headers),
             base_path: cookies::base_path(headers),
+            client: login::client_address(headers),
+            login_throttle: state.login_throttle().clone(),
             tenant,
             shard: shard_row,
             pools: state.pools().clone(),

@@ -58,6 +58,13 @@ pub enum AppError {
     /// No usable bearer token or session cookie (missing, unknown, expired). 401 `unauthenticated`.
     #[error("authentication required")]
     Unauthenticated,
+    /// A browser posted the login form from another origin (login CSRF). 403 `cross_origin`.
+    #[error("sign-in from another site is refused; use this site's login form")]
+    CrossOriginLogin,
+    /// Too many failed logins from this client address, or at this tenant, within the
+    /// window: 429 `login_throttled` with `Retry-After` (the seconds here).
+    #[error("too many failed logins; retry later")]
+    LoginThrottled(u64),
     /// The user's role lacks a permission. 403 `forbidden`.
     #[error("missing permission {0}")]
     Forbidden(Permission),
@@ -123,6 +130,8 @@ impl AppError {
                 (StatusCode::SERVICE_UNAVAILABLE, "tenant_db_unavailable")
             }
             AppError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            AppError::CrossOriginLogin => (StatusCode::FORBIDDEN, "cross_origin"),
+            AppError::LoginThrottled(_) => (StatusCode::TOO_MANY_REQUESTS, "login_throttled"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AppError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
@@ -215,6 +224,7 @@ impl IntoResponse for AppError {
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
             AppError::TenantRefused(r) => r.retry_after_secs(),
+            AppError::LoginThrottled(secs) => Some(*secs),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };

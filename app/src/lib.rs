@@ -41,7 +41,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tenantgate_catalog::Catalog;
@@ -58,12 +58,14 @@ pub mod error;
 pub mod export;
 mod fence;
 pub mod items;
+pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod pools;
 pub mod rbac;
 pub mod replay;
 pub mod replicas;
+pub mod sessions;
 pub mod state;
 
 pub use context::{require_tenant, TenantContext};
@@ -115,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .route("/dashboard", get(pages::dashboard))
         .route("/login", get(pages::login_page).post(pages::login))
+        .route("/logout", post(pages::logout))
         .route_layer(from_fn_with_state(state.clone(), require_tenant));
     Router::new()
         .route("/healthz", get(healthz))

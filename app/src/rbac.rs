@@ -2,8 +2,9 @@
 //!
 //! A user has one role (`owner`, `member`, `viewer`, or any row of the tenant's `roles` table);
 //! a role has a JSON list of permissions. Users present a bearer token (`Authorization: Bearer`)
-//! or, in browsers, the session cookie set by `POST /login`; tokens are stored as SHA-256 hashes
-//! in `user_tokens` with an optional expiry.
+//! or, in browsers, the session cookie set by `POST /login` (a session id, see
+//! [`crate::sessions`]); tokens and session ids are stored as SHA-256 hashes (`user_tokens`,
+//! `sessions`) with an expiry.
 //!
 //! In a handler, take a [`Credential`] argument (extracting it touches no database: no token
 //! means 401 at once) and open the database through it:
@@ -106,13 +107,22 @@ impl User {
     }
 }
 
-/// The token a request presents: `Authorization: Bearer <token>`, else the session cookie.
+/// The credential a request presents: `Authorization: Bearer <token>`, else the session
+/// cookie.
 ///
 /// An axum extractor; a request with neither is refused with 401 `unauthenticated` before any
-/// database is opened. The token itself is never logged (`Debug` hides it).
+/// database is opened. The secret itself is never logged (`Debug` hides it).
 #[derive(Clone)]
 pub struct Credential {
-    token: String,
+    secret: Secret,
+}
+
+#[derive(Clone)]
+enum Secret {
+    /// A user token minted by the admin API.
+    Bearer(String),
+    /// The id of a session opened by `POST /login`.
+    Session(String),
 }
 
 impl fmt::Debug for Credential {
@@ -138,39 +148,50 @@ impl Credential {
             .and_then(|v| {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
-        bearer
-            .or_else(|| cookies::read(headers, SESSION_COOKIE))
-            .filter(|t| !t.is_empty())
-            .map(|t| Credential {
-                token: t.to_string(),
+            })
+            .filter(|t| !t.is_empty());
+        if let Some(token) = bearer {
+            return Some(Credential::from_token(token));
+        }
+        cookies::read(headers, SESSION_COOKIE)
+            .filter(|id| !id.is_empty())
+            .map(|id| Credential {
+                secret: Secret::Session(id.to_string()),
             })
     }
 
     /// A credential from a raw token (the login form).
     pub fn from_token(token: &str) -> Credential {
         Credential {
-            token: token.trim().to_string(),
+            secret: Secret::Bearer(token.trim().to_string()),
         }
     }
 
-    /// The raw token (to put in the session cookie). Never log it.
-    pub(crate) fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// The user of this token in `db`. 401 when the token is unknown or expired.
+    /// The user of this token or session in `db`. 401 when it is unknown or expired.
     pub async fn authenticate(&self, db: &mut TenantDb) -> Result<User, AppError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.email, u.role, r.permissions, t.expires_at
-             FROM user_tokens t
-             JOIN users u ON u.id = t.user_id
-             JOIN roles r ON r.name = u.role
-             WHERE t.token_hash = $1",
-        )
-        .bind(hash_token(&self.token))
-        .fetch_optional(&mut **db)
-        .await?;
+        // Both yield the user, the role's permissions and the expiry of the credential.
+        let (sql, secret) = match &self.secret {
+            Secret::Bearer(token) => (
+                "SELECT u.id, u.email, u.role, r.permissions, t.expires_at
+                 FROM user_tokens t
+                 JOIN users u ON u.id = t.user_id
+                 JOIN roles r ON r.name = u.role
+                 WHERE t.token_hash = $1",
+                token,
+            ),
+            Secret::Session(id) => (
+                "SELECT u.id, u.email, u.role, r.permissions, s.expires_at
+                 FROM sessions s
+                 JOIN users u ON u.id = s.user_id
+                 JOIN roles r ON r.name = u.role
+                 WHERE s.id_hash = $1",
+                id,
+            ),
+        };
+        let row = sqlx::query(sql)
+            .bind(hash_token(secret))
+            .fetch_optional(&mut **db)
+            .await?;
         let Some(row) = row else {
             return Err(AppError::Unauthenticated);
         };
@@ -192,14 +213,17 @@ impl Credential {
     }
 
     /// Authenticate on the primary and require `permission`: the user and the primary
-    /// connection, for handlers that write.
+    /// connection, for handlers that write. A bad credential counts against the tenant's and
+    /// the client's failed-login budgets; when they are spent this is 429 before any database
+    /// is opened ([`crate::login`]).
     pub async fn write(
         &self,
         ctx: &TenantContext,
         permission: Permission,
     ) -> Result<(User, TenantDb), AppError> {
+        let attempt = ctx.login_attempt()?;
         let mut db = ctx.db().await?;
-        let user = self.authenticate(&mut db).await?;
+        let user = attempt.settle(self.authenticate(&mut db).await)?;
         user.require(permission)?;
         Ok((user, db))
     }
@@ -213,6 +237,7 @@ impl Credential {
         ctx: &TenantContext,
         permission: Permission,
     ) -> Result<(User, TenantDb), AppError> {
+        let attempt = ctx.login_attempt()?;
         let mut db = ctx.read_db().await?;
         let user = match self.authenticate(&mut db).await {
             Err(AppError::Unauthenticated | AppError::Database(_))
@@ -220,10 +245,11 @@ impl Credential {
             {
                 drop(db);
                 db = ctx.db().await?;
-                self.authenticate(&mut db).await?
+                self.authenticate(&mut db).await
             }
-            other => other?,
+            other => other,
         };
+        let user = attempt.settle(user)?;
         user.require(permission)?;
         Ok((user, db))
     }

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::directory::Directory;
+use crate::login::LoginThrottle;
 use crate::metrics::AppMetrics;
 use crate::pools::{PoolManager, PoolOptions};
 use crate::replay::ReplayCache;
@@ -36,6 +37,8 @@ struct Inner {
     labels: TenantLabels,
     /// Request ids of verified signatures, to refuse replays.
     replay: ReplayCache,
+    /// Failed-login budgets per tenant and client address.
+    login_throttle: LoginThrottle,
     /// The feed follower's state once [`AppState::start`] ran (for `/readyz`).
     feed: std::sync::OnceLock<Arc<FeedState>>,
 }
@@ -70,8 +73,10 @@ impl AppState {
             config.security.max_skew_secs,
             config.security.replay_cache_capacity,
         );
+        let login_throttle = LoginThrottle::new(&config.app);
         AppState {
             inner: Arc::new(Inner {
+                login_throttle,
                 config,
                 catalog,
                 directory,
@@ -131,6 +136,11 @@ impl AppState {
     /// The replay cache of verified request ids.
     pub fn replay(&self) -> &ReplayCache {
         &self.inner.replay
+    }
+
+    /// The failed-login budgets.
+    pub fn login_throttle(&self) -> &LoginThrottle {
+        &self.inner.login_throttle
     }
 
     /// The validated configuration the process runs with.

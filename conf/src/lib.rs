@@ -154,6 +154,14 @@ pub struct AppConfig {
     pub read_your_writes: Duration,
     pub tenant_label_limit: usize,
     pub tenant_label_idle: Duration,
+    /// Failed logins a client address may make against one tenant per `login_failure_window`.
+    pub login_failures_per_address: u32,
+    /// Failed logins of all addresses against one tenant per `login_failure_window`.
+    pub login_failures_per_tenant: u32,
+    /// Time over which the login failure budgets refill.
+    pub login_failure_window: Duration,
+    /// Lifetime of a browser session (capped by its token's expiry).
+    pub session_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -207,6 +207,21 @@ pub struct RawApp {
     pub tenant_label_limit: usize,
     /// Seconds without traffic after which a tenant's metric series are dropped. Default 3600.
     pub tenant_label_idle_secs: u64,
+    /// Failed logins (bad bearer token, session or login form) one client address may make
+    /// against one tenant per `login_failure_window_secs`; past it the address gets 429 with
+    /// `Retry-After` and its tokens are not checked. The budget refills evenly over the window.
+    /// 1 to 1 000 000. Default 10.
+    pub login_failures_per_address: u32,
+    /// Failed logins of all addresses together against one tenant per
+    /// `login_failure_window_secs`; past it every login of the tenant gets 429 until the budget
+    /// refills (a lockout of the tenant's logins: keep it well above the per-address budget).
+    /// 1 to 1 000 000. Default 200.
+    pub login_failures_per_tenant: u32,
+    /// Seconds over which the login failure budgets refill. 1 to 86 400. Default 300.
+    pub login_failure_window_secs: u64,
+    /// Seconds a browser session of `POST /login` lasts (never longer than the token it was
+    /// opened with). 60 to 2 592 000 (30 days). Default 43 200 (12 hours).
+    pub session_ttl_secs: u64,
 }
 
 impl Default for RawApp {
@@ -220,6 +235,10 @@ impl Default for RawApp {
             read_your_writes_ms: 5000,
             tenant_label_limit: 1000,
             tenant_label_idle_secs: 3600,
+            login_failures_per_address: 10,
+            login_failures_per_tenant: 200,
+            login_failure_window_secs: 300,
+            session_ttl_secs: 43_200,
         }
     }
 }

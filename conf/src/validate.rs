@@ -262,6 +262,25 @@ pub(crate) fn validate(
                 1,
                 30 * 86_400,
             )?,
+            login_failures_per_address: range(
+                "app.login_failures_per_address",
+                p.login_failures_per_address,
+                1,
+                1_000_000,
+            )?,
+            login_failures_per_tenant: range(
+                "app.login_failures_per_tenant",
+                p.login_failures_per_tenant,
+                1,
+                1_000_000,
+            )?,
+            login_failure_window: secs(
+                "app.login_failure_window_secs",
+                p.login_failure_window_secs,
+                1,
+                86_400,
+            )?,
+            session_ttl: secs("app.session_ttl_secs", p.session_ttl_secs, 60, 30 * 86_400)?,
         };
 
         let security =

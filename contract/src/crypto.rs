@@ -33,6 +33,12 @@ pub fn hash_token(token: &str) -> String {
     out
 }
 
+/// SHA-256 of `data` in standard base64: the form of a Content-Security-Policy hash source
+/// (`'sha256-…'`).
+pub fn sha256_base64(data: &[u8]) -> String {
+    STANDARD.encode(Sha256::digest(data))
+}
+
 /// Equality that takes the same time wherever the inputs differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;

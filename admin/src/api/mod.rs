@@ -253,7 +253,11 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 .errors(BODY_ERRORS)
                 .errors(&[
                     (404, "no such tenant, or the tenant has no such role"),
-                    (409, "the tenant is not active or suspended"),
+                    (
+                        409,
+                        "the tenant is not active or suspended, or the user exists with another \
+                         role (a token never changes its user's role)",
+                    ),
                 ]),
             routing::post(user_tokens::handler),
         ),

@@ -1,8 +1,12 @@
 //! `POST /v1/tenants/{id}/tokens`: mint a tenant user token (shown once).
 //!
 //! The user lives in the tenant's own database (`users`, `user_tokens` from the tenant
-//! migrations); it is created with the given role if missing, or given that role if it exists.
-//! Only the token's SHA-256 hash is stored, as the app tier expects.
+//! migrations); it is created with the given role if missing. For an existing user the role
+//! must be the user's own: a role belongs to the user, not to a token, so minting with another
+//! role would silently change what every existing token of that user may do (a `viewer` mint
+//! would downgrade an owner's tokens, an `owner` mint upgrade a viewer's). That is 409
+//! `conflict` naming the user's role; change a user's role deliberately instead. Only the
+//! token's SHA-256 hash is stored, as the app tier expects.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -45,6 +49,16 @@ pub(crate) struct MintedToken {
     expires_at: Option<String>,
 }
 
+/// What the tenant database transaction did.
+enum Minted {
+    /// A token for this user id.
+    For(String),
+    /// Nothing: the tenant has no such role.
+    UnknownRole,
+    /// Nothing: the user exists with this other role.
+    RoleDiffers(String),
+}
+
 pub(crate) async fn handler(
     State(state): State<AdminState>,
     Writer(actor): Writer,
@@ -82,21 +96,19 @@ pub(crate) async fn handler(
             .await?
             .is_some();
         if !role_known {
-            return Ok(None);
+            return Ok(Minted::UnknownRole);
         }
-        let existing = sqlx::query("SELECT id FROM users WHERE email = $1")
+        let existing = sqlx::query("SELECT id, role FROM users WHERE email = $1")
             .bind(&email)
             .fetch_optional(&mut *tx)
             .await?;
         let user_id: String = match existing {
             Some(row) => {
-                let id: String = row.try_get(0)?;
-                sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
-                    .bind(&id)
-                    .bind(&req.role)
-                    .execute(&mut *tx)
-                    .await?;
-                id
+                let role: String = row.try_get(1)?;
+                if role != req.role {
+                    return Ok(Minted::RoleDiffers(role));
+                }
+                row.try_get(0)?
             }
             None => {
                 let id = uuid::Uuid::now_v7().to_string();
@@ -120,12 +132,19 @@ pub(crate) async fn handler(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Some(user_id))
+        Ok::<_, sqlx::Error>(Minted::For(user_id))
     }
     .await;
     pool.close().await;
-    let Some(user_id) = result? else {
-        return Err(AdminError::NotFound("role"));
+    let user_id = match result? {
+        Minted::For(user_id) => user_id,
+        Minted::UnknownRole => return Err(AdminError::NotFound("role")),
+        Minted::RoleDiffers(role) => {
+            return Err(AdminError::Conflict(format!(
+                "{email} already has role {role}; a token gets its user's role, and minting \
+                 with another would change the user's existing tokens"
+            )))
+        }
     };
     let expires_text = expires_at.map(tenantgate_contract::time::rfc3339);
     let mut w = Write::begin(&state).await?;

@@ -2,8 +2,11 @@
 //!
 //! Chromium cannot add the edge's signed headers, so a small stand-in for the edge sits in
 //! front of the app: it signs every request for one tenant, adds the user's token and forwards
-//! it, as the edge and a signed-in browser would.
+//! it, as the edge and a signed-in browser would. It passes the page's
+//! `Content-Security-Policy` on, and Chromium's log shows whether the policy blocked anything.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,6 +34,34 @@ fn chromium() -> String {
     path
 }
 
+/// The DOM of `url` after Chromium rendered it, and what Chromium logged (page console
+/// messages, such as Content-Security-Policy violations, included).
+async fn dump_dom(browser: &str, url: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            url,
+        ])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("chromium finishes within 60 s")
+        .expect("chromium runs");
+    let console = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "chromium failed: {console}");
+    (String::from_utf8(output.stdout).unwrap(), console)
+}
+
 async fn dashboard_renders_in_headless_chromium(backend: Engine) {
     let browser = chromium();
     let app = TestApp::start(backend, Options::default()).await;
@@ -50,20 +81,24 @@ async fn dashboard_renders_in_headless_chromium(backend: Engine) {
         .unwrap();
     assert!(resp.status().is_success());
 
-    // The stand-in edge.
-    let (client, base, keys, tenant) = (
+    // The stand-in edge. With `spoil_csp` it breaks the page's stylesheet hash, to show that
+    // the browser reports a policy that does not allow the page's style.
+    let spoil_csp = Arc::new(AtomicBool::new(false));
+    let (client, base, keys, tenant, spoil) = (
         app.client.clone(),
         app.base.clone(),
         app.edge_keys.clone(),
         t.clone(),
+        spoil_csp.clone(),
     );
     let edge = axum::Router::new().fallback(move |req: Request| {
-        let (client, base, keys, tenant, token) = (
+        let (client, base, keys, tenant, token, spoil) = (
             client.clone(),
             base.clone(),
             keys.clone(),
             tenant.clone(),
             token.clone(),
+            spoil.clone(),
         );
         async move {
             let path = req
@@ -81,6 +116,13 @@ async fn dashboard_renders_in_headless_chromium(backend: Engine) {
             if let Some(ct) = upstream.headers().get("content-type") {
                 response = response.header("content-type", ct.to_str().unwrap());
             }
+            if let Some(csp) = upstream.headers().get("content-security-policy") {
+                let mut csp = csp.to_str().unwrap().to_string();
+                if spoil.load(Ordering::Relaxed) {
+                    csp = csp.replace("'sha256-", "'sha256-AAAA");
+                }
+                response = response.header("content-security-policy", csp);
+            }
             response
                 .body(Body::from(upstream.bytes().await.unwrap()))
                 .unwrap()
@@ -90,30 +132,12 @@ async fn dashboard_renders_in_headless_chromium(backend: Engine) {
     let edge_addr = listener.local_addr().unwrap();
     let edge_task = tokio::spawn(async move { axum::serve(listener, edge).await });
 
-    let profile = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            &format!("--user-data-dir={}", profile.path().display()),
-            "--dump-dom",
-            &format!("http://{edge_addr}/dashboard"),
-        ])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("chromium finishes within 60 s")
-        .expect("chromium runs");
+    let (dom, console) = dump_dom(&browser, &format!("http://{edge_addr}/dashboard")).await;
+    // The page's Content-Security-Policy allows its own stylesheet: Chromium logs no violation.
     assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        !console.contains("Content Security Policy"),
+        "the policy blocks the page: {console}"
     );
-    let dom = String::from_utf8(output.stdout).unwrap();
     assert!(dom.contains("<html lang=\"de\">"), "{dom}");
     assert!(dom.contains("<h1>globex Inc.</h1>"), "{dom}");
     assert!(
@@ -123,6 +147,13 @@ async fn dashboard_renders_in_headless_chromium(backend: Engine) {
     // Escaped by the app, shown as text by the browser (serialised back as an entity).
     assert!(dom.contains("Hallo Welt &lt;3"), "{dom}");
     assert!(dom.contains("background:#123456"), "{dom}");
+    // The check above can fail: the same page under a policy with another hash is reported.
+    spoil_csp.store(true, Ordering::Relaxed);
+    let (_, console) = dump_dom(&browser, &format!("http://{edge_addr}/dashboard")).await;
+    assert!(
+        console.contains("Content Security Policy"),
+        "a wrong hash is reported: {console}"
+    );
     edge_task.abort();
     app.stop().await;
 }

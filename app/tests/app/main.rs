@@ -11,6 +11,7 @@ mod budget;
 mod isolation;
 mod items;
 mod lifecycle;
+mod login;
 mod pages;
 mod replicas;
 mod signature;

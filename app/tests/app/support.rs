@@ -44,6 +44,8 @@ pub(crate) struct Options {
     /// PostgreSQL only: put shard-a on this server URL with these replicas instead of the test
     /// server.
     pub(crate) shard_location: Option<(String, Vec<String>)>,
+    /// `app.login_failures_per_address` and `app.login_failures_per_tenant`.
+    pub(crate) login_failures: (u32, u32),
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             accept_v1: false,
             replica: false,
             shard_location: None,
+            login_failures: (1000, 10_000),
         }
     }
 }
@@ -108,6 +111,9 @@ connection_budget = {budget}
 acquire_timeout_ms = {acquire}
 pool_idle_secs = {idle}
 read_your_writes_ms = 5000
+login_failures_per_address = {per_address}
+login_failures_per_tenant = {per_tenant}
+login_failure_window_secs = 600
 
 [security]
 signing_key_id = "k2"
@@ -121,6 +127,8 @@ accept_v1 = {accept_v1}
         idle = opts.pool_idle_secs,
         skew = opts.max_skew_secs,
         accept_v1 = opts.accept_v1,
+        per_address = opts.login_failures.0,
+        per_tenant = opts.login_failures.1,
     )
 }
 
