@@ -12,16 +12,23 @@
 //! not a browser following a foreign form and is allowed: API clients and `curl` post the
 //! login form without them, and refusing them would protect nothing.
 //!
-//! **Throttle.** Every check of a token or session ([`crate::Credential::read`] and
-//! [`crate::Credential::write`], the login form) first takes one failure from two budgets: the
-//! client address's at this tenant and the whole tenant's (`[app] login_failures_per_address`,
-//! `login_failures_per_tenant`, refilling over `login_failure_window_secs`). A login that
-//! succeeds, or fails for another reason than a bad credential (database down), gives it back.
-//! An empty budget is 429 `login_throttled` with `Retry-After`, and the credential is not
-//! looked at: a flood of guessed tokens costs the tenant database nothing. Taking before the
-//! check (rather than counting after) keeps the limit exact however many guesses are in
-//! flight at once. The address is the edge's `x-forwarded-for`, which the edge overwrites
-//! with the client's address.
+//! **Throttle.** Failed checks of a token or session ([`crate::Credential::read`] and
+//! [`crate::Credential::write`], the login form) are counted in two budgets: the client
+//! address's at this tenant and the whole tenant's (`[app] login_failures_per_address`,
+//! `login_failures_per_tenant`, refilling over `login_failure_window_secs`). Only failures
+//! count, after the check, so valid traffic never spends a budget however much of it is in
+//! flight (a service calling with one token from one address must not be throttled).
+//!
+//! - An address whose budget is spent gets 429 `login_throttled` with `Retry-After`, and its
+//!   credential is not looked at: a flood of guessed tokens from it costs the tenant database
+//!   nothing.
+//! - When the tenant's budget is spent (guesses from many addresses), credentials are still
+//!   checked: a valid one goes through, a wrong one gets 429 instead of 401. Refusing valid
+//!   ones too would let anyone lock a tenant's users out by guessing from enough addresses.
+//!
+//! Guesses in flight at the same moment can pass the address's limit by as many as are in
+//! flight; the edge's rate limits bound that. The address is the edge's `x-forwarded-for`,
+//! which the edge overwrites with the client's address.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -170,10 +177,15 @@ impl Budget {
         Ok(())
     }
 
-    /// Give back a failure taken by [`Budget::take`].
-    fn give_back(&self, rate: Rate) {
-        let mut full_at = self.full_at.lock().unwrap_or_else(|e| e.into_inner());
-        *full_at = full_at.checked_sub(rate.interval).unwrap_or(*full_at);
+    /// Whether one failure could be taken at `now`, without taking it; if not, how long until
+    /// it could.
+    fn available(&self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let full_at = self.full_at.lock().unwrap_or_else(|e| e.into_inner());
+        let spent = full_at.saturating_duration_since(now);
+        if spent + rate.interval > rate.window {
+            return Err(spent + rate.interval - rate.window);
+        }
+        Ok(())
     }
 }
 
@@ -210,55 +222,53 @@ impl LoginThrottle {
         }
     }
 
-    /// Start a login of `tenant` from `client`: take one failure from both budgets, or 429
-    /// [`AppError::LoginThrottled`] when either is empty (nothing is taken then).
+    /// Start checking a credential of `tenant` from `client`: 429
+    /// [`AppError::LoginThrottled`] when the address's budget is spent (nothing is taken).
     pub fn attempt(&self, tenant: Uuid, client: Option<IpAddr>) -> Result<Attempt, AppError> {
-        let now = Instant::now();
-        let keys = [Key::Address(tenant, client), Key::Tenant(tenant)];
-        let mut taken: Vec<(Key, Arc<Budget>)> = Vec::with_capacity(keys.len());
-        for key in keys {
-            let budget = self.budget(key);
-            if let Err(wait) = budget.take(self.rate(key), now) {
-                for (key, budget) in taken {
-                    budget.give_back(self.rate(key));
-                }
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                return Err(AppError::LoginThrottled(secs.max(1)));
-            }
-            taken.push((key, budget));
+        let address = Key::Address(tenant, client);
+        if let Err(wait) = self
+            .budget(address)
+            .available(self.rate(address), Instant::now())
+        {
+            return Err(AppError::LoginThrottled(retry_after(wait)));
         }
         Ok(Attempt {
             throttle: self.clone(),
-            taken,
-            failed: false,
+            keys: [address, Key::Tenant(tenant)],
         })
     }
 }
 
-/// A login in progress: the failures it took are given back when it is dropped, unless
-/// [`Attempt::settle`] saw a bad credential.
+/// Whole seconds to wait, at least one.
+fn retry_after(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// A credential check in progress; [`Attempt::settle`] counts it if it failed.
 #[derive(Debug)]
 pub struct Attempt {
     throttle: LoginThrottle,
-    taken: Vec<(Key, Arc<Budget>)>,
-    failed: bool,
+    keys: [Key; 2],
 }
 
 impl Attempt {
-    /// Pass the result of checking the credential through; an unknown or expired credential
-    /// keeps the failure taken.
-    pub fn settle<T>(mut self, result: Result<T, AppError>) -> Result<T, AppError> {
-        self.failed = matches!(result, Err(AppError::Unauthenticated));
-        result
-    }
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        if !self.failed {
-            for (key, budget) in &self.taken {
-                budget.give_back(self.throttle.rate(*key));
+    /// Pass the result of checking the credential through. An unknown or expired credential
+    /// takes one failure from both budgets, and is 429 rather than 401 once either is spent.
+    pub fn settle<T>(self, result: Result<T, AppError>) -> Result<T, AppError> {
+        if !matches!(result, Err(AppError::Unauthenticated)) {
+            return result;
+        }
+        let now = Instant::now();
+        let mut throttled: Option<Duration> = None;
+        for key in self.keys {
+            let rate = self.throttle.rate(key);
+            if let Err(wait) = self.throttle.budget(key).take(rate, now) {
+                throttled = Some(throttled.map_or(wait, |w| w.max(wait)));
             }
+        }
+        match throttled {
+            Some(wait) => Err(AppError::LoginThrottled(retry_after(wait))),
+            None => result,
         }
     }
 }
@@ -353,9 +363,12 @@ mod tests {
         assert_eq!(b.take(rate, t0), Err(Duration::from_secs(10)));
         // One failure refills every 10 s.
         assert!(b.take(rate, t0 + Duration::from_secs(10)).is_ok());
+        assert!(b.available(rate, t0 + Duration::from_secs(10)).is_err());
         assert!(b.take(rate, t0 + Duration::from_secs(10)).is_err());
-        b.give_back(rate);
-        assert!(b.take(rate, t0 + Duration::from_secs(10)).is_ok());
+        // Looking does not take.
+        assert!(b.available(rate, t0 + Duration::from_secs(20)).is_ok());
+        assert!(b.available(rate, t0 + Duration::from_secs(20)).is_ok());
+        assert!(b.take(rate, t0 + Duration::from_secs(20)).is_ok());
     }
 
     #[test]

@@ -213,8 +213,8 @@ pub struct RawApp {
     /// 1 to 1 000 000. Default 10.
     pub login_failures_per_address: u32,
     /// Failed logins of all addresses together against one tenant per
-    /// `login_failure_window_secs`; past it every login of the tenant gets 429 until the budget
-    /// refills (a lockout of the tenant's logins: keep it well above the per-address budget).
+    /// `login_failure_window_secs`; past it a wrong credential gets 429 instead of 401 until the
+    /// budget refills (valid credentials keep working).
     /// 1 to 1 000 000. Default 200.
     pub login_failures_per_tenant: u32,
     /// Seconds over which the login failure budgets refill. 1 to 86 400. Default 300.
