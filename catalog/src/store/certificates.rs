@@ -177,6 +177,54 @@ pub async fn put_issued(tx: &mut WriteTx, cert: &NewCertificate<'_>) -> Result<(
     Ok(())
 }
 
+/// Record that ACME issuance for `host` of `tenant_id` is under way (`Pending`) or gave up
+/// (`Failed`, with `error`), in the caller's write transaction. An issued certificate (being
+/// renewed) keeps its status and stays served; only `error` is set on it. A host whose
+/// certificate belongs to another tenant is left alone. False when the tenant no longer owns
+/// the host whole (removed meanwhile): then nothing is written.
+pub async fn mark_acme(
+    tx: &mut WriteTx,
+    tenant_id: Uuid,
+    host: &str,
+    status: CertStatus,
+    error: Option<&str>,
+) -> Result<bool, CatalogError> {
+    debug_assert!(matches!(status, CertStatus::Pending | CertStatus::Failed));
+    let owned = on!(tx.db(), db => {
+        sqlx::query(
+            "SELECT 1 AS one FROM tenant_domains
+             WHERE host = $1 AND tenant_id = $2 AND path_prefix = ''",
+        )
+        .bind(host)
+        .bind(Id(tenant_id))
+        .fetch_optional(db)
+        .await?
+        .is_some()
+    });
+    if !owned {
+        return Ok(false);
+    }
+    on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO certificates (host, tenant_id, source, status, error, updated_at)
+             VALUES ($1, $2, 'acme', $3, $4, $5)
+             ON CONFLICT (host) DO UPDATE SET
+                status = CASE WHEN certificates.status = 'issued' THEN 'issued'
+                              ELSE excluded.status END,
+                error = excluded.error, updated_at = excluded.updated_at
+             WHERE certificates.tenant_id = excluded.tenant_id",
+        )
+        .bind(host)
+        .bind(Id(tenant_id))
+        .bind(status.as_str())
+        .bind(error)
+        .bind(Millis::now())
+        .execute(db)
+        .await?;
+    });
+    Ok(true)
+}
+
 /// Remove the certificate of `host` if `tenant_id` no longer has a domain on it (after a domain
 /// was deleted), in the caller's write transaction.
 pub async fn drop_orphaned(
