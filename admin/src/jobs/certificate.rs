@@ -5,6 +5,10 @@
 //! certificate reads `pending` while the job runs (an issued one being renewed stays issued and
 //! served) and `failed` when the job gives up; each failed attempt is retried with the worker's
 //! backoff. A host whose certificate was uploaded is left alone: the operator chose it.
+//!
+//! Renewal: the scheduler ([`queue_renewals`]) queues the job again for an ACME certificate
+//! past two thirds of its lifetime; after a renewal that gave up it waits [`RENEWAL_RETRY_MS`]
+//! before trying again, so a CA that keeps refusing is not asked every tick.
 
 use serde::{Deserialize, Serialize};
 use tenantgate_catalog::store::audit::NewAudit;
@@ -22,6 +26,57 @@ use crate::error::AdminError;
 use crate::state::AdminState;
 use crate::write::Write;
 
+/// After an issuance job of a tenant gave up (all its attempts, with backoff), renewal waits
+/// this long before queueing another: the certificate still has a third of its lifetime.
+pub(crate) const RENEWAL_RETRY_MS: i64 = 3_600_000;
+
+/// When a certificate valid from `not_before_ms` to `not_after_ms` is renewed: at two thirds
+/// of its lifetime (30 days before the end of a 90-day certificate), leaving a third for
+/// retries and for the CA to be down.
+pub(crate) fn renewal_at(not_before_ms: i64, not_after_ms: i64) -> i64 {
+    not_before_ms + (not_after_ms - not_before_ms) / 3 * 2
+}
+
+/// Queue the renewal of every ACME certificate due at `now_ms` (see the module docs); the
+/// ids of the jobs queued. Nothing when ACME is disabled.
+pub(crate) async fn queue_renewals(
+    state: &AdminState,
+    now_ms: i64,
+) -> Result<Vec<Uuid>, AdminError> {
+    if state.config.acme.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut queued = Vec::new();
+    for c in state
+        .catalog
+        .renewal_candidates(kind::ISSUE_CERTIFICATE)
+        .await?
+    {
+        let due = match tenantgate_contract::tls::leaf_validity(&c.cert_pem) {
+            Ok((not_before, not_after)) => now_ms >= renewal_at(not_before, not_after),
+            Err(e) => {
+                tracing::warn!(host = %c.host, error = %e, "an issued certificate does not parse; renewing it");
+                true
+            }
+        };
+        let resting = c
+            .last_failure
+            .is_some_and(|failed| now_ms - failed < RENEWAL_RETRY_MS);
+        if !due || resting {
+            continue;
+        }
+        let spec = DomainSpec {
+            host: c.host,
+            path_prefix: None,
+        };
+        let mut w = Write::begin(state).await?;
+        let id = enqueue(&mut w, state, c.tenant_id, &spec).await?;
+        w.commit().await?;
+        queued.extend(id);
+    }
+    Ok(queued)
+}
+
 /// The job's payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct CertificatePayload {
@@ -30,18 +85,20 @@ pub(crate) struct CertificatePayload {
 }
 
 /// Queue issuance for `spec` of `tenant_id` inside `w`, when ACME is enabled and the domain is
-/// a whole host (a path-prefix host is served with the edge's fallback certificate).
+/// a whole host (a path-prefix host is served with the edge's fallback certificate); the job's
+/// id when one was queued.
 pub(crate) async fn enqueue(
     w: &mut Write<'_>,
     state: &AdminState,
     tenant_id: Uuid,
     spec: &DomainSpec,
-) -> Result<(), AdminError> {
+) -> Result<Option<Uuid>, AdminError> {
     if state.config.acme.is_none() || spec.path_prefix.is_some() {
-        return Ok(());
+        return Ok(None);
     }
+    let id = Uuid::now_v7();
     w.job(&NewJob {
-        id: Uuid::now_v7(),
+        id,
         kind: kind::ISSUE_CERTIFICATE,
         tenant_id: Some(tenant_id),
         payload: serde_json::to_value(CertificatePayload {
@@ -51,7 +108,8 @@ pub(crate) async fn enqueue(
         max_attempts: i64::from(state.config.admin.job_max_attempts),
         run_at: tenantgate_contract::time::now_ms(),
     })
-    .await
+    .await?;
+    Ok(Some(id))
 }
 
 /// Run the job (see the module docs).
@@ -183,4 +241,16 @@ async fn done(state: &AdminState, worker: &str, job: &Job) -> Result<(), AdminEr
         return Err(AdminError::Job("lost the job's lease".into()));
     }
     w.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_starts_at_two_thirds_of_the_lifetime() {
+        const DAY: i64 = 86_400_000;
+        assert_eq!(renewal_at(0, 90 * DAY), 60 * DAY);
+        assert_eq!(renewal_at(10 * DAY, 100 * DAY), 70 * DAY);
+    }
 }

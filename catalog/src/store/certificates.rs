@@ -265,6 +265,17 @@ fn served_from_row(r: &impl CatalogRow) -> Result<ServedCertificate, CatalogErro
     })
 }
 
+/// An issued ACME certificate that renewal looks at.
+#[derive(Debug, Clone)]
+pub struct RenewalCandidate {
+    pub tenant_id: Uuid,
+    pub host: String,
+    /// The chain, to read the leaf's validity from.
+    pub cert_pem: String,
+    /// When the tenant's latest failed issuance job gave up (milliseconds), if any.
+    pub last_failure: Option<i64>,
+}
+
 /// Certificates by status across the catalog, and the soonest expiry of an issued one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CertificateSummary {
@@ -333,6 +344,40 @@ impl Catalog {
             out.extend(found);
         }
         Ok(out)
+    }
+
+    /// The issued ACME certificates of tenants not deleted that have no issuance job (of kind
+    /// `job_kind`) queued or running: what renewal considers.
+    pub async fn renewal_candidates(
+        &self,
+        job_kind: &str,
+    ) -> Result<Vec<RenewalCandidate>, CatalogError> {
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT c.tenant_id, c.host, c.cert_pem,
+                    (SELECT MAX(j.updated_at) FROM jobs j WHERE j.tenant_id = c.tenant_id
+                     AND j.kind = $1 AND j.status = 'failed') AS last_failure
+                 FROM certificates c JOIN tenants t ON t.id = c.tenant_id
+                 WHERE c.source = 'acme' AND c.status = 'issued' AND c.cert_pem IS NOT NULL
+                 AND t.status <> 'deleted'
+                 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.tenant_id = c.tenant_id
+                     AND j.kind = $1 AND j.status IN ('queued', 'running'))
+                 ORDER BY c.host",
+            )
+            .bind(job_kind)
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RenewalCandidate {
+                    tenant_id: r.id("tenant_id")?,
+                    host: r.get("host")?,
+                    cert_pem: r.get("cert_pem")?,
+                    last_failure: r.opt_millis("last_failure")?,
+                })
+            })
+            .collect()
+        })
     }
 
     /// Counts per status and the soonest expiry, for the admin's metrics.
