@@ -80,7 +80,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        for url in ["http://ca.test/dir", "not a url", "https:///dir"] {
+        for url in [
+            "http://ca.test/dir",
+            "not a url",
+            "ftp://ca.test/dir",
+            "https://",
+        ] {
             assert_eq!(
                 acme(&raw(url)).unwrap_err().key,
                 "acme.directory_url",
@@ -96,6 +101,19 @@ mod tests {
         let empty = tempfile::NamedTempFile::new().unwrap();
         r.ca_bundle = Some(empty.path().into());
         assert_eq!(acme(&r).unwrap_err().key, "acme.ca_bundle");
+    }
+
+    #[test]
+    fn environment_overrides_reach_the_section() {
+        let env = [
+            ("TENANTGATE__ACME__ENABLED".to_string(), "true".to_string()),
+            (
+                "TENANTGATE__ACME__DIRECTORY_URL".to_string(),
+                "http://ca.test/dir".to_string(),
+            ),
+        ];
+        let raw = crate::RawConfig::parse("", env).unwrap();
+        assert_eq!(acme(&raw.acme).unwrap_err().key, "acme.directory_url");
     }
 
     #[test]

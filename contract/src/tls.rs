@@ -212,6 +212,21 @@ mod tests {
     }
 
     #[test]
+    fn leaf_validity_reads_the_leaf_not_the_root() {
+        let root = ca();
+        let (cert, _) = leaf(&["shop.example.com"], &root);
+        // 2026-01-01 and 2028-01-01 UTC.
+        assert_eq!(
+            leaf_validity(&cert).unwrap(),
+            (1_767_225_600_000, 1_830_297_600_000)
+        );
+        assert!(matches!(
+            leaf_validity("no pem here"),
+            Err(CertError::BadCertificatePem(_))
+        ));
+    }
+
+    #[test]
     fn wildcards_cover_one_label_only() {
         let root = ca();
         let (cert, key) = leaf(&["*.example.com"], &root);
