@@ -160,6 +160,11 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
         .seal(issued.key_pem.as_bytes(), &key_context(tenant_id, &host));
 
     let mut w = Write::begin(state).await?;
+    // An upload that landed while the order ran wins: the operator chose it.
+    if certificates::source_of(w.conn(), &host).await? == Some(CertSource::Upload) {
+        drop(w);
+        return done(state, worker, job).await;
+    }
     match certificates::put_issued(
         w.conn(),
         &NewCertificate {

@@ -225,6 +225,22 @@ pub async fn mark_acme(
     Ok(true)
 }
 
+/// Where the recorded certificate of `host` came from (`None`: no row), read in the caller's
+/// write transaction, so a decision on it holds until commit.
+pub async fn source_of(tx: &mut WriteTx, host: &str) -> Result<Option<CertSource>, CatalogError> {
+    let source: Option<String> = on!(tx.db(), db => {
+        match sqlx::query("SELECT source FROM certificates WHERE host = $1")
+            .bind(host)
+            .fetch_optional(db)
+            .await?
+        {
+            Some(r) => Some(r.get("source")?),
+            None => None,
+        }
+    });
+    source.as_deref().map(CertSource::parse).transpose()
+}
+
 /// Remove the certificate of `host` if `tenant_id` no longer has a domain on it (after a domain
 /// was deleted), in the caller's write transaction.
 pub async fn drop_orphaned(
