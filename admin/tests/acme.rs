@@ -323,6 +323,27 @@ async fn a_new_tenant_domain_gets_a_certificate_the_edge_serves_and_renews(tc: T
         || async { (served_leaf(tls, HOST).await?.trim() == new_leaf.trim()).then_some(()) },
     )
     .await;
+
+    // An uploaded certificate replaces it and is never renewed by ACME, however old it gets.
+    let ca = TestCa::new("operator CA");
+    let leaf = ca.issue(&[HOST]);
+    let upload = s
+        .client
+        .put(format!(
+            "{}/v1/tenants/{id}/domains/{HOST}/certificate",
+            s.admin
+        ))
+        .bearer_auth(BOOTSTRAP)
+        .json(&json!({"cert_pem": leaf.cert_pem.clone() + &ca.ca_pem(), "key_pem": leaf.key_pem}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    let later = now + 100 * 365 * 86_400_000;
+    let ticked = tenantgate_admin::schedule_tick(s.config.clone(), s.edge.catalog.clone(), later)
+        .await
+        .unwrap();
+    assert!(ticked.certificates.is_empty());
 }
 
 /// Replace the certificate of [`HOST`] with an ACME-sourced one valid from two days before
