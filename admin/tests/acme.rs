@@ -239,6 +239,10 @@ impl Setup {
             || async {
                 let domains = self.get(&format!("/v1/tenants/{id}/domains")).await;
                 let c = domains["domains"][0]["certificate"].clone();
+                assert!(
+                    status == "failed" || c["status"] != "failed",
+                    "issuance failed: {domains}"
+                );
                 (c["status"] == status && check(&c)).then_some(c)
             },
         )
