@@ -3,7 +3,7 @@
 //! through `pebble-challtestsrv`'s DNS (every name → 127.0.0.1) and fetches the challenge from
 //! the real edge's plain listener, which answers it from the catalog the admin wrote.
 //!
-//! Skipped (with a message) when the `pebble` binaries are not installed.
+//! Skipped (with a message) when the `pebble` binaries are not installed, except under CI.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -104,14 +104,21 @@ impl Pebble {
     }
 }
 
+/// Whether Pebble is installed. Under CI (`CI` set; `scripts/ensure-deps.sh --test` installs
+/// it) a missing Pebble fails the test rather than skipping it.
 fn pebble_installed() -> bool {
-    ["pebble", "pebble-challtestsrv"].iter().all(|b| {
+    let installed = ["pebble", "pebble-challtestsrv"].iter().all(|b| {
         std::process::Command::new("sh")
             .args(["-c", &format!("command -v {b}")])
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-    })
+    });
+    assert!(
+        installed || std::env::var_os("CI").is_none(),
+        "pebble is not installed (apt-get install pebble)"
+    );
+    installed
 }
 
 /// The leaf certificate the edge presents for `sni` on `addr`, as PEM (`openssl s_client`).
