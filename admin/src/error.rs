@@ -58,6 +58,10 @@ pub enum AdminError {
     /// Taking, storing or restoring a backup failed.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// Obtaining a certificate by ACME failed (worker only; recorded on the job and the
+    /// host's certificate).
+    #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeError),
     /// A job could not run as recorded (bad payload, lost lease, waiting on another job).
     /// Raised by the worker only; recorded on the job, never an HTTP answer of its own.
     #[error("{0}")]
@@ -117,6 +121,7 @@ impl AdminError {
             | AdminError::Shard(_)
             | AdminError::Io(_)
             | AdminError::Backup(_)
+            | AdminError::Acme(_)
             | AdminError::Job(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -134,6 +139,7 @@ impl AdminError {
             | AdminError::TenantDb(_)
             | AdminError::Shard(_)
             | AdminError::Io(_)
+            | AdminError::Acme(_)
             | AdminError::Job(_) => "internal error".into(),
             other => other.to_string(),
         }

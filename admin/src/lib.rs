@@ -9,6 +9,7 @@
 //! [`ensure_shard`], [`ensure_tenant`] and [`tokens`] are for the CLI (`tenantgate dev`
 //! seeding, `tenantgate token create`).
 
+mod acme;
 mod api;
 mod auth;
 mod backup;

@@ -1,7 +1,8 @@
 //! The scheduler: every [`TICK`], queue what is due: the scheduled backups
 //! ([`crate::backup::schedule`] decides; the catalog remembers what was taken) and each
 //! tenant's daily data-retention pass ([`crate::jobs::data_retention`], for tenants with
-//! `settings.data_retention_days`).
+//! `settings.data_retention_days`), and the renewal of ACME certificates past two thirds of
+//! their lifetime ([`crate::jobs::certificate::queue_renewals`]).
 //!
 //! It runs next to the job worker in every admin process. Nothing is kept in memory between
 //! ticks: due-ness comes from the catalog (a tenant's newest scheduled backup, and the latest
@@ -38,16 +39,23 @@ pub struct Scheduled {
     pub backups: Vec<(Uuid, Uuid)>,
     /// The data-retention jobs queued.
     pub data_retention: Vec<Uuid>,
+    /// The certificate renewals queued.
+    pub certificates: Vec<Uuid>,
 }
 
 /// Tick until `shutdown`.
 pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     loop {
         match tick(&state, tenantgate_contract::time::now_ms()).await {
-            Ok(s) if !s.backups.is_empty() || !s.data_retention.is_empty() => {
+            Ok(s)
+                if !s.backups.is_empty()
+                    || !s.data_retention.is_empty()
+                    || !s.certificates.is_empty() =>
+            {
                 tracing::info!(
                     backups = s.backups.len(),
                     data_retention = s.data_retention.len(),
+                    certificates = s.certificates.len(),
                     "scheduled work queued"
                 );
             }
@@ -98,6 +106,7 @@ pub(crate) async fn tick(state: &AdminState, now_ms: i64) -> Result<Scheduled, A
             }
         }
     }
+    scheduled.certificates = crate::jobs::certificate::queue_renewals(state, now_ms).await?;
     Ok(scheduled)
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct AdminState {
     pub(crate) webhooks_wake: Arc<Notify>,
     /// The request checks of the API's route table.
     pub(crate) api: Arc<tenantgate_openapi::Checker>,
+    /// The ACME account of this process (made on first issuance).
+    pub(crate) acme: Arc<crate::acme::AcmeClient>,
 }
 
 impl AdminState {
@@ -35,6 +37,7 @@ impl AdminState {
             webhooks_wake: Arc::new(Notify::new()),
             config,
             api: crate::api::checker(),
+            acme: Arc::default(),
         }
     }
 }

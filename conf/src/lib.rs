@@ -1,6 +1,7 @@
 //! Configuration: TOML plus `TENANTGATE__SECTION__KEY` environment overrides, checked once and
 //! turned into internal types that cannot hold an invalid value. Shared by every component.
 //!
+//! - [`acme`]: `[acme]`, the certificate authority of issued certificates;
 //! - [`backups`]: `[backups]`, the backup store and its age keys;
 //! - [`db_url`]: the one reading of database URLs (catalog, shards, replicas);
 //! - [`raw`]: the file as written (`Raw*` structs, unknown keys are errors);
@@ -11,6 +12,7 @@
 //!
 //! Nothing binds before loading succeeds.
 
+pub mod acme;
 pub mod backups;
 pub mod db_url;
 mod env;
@@ -18,6 +20,7 @@ pub mod raw;
 mod secrets;
 mod validate;
 
+pub use acme::AcmeConfig;
 pub use backups::{BackupSchedule, BackupStore, BackupsConfig};
 pub use env::{variable_for, ENV_PREFIX};
 pub use raw::RawConfig;
@@ -73,6 +76,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub tenant_migrations: TenantMigrationsConfig,
     pub backups: BackupsConfig,
+    /// `[acme]`; `None` when ACME issuance is disabled.
+    pub acme: Option<AcmeConfig>,
     /// Things worth a warning at start-up (e.g. generated dev secrets).
     pub warnings: Vec<String>,
 }

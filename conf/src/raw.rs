@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub security: RawSecurity,
     pub tenant_migrations: RawTenantMigrations,
     pub backups: RawBackups,
+    pub acme: RawAcme,
 }
 
 /// `[catalog]`: where the catalog lives and how components cache and follow it.
@@ -326,6 +327,34 @@ impl Default for RawBackups {
             keep_weekly: 4,
             keep_monthly: 6,
             deleted_retention_days: 30,
+        }
+    }
+}
+
+/// `[acme]`: the ACME certificate authority that issues certificates for tenant domains.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAcme {
+    /// Issue certificates by ACME for every domain a tenant owns whole (issuance jobs when a
+    /// domain is added). Default `false`.
+    pub enabled: bool,
+    /// The CA's directory URL, `https://` only. Default Let's Encrypt's production directory
+    /// (`https://acme-v02.api.letsencrypt.org/directory`).
+    pub directory_url: String,
+    /// Account contacts, `mailto:` URLs. Default none.
+    pub contact: Vec<String>,
+    /// PEM file of the roots trusted for the CA's HTTPS, for a private or test CA (e.g.
+    /// Pebble). Default none: the platform's roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for RawAcme {
+    fn default() -> Self {
+        RawAcme {
+            enabled: false,
+            directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            contact: Vec::new(),
+            ca_bundle: None,
         }
     }
 }

@@ -286,6 +286,7 @@ pub(crate) fn validate(
         let security =
             secrets::security(&raw.security, mode, policy, &mut warnings, &mut deferred)?;
         let backups = crate::backups::backups(&raw.backups, &mut warnings)?;
+        let acme = crate::acme::acme(&raw.acme)?;
         let config = Config {
             mode,
             catalog,
@@ -297,6 +298,7 @@ pub(crate) fn validate(
                 dir: raw.tenant_migrations.dir.clone(),
             },
             backups,
+            acme,
             warnings,
         };
         Ok((config, deferred))

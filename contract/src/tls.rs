@@ -99,6 +99,18 @@ fn parse_key(key_pem: &str) -> Result<PrivateKeyDer<'static>, CertError> {
         .map_err(|_| CertError::BadKeyPem("no usable PRIVATE KEY block found".into()))
 }
 
+/// The validity of the chain's leaf: `(notBefore, notAfter)` in milliseconds since the epoch.
+pub fn leaf_validity(cert_pem: &str) -> Result<(i64, i64), CertError> {
+    let chain = parse_chain(cert_pem)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| CertError::BadCertificatePem(format!("leaf certificate: {e}")))?;
+    let v = parsed.validity();
+    Ok((
+        v.not_before.timestamp().saturating_mul(1000),
+        v.not_after.timestamp().saturating_mul(1000),
+    ))
+}
+
 /// The certificate and key as the edge serves them. Checks that the key parses and belongs
 /// to the leaf; nothing else (that was checked at upload).
 pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, CertError> {
@@ -197,6 +209,21 @@ mod tests {
         let checked = check_upload(&cert, &key, "shop.example.com", NOW).unwrap();
         assert!(checked.issuer.contains("Test Root"), "{}", checked.issuer);
         assert!(checked.not_after_ms > NOW);
+    }
+
+    #[test]
+    fn leaf_validity_reads_the_leaf_not_the_root() {
+        let root = ca();
+        let (cert, _) = leaf(&["shop.example.com"], &root);
+        // 2026-01-01 and 2028-01-01 UTC.
+        assert_eq!(
+            leaf_validity(&cert).unwrap(),
+            (1_767_225_600_000, 1_830_297_600_000)
+        );
+        assert!(matches!(
+            leaf_validity("no pem here"),
+            Err(CertError::BadCertificatePem(_))
+        ));
     }
 
     #[test]

@@ -298,6 +298,9 @@ pub(crate) async fn create(
         run_at: now,
     })
     .await?;
+    for spec in &specs {
+        crate::jobs::certificate::enqueue(&mut w, state, id, spec).await?;
+    }
     w.tenant_change(id, &[]).await?;
     w.audit(NewAudit {
         actor,
@@ -563,6 +566,7 @@ pub(crate) async fn add_domain_handler(
     after.domains.push(spec.to_string());
     let mut w = begin_for(&state, &before).await?;
     tenants::insert_domain(w.conn(), before.id, &spec, before.domains.is_empty()).await?;
+    crate::jobs::certificate::enqueue(&mut w, &state, before.id, &spec).await?;
     w.tenant_change(before.id, &[]).await?;
     w.audit(NewAudit {
         actor: &actor.name,

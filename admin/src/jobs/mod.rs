@@ -8,6 +8,7 @@
 //! transaction, conditional on this worker still holding the lease.
 
 pub(crate) mod backup;
+pub(crate) mod certificate;
 pub(crate) mod data_retention;
 pub(crate) mod drop;
 pub(crate) mod drop_database;
@@ -57,6 +58,8 @@ pub(crate) mod kind {
     pub(crate) const PRUNE_BACKUPS: &str = "prune_backups";
     /// Delete a tenant's app rows older than its `settings.data_retention_days`.
     pub(crate) const DATA_RETENTION: &str = "data_retention";
+    /// Obtain or renew a host's certificate by ACME.
+    pub(crate) const ISSUE_CERTIFICATE: &str = "issue_certificate";
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the
@@ -232,6 +235,9 @@ async fn record_failure(
             backups::record_error(w.conn(), p.backup_id, &message, final_attempt).await?;
         }
     }
+    if job.kind == kind::ISSUE_CERTIFICATE && final_attempt {
+        certificate::record_failed(&mut w, job, &message).await?;
+    }
     let restore = (job.kind == kind::RESTORE)
         .then(|| serde_json::from_value::<restore::RestorePayload>(job.payload.clone()).ok())
         .flatten();
@@ -317,6 +323,7 @@ async fn execute(state: &AdminState, worker: &str, job: &Job) -> Result<(), Admi
         kind::DROP_DATABASE => drop_database::run(state, worker, job).await,
         kind::PRUNE_BACKUPS => prune::run(state, worker, job).await,
         kind::DATA_RETENTION => data_retention::run(state, worker, job).await,
+        kind::ISSUE_CERTIFICATE => certificate::run(state, worker, job).await,
         other => Err(AdminError::Job(format!("unknown job kind {other:?}"))),
     }
 }

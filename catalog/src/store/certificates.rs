@@ -177,6 +177,70 @@ pub async fn put_issued(tx: &mut WriteTx, cert: &NewCertificate<'_>) -> Result<(
     Ok(())
 }
 
+/// Record that ACME issuance for `host` of `tenant_id` is under way (`Pending`) or gave up
+/// (`Failed`, with `error`), in the caller's write transaction. An issued certificate (being
+/// renewed) keeps its status and stays served; only `error` is set on it. A host whose
+/// certificate belongs to another tenant is left alone. False when the tenant no longer owns
+/// the host whole (removed meanwhile): then nothing is written.
+pub async fn mark_acme(
+    tx: &mut WriteTx,
+    tenant_id: Uuid,
+    host: &str,
+    status: CertStatus,
+    error: Option<&str>,
+) -> Result<bool, CatalogError> {
+    debug_assert!(matches!(status, CertStatus::Pending | CertStatus::Failed));
+    let owned = on!(tx.db(), db => {
+        sqlx::query(
+            "SELECT 1 AS one FROM tenant_domains
+             WHERE host = $1 AND tenant_id = $2 AND path_prefix = ''",
+        )
+        .bind(host)
+        .bind(Id(tenant_id))
+        .fetch_optional(db)
+        .await?
+        .is_some()
+    });
+    if !owned {
+        return Ok(false);
+    }
+    on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO certificates (host, tenant_id, source, status, error, updated_at)
+             VALUES ($1, $2, 'acme', $3, $4, $5)
+             ON CONFLICT (host) DO UPDATE SET
+                status = CASE WHEN certificates.status = 'issued' THEN 'issued'
+                              ELSE excluded.status END,
+                error = excluded.error, updated_at = excluded.updated_at
+             WHERE certificates.tenant_id = excluded.tenant_id",
+        )
+        .bind(host)
+        .bind(Id(tenant_id))
+        .bind(status.as_str())
+        .bind(error)
+        .bind(Millis::now())
+        .execute(db)
+        .await?;
+    });
+    Ok(true)
+}
+
+/// Where the recorded certificate of `host` came from (`None`: no row), read in the caller's
+/// write transaction, so a decision on it holds until commit.
+pub async fn source_of(tx: &mut WriteTx, host: &str) -> Result<Option<CertSource>, CatalogError> {
+    let source: Option<String> = on!(tx.db(), db => {
+        match sqlx::query("SELECT source FROM certificates WHERE host = $1")
+            .bind(host)
+            .fetch_optional(db)
+            .await?
+        {
+            Some(r) => Some(r.get("source")?),
+            None => None,
+        }
+    });
+    source.as_deref().map(CertSource::parse).transpose()
+}
+
 /// Remove the certificate of `host` if `tenant_id` no longer has a domain on it (after a domain
 /// was deleted), in the caller's write transaction.
 pub async fn drop_orphaned(
@@ -215,6 +279,17 @@ fn served_from_row(r: &impl CatalogRow) -> Result<ServedCertificate, CatalogErro
         cert_pem: r.get("cert_pem")?,
         key_sealed: r.get("key_sealed")?,
     })
+}
+
+/// An issued ACME certificate that renewal looks at.
+#[derive(Debug, Clone)]
+pub struct RenewalCandidate {
+    pub tenant_id: Uuid,
+    pub host: String,
+    /// The chain, to read the leaf's validity from.
+    pub cert_pem: String,
+    /// When the tenant's latest failed issuance job gave up (milliseconds), if any.
+    pub last_failure: Option<i64>,
 }
 
 /// Certificates by status across the catalog, and the soonest expiry of an issued one.
@@ -285,6 +360,40 @@ impl Catalog {
             out.extend(found);
         }
         Ok(out)
+    }
+
+    /// The issued ACME certificates of tenants not deleted that have no issuance job (of kind
+    /// `job_kind`) queued or running: what renewal considers.
+    pub async fn renewal_candidates(
+        &self,
+        job_kind: &str,
+    ) -> Result<Vec<RenewalCandidate>, CatalogError> {
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT c.tenant_id, c.host, c.cert_pem,
+                    (SELECT MAX(j.updated_at) FROM jobs j WHERE j.tenant_id = c.tenant_id
+                     AND j.kind = $1 AND j.status = 'failed') AS last_failure
+                 FROM certificates c JOIN tenants t ON t.id = c.tenant_id
+                 WHERE c.source = 'acme' AND c.status = 'issued' AND c.cert_pem IS NOT NULL
+                 AND t.status <> 'deleted'
+                 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.tenant_id = c.tenant_id
+                     AND j.kind = $1 AND j.status IN ('queued', 'running'))
+                 ORDER BY c.host",
+            )
+            .bind(job_kind)
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RenewalCandidate {
+                    tenant_id: r.id("tenant_id")?,
+                    host: r.get("host")?,
+                    cert_pem: r.get("cert_pem")?,
+                    last_failure: r.opt_millis("last_failure")?,
+                })
+            })
+            .collect()
+        })
     }
 
     /// Counts per status and the soonest expiry, for the admin's metrics.
