@@ -95,7 +95,29 @@ async fn fleet(tc: TestCatalog, n: usize) -> Fleet {
     }
 }
 
-/// The repository's tenant migrations plus `extra` as version 5, in a new folder.
+/// The newest tenant migration of the repository.
+fn latest() -> i64 {
+    std::fs::read_dir(tenant_migrations_dir().join("postgres"))
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .split('_')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap()
+}
+
+/// The version `migrations_with` gives its extra migration: the one after the repository's.
+fn next() -> i64 {
+    latest() + 1
+}
+
+/// The repository's tenant migrations plus `extra` as version [`next`], in a new folder.
 fn migrations_with(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for backend in ["postgres", "sqlite"] {
@@ -105,7 +127,7 @@ fn migrations_with(extra: &str) -> tempfile::TempDir {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
-        std::fs::write(to.join("0005_item_priority.sql"), extra).unwrap();
+        std::fs::write(to.join(format!("{:04}_item_priority.sql", next())), extra).unwrap();
     }
     dir
 }
@@ -164,7 +186,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
         versions(&f)
             .await
             .iter()
-            .all(|(_, v, e)| *v == 3 && e.is_none()),
+            .all(|(_, v, e)| *v == latest() && e.is_none()),
         "provisioned at the latest version"
     );
     // Crafted bad data: two items with one title break the new unique index for f007 only.
@@ -187,7 +209,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
             && stdout.contains("f049: would apply 4_item_priority"),
         "{stdout}"
     );
-    assert!(versions(&f).await.iter().all(|(_, v, _)| *v == 3));
+    assert!(versions(&f).await.iter().all(|(_, v, _)| *v == latest()));
     assert_eq!(applied(&f, "f000").await, vec![(1, 1), (2, 1), (3, 1)]);
 
     let out = migrate(&f.config_path, migrations.path(), &["--concurrency", "4"]);
@@ -213,7 +235,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
             assert!(error.is_some_and(|e| !e.is_empty()));
             assert_eq!(applied(&f, &slug).await, vec![(1, 1), (2, 1), (3, 1)]);
         } else {
-            assert_eq!((version, error), (5, None), "{slug}");
+            assert_eq!((version, error), (next(), None), "{slug}");
         }
     }
     // The failed migration left no half-applied change behind (it ran in a transaction).
@@ -238,7 +260,7 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     assert!(versions(&f)
         .await
         .iter()
-        .all(|(_, v, e)| *v == 5 && e.is_none()));
+        .all(|(_, v, e)| *v == next() && e.is_none()));
     let _ = &f.tc;
 }
 
@@ -262,7 +284,11 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
     support::wait_until("a few tenants migrated", Duration::from_secs(60), || {
         let f = &f;
         async move {
-            let done = versions(f).await.iter().filter(|(_, v, _)| *v == 5).count();
+            let done = versions(f)
+                .await
+                .iter()
+                .filter(|(_, v, _)| *v == next())
+                .count();
             (done >= 3).then_some(())
         }
     })
@@ -272,7 +298,7 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
     let done = versions(&f)
         .await
         .iter()
-        .filter(|(_, v, _)| *v == 5)
+        .filter(|(_, v, _)| *v == next())
         .count();
     assert!(
         done < 30,
@@ -286,10 +312,10 @@ async fn a_killed_run_resumes_and_migrates_each_tenant_once() {
         String::from_utf8_lossy(&out.stdout)
     );
     for (slug, version, error) in versions(&f).await {
-        assert_eq!((version, error), (5, None), "{slug}");
+        assert_eq!((version, error), (next(), None), "{slug}");
         assert_eq!(
             applied(&f, &slug).await,
-            vec![(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)],
+            (1..=next()).map(|v| (v, 1)).collect::<Vec<_>>(),
             "{slug} migrated exactly once"
         );
     }
@@ -374,7 +400,7 @@ async fn a_migration_job_through_the_admin_api_reports_progress() {
     assert!(versions(&f)
         .await
         .iter()
-        .all(|(_, v, e)| *v == 5 && e.is_none()));
+        .all(|(_, v, e)| *v == next() && e.is_none()));
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
