@@ -205,12 +205,15 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("f000: would apply 4_item_priority")
-            && stdout.contains("f049: would apply 4_item_priority"),
+        stdout.contains(&format!("f000: would apply {}_item_priority", next()))
+            && stdout.contains(&format!("f049: would apply {}_item_priority", next())),
         "{stdout}"
     );
     assert!(versions(&f).await.iter().all(|(_, v, _)| *v == latest()));
-    assert_eq!(applied(&f, "f000").await, vec![(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(
+        applied(&f, "f000").await,
+        (1..=latest()).map(|v| (v, 1)).collect::<Vec<_>>()
+    );
 
     let out = migrate(&f.config_path, migrations.path(), &["--concurrency", "4"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -231,9 +234,16 @@ async fn fifty_tenants_one_bad_then_fixed(tc: TestCatalog) {
     );
     for (slug, version, error) in versions(&f).await {
         if slug == "f007" {
-            assert_eq!(version, 3, "the failed tenant stays at its old version");
+            assert_eq!(
+                version,
+                latest(),
+                "the failed tenant stays at its old version"
+            );
             assert!(error.is_some_and(|e| !e.is_empty()));
-            assert_eq!(applied(&f, &slug).await, vec![(1, 1), (2, 1), (3, 1)]);
+            assert_eq!(
+                applied(&f, &slug).await,
+                (1..=latest()).map(|v| (v, 1)).collect::<Vec<_>>()
+            );
         } else {
             assert_eq!((version, error), (next(), None), "{slug}");
         }
