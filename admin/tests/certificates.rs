@@ -2,43 +2,11 @@
 //! never shown) and listed with the tenant's domains; each kind of unusable upload gets its own
 //! 400/422 code; hosts the tenant does not own whole are refused.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::json;
 use tenantgate_catalog::store::certificates::key_context;
 use tenantgate_testkit::admin::Harness;
+use tenantgate_testkit::tls::{Leaf, TestCa};
 use tenantgate_testkit::{both_backends, Engine};
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Ca {
-            cert: params.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    /// (leaf PEM, key PEM) for `names`, valid from `from` to `to` (years).
-    fn leaf(&self, names: &[&str], from: i32, to: i32) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.not_before = rcgen::date_time_ymd(from, 1, 1);
-        params.not_after = rcgen::date_time_ymd(to, 1, 1);
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// The admin's `/metrics` page.
 async fn metrics_text(h: &Harness) -> String {
@@ -62,7 +30,7 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);
     }
-    let ca = Ca::new("Upload Test CA");
+    let ca = TestCa::new("Upload Test CA");
     let put = |host: &str, cert: String, key: String| {
         let path = format!("/v1/tenants/{id}/domains/{host}/certificate");
         let h = &h;
@@ -97,8 +65,12 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
     assert!(!metrics.contains("tenantgate_certificate_expiry_timestamp_seconds "));
 
     // A wildcard leaf with its CA appended: accepted, the key sealed and never shown.
-    let (leaf, key) = ca.leaf(&["*.acme.test"], 2025, 2035);
-    let chain = leaf.clone() + &ca.cert.pem();
+    let Leaf {
+        cert_pem: leaf,
+        key_pem: key,
+        ..
+    } = ca.issue_valid(&["*.acme.test"], 2025, 2035);
+    let chain = leaf.clone() + &ca.ca_pem();
     let r = put("shop.acme.test", chain.clone(), key.clone()).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["domain"], "shop.acme.test");
@@ -172,8 +144,12 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
         .is_err());
 
     // Each unusable upload has its own code.
-    let (other_leaf, other_key) = ca.leaf(&["shop.acme.test"], 2025, 2035);
-    let with_ca = |leaf: &str| leaf.to_string() + &ca.cert.pem();
+    let Leaf {
+        cert_pem: other_leaf,
+        key_pem: other_key,
+        ..
+    } = ca.issue_valid(&["shop.acme.test"], 2025, 2035);
+    let with_ca = |leaf: &str| leaf.to_string() + &ca.ca_pem();
     let cases = [
         (
             "shop.acme.test",
@@ -219,13 +195,21 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
             .as_str()
             .is_some_and(|m| !m.is_empty()));
     }
-    let (expired, expired_key) = ca.leaf(&["shop.acme.test"], 2020, 2022);
+    let Leaf {
+        cert_pem: expired,
+        key_pem: expired_key,
+        ..
+    } = ca.issue_valid(&["shop.acme.test"], 2020, 2022);
     let r = put("shop.acme.test", with_ca(&expired), expired_key).await;
     assert_eq!(
         (r.status, r.body["error"]["code"].as_str()),
         (422, Some("certificate_expired"))
     );
-    let (future, future_key) = ca.leaf(&["shop.acme.test"], 2090, 2095);
+    let Leaf {
+        cert_pem: future,
+        key_pem: future_key,
+        ..
+    } = ca.issue_valid(&["shop.acme.test"], 2090, 2095);
     let r = put("shop.acme.test", with_ca(&future), future_key).await;
     assert_eq!(
         (r.status, r.body["error"]["code"].as_str()),
@@ -236,7 +220,11 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
     assert_eq!(stored[0].cert_pem, chain);
 
     // Hosts the tenant does not own whole.
-    let (shared_leaf, shared_key) = ca.leaf(&["app.shared.test"], 2025, 2035);
+    let Leaf {
+        cert_pem: shared_leaf,
+        key_pem: shared_key,
+        ..
+    } = ca.issue_valid(&["app.shared.test"], 2025, 2035);
     let r = put("app.shared.test", with_ca(&shared_leaf), shared_key.clone()).await;
     assert_eq!(r.status, 409, "{:?}", r.body);
     let r = put("other.test", with_ca(&shared_leaf), shared_key.clone()).await;

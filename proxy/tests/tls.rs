@@ -7,80 +7,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use tenantgate_contract::TenantStatus;
 use tenantgate_testkit::edge::Harness;
+use tenantgate_testkit::tls::TestCa;
 use tenantgate_testkit::{both_backends, wait_until, TestCatalog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A test CA that signs leaf certificates.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A leaf certificate: its chain PEM (leaf + CA), key PEM and leaf DER.
-struct Leaf {
-    chain_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tenantgate test CA");
-        Ca {
-            cert: params.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    fn leaf(&self, name: &str) -> Leaf {
-        self.leaf_for(&[name])
-    }
-
-    fn leaf_for(&self, names: &[&str]) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.cert, &self.key)
-            .unwrap();
-        Leaf {
-            chain_pem: cert.pem() + &self.cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
-    /// A client trusting this CA, offering `alpn`.
-    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
-    }
+/// A client trusting `ca`, offering `alpn`.
+fn connector(ca: &TestCa, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.ca_der())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
 }
 
 /// Handshake with `addr` for SNI `name`; the handshake's error when refused.
 async fn connect(
-    ca: &Ca,
+    ca: &TestCa,
     addr: SocketAddr,
     name: &str,
     alpn: &[&[u8]],
@@ -89,7 +43,7 @@ async fn connect(
     let name = ServerName::try_from(name.to_string()).unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
-        ca.connector(alpn).connect(name, tcp),
+        connector(ca, alpn).connect(name, tcp),
     )
     .await
     .expect("handshake finishes")
@@ -157,7 +111,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 both_backends!(certificate_per_sni_follows_the_feed);
 async fn certificate_per_sni_follows_the_feed(tc: TestCatalog) {
-    let ca = Ca::new();
+    let ca = TestCa::new("tenantgate test CA");
     let mut h = Harness::new(tc, "tls_listen = \"127.0.0.1:0\"", "").await;
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
@@ -179,8 +133,8 @@ async fn certificate_per_sni_follows_the_feed(tc: TestCatalog) {
             None,
         )
         .await;
-    let acme_cert = ca.leaf("acme.test");
-    let globex_cert = ca.leaf("globex.test");
+    let acme_cert = ca.issue(&["acme.test"]);
+    let globex_cert = ca.issue(&["globex.test"]);
     h.put_certificate(acme, "acme.test", &acme_cert.chain_pem, &acme_cert.key_pem)
         .await;
     h.start().await;
@@ -222,7 +176,7 @@ async fn certificate_per_sni_follows_the_feed(tc: TestCatalog) {
 
     // Replacing acme's certificate: new connections get the new one, the established
     // connection keeps working on the session it negotiated.
-    let renewed = ca.leaf("acme.test");
+    let renewed = ca.issue(&["acme.test"]);
     h.put_certificate(acme, "acme.test", &renewed.chain_pem, &renewed.key_pem)
         .await;
     wait_until(
@@ -294,10 +248,10 @@ async fn certificate_per_sni_follows_the_feed(tc: TestCatalog) {
 
 both_backends!(fallback_https_only_and_hsts);
 async fn fallback_https_only_and_hsts(tc: TestCatalog) {
-    let ca = Ca::new();
+    let ca = TestCa::new("tenantgate test CA");
     // The operator's fallback (say, for hosts whose own certificate is not issued yet) names
     // the test hosts, so the client's verification passes and the test sees which was sent.
-    let fallback = ca.leaf_for(&["acme.test", "plain.test", "nobody.test"]);
+    let fallback = ca.issue(&["acme.test", "plain.test", "nobody.test"]);
     let dir = tempfile::tempdir().unwrap();
     let (cert_file, key_file) = (dir.path().join("edge.crt"), dir.path().join("edge.key"));
     std::fs::write(&cert_file, &fallback.chain_pem).unwrap();

@@ -12,12 +12,16 @@ pub struct TestCa {
     dir: tempfile::TempDir,
 }
 
-/// A leaf certificate and its private key, as PEM.
+/// A leaf certificate and its private key.
 pub struct Leaf {
-    /// The certificate (the leaf alone; the root is the CA's).
+    /// The certificate as PEM (the leaf alone; the root is the CA's).
     pub cert_pem: String,
-    /// The private key (PKCS#8).
+    /// The leaf followed by the root, as a server presents it.
+    pub chain_pem: String,
+    /// The private key as PEM (PKCS#8).
     pub key_pem: String,
+    /// The certificate as DER.
+    pub der: Vec<u8>,
 }
 
 impl TestCa {
@@ -43,8 +47,26 @@ impl TestCa {
         self.root.pem()
     }
 
-    /// A leaf certificate for `names` (each a DNS name or an IP address), signed by this CA.
+    /// The root certificate as DER (for a client's root store).
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.root.der().to_vec()
+    }
+
+    /// A leaf certificate for `names` (each a DNS name or an IP address), signed by this CA,
+    /// valid from now for rcgen's default span.
     pub fn issue(&self, names: &[&str]) -> Leaf {
+        self.sign(names, |_| {})
+    }
+
+    /// As [`TestCa::issue`], valid from 1 January of `from` to 1 January of `to`.
+    pub fn issue_valid(&self, names: &[&str], from: i32, to: i32) -> Leaf {
+        self.sign(names, |params| {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        })
+    }
+
+    fn sign(&self, names: &[&str], adjust: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let key = KeyPair::generate().expect("generate leaf key");
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
@@ -52,12 +74,15 @@ impl TestCa {
             DnType::CommonName,
             names.first().map_or("leaf", |n| n.as_str()),
         );
+        adjust(&mut params);
         let cert = params
             .signed_by(&key, &self.root, &self.key)
             .expect("sign leaf");
         Leaf {
             cert_pem: cert.pem(),
+            chain_pem: cert.pem() + &self.root.pem(),
             key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
         }
     }
 }
