@@ -129,7 +129,7 @@ impl Directory {
     pub fn follow(
         &self,
         pools: PoolManager,
-        poll_interval: Duration,
+        feed_options: tenantgate_catalog::feed::FeedOptions,
         shutdown: CancellationToken,
     ) -> (
         Arc<tenantgate_catalog::feed::FeedState>,
@@ -140,7 +140,7 @@ impl Directory {
         let (state, feed) = tenantgate_catalog::feed::follow(
             self.catalog.clone(),
             Arc::new(FeedSink { tx }),
-            poll_interval,
+            feed_options,
             shutdown,
         );
         (state, vec![feed, worker])

@@ -94,7 +94,7 @@ impl AppState {
     pub fn start(&self, shutdown: CancellationToken) -> Background {
         let (feed, mut tasks) = self.inner.directory.follow(
             self.inner.pools.clone(),
-            self.inner.config.catalog.poll_interval,
+            (&self.inner.config.catalog).into(),
             shutdown.clone(),
         );
         let _ = self.inner.feed.set(feed.clone());

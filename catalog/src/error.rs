@@ -26,6 +26,10 @@ pub enum CatalogError {
         column: &'static str,
         detail: String,
     },
+    /// The catalog did not answer within the caller's deadline (a slow or partitioned
+    /// catalog; see `catalog.query_timeout_ms`).
+    #[error("catalog did not answer in time")]
+    Timeout,
     /// A database URL is not one tenantgate supports, or not complete.
     #[error("database url {0}")]
     Url(#[from] tenantgate_config::db_url::UrlError),
@@ -37,14 +41,15 @@ impl CatalogError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            CatalogError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-            )
+            CatalogError::Timeout
+                | CatalogError::Database(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                )
         )
     }
 

@@ -295,7 +295,11 @@ async fn feed_follower_applies_changes_in_order(tc: TestCatalog) {
     let (state, task) = feed::follow(
         catalog.clone(),
         recorder.clone(),
-        Duration::from_millis(50),
+        feed::FeedOptions {
+            poll_interval: Duration::from_millis(50),
+            query_timeout: Duration::from_secs(2),
+            listen_heartbeat: Duration::from_secs(5),
+        },
         shutdown.clone(),
     );
     wait_until("initial resync", Duration::from_secs(5), || async {

@@ -91,6 +91,8 @@ pub struct CatalogConfig {
     pub stale_max: Duration,
     pub cache_capacity: u64,
     pub miss_queries_per_sec: u32,
+    pub query_timeout: Duration,
+    pub listen_heartbeat: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -43,6 +43,14 @@ pub struct RawCatalog {
     pub cache_capacity: u64,
     /// Most catalog lookups per second for uncached hosts; beyond it, 503. Default 500.
     pub miss_queries_per_sec: u32,
+    /// Milliseconds one catalog read on the serving path (a host lookup, a feed poll) may take
+    /// before it counts as failed: a slow or partitioned catalog then costs cold lookups a
+    /// bounded wait and cached tenants nothing. Default 2000.
+    pub query_timeout_ms: u64,
+    /// PostgreSQL: milliseconds without a notification after which the LISTEN session is
+    /// checked with a query (bounded by `query_timeout_ms`); a session that does not answer, as
+    /// one gone silently half-open in a partition, is replaced. Default 5000.
+    pub listen_heartbeat_ms: u64,
 }
 
 impl Default for RawCatalog {
@@ -55,6 +63,8 @@ impl Default for RawCatalog {
             stale_max_secs: 300,
             cache_capacity: 1_000_000,
             miss_queries_per_sec: 500,
+            query_timeout_ms: 2000,
+            listen_heartbeat_ms: 5000,
         }
     }
 }

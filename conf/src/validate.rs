@@ -139,6 +139,13 @@ pub(crate) fn validate(
                 1,
                 1_000_000,
             )?,
+            query_timeout: ms("catalog.query_timeout_ms", c.query_timeout_ms, 50, 60_000)?,
+            listen_heartbeat: ms(
+                "catalog.listen_heartbeat_ms",
+                c.listen_heartbeat_ms,
+                100,
+                600_000,
+            )?,
         };
 
         let e = &raw.edge;

@@ -42,9 +42,6 @@ use crate::metrics::{EdgeMetrics, Lookup};
 use crate::pools::Pools;
 use crate::rate_limit::{Gcra, Limiters, TenantLimits};
 
-/// Longest a single catalog query on behalf of a request may take.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// One routable tenant on a host, flattened for the request path (all header values prepared).
 #[derive(Debug)]
 pub struct RouteInfo {
@@ -144,6 +141,9 @@ pub struct Resolver {
     labels: TenantLabels,
     default_limit: RateLimit,
     stale_max: Duration,
+    /// Longest a single catalog query may take (`catalog.query_timeout_ms`); also the longest
+    /// a miss waits for the query budget.
+    query_timeout: Duration,
     metrics: Arc<EdgeMetrics>,
     pools: Arc<Pools>,
     jobs: mpsc::UnboundedSender<Job>,
@@ -185,6 +185,7 @@ impl Resolver {
             labels: TenantLabels::new(config.edge.tenant_label_limit),
             default_limit: config.edge.default_rate_limit,
             stale_max: config.catalog.stale_max,
+            query_timeout: config.catalog.query_timeout,
             metrics,
             pools,
             jobs,
@@ -290,7 +291,7 @@ impl Resolver {
 
     /// Reload the index of known hosts (at a resync). A failure keeps the previous index.
     async fn load_index(&self) {
-        match tokio::time::timeout(QUERY_TIMEOUT * 10, self.catalog.all_hosts()).await {
+        match tokio::time::timeout(self.query_timeout * 10, self.catalog.all_hosts()).await {
             Ok(Ok(hosts)) => {
                 let hosts: HashSet<Box<str>> = hosts.into_iter().map(Into::into).collect();
                 tracing::debug!(hosts = hosts.len(), "loaded the index of known hosts");
@@ -301,10 +302,10 @@ impl Resolver {
         }
     }
 
-    /// Take one query from `budget`, waiting up to [`QUERY_TIMEOUT`] for it;
+    /// Take one query from `budget`, waiting up to the query timeout for it;
     /// `CatalogUnavailable` when it does not come in time.
     async fn wait_for(&self, budget: &Gcra) -> Result<(), Reject> {
-        let deadline = Instant::now() + QUERY_TIMEOUT;
+        let deadline = Instant::now() + self.query_timeout;
         let interval = Duration::from_secs(1) / budget.limit().rps.max(1);
         loop {
             let now = Instant::now();
@@ -330,14 +331,15 @@ impl Resolver {
         Ok(self.entry(routes))
     }
 
-    /// `host_routes` on the control runtime, bounded by [`QUERY_TIMEOUT`]. Marks the catalog
+    /// `host_routes` on the control runtime, bounded by the query timeout. Marks the catalog
     /// unreachable when the database fails.
     async fn query(&self, host: &str) -> Result<Vec<Route>, ()> {
         let catalog = self.catalog.clone();
         let owned = host.to_string();
-        let task = self.control.spawn(async move {
-            tokio::time::timeout(QUERY_TIMEOUT, catalog.host_routes(&owned)).await
-        });
+        let timeout = self.query_timeout;
+        let task = self
+            .control
+            .spawn(async move { tokio::time::timeout(timeout, catalog.host_routes(&owned)).await });
         match task.await {
             Ok(Ok(Ok(routes))) => Ok(routes),
             Ok(Ok(Err(e))) => {
@@ -405,21 +407,25 @@ impl Resolver {
     async fn refresh(&self, hosts: &[&str]) {
         for batch in hosts.chunks(HOSTS_PER_QUERY) {
             let catalog = self.catalog.clone();
-            let routes =
-                match tokio::time::timeout(QUERY_TIMEOUT, catalog.routes_of_hosts(batch)).await {
-                    Ok(Ok(routes)) => routes,
-                    Ok(Err(e)) => {
-                        self.failed(&e);
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            hosts = batch.len(),
-                            "catalog refresh timed out; keeping the cached routes"
-                        );
-                        continue;
-                    }
-                };
+            let routes = match tokio::time::timeout(
+                self.query_timeout,
+                catalog.routes_of_hosts(batch),
+            )
+            .await
+            {
+                Ok(Ok(routes)) => routes,
+                Ok(Err(e)) => {
+                    self.failed(&e);
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        hosts = batch.len(),
+                        "catalog refresh timed out; keeping the cached routes"
+                    );
+                    continue;
+                }
+            };
             if let Some(index) = self
                 .index
                 .write()

@@ -160,7 +160,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let (feed, _) = feed::follow(
             catalog,
             Arc::new(Fanout(sinks)),
-            config.catalog.poll_interval,
+            (&config.catalog).into(),
             stop.clone(),
         );
         resolver.set_feed(feed);
