@@ -13,6 +13,8 @@
 //! It depends on no database and no other tenantgate crate, so every component can use it.
 
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod gcra;
 pub mod host;
 pub mod labels;

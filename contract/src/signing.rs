@@ -192,7 +192,8 @@ impl SigningKeys {
             .keys
             .get(parsed.kid)
             .ok_or(SignatureError::UnknownKey)?;
-        if (now - parsed.ts).abs() > rules.max_skew_secs {
+        // `abs_diff`: a `ts` near `i64::MIN` or `MAX` must not overflow the subtraction.
+        if now.abs_diff(parsed.ts) > rules.max_skew_secs.unsigned_abs() {
             return Err(SignatureError::Expired);
         }
         let expected = mac(key, parsed.version, claims, parsed.ts);
