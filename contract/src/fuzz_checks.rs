@@ -35,7 +35,11 @@ pub fn host(data: &[u8]) {
     }
     if let Ok(spec) = DomainSpec::parse(raw) {
         // What an operator typed, once accepted, reads back as the same domain.
-        assert_eq!(DomainSpec::parse(&spec.to_string()), Ok(spec.clone()), "{raw:?}");
+        assert_eq!(
+            DomainSpec::parse(&spec.to_string()),
+            Ok(spec.clone()),
+            "{raw:?}"
+        );
     }
     let (first, rest) = split_first_segment(raw);
     assert!(!first.contains(['/', '?']), "{raw:?}");
@@ -81,7 +85,10 @@ pub fn signature(data: &[u8]) {
         ..fixed
     };
     let header = keys.sign(&claims, NOW);
-    assert_eq!(keys.verify(&header, &claims, NOW, rules), Ok(crate::signing::SignatureVersion::V2));
+    assert_eq!(
+        keys.verify(&header, &claims, NOW, rules),
+        Ok(crate::signing::SignatureVersion::V2)
+    );
     let other_method = TenantClaims {
         method: "POST",
         ..claims
