@@ -567,7 +567,11 @@ async fn three_admin_workers_queue_each_scheduled_work_once() {
         let mut all = true;
         for id in &ids {
             let t = fleet
-                .call(reqwest::Method::GET, format!("{base}/v1/tenants/{id}"), None)
+                .call(
+                    reqwest::Method::GET,
+                    format!("{base}/v1/tenants/{id}"),
+                    None,
+                )
                 .await;
             all &= t["status"] == "active";
         }
@@ -684,7 +688,10 @@ async fn three_admin_workers_queue_each_scheduled_work_once() {
         let counts = per_slot(sql).await;
         println!("{name} per tenant and slot: {counts:?}");
         assert_eq!(counts.len(), TENANTS, "{name}");
-        assert!(counts.iter().all(|n| *n == 1), "{name} queued twice: {counts:?}");
+        assert!(
+            counts.iter().all(|n| *n == 1),
+            "{name} queued twice: {counts:?}"
+        );
     }
     drop(workers);
 }
