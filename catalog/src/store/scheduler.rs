@@ -15,7 +15,7 @@ use crate::error::CatalogError;
 
 /// Key of the PostgreSQL advisory lock of the scheduler (an arbitrary constant, "tgsched" in
 /// ASCII), in the catalog database's own key space.
-const SCHEDULER_LOCK_KEY: i64 = 0x7467_7363_6865_64;
+const SCHEDULER_LOCK_KEY: i64 = 0x0074_6773_6368_6564;
 
 /// The scheduler lock, held until [`SchedulerLock::release`] or the drop (either closes the
 /// session that holds it, which releases it).
