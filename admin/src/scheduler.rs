@@ -6,10 +6,13 @@
 //!
 //! It runs next to the job worker in every admin process. Nothing is kept in memory between
 //! ticks: due-ness comes from the catalog (a tenant's newest scheduled backup, and the latest
-//! data-retention job, both recorded for their slot), and a scheduled backup is unique per
-//! tenant and slot, so processes that tick at once, or one that restarts, neither skip nor
-//! repeat a backup slot. (Two processes may both queue one day's data-retention pass; the
-//! second deletes nothing.)
+//! data-retention job, both recorded for their slot; a certificate's pending renewal job), and
+//! a tick runs only while holding the catalog's scheduler lock
+//! ([`tenantgate_catalog::Catalog::lock_scheduler`]): ticks of several processes run one after
+//! another, each seeing what the previous one queued. So each backup slot, each day's
+//! data-retention pass and each renewal is queued by exactly one process, and one that
+//! restarts neither skips nor repeats them (a scheduled backup is also unique per tenant and
+//! slot in the catalog).
 
 use std::time::Duration;
 
@@ -71,9 +74,19 @@ pub(crate) async fn run(state: AdminState, shutdown: CancellationToken) {
     }
 }
 
-/// Queue everything due at `now_ms`. Scheduled backups only with a schedule and a
-/// `backups.recipient` (a schedule without one is warned about when the configuration loads).
+/// Queue everything due at `now_ms`, after any tick of another admin process that is running
+/// (see the module docs). Scheduled backups only with a schedule and a `backups.recipient` (a
+/// schedule without one is warned about when the configuration loads).
 pub(crate) async fn tick(state: &AdminState, now_ms: i64) -> Result<Scheduled, AdminError> {
+    let lock = state.catalog.lock_scheduler().await?;
+    // Reading what is due and queueing it both happen under the lock: a process that takes it
+    // next sees every job this one queued.
+    let scheduled = queue_due(state, now_ms).await;
+    lock.release().await;
+    scheduled
+}
+
+async fn queue_due(state: &AdminState, now_ms: i64) -> Result<Scheduled, AdminError> {
     let backup_period = state
         .config
         .backups

@@ -20,6 +20,12 @@ pub enum EdgeError {
         #[source]
         source: std::io::Error,
     },
+    /// The pid file (`--pid-file`) cannot be written, or names no running edge to upgrade from.
+    #[error("pid file {path}: {message}")]
+    PidFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
     /// Anything else that keeps the edge from starting (runtime creation, thread spawn, ...).
     #[error("edge failed to start: {0}")]
     Start(String),

@@ -9,7 +9,7 @@
 //! Modules, one per concern: [`acme`] (HTTP-01 answers), [`headers`] (request checks, upstream headers), [`resolve`] (route
 //! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
 //! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! `server` (Pingora server and shutdown), [`tls`] (certificates by SNI). The status gate is the tenant contract's
+//! `server` (Pingora server and shutdown), `pidfile` (`--pid-file`, for supervisors), [`tls`] (certificates by SNI). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
 
 pub mod acme;
@@ -18,6 +18,7 @@ pub mod guard;
 pub mod headers;
 pub mod metrics;
 pub mod phases;
+mod pidfile;
 pub mod pools;
 pub mod rate_limit;
 pub mod resolve;
@@ -25,7 +26,7 @@ mod server;
 pub mod tls;
 
 pub use error::{EdgeError, Reject};
-pub use server::{upgrade_paths, EdgeAddrs, EMBEDDED_MAX_GRACE};
+pub use server::{upgrade_paths, EdgeAddrs, Launch, EMBEDDED_MAX_GRACE};
 
 use std::sync::Arc;
 
@@ -73,16 +74,18 @@ pub fn start(config: Arc<Config>, shutdown: CancellationToken) -> Result<EdgeHan
 ///
 /// - SIGTERM: stop accepting, give in-flight requests `edge.grace_period`, exit.
 /// - SIGINT: exit at once.
-/// - SIGQUIT: graceful upgrade. A new process started with `upgrade = true` (`tenantgate edge
-///   --upgrade`) waits on the upgrade socket ([`upgrade_paths`]); SIGQUIT to the old process
-///   hands it the listening socket, then the old one drains and exits.
+/// - SIGQUIT: graceful upgrade. A new process started with [`Launch::upgrade`] (`tenantgate
+///   edge --upgrade`) waits on the upgrade socket ([`upgrade_paths`]); SIGQUIT to the old
+///   process hands it the listening socket, then the old one drains and exits. With
+///   [`Launch::pid_file`] the new process sends that SIGQUIT itself, to the pid in the file,
+///   once it is ready, and then records its own pid there (what `systemctl reload` runs).
 ///
 /// A graceful upgrade needs the running edge's actual ports in `edge.listen` and
 /// `edge.metrics_listen`; port 0 there is an error with `upgrade`.
 pub fn run_standalone(
     config: Arc<Config>,
-    upgrade: bool,
+    launch: Launch,
     on_listening: impl FnOnce(EdgeAddrs),
 ) -> Result<(), EdgeError> {
-    server::run_standalone(config, upgrade, on_listening)
+    server::run_standalone(config, launch, on_listening)
 }

@@ -27,6 +27,7 @@ use crate::error::EdgeError;
 use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
 use crate::phases::Edge;
+use crate::pidfile;
 use crate::pools::{self, Pools};
 use crate::resolve::Resolver;
 use crate::tls::{Certificates, Fanout};
@@ -508,9 +509,10 @@ pub(crate) fn start_embedded(
 /// owns its sockets (after a graceful upgrade's handover), before it serves.
 pub(crate) fn run_standalone(
     config: Arc<Config>,
-    upgrade: bool,
+    launch: Launch,
     on_listening: impl FnOnce(EdgeAddrs),
 ) -> Result<(), EdgeError> {
+    let Launch { upgrade, pid_file } = launch;
     let tls_port_zero = config.edge.tls_listen.is_some_and(|a| a.port() == 0);
     if upgrade
         && (config.edge.listen.port() == 0
@@ -549,8 +551,22 @@ pub(crate) fn run_standalone(
         config.edge.grace_period,
         true,
     );
+    if let (true, Some(path)) = (upgrade, &pid_file) {
+        // Ready to serve but for the sockets: now the old edge may hand them over.
+        let old = pidfile::signal_running(path)?;
+        tracing::info!(
+            old_pid = old,
+            "asked the running edge to hand over its sockets"
+        );
+    }
     // With `upgrade`, this receives the listening socket from the old process.
     server.bootstrap();
+    // Written only now that this process owns the sockets; removed when it exits (dropped
+    // after `run`), unless a newer edge has written its own pid meanwhile.
+    let _pid_file = pid_file
+        .as_deref()
+        .map(pidfile::PidFile::write)
+        .transpose()?;
     tracing::info!(listen = %addrs.proxy, metrics = %addrs.metrics, tls = ?addrs.tls, upgrade, "edge running");
     on_listening(addrs);
     server.run(RunArgs {
@@ -559,6 +575,18 @@ pub(crate) fn run_standalone(
     stop.cancel();
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// How a standalone edge is started (`tenantgate edge`).
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Take over the listening sockets of a running edge on the same addresses (Pingora
+    /// graceful upgrade) instead of binding them. Default: false.
+    pub upgrade: bool,
+    /// Write this process's pid to this file once it owns the sockets, and remove it at exit
+    /// (`--pid-file`). With `upgrade`, the running edge is the one this file names, and it is
+    /// sent SIGQUIT by the new process once that is ready to take over. Default: none.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Wait until the Pingora server has taken over the proxy socket, or fail if its thread ended

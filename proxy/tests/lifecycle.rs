@@ -33,7 +33,11 @@ fn edge_child_process() {
     let config = Config::load(Path::new(&path)).expect("child config");
     let upgrade = std::env::var(UPGRADE_ENV).is_ok_and(|v| v == "1");
     let report = PathBuf::from(std::env::var(REPORT_ENV).expect("report file"));
-    tenantgate_edge::run_standalone(Arc::new(config), upgrade, |addrs| {
+    let launch = tenantgate_edge::Launch {
+        upgrade,
+        pid_file: None,
+    };
+    tenantgate_edge::run_standalone(Arc::new(config), launch, |addrs| {
         // Written whole, then renamed: the test never reads half a report.
         let partial = report.with_extension("partial");
         std::fs::write(&partial, format!("{} {}", addrs.proxy, addrs.metrics)).unwrap();

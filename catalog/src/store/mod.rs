@@ -19,6 +19,7 @@ pub mod changes;
 mod driver;
 pub mod jobs;
 pub mod outbox;
+pub mod scheduler;
 pub mod shards;
 pub mod tenant_state;
 pub mod tenants;
