@@ -654,3 +654,78 @@ async fn serve_stops_promptly_with_a_job_running() {
         started.elapsed()
     );
 }
+
+both_backends!(usage_is_served_per_step);
+async fn usage_is_served_per_step(backend: Engine) {
+    use tenantgate_catalog::store::usage::UsageCounts;
+    let h = Harness::started(backend).await;
+    h.shard("shard-a").await;
+    let (id, _) = h.tenant("metered", Some("shard-a")).await;
+    let tenant: uuid::Uuid = id.parse().unwrap();
+    // Two edges' batches in one minute, and one an hour later.
+    let base = 1_800_000_000_000 - 1_800_000_000_000 % 3_600_000;
+    let one = UsageCounts {
+        requests: 10,
+        errors: 1,
+        rate_limited: 2,
+        bytes: 100,
+    };
+    h.catalog
+        .add_usage(base + 5_000, &[(tenant, one)])
+        .await
+        .unwrap();
+    h.catalog
+        .add_usage(base + 50_000, &[(tenant, one)])
+        .await
+        .unwrap();
+    h.catalog
+        .add_usage(base + 3_600_000 + 1, &[(tenant, one)])
+        .await
+        .unwrap();
+    let from = tenantgate_contract::time::rfc3339(base);
+    let to = tenantgate_contract::time::rfc3339(base + 3 * 3_600_000);
+    let r = h
+        .get(&format!(
+            "/v1/tenants/metered/usage?from={from}&to={to}&step=3600"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let points = r.body["usage"].as_array().unwrap();
+    assert_eq!(points.len(), 3, "{}", r.body);
+    assert_eq!(points[0]["ts"], from);
+    assert_eq!(
+        (
+            points[0]["requests"].as_i64(),
+            points[0]["errors"].as_i64(),
+            points[0]["rate_limited"].as_i64(),
+            points[0]["bytes"].as_i64()
+        ),
+        (Some(20), Some(2), Some(4), Some(200))
+    );
+    assert_eq!(points[1]["requests"], 10);
+    assert_eq!(points[2]["requests"], 0);
+    // Minute steps show the two batches of the first minute added together.
+    let r = h
+        .get(&format!(
+            "/v1/tenants/{id}/usage?from={from}&to={}&step=60",
+            tenantgate_contract::time::rfc3339(base + 120_000)
+        ))
+        .await;
+    assert_eq!(r.body["usage"][0]["requests"], 20, "{}", r.body);
+    assert_eq!(r.body["usage"][1]["requests"], 0);
+
+    for (query, field) in [
+        ("step=90", "step"),
+        ("from=yesterday", "from"),
+        (&format!("from={to}&to={from}") as &str, "from"),
+        ("step=60&from=2020-01-01T00:00:00Z", "step"),
+    ] {
+        let r = h.get(&format!("/v1/tenants/metered/usage?{query}")).await;
+        assert!(
+            fields(&r).contains(&field.to_string()),
+            "{query}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(h.get("/v1/tenants/nobody/usage").await.status, 404);
+}

@@ -394,6 +394,8 @@ async fn stored_column_types(tc: TestCatalog) {
                 // Sent byte for byte as signed, so not normalised by jsonb.
                 ("webhook_outbox", "payload", "text"),
                 ("tenants", "epoch", "bigint"),
+                ("tenant_usage", "tenant_id", "uuid"),
+                ("tenant_usage", "minute", "timestamp with time zone"),
             ];
             for (table, column, data_type) in expected {
                 let found: String = sqlx::query(

@@ -106,6 +106,7 @@ pub struct EdgeConfig {
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub connect_timeout: Duration,
+    pub usage_flush: Duration,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub max_header_bytes: usize,

@@ -94,6 +94,9 @@ pub struct RawEdge {
     /// Milliseconds a connection to an app backend may take before the backend is ejected and
     /// the request retried on another one. Default 1000.
     pub connect_timeout_ms: u64,
+    /// Seconds between the batches in which the edge adds each tenant's usage (requests,
+    /// errors, 429s, bytes) to the catalog, 1 to 300. Default 5.
+    pub usage_flush_secs: u64,
     /// Consecutive failures that mark a backend down. Default 2.
     pub unhealthy_threshold: u32,
     /// Consecutive successes that mark a backend up again. Default 1.
@@ -137,6 +140,7 @@ impl Default for RawEdge {
             health_interval_ms: 1000,
             health_timeout_ms: 500,
             connect_timeout_ms: 1000,
+            usage_flush_secs: 5,
             unhealthy_threshold: 2,
             healthy_threshold: 1,
             max_header_bytes: 32 * 1024,

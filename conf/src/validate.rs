@@ -165,6 +165,7 @@ pub(crate) fn validate(
             health_interval: ms("edge.health_interval_ms", e.health_interval_ms, 50, 600_000)?,
             health_timeout: ms("edge.health_timeout_ms", e.health_timeout_ms, 10, 60_000)?,
             connect_timeout: ms("edge.connect_timeout_ms", e.connect_timeout_ms, 10, 60_000)?,
+            usage_flush: secs("edge.usage_flush_secs", e.usage_flush_secs, 1, 300)?,
             unhealthy_threshold: range("edge.unhealthy_threshold", e.unhealthy_threshold, 1, 100)?,
             healthy_threshold: range("edge.healthy_threshold", e.healthy_threshold, 1, 100)?,
             max_header_bytes: range("edge.max_header_bytes", e.max_header_bytes, 1024, 1 << 20)?,

@@ -111,6 +111,7 @@ fn route(i: usize, backend_pool: &str) -> Arc<RouteInfo> {
         series: Default::default(),
         https_only: false,
         hsts: None,
+        usage: Default::default(),
     })
 }
 

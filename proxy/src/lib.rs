@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod resolve;
 mod server;
 pub mod tls;
+pub mod usage;
 
 pub use error::{EdgeError, Reject};
 pub use server::{upgrade_paths, EdgeAddrs, Launch, EMBEDDED_MAX_GRACE};

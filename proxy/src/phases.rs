@@ -342,6 +342,9 @@ impl ProxyHttp for Edge {
             Some(r) => (&*r.label, &*r.shard),
             None => (NONE_LABEL, NONE_LABEL),
         };
+        if let Some(route) = &ctx.route {
+            route.usage.record(status, session.body_bytes_sent() as u64);
+        }
         self.metrics.record(
             ctx.route
                 .as_deref()

@@ -41,6 +41,7 @@ use crate::error::Reject;
 use crate::metrics::{EdgeMetrics, Lookup};
 use crate::pools::Pools;
 use crate::rate_limit::{Gcra, Limiters, TenantLimits};
+use crate::usage::Usage;
 
 /// One routable tenant on a host, flattened for the request path (all header values prepared).
 #[derive(Debug)]
@@ -66,6 +67,8 @@ pub struct RouteInfo {
     pub https_only: bool,
     /// `Strict-Transport-Security` for TLS responses (`settings.hsts_max_age`), prepared.
     pub hsts: Option<http::HeaderValue>,
+    /// The tenant's usage counts since the last flush (shared by all its hosts).
+    pub usage: Arc<crate::usage::UsageCounters>,
 }
 
 /// Everything cached for one host. No routes means the host is unknown (a negative entry).
@@ -144,6 +147,7 @@ pub struct Resolver {
     /// Longest a single catalog query may take (`catalog.query_timeout_ms`); also the longest
     /// a miss waits for the query budget.
     query_timeout: Duration,
+    usage: Arc<Usage>,
     metrics: Arc<EdgeMetrics>,
     pools: Arc<Pools>,
     jobs: mpsc::UnboundedSender<Job>,
@@ -186,12 +190,18 @@ impl Resolver {
             default_limit: config.edge.default_rate_limit,
             stale_max: config.catalog.stale_max,
             query_timeout: config.catalog.query_timeout,
+            usage: Arc::default(),
             metrics,
             pools,
             jobs,
         });
         tokio::spawn(refresh_worker(Arc::downgrade(&resolver), rx));
         resolver
+    }
+
+    /// Every tenant's usage counters, for the task that flushes them.
+    pub(crate) fn usage(&self) -> Arc<Usage> {
+        self.usage.clone()
     }
 
     /// Attach the feed follower's state (reachability and applied version).
@@ -394,6 +404,7 @@ impl Resolver {
                     series: Default::default(),
                     https_only: r.https_only,
                     hsts: r.hsts_max_age.map(crate::headers::hsts_value),
+                    usage: self.usage.counters(r.tenant_id),
                 })
             })
             .collect();
@@ -557,6 +568,7 @@ mod tests {
             series: Default::default(),
             https_only: false,
             hsts: None,
+            usage: Default::default(),
         })
     }
 

@@ -158,6 +158,12 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             }
             None => None,
         };
+        tokio::spawn(resolver.usage().run(
+            catalog.clone(),
+            config.edge.usage_flush,
+            config.catalog.query_timeout,
+            stop.clone(),
+        ));
         let (feed, _) = feed::follow(
             catalog,
             Arc::new(Fanout(sinks)),

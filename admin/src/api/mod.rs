@@ -13,6 +13,7 @@ pub(crate) mod ops;
 pub(crate) mod resolve;
 pub(crate) mod shards;
 pub(crate) mod tenants;
+pub(crate) mod usage;
 pub(crate) mod user_tokens;
 
 use std::sync::Arc;
@@ -367,6 +368,19 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 .errors(READ_ERRORS)
                 .errors(QUERY_ERRORS),
             routing::get(resolve::handler),
+        ),
+        (
+            Op::get(
+                "/v1/tenants/{id}/usage",
+                "A tenant's requests, errors, 429s and response bytes per step, as the edges counted them",
+            )
+            .access(READ)
+            .query::<usage::UsageQuery>()
+            .reply::<usage::UsageSeries>(200, "one point per step, empty steps included")
+            .errors(READ_ERRORS)
+            .errors(QUERY_ERRORS)
+            .errors(&[(404, "no such tenant")]),
+            routing::get(usage::handler),
         ),
         (
             Op::get("/v1/audit", "The audit log, newest first")

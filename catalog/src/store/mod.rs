@@ -24,6 +24,7 @@ pub mod shards;
 pub mod tenant_state;
 pub mod tenants;
 pub mod tokens;
+pub mod usage;
 
 pub use changes::NewChange;
 pub use driver::{CatalogPool, WriteTx};
