@@ -45,9 +45,10 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Time between reconnect attempts while falling back.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// A lease lives this many settle intervals after its last renewal: a tenant quiet for that
-/// long hands its tokens back and starts again from the local share.
-const LEASE_INTERVALS: u32 = 3;
+/// A lease lives this many settle intervals after its last renewal (a tenant quiet for that
+/// long starts again from the local share; its tokens went back at its first quiet settle).
+/// Long enough that settles late by a busy machine do not drop a busy tenant to the share.
+const LEASE_INTERVALS: u32 = 10;
 
 /// The token bucket of one tenant, settled atomically on Redis's clock.
 ///

@@ -57,12 +57,22 @@ impl Fleet {
     }
 
     pub(crate) fn start(&self, component: &str, message: &str) -> ComponentProcess {
+        self.start_with_env(component, message, &[])
+    }
+
+    /// As [`Fleet::start`], with extra environment variables (e.g. `TENANTGATE_LOG`).
+    pub(crate) fn start_with_env(
+        &self,
+        component: &str,
+        message: &str,
+        env: &[(&str, &str)],
+    ) -> ComponentProcess {
         let args = [
             OsStr::new(component),
             OsStr::new("--config"),
             self.config.as_os_str(),
         ];
-        ComponentProcess::start(super::binary(), &args, message)
+        ComponentProcess::start_with_env(super::binary(), &args, env, message)
     }
 
     pub(crate) async fn admin(&self) -> (ComponentProcess, String) {
