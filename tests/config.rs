@@ -111,6 +111,7 @@ fn shipped_configs_pass() {
             "security.credential_key",
             "TENANTGATE__SECURITY__CREDENTIAL_KEY",
         ),
+        ("edge.redis_url", "TENANTGATE__EDGE__REDIS_URL"),
     ] {
         assert!(
             stdout.lines().any(|l| l.contains(key) && l.contains(var)),
@@ -127,6 +128,7 @@ fn shipped_configs_pass() {
         &[
             ("TENANTGATE__SECURITY__SIGNING_KEYS", &keys),
             ("TENANTGATE__SECURITY__CREDENTIAL_KEY", KEY),
+            ("TENANTGATE__EDGE__REDIS_URL", "redis://:pw@redis.internal:6379/0"),
         ],
     );
     assert!(ok, "{stderr}");
