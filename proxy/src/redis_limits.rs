@@ -227,17 +227,23 @@ impl Lease {
         let borrowed = self.borrowed.swap(0, Ordering::AcqRel);
         let refused = self.refused.swap(0, Ordering::AcqRel);
         let demand = (taken + borrowed + refused).min(u64::from(limit.burst)) as i64;
-        // Keep about two intervals of this edge's recent demand: enough to cover the next
-        // settle's round trip, little enough that tokens idle here are not missed elsewhere.
-        let keep = 2 * demand;
-        let held = self.tokens.load(Ordering::Acquire);
-        let handed_back = if held > keep {
-            let back = held - keep;
-            self.tokens.fetch_sub(back, Ordering::AcqRel);
-            back
-        } else {
+        // Keep about two intervals of this edge's recent demand, and at least this edge's share
+        // of the burst while the tenant is active here: enough to cover the next settle's round
+        // trip and a burst arriving at this edge, little enough that tokens idle here are not
+        // missed elsewhere. A quiet tenant keeps nothing.
+        let keep = if demand == 0 {
             0
+        } else {
+            (2 * demand).max(i64::from(self.fleet.share(limit).burst))
         };
+        // One atomic step, so that tokens taken meanwhile are never handed back too.
+        let held = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held > keep).then_some(keep)
+            })
+            .unwrap_or_else(|held| held);
+        let handed_back = (held - keep).max(0);
         if demand == 0 && handed_back == 0 && borrowed == 0 {
             return None;
         }
@@ -500,6 +506,21 @@ mod tests {
         // Demand 5, nothing held: two intervals' worth, capped at the burst.
         assert_eq!(claim.want, 9);
         assert!(claim.renew);
+    }
+
+    #[test]
+    fn an_active_tenant_keeps_at_least_its_share_of_the_burst() {
+        let (_, lease) = lease(Mode::Redis);
+        let now = Instant::now();
+        assert!(lease.check(LIMIT, now).allowed);
+        // Demand 1: two intervals' worth is 2, the share of the burst (9 / 3) is 3.
+        let claim = lease.claim(LIMIT).unwrap();
+        assert_eq!((claim.want, claim.charge), (3, 1));
+        lease.granted(&claim, 3, now);
+        assert!(lease.check(LIMIT, now).allowed);
+        // Holding 2 of the 3 it keeps: asks for 1 more, hands nothing back.
+        let claim = lease.claim(LIMIT).unwrap();
+        assert_eq!((claim.want, claim.charge), (1, 0));
     }
 
     #[test]
