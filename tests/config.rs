@@ -128,7 +128,10 @@ fn shipped_configs_pass() {
         &[
             ("TENANTGATE__SECURITY__SIGNING_KEYS", &keys),
             ("TENANTGATE__SECURITY__CREDENTIAL_KEY", KEY),
-            ("TENANTGATE__EDGE__REDIS_URL", "redis://:pw@redis.internal:6379/0"),
+            (
+                "TENANTGATE__EDGE__REDIS_URL",
+                "redis://:pw@redis.internal:6379/0",
+            ),
         ],
     );
     assert!(ok, "{stderr}");

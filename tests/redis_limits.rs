@@ -49,7 +49,10 @@ async fn fleet_with_tenant(
     .await;
     let (admin_process, admin) = fleet.admin().await;
     // No access log: at hundreds of requests per second it would only load the machine.
-    let quiet = [("TENANTGATE_LOG", "info,tenantgate::access=warn,sqlx=warn,pingora_core=warn")];
+    let quiet = [(
+        "TENANTGATE_LOG",
+        "info,tenantgate::access=warn,sqlx=warn,pingora_core=warn",
+    )];
     let processes: Vec<ComponentProcess> = (0..edges)
         .map(|_| fleet.start_with_env("edge", "edge running", &quiet))
         .collect();
@@ -66,8 +69,10 @@ async fn fleet_with_tenant(
         .call(
             post,
             format!("{admin}/v1/tenants"),
-            Some(json!({"slug": "acme", "name": "Acme", "domains": [HOST], "shard": "shard-a",
-                        "rate_limit": {"rps": rps, "burst": burst}})),
+            Some(
+                json!({"slug": "acme", "name": "Acme", "domains": [HOST], "shard": "shard-a",
+                        "rate_limit": {"rps": rps, "burst": burst}}),
+            ),
         )
         .await;
     let addrs: Vec<SocketAddr> = processes.iter().map(|e| e.addr("listen")).collect();
@@ -103,7 +108,9 @@ async fn answered_by(fleet: &Fleet, edges: &[ComponentProcess]) -> (f64, f64) {
 async fn fallback_of(fleet: &Fleet, edge: &ComponentProcess) -> (f64, f64) {
     let metrics = edge.addr("metrics");
     (
-        metric(&fleet.client, metrics, FALLBACK).await.unwrap_or(-1.0),
+        metric(&fleet.client, metrics, FALLBACK)
+            .await
+            .unwrap_or(-1.0),
         metric(&fleet.client, metrics, FALLBACK_TOTAL)
             .await
             .unwrap_or(-1.0),
@@ -127,7 +134,11 @@ async fn three_edges_admit_one_tenant_limit_in_total() {
     let redis = RedisServer::start();
     let (fleet, _admin, edges) = fleet_with_tenant(&redis, 3, RPS, BURST).await;
     for edge in &edges {
-        assert_eq!(fallback_of(&fleet, edge).await, (0.0, 0.0), "settling with Redis");
+        assert_eq!(
+            fallback_of(&fleet, edge).await,
+            (0.0, 0.0),
+            "settling with Redis"
+        );
     }
     // 600 req/s offered, unevenly: 450, 75 and 75. Each edge alone would admit up to 300 (900 in
     // all); limit / fleet_size per edge (the fallback) would admit 100 + 75 + 75 = 250.
@@ -152,7 +163,11 @@ async fn three_edges_admit_one_tenant_limit_in_total() {
             let (start, before) = (Instant::now(), answered_by(&fleet, &edges).await);
             tokio::time::sleep(Duration::from_secs(secs)).await;
             let (end, after) = (Instant::now(), answered_by(&fleet, &edges).await);
-            (after.0 - before.0, after.1 - before.1, (end - start).as_secs_f64())
+            (
+                after.0 - before.0,
+                after.1 - before.1,
+                (end - start).as_secs_f64(),
+            )
         };
         let (results, (admitted, limited, took)) =
             tokio::join!(futures::future::join_all(runs), measure);
@@ -182,7 +197,11 @@ async fn three_edges_admit_one_tenant_limit_in_total() {
         "{rate:.1} req/s is not within 10 % of {RPS}"
     );
     for edge in &edges {
-        assert_eq!(fallback_of(&fleet, edge).await, (0.0, 0.0), "never fell back");
+        assert_eq!(
+            fallback_of(&fleet, edge).await,
+            (0.0, 0.0),
+            "never fell back"
+        );
     }
 }
 
@@ -211,7 +230,12 @@ fn steady_requests(
 }
 
 /// Wait until the edge's fallback gauge reads `want`; how long that took.
-async fn gauge_becomes(fleet: &Fleet, edge: &ComponentProcess, want: f64, within: Duration) -> Duration {
+async fn gauge_becomes(
+    fleet: &Fleet,
+    edge: &ComponentProcess,
+    want: f64,
+    within: Duration,
+) -> Duration {
     let since = Instant::now();
     support::wait_until(&format!("{FALLBACK} = {want}"), within, || async {
         (fallback_of(fleet, edge).await.0 == want).then_some(())

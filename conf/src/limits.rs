@@ -74,8 +74,9 @@ pub(crate) fn limits(
 fn redis_url(text: &str) -> Result<RedisUrl, ConfigError> {
     let key = "edge.redis_url";
     // The parse error is not quoted: it could repeat part of the URL, password included.
-    let url = url::Url::parse(text)
-        .map_err(|_| ConfigError::new(key, "is not a URL (redis://[user:password@]host:port/db)"))?;
+    let url = url::Url::parse(text).map_err(|_| {
+        ConfigError::new(key, "is not a URL (redis://[user:password@]host:port/db)")
+    })?;
     if url.scheme() != "redis" || url.host_str().is_none() {
         return Err(ConfigError::new(
             key,

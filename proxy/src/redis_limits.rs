@@ -192,12 +192,16 @@ impl Lease {
         }
         let taken = self
             .tokens
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t > 0).then(|| t - 1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t > 0).then(|| t - 1)
+            });
         let interval_secs = |tokens: u64| tokens.div_ceil(u64::from(limit.rps)).max(1);
         match taken {
             Ok(before) => {
                 self.taken.fetch_add(1, Ordering::Relaxed);
-                let remaining = u32::try_from(before - 1).unwrap_or(u32::MAX).min(limit.burst);
+                let remaining = u32::try_from(before - 1)
+                    .unwrap_or(u32::MAX)
+                    .min(limit.burst);
                 Decision {
                     allowed: true,
                     limit: limit.burst,
@@ -260,7 +264,8 @@ impl Lease {
             self.tokens.fetch_add(granted, Ordering::AcqRel);
         }
         if claim.renew {
-            let until = self.fleet.nanos(now) + (SETTLE_INTERVAL * LEASE_INTERVALS).as_nanos() as u64;
+            let until =
+                self.fleet.nanos(now) + (SETTLE_INTERVAL * LEASE_INTERVALS).as_nanos() as u64;
             self.live_until.store(until, Ordering::Release);
         }
     }
@@ -492,7 +497,10 @@ mod tests {
         let now = Instant::now();
         let allowed = (0..20).filter(|_| lease.check(LIMIT, now).allowed).count();
         assert_eq!(allowed, 3);
-        assert!(lease.claim(LIMIT).is_none(), "nothing counted while falling back");
+        assert!(
+            lease.claim(LIMIT).is_none(),
+            "nothing counted while falling back"
+        );
     }
 
     #[test]
@@ -541,7 +549,11 @@ mod tests {
         assert_eq!(decisions[0].remaining, 3);
         assert_eq!(decisions[5].retry_after_secs, 1);
         let claim = lease.claim(LIMIT).unwrap();
-        assert_eq!((claim.want, claim.charge), (9, 0), "demand 6: keep 12, capped at burst");
+        assert_eq!(
+            (claim.want, claim.charge),
+            (9, 0),
+            "demand 6: keep 12, capped at burst"
+        );
 
         // Tokens granted, then a quiet interval: all of them go back.
         lease.granted(&claim, 5, now);

@@ -91,7 +91,12 @@ impl Fleet {
         (process, base)
     }
 
-    pub(crate) async fn call(&self, method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> Value {
         let mut req = self.client.request(method, &url).bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -202,7 +207,11 @@ pub(crate) async fn converged(
 }
 
 /// The value of the unlabelled metric `name` on an edge's metrics listener (`None` when absent).
-pub(crate) async fn metric(client: &reqwest::Client, metrics: SocketAddr, name: &str) -> Option<f64> {
+pub(crate) async fn metric(
+    client: &reqwest::Client,
+    metrics: SocketAddr,
+    name: &str,
+) -> Option<f64> {
     let text = client
         .get(format!("http://{metrics}/metrics"))
         .send()
