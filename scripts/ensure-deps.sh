@@ -51,6 +51,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v ip >/dev/null || apt_install iproute2
     # tests/scale_out.rs puts HAProxy (TCP mode) in front of three edges.
     command -v haproxy >/dev/null || apt_install haproxy
+    # tests/redis_limits.rs starts private redis-server processes (never the system one).
+    command -v redis-server >/dev/null || apt_install redis-server
     # admin/tests/acme.rs issues certificates from Pebble, Let's Encrypt's test CA, with its DNS.
     command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || apt_install pebble
 fi

@@ -111,15 +111,19 @@ fn shipped_configs_pass() {
             "security.credential_key",
             "TENANTGATE__SECURITY__CREDENTIAL_KEY",
         ),
+        ("edge.redis_url", "TENANTGATE__EDGE__REDIS_URL"),
     ] {
         assert!(
             stdout.lines().any(|l| l.contains(key) && l.contains(var)),
             "{key} not named: {stdout}"
         );
     }
-    // With --require-secrets and no secrets it must refuse, naming the key...
+    // With --require-secrets and no secrets it must refuse, naming a missing key...
     let (ok, stderr) = check(&production, &[]);
-    assert!(!ok && stderr.contains("security.signing_keys"), "{stderr}");
+    assert!(
+        !ok && (stderr.contains("security.signing_keys") || stderr.contains("edge.redis_url")),
+        "{stderr}"
+    );
     // ...and with them in the environment, as it documents, it passes.
     let keys = format!("{{ k2026a = \"{KEY}\" }}");
     let (ok, stderr) = check(
@@ -127,6 +131,10 @@ fn shipped_configs_pass() {
         &[
             ("TENANTGATE__SECURITY__SIGNING_KEYS", &keys),
             ("TENANTGATE__SECURITY__CREDENTIAL_KEY", KEY),
+            (
+                "TENANTGATE__EDGE__REDIS_URL",
+                "redis://:pw@redis.internal:6379/0",
+            ),
         ],
     );
     assert!(ok, "{stderr}");

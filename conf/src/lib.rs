@@ -16,6 +16,7 @@ pub mod acme;
 pub mod backups;
 pub mod db_url;
 mod env;
+pub mod limits;
 pub mod raw;
 mod secrets;
 mod validate;
@@ -23,6 +24,7 @@ mod validate;
 pub use acme::AcmeConfig;
 pub use backups::{BackupSchedule, BackupStore, BackupsConfig};
 pub use env::{variable_for, ENV_PREFIX};
+pub use limits::{LimitsBackend, RedisUrl};
 pub use raw::RawConfig;
 pub use secrets::SecretPolicy;
 
@@ -121,6 +123,11 @@ pub struct EdgeConfig {
     pub tls_listen: Option<SocketAddr>,
     /// The certificate for SNI names the catalog has none for; `None`: refuse them.
     pub tls_fallback: Option<TlsFallback>,
+    /// Where per-tenant rate limits are kept (`edge.limits_backend`, `edge.redis_url`).
+    pub limits_backend: LimitsBackend,
+    /// Edges in the fleet (`edge.fleet_size`): each allows `limit / fleet_size` while Redis is
+    /// unreachable.
+    pub fleet_size: u32,
 }
 
 /// The edge's fallback certificate, read from `edge.tls_fallback_cert` / `_key` and checked

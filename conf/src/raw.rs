@@ -126,6 +126,15 @@ pub struct RawEdge {
     /// PEM file with the fallback certificate's private key; set with `tls_fallback_cert`.
     /// Default empty.
     pub tls_fallback_key: String,
+    /// Where per-tenant rate limits are kept: `local` (each edge on its own) or `redis` (one
+    /// limit per tenant across the fleet, settled with Redis in the background). Default `local`.
+    pub limits_backend: String,
+    /// The Redis server of `limits_backend = "redis"`, `redis://[user:password@]host:port/db`
+    /// (secret when it holds a password; never logged). Default empty.
+    pub redis_url: String,
+    /// Edges in the fleet: while Redis is unreachable each edge allows `limit / fleet_size` of
+    /// every tenant's limit on its own. 1 to 10000. Default 1.
+    pub fleet_size: u32,
 }
 
 impl Default for RawEdge {
@@ -153,6 +162,9 @@ impl Default for RawEdge {
             tls_listen: String::new(),
             tls_fallback_cert: String::new(),
             tls_fallback_key: String::new(),
+            limits_backend: "local".into(),
+            redis_url: String::new(),
+            fleet_size: 1,
         }
     }
 }

@@ -149,6 +149,7 @@ pub(crate) fn validate(
         };
 
         let e = &raw.edge;
+        let (limits_backend, fleet_size) = crate::limits::limits(e, policy, &mut deferred)?;
         let edge = EdgeConfig {
             listen: addr("edge.listen", &e.listen)?,
             metrics_listen: addr("edge.metrics_listen", &e.metrics_listen)?,
@@ -190,6 +191,8 @@ pub(crate) fn validate(
                 text => Some(addr("edge.tls_listen", text)?),
             },
             tls_fallback: tls_fallback(&e.tls_fallback_cert, &e.tls_fallback_key)?,
+            limits_backend,
+            fleet_size,
         };
 
         let a = &raw.admin;

@@ -247,9 +247,9 @@ fn main() {
             // The client's share, then the tenant's limit, as the edge checks them.
             let client = std::net::IpAddr::from([10, 0, 0, (i % 200) as u8]);
             let share = tenantgate_contract::ClientShare::try_from(0.5).unwrap();
-            let limit = share.of(route.limits.rate.limit()).unwrap();
+            let limit = share.of(route.limits.limit()).unwrap();
             assert!(clients.check(route.tenant_id, client, limit, now).allowed);
-            assert!(route.limits.rate.check(now).allowed);
+            assert!(route.limits.check(now).allowed);
             let pool = pools.read().unwrap().get(&*route.shard).cloned().unwrap();
             let backend = pool.pick(&[]).unwrap();
             let request_id = new_request_id(tenantgate_contract::time::now_ms());

@@ -7,7 +7,8 @@
 //! known host; misses are spawned onto the control runtime and awaited across runtimes.
 //!
 //! Modules, one per concern: [`acme`] (HTTP-01 answers), [`headers`] (request checks, upstream headers), [`resolve`] (route
-//! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
+//! cache over the catalog), [`rate_limit`], [`redis_limits`] (fleet-wide limits settled with
+//! Redis off the request path), [`pools`] (shard backends and
 //! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
 //! `server` (Pingora server and shutdown), `pidfile` (`--pid-file`, for supervisors), [`tls`] (certificates by SNI). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
@@ -21,6 +22,7 @@ pub mod phases;
 mod pidfile;
 pub mod pools;
 pub mod rate_limit;
+pub mod redis_limits;
 pub mod resolve;
 mod server;
 pub mod tls;

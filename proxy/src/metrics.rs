@@ -92,6 +92,9 @@ pub struct EdgeMetrics {
     pub known_hosts: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_errors: IntCounterVec,
+    /// `tenantgate_edge_limits_fallback` and `_total`: Redis-backed limits falling back to
+    /// `limit / fleet_size`.
+    pub limits_fallback: crate::redis_limits::FallbackMetrics,
     lookups: [IntCounter; 4],
     /// `"0"` and `"100"`..=`"599"`, so the `code` label costs no allocation per request.
     codes: Vec<Box<str>>,
@@ -186,7 +189,27 @@ impl EdgeMetrics {
         registry
             .register(Box::new(upstream_healthy.clone()))
             .expect("unique metric");
+        let limits_fallback = crate::redis_limits::FallbackMetrics {
+            active: IntGauge::new(
+                "tenantgate_edge_limits_fallback",
+                "1 while Redis is unreachable and each tenant is limited to limit / fleet_size \
+                 at this edge (limits_backend = \"redis\"); 0 otherwise.",
+            )
+            .expect("valid metric"),
+            entered: IntCounter::new(
+                "tenantgate_edge_limits_fallback_total",
+                "Times this edge lost Redis and fell back to limit / fleet_size per tenant.",
+            )
+            .expect("valid metric"),
+        };
+        registry
+            .register(Box::new(limits_fallback.active.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(limits_fallback.entered.clone()))
+            .expect("unique metric");
         EdgeMetrics {
+            limits_fallback,
             registry,
             requests,
             duration,

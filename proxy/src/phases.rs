@@ -472,13 +472,13 @@ impl Edge {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if let (Some(limit), Some(client)) = (share.of(route.limits.rate.limit()), client) {
+        if let (Some(limit), Some(client)) = (share.of(route.limits.limit()), client) {
             let decision = self.clients.check(route.tenant_id, client, limit, now);
             if !decision.allowed {
                 return Err((Reject::RateLimited, Some(decision)));
             }
         }
-        let decision = route.limits.rate.check(now);
+        let decision = route.limits.check(now);
         if !decision.allowed {
             return Err((Reject::RateLimited, Some(decision)));
         }

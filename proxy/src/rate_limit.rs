@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use tenantgate_contract::gcra::{Decision, Gcra};
+
+use crate::redis_limits::{Fleet, Lease};
 use tenantgate_contract::RateLimit;
 use uuid::Uuid;
 
@@ -80,17 +82,56 @@ impl ClientLimiters {
 /// Everything limited per tenant.
 #[derive(Debug)]
 pub struct TenantLimits {
-    /// Requests per second and burst.
-    pub rate: Gcra,
+    /// The tenant's limit; with the local backend also its limiter.
+    rate: Gcra,
+    /// With the Redis backend: the tenant's share of its fleet-wide limit at this edge.
+    lease: Option<Lease>,
     in_flight: AtomicU32,
 }
 
 impl TenantLimits {
+    /// Limits kept by this edge alone (`edge.limits_backend = "local"`).
     pub fn new(limit: RateLimit) -> TenantLimits {
         TenantLimits {
             rate: Gcra::new(limit),
+            lease: None,
             in_flight: AtomicU32::new(0),
         }
+    }
+
+    /// Limits shared by the fleet through Redis (`edge.limits_backend = "redis"`).
+    pub fn shared(limit: RateLimit, fleet: &Arc<Fleet>) -> TenantLimits {
+        TenantLimits {
+            lease: Some(Lease::new(fleet, limit)),
+            ..TenantLimits::new(limit)
+        }
+    }
+
+    /// The tenant's limit (the whole fleet's, with the Redis backend).
+    pub fn limit(&self) -> RateLimit {
+        self.rate.limit()
+    }
+
+    /// Change the limit, keeping the state.
+    pub fn set_limit(&self, limit: RateLimit) {
+        self.rate.set_limit(limit);
+        if let Some(lease) = &self.lease {
+            lease.set_limit(limit);
+        }
+    }
+
+    /// Take one request at `now`. Runs on the request path; never waits (with the Redis
+    /// backend it spends the edge's lease, see [`crate::redis_limits`]).
+    pub fn check(&self, now: Instant) -> Decision {
+        match &self.lease {
+            None => self.rate.check(now),
+            Some(lease) => lease.check(self.rate.limit(), now),
+        }
+    }
+
+    /// The lease, with the Redis backend.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// Count one more concurrent request unless `cap` are already running. The count drops
@@ -125,22 +166,55 @@ impl Drop for InFlight {
 #[derive(Debug, Default)]
 pub struct Limiters {
     by_tenant: Mutex<HashMap<Uuid, Weak<TenantLimits>>>,
+    /// The Redis backend's shared state; `None` with the local backend.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Limiters {
+    /// Limiters for the Redis backend: every tenant's limits hold a lease.
+    pub fn shared(fleet: Arc<Fleet>) -> Limiters {
+        Limiters {
+            by_tenant: Mutex::default(),
+            fleet: Some(fleet),
+        }
+    }
+
+    /// Call `f` with every live tenant's limits. Holds the registry's lock (taken only when a
+    /// route is loaded, never on the request path), so `f` must be quick.
+    pub fn for_each_tenant(&self, mut f: impl FnMut(Uuid, &Arc<TenantLimits>)) {
+        let map = self.by_tenant.lock().expect("limiters lock");
+        for (tenant, limits) in map.iter() {
+            if let Some(limits) = limits.upgrade() {
+                f(*tenant, &limits);
+            }
+        }
+    }
+
+    /// Call `f` with every live tenant's lease (none with the local backend).
+    pub fn for_each_lease(&self, mut f: impl FnMut(&Lease)) {
+        self.for_each_tenant(|_, limits| {
+            if let Some(lease) = limits.lease() {
+                f(lease);
+            }
+        });
+    }
+
     /// The tenant's limits with `limit` applied, created when it has none. Called when a route
     /// is loaded or refreshed, never on the request path.
     pub fn get(&self, tenant: Uuid, limit: RateLimit) -> Arc<TenantLimits> {
         let mut map = self.by_tenant.lock().expect("limiters lock");
         if let Some(existing) = map.get(&tenant).and_then(Weak::upgrade) {
-            existing.rate.set_limit(limit);
+            existing.set_limit(limit);
             return existing;
         }
         // Drop dead entries now and then so tenants evicted from the cache do not accumulate.
         if map.len() > 64 && map.len().is_power_of_two() {
             map.retain(|_, w| w.strong_count() > 0);
         }
-        let fresh = Arc::new(TenantLimits::new(limit));
+        let fresh = Arc::new(match &self.fleet {
+            None => TenantLimits::new(limit),
+            Some(fleet) => TenantLimits::shared(limit, fleet),
+        });
         map.insert(tenant, Arc::downgrade(&fresh));
         fresh
     }
@@ -158,14 +232,14 @@ mod tests {
         let id = Uuid::from_u128(1);
         let a = limiters.get(id, RateLimit { rps: 1, burst: 1 });
         let t0 = Instant::now();
-        assert!(a.rate.check(t0).allowed);
-        assert!(!a.rate.check(t0).allowed);
+        assert!(a.check(t0).allowed);
+        assert!(!a.check(t0).allowed);
         let b = limiters.get(id, RateLimit { rps: 1, burst: 5 });
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(b.rate.check(t0).allowed);
+        assert!(b.check(t0).allowed);
         drop((a, b));
         let c = limiters.get(id, RateLimit { rps: 1, burst: 1 });
-        assert!(c.rate.check(t0).allowed, "a dropped limiter starts afresh");
+        assert!(c.check(t0).allowed, "a dropped limiter starts afresh");
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub struct Resolver {
     index: RwLock<Option<HashSet<Box<str>>>>,
     /// The answer for a host outside the index.
     unknown: Arc<HostEntry>,
-    limiters: Limiters,
+    limiters: Arc<Limiters>,
     labels: TenantLabels,
     default_limit: RateLimit,
     stale_max: Duration,
@@ -160,6 +160,7 @@ impl Resolver {
         catalog: Catalog,
         metrics: Arc<EdgeMetrics>,
         pools: Arc<Pools>,
+        limiters: Arc<Limiters>,
     ) -> Arc<Resolver> {
         let (jobs, rx) = mpsc::unbounded_channel();
         let per_sec = config.catalog.miss_queries_per_sec;
@@ -185,7 +186,7 @@ impl Resolver {
             unknown: Arc::new(HostEntry {
                 routes: Box::new([]),
             }),
-            limiters: Limiters::default(),
+            limiters,
             labels: TenantLabels::new(config.edge.tenant_label_limit),
             default_limit: config.edge.default_rate_limit,
             stale_max: config.catalog.stale_max,

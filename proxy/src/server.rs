@@ -18,7 +18,7 @@ use pingora::server::{
 use pingora::services::listening::Service;
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use tenantgate_catalog::{feed, Catalog};
-use tenantgate_config::Config;
+use tenantgate_config::{Config, LimitsBackend};
 use tenantgate_contract::labels::QuietSweeper;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,8 @@ use crate::metrics::{self, EdgeMetrics};
 use crate::phases::Edge;
 use crate::pidfile;
 use crate::pools::{self, Pools};
+use crate::rate_limit::Limiters;
+use crate::redis_limits::{Fleet, Settler};
 use crate::resolve::Resolver;
 use crate::tls::{Certificates, Fanout};
 
@@ -93,6 +95,30 @@ impl Control {
     }
 }
 
+/// The per-tenant limiters of `edge.limits_backend`; with Redis, its settler is started (after
+/// one connection attempt, so the edge starts settling or falling back, never undecided).
+async fn start_limits(
+    config: &Config,
+    metrics: &EdgeMetrics,
+    stop: &CancellationToken,
+) -> Result<Arc<Limiters>, EdgeError> {
+    let LimitsBackend::Redis(url) = &config.edge.limits_backend else {
+        return Ok(Arc::new(Limiters::default()));
+    };
+    let fleet = Fleet::new(config.edge.fleet_size);
+    let limiters = Arc::new(Limiters::shared(fleet.clone()));
+    let mut settler = Settler::new(
+        url,
+        fleet,
+        limiters.clone(),
+        metrics.limits_fallback.clone(),
+    )
+    .map_err(EdgeError::Start)?;
+    settler.connect().await;
+    tokio::spawn(settler.run(stop.clone()));
+    Ok(limiters)
+}
+
 /// Bind the proxy and metrics listeners, connect the catalog and start the control tasks.
 /// Nothing is left running when this fails.
 fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
@@ -142,7 +168,14 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let catalog = Catalog::connect(&config.catalog.url, config.catalog.max_connections).await?;
         let metrics = Arc::new(EdgeMetrics::new());
         let pools = Arc::new(Pools::default());
-        let resolver = Resolver::start(&config, catalog.clone(), metrics.clone(), pools.clone());
+        let limiters = start_limits(&config, &metrics, &stop).await?;
+        let resolver = Resolver::start(
+            &config,
+            catalog.clone(),
+            metrics.clone(),
+            pools.clone(),
+            limiters,
+        );
         resolver.load_shards().await?;
         let challenges = Challenges::start(catalog.clone());
         let mut sinks = vec![resolver.sink(), challenges.sink()];

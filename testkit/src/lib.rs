@@ -7,6 +7,7 @@
 //! - [`pg_server`]: private PostgreSQL servers (`initdb` + `pg_ctl`, `wal_level = logical`), for
 //!   tests that need a second database server or a streaming standby.
 //! - [`net`]: addresses and stand-in servers for tests that need a peer.
+//! - [`redis`]: a private `redis-server` on its own port, to kill, restart or pause.
 //! - [`process`]: the real `tenantgate` binary as a child process (`dev`, or one component),
 //!   on ephemeral ports it reports back.
 //! - [`edge`] (feature `edge`): an edge started in-process on `127.0.0.1:0` with test app
@@ -21,6 +22,7 @@ pub mod load;
 pub mod net;
 pub mod pg_server;
 pub mod process;
+pub mod redis;
 pub mod tls;
 
 #[cfg(feature = "admin")]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_imports)] // not every test binary uses every helper
 
+pub(crate) mod fleet;
+
 pub(crate) use tenantgate_testkit::net::{ok_upstream, RefusedAddr};
 pub(crate) use tenantgate_testkit::process::{get_with_host, ComponentProcess, DevProcess};
 pub(crate) use tenantgate_testkit::wait_until;
