@@ -663,7 +663,7 @@ async fn usage_is_served_per_step(backend: Engine) {
     let (id, _) = h.tenant("metered", Some("shard-a")).await;
     let tenant: uuid::Uuid = id.parse().unwrap();
     // Two edges' batches in one minute, and one an hour later.
-    let base = 1_800_000_000_000 - 1_800_000_000_000 % 3_600_000;
+    let base = 1_800_000_000_000; // on an hour boundary
     let one = UsageCounts {
         requests: 10,
         errors: 1,
