@@ -9,7 +9,8 @@
 //! Modules, one per concern: [`acme`] (HTTP-01 answers), [`headers`] (request checks, upstream headers), [`resolve`] (route
 //! cache over the catalog), [`rate_limit`], [`pools`] (shard backends and
 //! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! `server` (Pingora server and shutdown), [`tls`] (certificates by SNI). The status gate is the tenant contract's
+//! `server` (Pingora server and shutdown), [`tls`] (certificates by SNI), [`on_demand`] (issuance
+//! at the first TLS handshake). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
 
 pub mod acme;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod metrics;
+pub mod on_demand;
 pub mod phases;
 pub mod pools;
 pub mod rate_limit;

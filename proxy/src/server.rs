@@ -29,6 +29,7 @@ use crate::metrics::{self, EdgeMetrics};
 use crate::phases::Edge;
 use crate::pools::{self, Pools};
 use crate::resolve::Resolver;
+use crate::on_demand::OnDemand;
 use crate::tls::{Certificates, Fanout};
 
 /// Longest grace period of an edge embedded in another process (`tenantgate dev`, tests), so
@@ -147,10 +148,24 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let mut sinks = vec![resolver.sink(), challenges.sink()];
         let certificates = match config.edge.tls_listen {
             Some(_) => {
+                let on_demand = config
+                    .acme
+                    .as_ref()
+                    .and_then(|acme| acme.on_demand)
+                    .map(|limits| {
+                        OnDemand::start(
+                            catalog.clone(),
+                            resolver.clone(),
+                            metrics.clone(),
+                            limits,
+                            i64::from(config.admin.job_max_attempts),
+                        )
+                    });
                 let certs = Certificates::start(
                     catalog.clone(),
                     config.security.credential_key.clone(),
                     config.edge.tls_fallback.as_ref(),
+                    on_demand,
                 )?;
                 sinks.push(certs.sink());
                 Some(certs)
@@ -180,6 +195,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             metrics_listener,
             metrics.clone(),
             resolver.clone(),
+            certificates.clone(),
             stop.clone(),
         ));
         let edge = Edge {
