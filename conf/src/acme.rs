@@ -105,12 +105,19 @@ pub(crate) fn acme(raw: &RawAcme) -> Result<Option<AcmeConfig>, ConfigError> {
 /// Check that `text` is `host:port` (a name or an IP address, `[v6]:port` for IPv6): what an
 /// `http://` URL's authority can be built from.
 fn host_port(text: &str) -> Result<(), &'static str> {
+    // The URL parser drops a default port (`:80`), so the explicit port is checked here.
+    let explicit_port = text
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
     let url = url::Url::parse(&format!("http://{text}/")).map_err(|_| "is not host:port")?;
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(_)) if !h.is_empty() && url.path() == "/" && url.username().is_empty() => {
-            Ok(())
-        }
-        _ => Err("is not host:port (with an explicit port)"),
+    let plain = url.host_str().is_some_and(|h| !h.is_empty())
+        && url.path() == "/"
+        && url.username().is_empty()
+        && url.query().is_none();
+    if explicit_port && plain {
+        Ok(())
+    } else {
+        Err("is not host:port (with an explicit port)")
     }
 }
 
