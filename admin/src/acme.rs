@@ -73,7 +73,11 @@ pub(crate) struct AcmeClient {
 }
 
 impl AcmeClient {
-    async fn account(&self, state: &AdminState, config: &AcmeConfig) -> Result<&Account, AdminError> {
+    async fn account(
+        &self,
+        state: &AdminState,
+        config: &AcmeConfig,
+    ) -> Result<&Account, AdminError> {
         self.account
             .get_or_try_init(|| async {
                 let directory = config.directory_url.as_str();
@@ -93,8 +97,9 @@ impl AcmeClient {
                     )
                     .await
                     .map_err(AcmeError::from)?;
-                let json = serde_json::to_vec(&credentials)
-                    .map_err(|e| AcmeError::Account(format!("credentials do not serialise: {e}")))?;
+                let json = serde_json::to_vec(&credentials).map_err(|e| {
+                    AcmeError::Account(format!("credentials do not serialise: {e}"))
+                })?;
                 let kept = acme::StoredAccount {
                     account_url: account.id().to_string(),
                     credentials_sealed: state
@@ -227,7 +232,10 @@ async fn publish_challenges(
             .await?;
             w.commit().await?;
             tokens.push(challenge.token.clone());
-            answers.push((challenge.token.clone(), key_authorization.as_str().to_string()));
+            answers.push((
+                challenge.token.clone(),
+                key_authorization.as_str().to_string(),
+            ));
             ready.push(challenge.url.clone());
         }
     }
@@ -308,7 +316,12 @@ async fn confirm_served(
 
 /// Whether `url` (asked with `Host: host`) answers 200 with exactly `key_authorization`.
 async fn serves(client: &reqwest::Client, url: &str, host: &str, key_authorization: &str) -> bool {
-    let Ok(response) = client.get(url).header(reqwest::header::HOST, host).send().await else {
+    let Ok(response) = client
+        .get(url)
+        .header(reqwest::header::HOST, host)
+        .send()
+        .await
+    else {
         return false;
     };
     response.status() == reqwest::StatusCode::OK

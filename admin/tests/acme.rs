@@ -188,7 +188,10 @@ impl Drop for Setup {
 }
 
 /// Start an admin process (API and worker) on `config`; its URL and its shutdown.
-async fn start_admin(config: &Arc<Config>, catalog: &tenantgate_catalog::Catalog) -> (String, CancellationToken) {
+async fn start_admin(
+    config: &Arc<Config>,
+    catalog: &tenantgate_catalog::Catalog,
+) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -514,21 +517,29 @@ async fn a_domain_without_a_certificate_gets_one_at_its_first_tls_hit(tc: TestCa
     let s = Setup::start(tc, None, 3).await;
     let tls = s.edge.tls.expect("the edge has a TLS listener");
     // Written straight to the catalog, as by an admin without `[acme]`: no issuance job.
-    let tenant = s
-        .edge
-        .add_active_tenant("shop", "shard-a", &[HOST])
-        .await;
+    let tenant = s.edge.add_active_tenant("shop", "shard-a", &[HOST]).await;
     let id = tenant.to_string();
-    wait_until("the edge knows the host", Duration::from_secs(10), || async {
-        (s.edge.get(HOST, "/", &[]).await.code() != "unknown_tenant").then_some(())
-    })
+    wait_until(
+        "the edge knows the host",
+        Duration::from_secs(10),
+        || async { (s.edge.get(HOST, "/", &[]).await.code() != "unknown_tenant").then_some(()) },
+    )
     .await;
-    assert!(s.edge.catalog.jobs_of_tenant(tenant).await.unwrap().is_empty());
+    assert!(s
+        .edge
+        .catalog
+        .jobs_of_tenant(tenant)
+        .await
+        .unwrap()
+        .is_empty());
 
     // The first handshake is refused at once (no fallback); it requested issuance.
     let started = std::time::Instant::now();
     assert_eq!(served_leaf(tls, HOST).await, None);
-    assert!(started.elapsed() < Duration::from_secs(5), "the handshake waited");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the handshake waited"
+    );
     let certificate = s.wait_certificate(&id, "issued", |_| true).await;
     assert_eq!(certificate["source"], "acme");
     let jobs = s.edge.catalog.jobs_of_tenant(tenant).await.unwrap();
@@ -590,6 +601,12 @@ async fn one_acme_account_serves_every_admin_process_and_restart(tc: TestCatalog
     assert!(!s.recorded_leaf_of(SECOND).await.is_empty());
     // Both issuances used the one account.
     assert_eq!(s.pebble.accounts(), 1);
-    let again = s.edge.catalog.acme_account(&directory).await.unwrap().unwrap();
+    let again = s
+        .edge
+        .catalog
+        .acme_account(&directory)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.account_url, kept.account_url);
 }

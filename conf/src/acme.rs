@@ -74,7 +74,12 @@ pub(crate) fn acme(raw: &RawAcme) -> Result<Option<AcmeConfig>, ConfigError> {
     let on_demand = match raw.on_demand {
         false => None,
         true => Some(OnDemandLimits {
-            per_tenant: range("acme.on_demand_per_tenant", raw.on_demand_per_tenant, 1, 100_000)?,
+            per_tenant: range(
+                "acme.on_demand_per_tenant",
+                raw.on_demand_per_tenant,
+                1,
+                100_000,
+            )?,
             global: range("acme.on_demand_global", raw.on_demand_global, 1, 100_000)?,
             window: Duration::from_secs(range(
                 "acme.on_demand_window_secs",
@@ -163,19 +168,30 @@ mod tests {
         let empty = tempfile::NamedTempFile::new().unwrap();
         r.ca_bundle = Some(empty.path().into());
         assert_eq!(acme(&r).unwrap_err().key, "acme.ca_bundle");
-        let on_demand_keys: [(&str, fn(&mut RawAcme)); 5] = [
+        type Spoil = fn(&mut RawAcme);
+        let on_demand_keys: [(&str, Spoil); 5] = [
             ("acme.on_demand_per_tenant", |r| r.on_demand_per_tenant = 0),
             ("acme.on_demand_global", |r| r.on_demand_global = 0),
-            ("acme.on_demand_window_secs", |r| r.on_demand_window_secs = 0),
+            ("acme.on_demand_window_secs", |r| {
+                r.on_demand_window_secs = 0
+            }),
             ("acme.confirm_timeout_ms", |r| r.confirm_timeout_ms = 10),
-            ("acme.confirm_addrs", |r| r.confirm_addrs = vec!["edge-1".into()]),
+            ("acme.confirm_addrs", |r| {
+                r.confirm_addrs = vec!["edge-1".into()]
+            }),
         ];
         for (key, spoil) in on_demand_keys {
             let mut r = raw("https://ca.test/dir");
             spoil(&mut r);
             assert_eq!(acme(&r).unwrap_err().key, key);
         }
-        for bad in ["http://edge:80", "edge:80/x", "user@edge:80", ":80", "edge:http"] {
+        for bad in [
+            "http://edge:80",
+            "edge:80/x",
+            "user@edge:80",
+            ":80",
+            "edge:http",
+        ] {
             assert!(host_port(bad).is_err(), "{bad}");
         }
     }

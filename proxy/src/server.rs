@@ -26,10 +26,10 @@ use crate::acme::Challenges;
 use crate::error::EdgeError;
 use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
+use crate::on_demand::OnDemand;
 use crate::phases::Edge;
 use crate::pools::{self, Pools};
 use crate::resolve::Resolver;
-use crate::on_demand::OnDemand;
 use crate::tls::{Certificates, Fanout};
 
 /// Longest grace period of an edge embedded in another process (`tenantgate dev`, tests), so
@@ -148,19 +148,20 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let mut sinks = vec![resolver.sink(), challenges.sink()];
         let certificates = match config.edge.tls_listen {
             Some(_) => {
-                let on_demand = config
-                    .acme
-                    .as_ref()
-                    .and_then(|acme| acme.on_demand)
-                    .map(|limits| {
-                        OnDemand::start(
-                            catalog.clone(),
-                            resolver.clone(),
-                            metrics.clone(),
-                            limits,
-                            i64::from(config.admin.job_max_attempts),
-                        )
-                    });
+                let on_demand =
+                    config
+                        .acme
+                        .as_ref()
+                        .and_then(|acme| acme.on_demand)
+                        .map(|limits| {
+                            OnDemand::start(
+                                catalog.clone(),
+                                resolver.clone(),
+                                metrics.clone(),
+                                limits,
+                                i64::from(config.admin.job_max_attempts),
+                            )
+                        });
                 let certs = Certificates::start(
                     catalog.clone(),
                     config.security.credential_key.clone(),

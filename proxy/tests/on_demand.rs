@@ -103,7 +103,11 @@ async fn a_flood_of_sni_names_queues_at_most_the_limits(tc: TestCatalog) {
     h.config = Arc::new(config);
     let backend = h.backend("a1").await;
     h.add_shard("shard-a", &[backend.addr]).await;
-    let hosts = |t: &str| (0..8).map(|i| format!("{t}{i}.flood.test")).collect::<Vec<_>>();
+    let hosts = |t: &str| {
+        (0..8)
+            .map(|i| format!("{t}{i}.flood.test"))
+            .collect::<Vec<_>>()
+    };
     let (a_hosts, b_hosts) = (hosts("a"), hosts("b"));
     let a = h.add_active_tenant("a", "shard-a", &refs(&a_hosts)).await;
     let b = h.add_active_tenant("b", "shard-a", &refs(&b_hosts)).await;

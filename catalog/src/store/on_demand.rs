@@ -153,7 +153,7 @@ async fn covered(tx: &mut WriteTx, tenant_id: Uuid, host: &str) -> Result<bool, 
         .map(|r| r.json("payload"))
         .collect::<Result<_, _>>()?
     });
-    Ok(payloads.into_iter().any(|p| {
-        serde_json::from_value::<IssuePayload>(p).is_ok_and(|p| p.host == host)
-    }))
+    Ok(payloads
+        .into_iter()
+        .any(|p| serde_json::from_value::<IssuePayload>(p).is_ok_and(|p| p.host == host)))
 }
