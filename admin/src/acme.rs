@@ -4,7 +4,9 @@
 //! The admin does not answer challenges itself: it records each challenge's key authorization
 //! in the catalog (`acme_challenges`, with a feed entry), and every edge answers
 //! `/.well-known/acme-challenge/{token}` on its plain listener from memory once the feed
-//! announces it. Only then is the CA told the challenge is ready. The new private key is
+//! announces it. The CA is told the challenge is ready only once the edges are seen serving it
+//! ([`confirm_served`]). The account is registered once per CA directory and kept, sealed, in
+//! the catalog ([`AcmeClient`]). The new private key is
 //! generated here, sealed at once like an uploaded one, and never logged.
 
 use std::time::Duration;

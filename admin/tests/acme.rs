@@ -610,3 +610,41 @@ async fn one_acme_account_serves_every_admin_process_and_restart(tc: TestCatalog
         .unwrap();
     assert_eq!(again.account_url, kept.account_url);
 }
+
+both_backends!(a_challenge_an_edge_does_not_serve_is_never_handed_to_the_ca);
+async fn a_challenge_an_edge_does_not_serve_is_never_handed_to_the_ca(tc: TestCatalog) {
+    if !pebble_installed() {
+        eprintln!("skipped: pebble and pebble-challtestsrv are not installed");
+        return;
+    }
+    let mut s = Setup::start(tc, None, 1).await;
+    // One of the configured edges is down: its confirmation never comes.
+    let down = tenantgate_testkit::net::RefusedAddr::new();
+    let mut config = (*s.config).clone();
+    let acme = config.acme.as_mut().unwrap();
+    acme.confirm_addrs.push(down.addr().to_string());
+    acme.confirm_timeout = Duration::from_millis(300);
+    s.config = Arc::new(config);
+    s.shutdown.cancel();
+    let (admin, shutdown) = start_admin(&s.config, &s.edge.catalog).await;
+    s.admin = admin;
+    s.shutdown = shutdown;
+
+    let id = s.create_tenant().await;
+    s.wait_certificate(&id, "failed", |_| true).await;
+    let job = s
+        .edge
+        .catalog
+        .jobs_of_tenant(id.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.kind == "issue_certificate")
+        .expect("an issuance job");
+    let error = job.error.expect("the job's error");
+    assert!(
+        error.contains(&format!("edge {} did not serve the challenge", down.addr())),
+        "{error}"
+    );
+    assert!(s.edge.catalog.live_challenges().await.unwrap().is_empty());
+}
