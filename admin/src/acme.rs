@@ -6,8 +6,8 @@
 //! `/.well-known/acme-challenge/{token}` on its plain listener from memory once the feed
 //! announces it. The CA is told the challenge is ready only once the edges are seen serving it
 //! ([`confirm_served`]). The account is registered once per CA directory and kept, sealed, in
-//! the catalog ([`AcmeClient`]). The new private key is
-//! generated here, sealed at once like an uploaded one, and never logged.
+//! the catalog ([`AcmeClient`]). The new private key is generated here, sealed at once like an
+//! uploaded one, and never logged.
 
 use std::time::Duration;
 
