@@ -16,6 +16,7 @@ Usage: benches/load.py [--duration 10] [--repeat 3] [--connections 32] [--tenant
                        [--hosts 1000] [--port-base 18000] [--skip-build]
        benches/load.py --callgrind DIR [--duration 20]
        benches/load.py --scale [--scale-tenants 100000] [--flood-seconds 10]
+       benches/load.py --tls [--duration 5] [--repeat 3] [--connections 32] [--tls-clients 2]
 The --callgrind mode runs bare Pingora and the edge under valgrind's callgrind instead, counts
 the instructions each executes while wrk drives it, and prints instructions per request: a count
 that repeats from run to run on a shared machine, where requests per second do not. The profiles
@@ -24,7 +25,13 @@ The --scale mode measures memory and scale instead: the edge's RSS with N tenant
 PostgreSQL catalog after every one was requested, and the catalog queries per second during a
 flood of distinct unknown hosts (against `catalog.miss_queries_per_sec`). It needs PostgreSQL
 (TENANTGATE_BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres) and psql.
-Needs: nginx and wrk (Debian packages), valgrind for --callgrind, PostgreSQL for --scale, cmake for
+The --tls mode compares the edge's TLS listener (`edge.tls_listen`, the certificate by SNI from
+the catalog, uploaded through the admin API) with HAProxy terminating TLS with the same ECDSA
+P-256 certificate (one thread, forwarding to the same upstream): full handshakes per second
+(Python ssl clients with SNI, a new connection and no session reuse per handshake, --tls-clients
+processes; `openssl s_time` sends no SNI)
+and keep-alive requests per second over TLS (wrk over https).
+Needs: nginx and wrk (Debian packages), haproxy and openssl for --tls, valgrind for --callgrind, PostgreSQL for --scale, cmake for
 the build; scripts/ensure-deps.sh --bench installs what is missing (as root). See BENCHMARKS.md.
 """
 
@@ -103,7 +110,9 @@ http {{
     return path
 
 
-def seed_catalog(work, binary, config, tenants, upstream_port):
+def seed_catalog(work, binary, config, tenants, upstream_port, extra_host=None):
+    """Shard `bench` and `tenants` tenants t00000… with host tNNNNN.bench.local; `extra_host` is a
+    second domain of t00000. Returns the id of t00000."""
     subprocess.run([binary, "migrate", "catalog", "--config", config], check=True,
                    stdout=subprocess.DEVNULL)
     db = sqlite3.connect(os.path.join(work, "catalog.db"))
@@ -117,6 +126,8 @@ def seed_catalog(work, binary, config, tenants, upstream_port):
         rows.append((tid, f"t{i:05d}", f"Tenant {i}", "active", "bench", 1, 1_000_000, 1_000_000, "{}",
                      "t_" + tid.replace("-", ""), 1, now, now))
         domains.append((f"t{i:05d}.bench.local", "", tid, 1, now))
+        if i == 0 and extra_host:
+            domains.append((extra_host, "", tid, 0, now))
     db.executemany("INSERT INTO tenants (id, slug, name, status, shard, epoch, rate_limit_rps, rate_limit_burst,"
                    " settings, db_name, schema_version, created_at, updated_at)"
                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -124,6 +135,7 @@ def seed_catalog(work, binary, config, tenants, upstream_port):
                    " VALUES (?,?,?,?,?)", domains)
     db.commit()
     db.close()
+    return rows[0][0]
 
 
 def wrk_script(work, hosts):
@@ -178,6 +190,8 @@ def main():
     ap.add_argument("--scale-tenants", type=int, default=100000)
     ap.add_argument("--flood-seconds", type=int, default=10)
     ap.add_argument("--miss-cap", type=int, default=500)
+    ap.add_argument("--tls", action="store_true", help="TLS handshakes and keep-alive vs HAProxy instead")
+    ap.add_argument("--tls-clients", type=int, default=2, help="parallel handshake client processes")
     args = ap.parse_args()
     # What a fresh machine lacks (nginx, wrk, valgrind, PostgreSQL) is installed as for the tests.
     subprocess.run([os.path.join(ROOT, "scripts/ensure-deps.sh"), "--bench"], check=True)
@@ -193,6 +207,8 @@ def main():
     bare = os.path.join(release, "examples", "bare_pingora")
     if args.scale:
         return scale(args, binary)
+    if args.tls:
+        return tls(args, binary)
 
     p = args.port_base
     ports = {"upstream": p, "nginx": p + 1, "bare-pingora": p + 2, "tenantgate": p + 3, "metrics": p + 4}
@@ -464,6 +480,211 @@ credential_key = "{credential}"
             except subprocess.TimeoutExpired:
                 proc.kill()
         psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def make_certificate(work, host):
+    """A test CA and an ECDSA P-256 leaf for `host` signed by it (openssl); (chain, key) paths."""
+    def run(*cmd):
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=tenantgate bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    run("openssl", "req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", f"/CN={host}")
+    with open(os.path.join(work, "leaf.ext"), "w") as f:
+        f.write(f"subjectAltName=DNS:{host}\nbasicConstraints=CA:FALSE\n")
+    run("openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-out", "leaf.pem", "-extfile", "leaf.ext")
+    chain = os.path.join(work, "chain.pem")
+    with open(chain, "w") as out:
+        for name in ("leaf.pem", "ca.pem"):
+            out.write(open(os.path.join(work, name)).read())
+    return chain, os.path.join(work, "leaf.key")
+
+
+def handshake_loop(job):
+    """Full TLS handshakes for `seconds`, one new connection and no session reuse each; count."""
+    import ssl
+    port, host, seconds = job
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    done, deadline = 0, time.time() + seconds
+    while time.time() < deadline:
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            # No `session=`: each handshake is a full one (key exchange and signature).
+            with ctx.wrap_socket(raw, server_hostname=host):
+                done += 1
+    return done
+
+
+def handshakes(port, host, seconds, clients):
+    """Full TLS handshakes per second with `clients` client processes in parallel."""
+    import multiprocessing
+    started = time.time()
+    with multiprocessing.Pool(clients) as pool:
+        total = sum(pool.map(handshake_loop, [(port, host, seconds)] * clients))
+    return total / max(time.time() - started, 1e-9)
+
+
+def tls(args, binary):
+    """The edge's TLS listener against HAProxy with the same certificate."""
+    if not shutil.which("haproxy"):
+        raise SystemExit("haproxy is missing: apt-get install haproxy")
+    p = args.port_base
+    ports = {"upstream": p, "tenantgate": p + 3, "metrics": p + 4, "haproxy": p + 5,
+             "tenantgate-tls": p + 6, "admin": p + 7}
+    host = "localhost"  # wrk connects by this name, so it is the SNI name and the Host
+    work = tempfile.mkdtemp(prefix="tenantgate-tls-")
+    procs = {}
+    devnull = subprocess.DEVNULL
+    try:
+        chain, key = make_certificate(work, host)
+        haproxy_pem = os.path.join(work, "haproxy.pem")
+        with open(haproxy_pem, "w") as out:
+            out.write(open(chain).read() + open(key).read())
+        up_conf = nginx_conf(work, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{ports['upstream']} reuseport backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}""")
+        haproxy_conf = os.path.join(work, "haproxy.cfg")
+        with open(haproxy_conf, "w") as f:
+            f.write(f"""global
+    nbthread 1
+    # Two descriptors per connection must fit the open-file limit (often 1024 to 20000).
+    maxconn 4000
+    tune.ssl.default-dh-param 2048
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend tls
+    bind 127.0.0.1:{ports['haproxy']} ssl crt {haproxy_pem} alpn http/1.1
+    http-request set-header X-Tenant t00000
+    default_backend app
+backend app
+    server app 127.0.0.1:{ports['upstream']}
+""")
+        b64 = lambda: base64.b64encode(os.urandom(32)).decode()
+        token = "bench-" + uuid.uuid4().hex
+        config = os.path.join(work, "edge.toml")
+        with open(config, "w") as f:
+            f.write(f"""mode = "dev"
+[catalog]
+url = "sqlite://{work}/catalog.db"
+poll_interval_ms = 100
+[edge]
+listen = "127.0.0.1:{ports['tenantgate']}"
+metrics_listen = "127.0.0.1:{ports['metrics']}"
+tls_listen = "127.0.0.1:{ports['tenantgate-tls']}"
+default_rps = 1000000
+default_burst = 1000000
+threads = {args.edge_threads}
+[admin]
+listen = "127.0.0.1:{ports['admin']}"
+bootstrap_token = "{token}"
+[security]
+signing_keys = {{ bench = "{b64()}" }}
+credential_key = "{b64()}"
+""")
+        tenant = seed_catalog(work, binary, config, 10, ports["upstream"], extra_host=host)
+        # The certificate goes in as an operator's upload, checked and sealed by the admin API.
+        admin = subprocess.Popen([binary, "admin", "--config", config], cwd=ROOT, stdout=devnull,
+                                 stderr=open(os.path.join(work, "admin.log"), "w"))
+        procs["admin"] = admin
+        wait_port(ports["admin"])
+        import json
+        import urllib.request
+        body = json.dumps({"cert_pem": open(chain).read(), "key_pem": open(key).read()}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{ports['admin']}/v1/tenants/{tenant}/domains/{host}/certificate",
+            data=body, method="PUT",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        urllib.request.urlopen(req).read()
+        admin.send_signal(signal.SIGTERM)
+        admin.wait(timeout=10)
+        del procs["admin"]
+
+        procs["upstream"] = subprocess.Popen(["nginx", "-c", up_conf, "-p", work], stdout=devnull, stderr=devnull)
+        procs["haproxy"] = subprocess.Popen(["haproxy", "-db", "-f", haproxy_conf], stdout=devnull,
+                                            stderr=open(os.path.join(work, "haproxy.log"), "w"))
+        procs["tenantgate"] = subprocess.Popen([binary, "edge", "--config", config], stdout=devnull,
+                                               stderr=open(os.path.join(work, "edge.log"), "w"),
+                                               env={**os.environ, "TENANTGATE_LOG": "warn"})
+        for name in ("upstream", "haproxy", "tenantgate"):
+            wait_port(ports[name])
+        # /readyz waits for the certificates, so the first handshake already gets one.
+        import urllib.error
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/readyz").read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.time() > deadline:
+                    raise SystemExit("the edge did not become ready")
+                time.sleep(0.1)
+        tls_ports = {"haproxy": ports["haproxy"], "tenantgate": ports["tenantgate-tls"]}
+        for name, port in tls_ports.items():
+            out = subprocess.run(["curl", "-sk", "--resolve", f"{host}:{port}:127.0.0.1",
+                                  f"https://{host}:{port}/", "-o", "/dev/null", "-w", "%{http_code}"],
+                                 capture_output=True, text=True).stdout
+            if out != "200":
+                raise SystemExit(f"{name} over TLS answered {out!r}, not 200")
+            subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d2s", f"https://{host}:{port}/"],
+                           capture_output=True, check=True)
+
+        results = {name: [] for name in tls_ports}
+        order = list(results)
+        for round_ in range(args.repeat):
+            for name in order if round_ % 2 == 0 else list(reversed(order)):
+                port = tls_ports[name]
+                pid = procs[name].pid
+                before = cpu_seconds(pid)
+                hs = handshakes(port, host, args.duration, args.tls_clients)
+                hs_cpu = cpu_seconds(pid) - before
+                before = cpu_seconds(pid)
+                cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+                       f"https://{host}:{port}/"]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                ka_cpu = cpu_seconds(pid) - before
+                rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+                non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+                r = {"hs": hs, "hs_cpu": hs_cpu, "rps": rps, "ka_cpu": ka_cpu, "p99": parse_latency(out, 99),
+                     "non2xx": int(non2xx.group(1)) if non2xx else 0}
+                results[name].append(r)
+                print(f"round {round_ + 1} {name:10s} handshakes {hs:7.0f}/s (cpu {hs_cpu:.2f} s)  "
+                      f"keep-alive {rps:7.0f} req/s p99 {r['p99']:.2f} ms (cpu {ka_cpu:.2f} s)  "
+                      f"non-2xx {r['non2xx']}", flush=True)
+
+        def med(name, key):
+            return statistics.median(r[key] for r in results[name])
+        print()
+        print(f"median of {args.repeat} runs of {args.duration} s; handshakes: {args.tls_clients} Python ssl clients, "
+              f"full handshakes "
+              f"(TLS 1.3, ECDSA P-256); keep-alive: wrk -t1 -c{args.connections} over https; {os.cpu_count()} cores")
+        for name in results:
+            print(f"{name:10s} handshakes/s {med(name, 'hs'):7.0f}  keep-alive req/s {med(name, 'rps'):7.0f}  "
+                  f"p99 {med(name, 'p99'):.2f} ms")
+        hs_pairs = [t["hs"] / h["hs"] for t, h in zip(results["tenantgate"], results["haproxy"])]
+        ka_pairs = [t["rps"] / h["rps"] for t, h in zip(results["tenantgate"], results["haproxy"])]
+        print(f"tenantgate/haproxy handshakes/s per round: " + " ".join(f"{r:.2f}" for r in hs_pairs)
+              + f"  (median {statistics.median(hs_pairs):.2f}x)")
+        print(f"tenantgate/haproxy keep-alive req/s per round: " + " ".join(f"{r:.2f}" for r in ka_pairs)
+              + f"  (median {statistics.median(ka_pairs):.2f}x)")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         shutil.rmtree(work, ignore_errors=True)
 
 

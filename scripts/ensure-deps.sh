@@ -40,6 +40,7 @@ if [ "${1:-}" = "--bench" ]; then
     command -v wrk >/dev/null || apt_install wrk
     command -v valgrind >/dev/null || apt_install valgrind
     command -v psql >/dev/null || apt_install postgresql-client
+    command -v haproxy >/dev/null || apt_install haproxy
 fi
 
 if [ "${1:-}" = "--test" ]; then

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tenantgate_config::{AcmeConfig, Config};
+use tenantgate_config::{AcmeConfig, Config, OnDemandLimits};
 use tenantgate_testkit::admin::BOOTSTRAP;
 use tenantgate_testkit::edge::Harness;
 use tenantgate_testkit::tls::TestCa;
@@ -43,6 +43,8 @@ fn free_udp_port() -> u16 {
 struct Pebble {
     _dns: Child,
     _pebble: Child,
+    /// Pebble's output (its log).
+    log: std::path::PathBuf,
     /// The directory URL.
     directory: String,
     /// Trusts Pebble's HTTPS listener.
@@ -79,6 +81,8 @@ impl Pebble {
         }});
         let config_path = dir.join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = dir.join("pebble.log");
+        let log_file = std::fs::File::create(&log).unwrap();
         let pebble = Command::new("pebble")
             .arg("-config")
             .arg(&config_path)
@@ -87,7 +91,8 @@ impl Pebble {
             // reject nonces at random: the test is about the edge answering, not retries.
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
             .expect("start pebble");
@@ -98,9 +103,23 @@ impl Pebble {
         Pebble {
             _dns: dns,
             _pebble: pebble,
+            log,
             directory: format!("https://{listen}/dir"),
             ca,
         }
+    }
+}
+
+impl Pebble {
+    /// How many accounts Pebble has registered: it logs the count after each registration.
+    fn accounts(&self) -> usize {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        text.lines()
+            .filter_map(|l| l.split("There are now ").nth(1))
+            .filter_map(|rest| rest.strip_suffix(" accounts in memory"))
+            .map(|n| n.trim().parse::<usize>().unwrap())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -157,9 +176,32 @@ struct Setup {
     admin: String,
     config: Arc<Config>,
     client: reqwest::Client,
-    _pebble: Pebble,
-    _shutdown: tokio_util::sync::DropGuard,
+    pebble: Pebble,
+    shutdown: CancellationToken,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Start an admin process (API and worker) on `config`; its URL and its shutdown.
+async fn start_admin(
+    config: &Arc<Config>,
+    catalog: &tenantgate_catalog::Catalog,
+) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(tenantgate_admin::serve(
+        config.clone(),
+        catalog.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    (admin, shutdown)
 }
 
 impl Setup {
@@ -168,6 +210,22 @@ impl Setup {
         let mut edge = Harness::new(tc, "tls_listen = \"127.0.0.1:0\"", "").await;
         let backend = edge.backend("a1").await;
         edge.add_shard("shard-a", &[backend.addr]).await;
+        // The edge requests issuance at a handshake for a host without a certificate; it never
+        // talks to the CA itself, so its `[acme]` needs no reachable directory.
+        let mut edge_config = (*edge.config).clone();
+        edge_config.acme = Some(AcmeConfig {
+            directory_url: "https://ca.invalid/dir".parse().unwrap(),
+            contact: vec![],
+            ca_bundle: None,
+            on_demand: Some(OnDemandLimits {
+                per_tenant: 5,
+                global: 50,
+                window: Duration::from_secs(3600),
+            }),
+            confirm_addrs: vec![],
+            confirm_timeout: Duration::from_secs(10),
+        });
+        edge.config = Arc::new(edge_config);
         edge.start().await;
         let pebble = Pebble::start(dir.path(), http_port.unwrap_or(edge.edge.port())).await;
 
@@ -180,24 +238,20 @@ impl Setup {
             directory_url: pebble.directory.parse().unwrap(),
             contact: vec!["mailto:ops@tenantgate.test".into()],
             ca_bundle: Some(pebble.ca.ca_file()),
+            on_demand: None,
+            // The CA is told only once the edge serves the answer.
+            confirm_addrs: vec![edge.edge.to_string()],
+            confirm_timeout: Duration::from_secs(10),
         });
         let config = Arc::new(config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(tenantgate_admin::serve(
-            config.clone(),
-            edge.catalog.clone(),
-            listener,
-            shutdown.clone(),
-        ));
+        let (admin, shutdown) = start_admin(&config, &edge.catalog).await;
         Setup {
             edge,
             admin,
             config,
             client: reqwest::Client::new(),
-            _pebble: pebble,
-            _shutdown: shutdown.drop_guard(),
+            pebble,
+            shutdown,
             _dir: dir,
         }
     }
@@ -233,19 +287,36 @@ impl Setup {
             .to_string()
     }
 
-    /// Wait until the tenant's certificate reads `status` and `check` accepts it.
+    /// Wait until the certificate of the tenant's [`HOST`] reads `status` and `check` accepts it.
     async fn wait_certificate(
         &self,
         id: &str,
         status: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_certificate_of(id, HOST, status, check).await
+    }
+
+    /// As [`Setup::wait_certificate`], for `host`.
+    async fn wait_certificate_of(
+        &self,
+        id: &str,
+        host: &str,
+        status: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_until(
-            &format!("the domain's certificate is {status}"),
+            &format!("the certificate of {host} is {status}"),
             Duration::from_secs(60),
             || async {
                 let domains = self.get(&format!("/v1/tenants/{id}/domains")).await;
-                let c = domains["domains"][0]["certificate"].clone();
+                let c = domains["domains"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|d| d["domain"] == host)
+                    .map(|d| d["certificate"].clone())
+                    .unwrap_or(Value::Null);
                 assert!(
                     status == "failed" || c["status"] != "failed",
                     "issuance failed: {domains}"
@@ -258,10 +329,15 @@ impl Setup {
 
     /// The leaf of the chain the catalog holds for [`HOST`].
     async fn recorded_leaf(&self) -> String {
+        self.recorded_leaf_of(HOST).await
+    }
+
+    /// The leaf of the chain the catalog holds for `host`.
+    async fn recorded_leaf_of(&self, host: &str) -> String {
         let issued = self
             .edge
             .catalog
-            .served_certificates(Some(&[HOST.to_string()]))
+            .served_certificates(Some(&[host.to_string()]))
             .await
             .unwrap();
         assert_eq!(issued.len(), 1);
@@ -430,4 +506,145 @@ async fn a_domain_the_ca_cannot_validate_ends_failed_and_gets_no_certificate(tc:
     assert!(s.edge.catalog.live_challenges().await.unwrap().is_empty());
     let tls = s.edge.tls.expect("the edge has a TLS listener");
     assert_eq!(served_leaf(tls, HOST).await, None);
+}
+
+both_backends!(a_domain_without_a_certificate_gets_one_at_its_first_tls_hit);
+async fn a_domain_without_a_certificate_gets_one_at_its_first_tls_hit(tc: TestCatalog) {
+    if !pebble_installed() {
+        eprintln!("skipped: pebble and pebble-challtestsrv are not installed");
+        return;
+    }
+    let s = Setup::start(tc, None, 3).await;
+    let tls = s.edge.tls.expect("the edge has a TLS listener");
+    // Written straight to the catalog, as by an admin without `[acme]`: no issuance job.
+    let tenant = s.edge.add_active_tenant("shop", "shard-a", &[HOST]).await;
+    let id = tenant.to_string();
+    wait_until(
+        "the edge knows the host",
+        Duration::from_secs(10),
+        || async { (s.edge.get(HOST, "/", &[]).await.code() != "unknown_tenant").then_some(()) },
+    )
+    .await;
+    assert!(s
+        .edge
+        .catalog
+        .jobs_of_tenant(tenant)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The first handshake is refused at once (no fallback); it requested issuance.
+    let started = std::time::Instant::now();
+    assert_eq!(served_leaf(tls, HOST).await, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the handshake waited"
+    );
+    let certificate = s.wait_certificate(&id, "issued", |_| true).await;
+    assert_eq!(certificate["source"], "acme");
+    let jobs = s.edge.catalog.jobs_of_tenant(tenant).await.unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].kind, "issue_certificate");
+    assert_eq!(jobs[0].payload["on_demand"], true);
+
+    // A later handshake gets the issued certificate.
+    let expected = s.recorded_leaf().await;
+    let served = wait_until("the edge serves it", Duration::from_secs(10), || async {
+        served_leaf(tls, HOST).await
+    })
+    .await;
+    assert_eq!(served.trim(), expected.trim());
+    let metrics = s.edge.metrics_text().await;
+    assert!(
+        metrics.contains("tenantgate_edge_on_demand_certificates_total{result=\"requested\"} 1"),
+        "{metrics}"
+    );
+}
+
+both_backends!(one_acme_account_serves_every_admin_process_and_restart);
+async fn one_acme_account_serves_every_admin_process_and_restart(tc: TestCatalog) {
+    if !pebble_installed() {
+        eprintln!("skipped: pebble and pebble-challtestsrv are not installed");
+        return;
+    }
+    let mut s = Setup::start(tc, None, 3).await;
+    let id = s.create_tenant().await;
+    s.wait_certificate(&id, "issued", |_| true).await;
+    assert_eq!(s.pebble.accounts(), 1);
+    let directory = s.config.acme.as_ref().unwrap().directory_url.to_string();
+    let kept = s
+        .edge
+        .catalog
+        .acme_account(&directory)
+        .await
+        .unwrap()
+        .expect("the account is kept in the catalog");
+    assert!(kept.account_url.starts_with("https://"), "{kept:?}");
+    assert!(!kept.credentials_sealed.contains("PRIVATE"));
+
+    // The admin restarts (a new process would start the same way: nothing in memory).
+    s.shutdown.cancel();
+    let (admin, shutdown) = start_admin(&s.config, &s.edge.catalog).await;
+    s.admin = admin;
+    s.shutdown = shutdown;
+    const SECOND: &str = "two.tenantgate.test";
+    let added = s
+        .client
+        .post(format!("{}/v1/tenants/{id}/domains", s.admin))
+        .bearer_auth(BOOTSTRAP)
+        .json(&json!({"domain": SECOND}))
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success(), "{}", added.status());
+    s.wait_certificate_of(&id, SECOND, "issued", |_| true).await;
+    assert!(!s.recorded_leaf_of(SECOND).await.is_empty());
+    // Both issuances used the one account.
+    assert_eq!(s.pebble.accounts(), 1);
+    let again = s
+        .edge
+        .catalog
+        .acme_account(&directory)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.account_url, kept.account_url);
+}
+
+both_backends!(a_challenge_an_edge_does_not_serve_is_never_handed_to_the_ca);
+async fn a_challenge_an_edge_does_not_serve_is_never_handed_to_the_ca(tc: TestCatalog) {
+    if !pebble_installed() {
+        eprintln!("skipped: pebble and pebble-challtestsrv are not installed");
+        return;
+    }
+    let mut s = Setup::start(tc, None, 1).await;
+    // One of the configured edges is down: its confirmation never comes.
+    let down = tenantgate_testkit::net::RefusedAddr::new();
+    let mut config = (*s.config).clone();
+    let acme = config.acme.as_mut().unwrap();
+    acme.confirm_addrs.push(down.addr().to_string());
+    acme.confirm_timeout = Duration::from_millis(300);
+    s.config = Arc::new(config);
+    s.shutdown.cancel();
+    let (admin, shutdown) = start_admin(&s.config, &s.edge.catalog).await;
+    s.admin = admin;
+    s.shutdown = shutdown;
+
+    let id = s.create_tenant().await;
+    s.wait_certificate(&id, "failed", |_| true).await;
+    let job = s
+        .edge
+        .catalog
+        .jobs_of_tenant(id.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.kind == "issue_certificate")
+        .expect("an issuance job");
+    let error = job.error.expect("the job's error");
+    assert!(
+        error.contains(&format!("edge {} did not serve the challenge", down.addr())),
+        "{error}"
+    );
+    assert!(s.edge.catalog.live_challenges().await.unwrap().is_empty());
 }

@@ -21,7 +21,7 @@ pub mod raw;
 mod secrets;
 mod validate;
 
-pub use acme::AcmeConfig;
+pub use acme::{AcmeConfig, OnDemandLimits};
 pub use backups::{BackupSchedule, BackupStore, BackupsConfig};
 pub use env::{variable_for, ENV_PREFIX};
 pub use limits::{LimitsBackend, RedisUrl};

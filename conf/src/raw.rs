@@ -372,6 +372,30 @@ pub struct RawAcme {
     /// PEM file of the roots trusted for the CA's HTTPS, for a private or test CA (e.g.
     /// Pebble). Default none: the platform's roots.
     pub ca_bundle: Option<PathBuf>,
+    /// Request issuance at the first TLS handshake for a host a tenant owns whole that has no
+    /// certificate (and no issuance under way): the edge queues the issuance job in the
+    /// background, within `on_demand_per_tenant` and `on_demand_global`. Hosts not in the
+    /// catalog never trigger anything. Default `true` (when `enabled`).
+    pub on_demand: bool,
+    /// On-demand issuance requests one tenant may cause per `on_demand_window_secs`, counted
+    /// across every edge; 1 to 100 000. Default 5.
+    pub on_demand_per_tenant: u32,
+    /// On-demand issuance requests of all tenants together per `on_demand_window_secs`, counted
+    /// across every edge; 1 to 100 000. Default 50.
+    pub on_demand_global: u32,
+    /// Seconds over which the on-demand limits count requests; 1 to 604 800 (7 days).
+    /// Default 3600.
+    pub on_demand_window_secs: u64,
+    /// Plain-HTTP listeners (`host:port`) of the edges that must serve a new HTTP-01 answer
+    /// before the CA is told to validate it; each is asked for the challenge URL with the
+    /// domain as Host. Empty: the admin asks `http://<domain>/` itself (as the CA will) and,
+    /// when that does not confirm within `confirm_timeout_ms`, goes ahead anyway.
+    /// Default empty.
+    pub confirm_addrs: Vec<String>,
+    /// Milliseconds the admin waits for the edges to serve a new HTTP-01 answer; with
+    /// `confirm_addrs` set, an answer not confirmed by every edge in time fails the attempt
+    /// (retried with backoff). 100 to 600 000. Default 10000.
+    pub confirm_timeout_ms: u64,
 }
 
 impl Default for RawAcme {
@@ -381,6 +405,12 @@ impl Default for RawAcme {
             directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
             contact: Vec::new(),
             ca_bundle: None,
+            on_demand: true,
+            on_demand_per_tenant: 5,
+            on_demand_global: 50,
+            on_demand_window_secs: 3600,
+            confirm_addrs: Vec::new(),
+            confirm_timeout_ms: 10_000,
         }
     }
 }

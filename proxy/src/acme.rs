@@ -15,8 +15,7 @@ use tenantgate_catalog::store::acme::CHANGE_KIND;
 use tenantgate_catalog::{Catalog, Change};
 use tokio::sync::mpsc;
 
-/// The path prefix of HTTP-01 challenges.
-pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+pub use tenantgate_catalog::store::acme::CHALLENGE_PREFIX;
 
 /// The pending challenges, token → key authorization.
 pub struct Challenges {

@@ -10,7 +10,9 @@
 //! cache over the catalog), [`rate_limit`], [`redis_limits`] (fleet-wide limits settled with
 //! Redis off the request path), [`pools`] (shard backends and
 //! health), [`metrics`], [`phases`] (the Pingora phase hooks), [`guard`] (total header deadline),
-//! `server` (Pingora server and shutdown), `pidfile` (`--pid-file`, for supervisors), [`tls`] (certificates by SNI). The status gate is the tenant contract's
+//! `server` (Pingora server and shutdown), `pidfile` (`--pid-file`, for supervisors), [`tls`]
+//! (certificates by SNI), [`on_demand`] (issuance at the first TLS handshake), [`usage`] (usage
+//! per tenant, flushed to the catalog). The status gate is the tenant contract's
 //! `TenantStatus::admission`, shared with the admin API and the app.
 
 pub mod acme;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod metrics;
+pub mod on_demand;
 pub mod phases;
 mod pidfile;
 pub mod pools;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Reject;
 use crate::resolve::Resolver;
+use crate::tls::Certificates;
 
 /// Histogram buckets of request durations, 0.5 ms to 10 s.
 const DURATION_BUCKETS: &[f64] = &[
@@ -68,6 +69,25 @@ pub enum Lookup {
     Stale,
 }
 
+/// The result of an on-demand issuance request, as counted in
+/// `tenantgate_edge_on_demand_certificates_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDemandResult {
+    /// The catalog queued an issuance job.
+    Requested,
+    /// Over the per-tenant or global limit, or the edge's queue of requests was full.
+    Refused,
+}
+
+impl OnDemandResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            OnDemandResult::Requested => "requested",
+            OnDemandResult::Refused => "refused",
+        }
+    }
+}
+
 /// A route's own series, looked up on its first request and kept with the cached route: a
 /// label lookup hashes every label value and takes a lock, on every request. Only the common
 /// case is kept (status 200); other codes take the lookup.
@@ -96,6 +116,8 @@ pub struct EdgeMetrics {
     /// `limit / fleet_size`.
     pub limits_fallback: crate::redis_limits::FallbackMetrics,
     lookups: [IntCounter; 4],
+    /// On-demand issuance requests: `[requested, refused]`.
+    on_demand: [IntCounter; 2],
     /// `"0"` and `"100"`..=`"599"`, so the `code` label costs no allocation per request.
     codes: Vec<Box<str>>,
 }
@@ -149,6 +171,14 @@ impl EdgeMetrics {
         );
         let lookups =
             ["hit", "miss", "negative", "stale"].map(|r| lookups_vec.with_label_values(&[r]));
+        let on_demand_vec = counter(
+            "tenantgate_edge_on_demand_certificates_total",
+            "On-demand certificate issuance at a TLS handshake for a host without one: \
+             requested (job queued) or refused (over a limit, or the edge's queue full).",
+            &["result"],
+        );
+        let on_demand = [OnDemandResult::Requested, OnDemandResult::Refused]
+            .map(|r| on_demand_vec.with_label_values(&[r.label()]));
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "tenantgate_edge_request_duration_seconds",
@@ -220,6 +250,7 @@ impl EdgeMetrics {
             upstream_healthy,
             upstream_errors,
             lookups,
+            on_demand,
             codes: std::iter::once(0)
                 .chain(100..600)
                 .map(|c: u16| c.to_string().into())
@@ -264,6 +295,11 @@ impl EdgeMetrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Count one on-demand issuance request that was queued or refused.
+    pub fn on_demand(&self, result: OnDemandResult) {
+        self.on_demand[result as usize].inc();
+    }
+
     /// Count one cache lookup.
     pub fn lookup(&self, result: Lookup) {
         self.lookups[result as usize].inc();
@@ -288,19 +324,21 @@ impl Default for EdgeMetrics {
 /// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
 ///
 /// `/readyz` is 200 once the route cache follows the catalog feed, the catalog is reachable (or
-/// unreachable for less than `catalog.stale_max`) and at least one app backend is healthy (when
-/// any is configured), 503 otherwise.
+/// unreachable for less than `catalog.stale_max`), at least one app backend is healthy (when
+/// any is configured) and, with a TLS listener, its certificates have been loaded; 503
+/// otherwise.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<EdgeMetrics>,
     resolver: Arc<Resolver>,
+    certificates: Option<Arc<Certificates>>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state((metrics, resolver));
+        .with_state((metrics, resolver, certificates));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -309,9 +347,9 @@ pub(crate) async fn serve(
     }
 }
 
-type MetricsState = (Arc<EdgeMetrics>, Arc<Resolver>);
+type MetricsState = (Arc<EdgeMetrics>, Arc<Resolver>, Option<Arc<Certificates>>);
 
-async fn metrics_page(State((metrics, resolver)): State<MetricsState>) -> impl IntoResponse {
+async fn metrics_page(State((metrics, resolver, _)): State<MetricsState>) -> impl IntoResponse {
     metrics.catalog_version.set(resolver.applied_version());
     metrics
         .known_hosts
@@ -322,8 +360,8 @@ async fn metrics_page(State((metrics, resolver)): State<MetricsState>) -> impl I
     )
 }
 
-async fn ready(State((_, resolver)): State<MetricsState>) -> impl IntoResponse {
-    if resolver.ready() {
+async fn ready(State((_, resolver, certificates)): State<MetricsState>) -> impl IntoResponse {
+    if resolver.ready() && certificates.is_none_or(|c| c.loaded()) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

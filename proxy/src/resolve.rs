@@ -289,7 +289,7 @@ impl Resolver {
     }
 
     /// Whether the catalog has a route for `host`, or `None` before the index is loaded.
-    fn indexed(&self, host: &str) -> Option<bool> {
+    pub(crate) fn indexed(&self, host: &str) -> Option<bool> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         index.as_ref().map(|hosts| hosts.contains(host))
     }

@@ -26,6 +26,7 @@ use crate::acme::Challenges;
 use crate::error::EdgeError;
 use crate::guard::{Guarded, HEADER_DEADLINE};
 use crate::metrics::{self, EdgeMetrics};
+use crate::on_demand::OnDemand;
 use crate::phases::Edge;
 use crate::pidfile;
 use crate::pools::{self, Pools};
@@ -181,10 +182,25 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
         let mut sinks = vec![resolver.sink(), challenges.sink()];
         let certificates = match config.edge.tls_listen {
             Some(_) => {
+                let on_demand =
+                    config
+                        .acme
+                        .as_ref()
+                        .and_then(|acme| acme.on_demand)
+                        .map(|limits| {
+                            OnDemand::start(
+                                catalog.clone(),
+                                resolver.clone(),
+                                metrics.clone(),
+                                limits,
+                                i64::from(config.admin.job_max_attempts),
+                            )
+                        });
                 let certs = Certificates::start(
                     catalog.clone(),
                     config.security.credential_key.clone(),
                     config.edge.tls_fallback.as_ref(),
+                    on_demand,
                 )?;
                 sinks.push(certs.sink());
                 Some(certs)
@@ -220,6 +236,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             metrics_listener,
             metrics.clone(),
             resolver.clone(),
+            certificates.clone(),
             stop.clone(),
         ));
         let edge = Edge {

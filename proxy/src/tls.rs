@@ -12,6 +12,7 @@
 //! they negotiated. Keys are stored sealed and opened here with `security.credential_key`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -23,6 +24,7 @@ use tenantgate_contract::crypto::CredentialKey;
 use tokio::sync::mpsc;
 
 use crate::error::EdgeError;
+use crate::on_demand::OnDemand;
 
 /// Work for the refresh task, done in feed order.
 #[derive(Debug)]
@@ -38,6 +40,10 @@ pub struct Certificates {
     catalog: Catalog,
     key: CredentialKey,
     jobs: mpsc::UnboundedSender<Job>,
+    /// Set once every certificate has been loaded (the first full load succeeded).
+    loaded: AtomicBool,
+    /// Told about names without a certificate, with `acme.on_demand`.
+    on_demand: Option<Arc<OnDemand>>,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -51,11 +57,13 @@ impl std::fmt::Debug for Certificates {
 
 impl Certificates {
     /// Start the certificate store and its refresh task; must run on the control runtime.
-    /// Certificates load at the feed's first resync.
+    /// Certificates load at the feed's first resync. With `on_demand`, a handshake for a name
+    /// without a certificate requests one in the background.
     pub(crate) fn start(
         catalog: Catalog,
         key: CredentialKey,
         fallback: Option<&tenantgate_config::TlsFallback>,
+        on_demand: Option<Arc<OnDemand>>,
     ) -> Result<Arc<Certificates>, EdgeError> {
         let fallback = fallback
             .map(|f| tenantgate_contract::tls::certified_key(&f.cert_pem, &f.key_pem))
@@ -68,6 +76,8 @@ impl Certificates {
             catalog,
             key,
             jobs,
+            loaded: AtomicBool::new(false),
+            on_demand,
         });
         tokio::spawn(refresh_worker(Arc::downgrade(&certs), rx));
         Ok(certs)
@@ -81,6 +91,12 @@ impl Certificates {
     /// True when no host has a certificate loaded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// True once every certificate in the catalog has been loaded (the first full load), so
+    /// `/readyz` does not send TLS traffic to an edge that would refuse every handshake.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Open a stored certificate's key and build what rustls serves. A certificate that does
@@ -122,7 +138,10 @@ impl Certificates {
             .collect();
         let mut map = self.by_host.write().unwrap_or_else(|e| e.into_inner());
         match hosts {
-            None => *map = loaded.into_iter().collect(),
+            None => {
+                *map = loaded.into_iter().collect();
+                self.loaded.store(true, Ordering::Release);
+            }
             Some(hosts) => {
                 for host in hosts {
                     map.remove(host.as_str());
@@ -140,12 +159,18 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     /// Runs during each TLS handshake, on the proxy's threads: the certificate of the SNI name
-    /// (lower-cased, without a trailing dot), else the fallback, else `None` (refused).
+    /// (lower-cased, without a trailing dot), else the fallback, else `None` (refused). A name
+    /// without a certificate is handed to on-demand issuance, which never blocks.
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let found = hello.server_name().and_then(|name| {
             let host = name.trim_end_matches('.').to_ascii_lowercase();
             let map = self.by_host.read().unwrap_or_else(|e| e.into_inner());
-            map.get(host.as_str()).cloned()
+            let found = map.get(host.as_str()).cloned();
+            drop(map);
+            if let (None, Some(on_demand)) = (&found, &self.on_demand) {
+                on_demand.notice(&host);
+            }
+            found
         });
         found.or_else(|| self.fallback.clone())
     }

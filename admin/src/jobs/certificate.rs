@@ -1,7 +1,9 @@
 //! The `issue_certificate` job: obtain (or renew) the certificate of one host of a tenant by
 //! ACME (see [`crate::acme`]) and record it like an upload, so every edge serves it by SNI.
 //!
-//! Queued when a tenant gets a whole-host domain while `[acme]` is enabled. The host's
+//! Queued when a tenant gets a whole-host domain while `[acme]` is enabled, and by an edge at
+//! the first TLS handshake for a host that has none (`acme.on_demand`, see
+//! `tenantgate_catalog::store::on_demand`). The host's
 //! certificate reads `pending` while the job runs (an issued one being renewed stays issued and
 //! served) and `failed` when the job gives up; each failed attempt is retried with the worker's
 //! backoff. A host whose certificate was uploaded is left alone: the operator chose it.
@@ -10,10 +12,9 @@
 //! past two thirds of its lifetime; after a renewal that gave up it waits [`RENEWAL_RETRY_MS`]
 //! before trying again, so a CA that keeps refusing is not asked every tick.
 
-use serde::{Deserialize, Serialize};
 use tenantgate_catalog::store::audit::NewAudit;
 use tenantgate_catalog::store::certificates::{
-    self, key_context, CertSource, CertStatus, NewCertificate,
+    self, key_context, CertSource, CertStatus, IssuePayload, NewCertificate,
 };
 use tenantgate_catalog::store::changes::NewChange;
 use tenantgate_catalog::store::jobs::{Job, NewJob};
@@ -77,13 +78,6 @@ pub(crate) async fn queue_renewals(
     Ok(queued)
 }
 
-/// The job's payload.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CertificatePayload {
-    /// The host to certify (a whole-host domain of the job's tenant).
-    pub(crate) host: String,
-}
-
 /// Queue issuance for `spec` of `tenant_id` inside `w`, when ACME is enabled and the domain is
 /// a whole host (a path-prefix host is served with the edge's fallback certificate); the job's
 /// id when one was queued.
@@ -101,8 +95,9 @@ pub(crate) async fn enqueue(
         id,
         kind: kind::ISSUE_CERTIFICATE,
         tenant_id: Some(tenant_id),
-        payload: serde_json::to_value(CertificatePayload {
+        payload: serde_json::to_value(IssuePayload {
             host: spec.host.clone(),
+            on_demand: false,
         })
         .expect("payload serialises"),
         max_attempts: i64::from(state.config.admin.job_max_attempts),
@@ -117,7 +112,7 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     let tenant_id = job
         .tenant_id
         .ok_or_else(|| AdminError::Job("certificate job without a tenant".into()))?;
-    let payload: CertificatePayload = serde_json::from_value(job.payload.clone())
+    let payload: IssuePayload = serde_json::from_value(job.payload.clone())
         .map_err(|e| AdminError::Job(format!("bad certificate job payload: {e}")))?;
     let host = payload.host;
     let tenant = state
@@ -225,7 +220,7 @@ pub(crate) async fn record_failed(
 ) -> Result<(), AdminError> {
     let (Some(tenant_id), Ok(payload)) = (
         job.tenant_id,
-        serde_json::from_value::<CertificatePayload>(job.payload.clone()),
+        serde_json::from_value::<IssuePayload>(job.payload.clone()),
     ) else {
         return Ok(());
     };

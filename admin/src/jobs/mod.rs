@@ -59,7 +59,8 @@ pub(crate) mod kind {
     /// Delete a tenant's app rows older than its `settings.data_retention_days`.
     pub(crate) const DATA_RETENTION: &str = "data_retention";
     /// Obtain or renew a host's certificate by ACME.
-    pub(crate) const ISSUE_CERTIFICATE: &str = "issue_certificate";
+    pub(crate) const ISSUE_CERTIFICATE: &str =
+        tenantgate_catalog::store::certificates::ISSUE_JOB_KIND;
 }
 
 /// How often the worker looks for due jobs when nothing woke it. Short, because `dev` and the

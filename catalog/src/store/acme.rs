@@ -9,6 +9,9 @@ use super::driver::{on, CatalogRow, Millis};
 use super::{Catalog, WriteTx};
 use crate::error::CatalogError;
 
+/// The path prefix of HTTP-01 challenge URLs (RFC 8555 §8.3), followed by the token.
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
 /// The feed kind of a change to `acme_challenges`.
 pub const CHANGE_KIND: &str = "acme_challenge";
 
@@ -76,6 +79,79 @@ impl Catalog {
             .iter()
             .map(|r| Ok((r.get("token")?, r.get("key_authorization")?)))
             .collect()
+        })
+    }
+}
+
+/// The ACME account kept for one CA directory (`acme_accounts`).
+#[derive(Clone)]
+pub struct StoredAccount {
+    /// The account's URL at the CA (its id).
+    pub account_url: String,
+    /// The account credentials (JSON, with the private key) sealed under
+    /// [`account_context`].
+    pub credentials_sealed: String,
+}
+
+impl std::fmt::Debug for StoredAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAccount")
+            .field("account_url", &self.account_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sealing context of an account's credentials: binds them to their directory URL, so
+/// credentials copied to another directory's row do not open.
+pub fn account_context(directory_url: &str) -> Vec<u8> {
+    format!("acme-account:{directory_url}").into_bytes()
+}
+
+/// Keep `account` for `directory_url` unless one is kept already (another admin process made
+/// its own at the same time); true when this one was stored. In the caller's write
+/// transaction, so the caller can re-read the winner before committing.
+pub async fn put_account_if_absent(
+    tx: &mut WriteTx,
+    directory_url: &str,
+    account: &StoredAccount,
+) -> Result<bool, CatalogError> {
+    let inserted = on!(tx.db(), db => {
+        sqlx::query(
+            "INSERT INTO acme_accounts (directory_url, account_url, credentials_sealed, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (directory_url) DO NOTHING",
+        )
+        .bind(directory_url)
+        .bind(&account.account_url)
+        .bind(&account.credentials_sealed)
+        .bind(Millis::now())
+        .execute(db)
+        .await?
+        .rows_affected()
+    });
+    Ok(inserted == 1)
+}
+
+impl Catalog {
+    /// The account kept for `directory_url`, if any.
+    pub async fn acme_account(
+        &self,
+        directory_url: &str,
+    ) -> Result<Option<StoredAccount>, CatalogError> {
+        on!(self.db(), db => {
+            sqlx::query(
+                "SELECT account_url, credentials_sealed FROM acme_accounts
+                 WHERE directory_url = $1",
+            )
+            .bind(directory_url)
+            .fetch_optional(db)
+            .await?
+            .map(|r| {
+                Ok(StoredAccount {
+                    account_url: r.get("account_url")?,
+                    credentials_sealed: r.get("credentials_sealed")?,
+                })
+            })
+            .transpose()
         })
     }
 }

@@ -4,7 +4,7 @@
 //! One certificate per host, owned by the tenant that owns the host. The private key is stored
 //! sealed (see [`key_context`]); this module never sees it in the clear.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::driver::{on, CatalogRow, Id, Millis};
@@ -117,6 +117,20 @@ pub struct NewCertificate<'a> {
     pub key_sealed: &'a str,
     pub not_after: i64,
     pub issuer: &'a str,
+}
+
+/// The job kind that obtains or renews a host's certificate by ACME (run by the admin's worker,
+/// queued by the admin and, on demand, by the edges).
+pub const ISSUE_JOB_KIND: &str = "issue_certificate";
+
+/// The payload of an [`ISSUE_JOB_KIND`] job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuePayload {
+    /// The host to certify (a whole-host domain of the job's tenant).
+    pub host: String,
+    /// Queued by an edge at the first TLS handshake for the host (see `on_demand`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// The sealing context of a host's private key: binds the sealed key to its tenant and host,

@@ -18,6 +18,7 @@ pub mod certificates;
 pub mod changes;
 mod driver;
 pub mod jobs;
+pub mod on_demand;
 pub mod outbox;
 pub mod scheduler;
 pub mod shards;
