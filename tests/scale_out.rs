@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::fleet::{converged, status, Fleet, LoadBalancer};
 use support::{ok_upstream, ComponentProcess, RefusedAddr};
+use tenantgate_config::RawConfig;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
