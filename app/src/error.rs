@@ -71,6 +71,10 @@ pub enum AppError {
     /// The addressed resource does not exist in the tenant's database. 404 `not_found`.
     #[error("not found")]
     NotFound,
+    /// The change would break a rule of the tenant's data (its last owner, a built-in role, a
+    /// taken email or name). 409 `conflict`.
+    #[error("{0}")]
+    Conflict(String),
     /// The request body or query failed validation. 422 `validation_failed` with `fields`.
     #[error("validation failed")]
     Validation(FieldErrors),
@@ -134,6 +138,7 @@ impl AppError {
             AppError::LoginThrottled(_) => (StatusCode::TOO_MANY_REQUESTS, "login_throttled"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Catalog(e) if e.is_unavailable() => {
