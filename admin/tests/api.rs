@@ -622,7 +622,7 @@ async fn openapi_documents_every_route() {
     assert_eq!(r.status, 200);
     let paths = r.body["paths"].as_object().unwrap();
     // Every route of DESIGN §6 (and POST /v1/migrations from the fleet-migration issue, and
-    // the backup, admin-token and TLS routes of §9) is documented ...
+    // the backup, admin-token, TLS and tenant-audit routes of §9) is documented ...
     let design = [
         ("post", "/v1/shards"),
         ("get", "/v1/shards"),
@@ -646,6 +646,7 @@ async fn openapi_documents_every_route() {
         ("post", "/v1/tenants/{id}/restore"),
         ("get", "/v1/resolve"),
         ("get", "/v1/audit"),
+        ("get", "/v1/tenants/{id}/audit"),
         ("get", "/v1/tokens"),
         ("delete", "/v1/tokens/{id}"),
         ("get", "/v1/tenants/{id}/domains"),

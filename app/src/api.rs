@@ -12,8 +12,8 @@ use tenantgate_openapi::{Access, Api, Document, Operation as Op};
 
 use crate::error::ErrorBody;
 use crate::items::{self, Item, ItemInput, ItemPage, ListQuery};
-use crate::{audit, roles, users};
 use crate::state::AppState;
+use crate::{audit, roles, users};
 
 /// Answers any tenant route may give: the edge's own (a malformed request, the rate limit, the
 /// tenant unavailable) and the app's (no or bad user token, tenant database unavailable).
@@ -181,76 +181,124 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
             routing::get(users::list),
         ),
         (
-            Op::post("/api/users", "Invite a user: create them with a role and mint their first token (shown once)")
-                .id("inviteUser")
-                .access(manage)
-                .body::<users::Invite>()
-                .reply::<users::Invited>(201, "the user and the token")
-                .link(201, "PatchUser", "patchUser", &[("id", "$response.body#/user/id")])
-                .errors_as::<ErrorBody>(COMMON)
-                .errors_as::<ErrorBody>(BODY)
-                .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission of the role given"),
-                    (409, "a user with this email exists"),
-                ]),
+            Op::post(
+                "/api/users",
+                "Invite a user: create them with a role and mint their first token (shown once)",
+            )
+            .id("inviteUser")
+            .access(manage)
+            .body::<users::Invite>()
+            .reply::<users::Invited>(201, "the user and the token")
+            .link(
+                201,
+                "PatchUser",
+                "patchUser",
+                &[("id", "$response.body#/user/id")],
+            )
+            .errors_as::<ErrorBody>(COMMON)
+            .errors_as::<ErrorBody>(BODY)
+            .errors_as::<ErrorBody>(&[
+                (
+                    403,
+                    "the user's role lacks users:manage, or a permission of the role given",
+                ),
+                (404, "the tenant has no such role"),
+                (409, "a user with this email exists"),
+            ]),
             routing::post(users::invite),
         ),
         (
-            Op::patch("/api/users/{id}", "Change a user's role, or disable or enable the user")
-                .path_param("id", uuid())
-                .id("patchUser")
-                .access(manage)
-                .body::<users::UserPatch>()
-                .reply::<users::UserView>(200, "the user after the change")
-                .errors_as::<ErrorBody>(COMMON)
-                .errors_as::<ErrorBody>(BODY)
-                .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission of a role involved"),
-                    (404, "no such user"),
-                    (409, "the tenant would have no active owner, or the user is erased"),
-                ]),
+            Op::patch(
+                "/api/users/{id}",
+                "Change a user's role, or disable or enable the user",
+            )
+            .path_param("id", uuid())
+            .id("patchUser")
+            .access(manage)
+            .body::<users::UserPatch>()
+            .reply::<users::UserView>(200, "the user after the change")
+            .errors_as::<ErrorBody>(COMMON)
+            .errors_as::<ErrorBody>(BODY)
+            .errors_as::<ErrorBody>(&[
+                (
+                    403,
+                    "the user's role lacks users:manage, or a permission of a role involved",
+                ),
+                (404, "no such user, or the tenant has no such role"),
+                (
+                    409,
+                    "the tenant would have no active owner, or the user is erased",
+                ),
+            ]),
             routing::patch(users::patch),
         ),
         (
-            Op::delete("/api/users/{id}", "Delete a user, or with erase=true erase their personal data")
-                .path_param("id", uuid())
-                .id("deleteUser")
-                .access(manage)
-                .query::<users::DeleteQuery>()
-                .empty(204, "deleted or erased; the user's tokens and sessions are revoked")
-                .errors_as::<ErrorBody>(COMMON)
-                .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission of the user's role"),
-                    (404, "no such user"),
-                    (409, "the tenant would have no active owner, or the user is already erased"),
-                    (422, "a query parameter breaks its schema"),
-                ]),
+            Op::delete(
+                "/api/users/{id}",
+                "Delete a user, or with erase=true erase their personal data",
+            )
+            .path_param("id", uuid())
+            .id("deleteUser")
+            .access(manage)
+            .query::<users::DeleteQuery>()
+            .empty(
+                204,
+                "deleted or erased; the user's tokens and sessions are revoked",
+            )
+            .errors_as::<ErrorBody>(COMMON)
+            .errors_as::<ErrorBody>(&[
+                (
+                    403,
+                    "the user's role lacks users:manage, or a permission of the user's role",
+                ),
+                (404, "no such user"),
+                (
+                    409,
+                    "the tenant would have no active owner, or the user is already erased",
+                ),
+                (422, "a query parameter breaks its schema"),
+            ]),
             routing::delete(users::remove),
         ),
         (
-            Op::get("/api/tokens", "The tenant's user tokens, oldest first (never their secrets)")
-                .access(manage)
-                .query::<ListQuery>()
-                .reply::<users::TokenPage>(200, "a page of tokens")
-                .errors_as::<ErrorBody>(COMMON)
-                .errors_as::<ErrorBody>(&[
-                    forbidden,
-                    (404, "the cursor names no page"),
-                    (422, "a query parameter breaks its schema"),
-                ]),
+            Op::get(
+                "/api/tokens",
+                "The tenant's user tokens, oldest first (never their secrets)",
+            )
+            .access(manage)
+            .query::<ListQuery>()
+            .reply::<users::TokenPage>(200, "a page of tokens")
+            .errors_as::<ErrorBody>(COMMON)
+            .errors_as::<ErrorBody>(&[
+                forbidden,
+                (404, "the cursor names no page"),
+                (422, "a query parameter breaks its schema"),
+            ]),
             routing::get(users::list_tokens),
         ),
         (
-            Op::delete("/api/tokens/{id}", "Revoke a token and end the sessions opened with it")
-                .path_param("id", serde_json::json!({ "type": "string", "maxLength": 64 }))
-                .id("revokeToken")
-                .access(manage)
-                .empty(204, "revoked; the token is refused from the next request on")
-                .errors_as::<ErrorBody>(COMMON)
-                .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission of the token's role"),
-                    (404, "no such token"),
-                ]),
+            Op::delete(
+                "/api/tokens/{id}",
+                "Revoke a token and end the sessions opened with it",
+            )
+            .path_param(
+                "id",
+                serde_json::json!({ "type": "string", "maxLength": 64 }),
+            )
+            .id("revokeToken")
+            .access(manage)
+            .empty(
+                204,
+                "revoked; the token is refused from the next request on",
+            )
+            .errors_as::<ErrorBody>(COMMON)
+            .errors_as::<ErrorBody>(&[
+                (
+                    403,
+                    "the user's role lacks users:manage, or a permission of the token's role",
+                ),
+                (404, "no such token"),
+            ]),
             routing::delete(users::revoke_token),
         ),
         (
@@ -267,12 +315,25 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 .access(manage)
                 .body::<roles::NewRole>()
                 .reply::<roles::RoleView>(201, "the role")
-                .link(201, "PatchRole", "patchRole", &[("name", "$response.body#/name")])
-                .link(201, "DeleteRole", "deleteRole", &[("name", "$response.body#/name")])
+                .link(
+                    201,
+                    "PatchRole",
+                    "patchRole",
+                    &[("name", "$response.body#/name")],
+                )
+                .link(
+                    201,
+                    "DeleteRole",
+                    "deleteRole",
+                    &[("name", "$response.body#/name")],
+                )
                 .errors_as::<ErrorBody>(COMMON)
                 .errors_as::<ErrorBody>(BODY)
                 .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission it would grant"),
+                    (
+                        403,
+                        "the user's role lacks users:manage, or a permission it would grant",
+                    ),
                     (409, "a role of this name exists"),
                 ]),
             routing::post(roles::create),
@@ -287,7 +348,10 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 .errors_as::<ErrorBody>(COMMON)
                 .errors_as::<ErrorBody>(BODY)
                 .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission involved"),
+                    (
+                        403,
+                        "the user's role lacks users:manage, or a permission involved",
+                    ),
                     (404, "no such role"),
                     (409, "a built-in role cannot be changed"),
                 ]),
@@ -301,7 +365,10 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 .empty(204, "removed")
                 .errors_as::<ErrorBody>(COMMON)
                 .errors_as::<ErrorBody>(&[
-                    (403, "the user's role lacks users:manage, or a permission of the role"),
+                    (
+                        403,
+                        "the user's role lacks users:manage, or a permission of the role",
+                    ),
                     (404, "no such role"),
                     (409, "a built-in role, or one that users still have"),
                 ]),
@@ -313,10 +380,7 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 .query::<audit::AuditQuery>()
                 .reply::<audit::AuditPage>(200, "a page of the trail")
                 .errors_as::<ErrorBody>(COMMON)
-                .errors_as::<ErrorBody>(&[
-                    forbidden,
-                    (422, "a query parameter breaks its schema"),
-                ]),
+                .errors_as::<ErrorBody>(&[forbidden, (422, "a query parameter breaks its schema")]),
             routing::get(audit::list),
         ),
         (

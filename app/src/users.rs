@@ -276,7 +276,7 @@ pub(crate) async fn invite(
     let mut tx = db.begin().await?;
     let role = roles::permissions_of(&mut tx, &input.role)
         .await?
-        .ok_or_else(|| AppError::field("role", "is not a role of this tenant"))?;
+        .ok_or(AppError::UnknownRole)?;
     may_handle(&manager, &role)?;
     let taken = sqlx::query("SELECT 1 FROM users WHERE email = $1")
         .bind(&email)
@@ -284,7 +284,9 @@ pub(crate) async fn invite(
         .await?
         .is_some();
     if taken {
-        return Err(AppError::Conflict(format!("a user with email {email} exists")));
+        return Err(AppError::Conflict(format!(
+            "a user with email {email} exists"
+        )));
     }
     let id = Uuid::now_v7().to_string();
     sqlx::query("INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)")
@@ -341,7 +343,7 @@ pub(crate) async fn patch(
     if let Some(role) = input.role.as_deref().filter(|r| *r != before.role) {
         let granted = roles::permissions_of(&mut tx, role)
             .await?
-            .ok_or_else(|| AppError::field("role", "is not a role of this tenant"))?;
+            .ok_or(AppError::UnknownRole)?;
         may_handle(&manager, &granted)?;
         sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
             .bind(&id)

@@ -112,13 +112,15 @@ pub(crate) async fn handler(
             }
             None => {
                 let id = uuid::Uuid::now_v7().to_string();
-                sqlx::query("INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&id)
-                    .bind(&email)
-                    .bind(&req.role)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&id)
+                .bind(&email)
+                .bind(&req.role)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 id
             }
         };

@@ -233,8 +233,11 @@ impl TestApp {
             self.shutdown.clone(),
         ));
         // Named after no shard, so `base_of` never picks it.
-        self.others
-            .push((format!("{SHARD}/process-{}", self.others.len()), base.clone(), handle));
+        self.others.push((
+            format!("{SHARD}/process-{}", self.others.len()),
+            base.clone(),
+            handle,
+        ));
         base
     }
 
