@@ -684,6 +684,26 @@ async fn the_audit_trail_records_sign_ins_and_changes(backend: Engine) {
         None,
     )
     .await;
+    let (_, item) = call(
+        &app,
+        &t,
+        &owner,
+        Method::POST,
+        "/api/items",
+        Some(json!({"title": "short-lived"})),
+    )
+    .await;
+    let item_id = item["id"].as_str().unwrap().to_string();
+    let (status, _) = call(
+        &app,
+        &t,
+        &owner,
+        Method::DELETE,
+        &format!("/api/items/{item_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     let trail = audit_trail(&app, &t, &owner).await;
     assert_eq!(
@@ -696,12 +716,15 @@ async fn the_audit_trail_records_sign_ins_and_changes(backend: Engine) {
             "token.revoked",
             "export.run",
             "user.deleted",
+            "item.deleted",
         ]
     );
+    assert_eq!(trail[0]["subject"], json!({"id": item_id, "email": null}));
     // Newest first, ids falling.
     assert!(trail
         .windows(2)
         .all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()));
+    let trail = &trail[1..];
     let failed = &trail[6];
     assert_eq!(failed["actor"]["kind"], "anonymous");
     assert_eq!(failed["client"], "203.0.113.9");
