@@ -163,7 +163,11 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
     let before = demo.titles(host, &user).await;
     let backup = demo.backup("acme").await;
     let backup_id = backup["id"].as_str().unwrap().to_string();
-    assert_eq!(backup["schema_version"], 4, "{backup}");
+    assert_eq!(
+        backup["schema_version"],
+        tenantgate_testkit::latest_tenant_migration(),
+        "{backup}"
+    );
     assert_eq!(
         backup["format"],
         if postgres { "pg_custom" } else { "sqlite" }
@@ -369,7 +373,10 @@ async fn backup_and_restore(data_dir: &Path, extra: &[&str], postgres: bool) {
     let (_, copy) = demo.get("/v1/tenants/acme-copy").await;
     assert_eq!(copy["status"], "active", "{copy}");
     assert_eq!(copy["domains"], json!([]));
-    assert_eq!(copy["schema_version"], 4);
+    assert_eq!(
+        copy["schema_version"],
+        tenantgate_testkit::latest_tenant_migration()
+    );
     let config = Config::load(&config_path).unwrap();
     let catalog = tenantgate_catalog::Catalog::connect(&config.catalog.url, 1)
         .await

@@ -97,19 +97,7 @@ async fn fleet(tc: TestCatalog, n: usize) -> Fleet {
 
 /// The newest tenant migration of the repository.
 fn latest() -> i64 {
-    std::fs::read_dir(tenant_migrations_dir().join("postgres"))
-        .unwrap()
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .split('_')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .max()
-        .unwrap()
+    tenantgate_testkit::latest_tenant_migration()
 }
 
 /// The version `migrations_with` gives its extra migration: the one after the repository's.

@@ -180,6 +180,7 @@ async fn both_documents_are_openapi_31_and_list_every_route() {
         ("get", "/v1/backups/{id}"),
         ("post", "/v1/jobs/{id}/retry"),
         ("get", "/v1/audit"),
+        ("get", "/v1/tenants/{id}/audit"),
         ("get", "/v1/tokens"),
         ("delete", "/v1/tokens/{id}"),
     ] {
@@ -230,6 +231,17 @@ async fn both_documents_are_openapi_31_and_list_every_route() {
         ("put", "/api/items/{id}"),
         ("delete", "/api/items/{id}"),
         ("get", "/api/export"),
+        ("get", "/api/users"),
+        ("post", "/api/users"),
+        ("patch", "/api/users/{id}"),
+        ("delete", "/api/users/{id}"),
+        ("get", "/api/tokens"),
+        ("delete", "/api/tokens/{id}"),
+        ("get", "/api/roles"),
+        ("post", "/api/roles"),
+        ("patch", "/api/roles/{name}"),
+        ("delete", "/api/roles/{name}"),
+        ("get", "/api/audit"),
         ("get", "/api/openapi.json"),
     ]
     .into_iter()

@@ -15,7 +15,10 @@ async fn create_tenant_provisions_its_database(backend: Engine) {
     let created = h.get(&format!("/v1/tenants/{id}")).await;
     assert!(["provisioning", "active"].contains(&created.body["status"].as_str().unwrap()));
     let tenant = h.wait_status(&id, "active").await;
-    assert_eq!(tenant["schema_version"], 4);
+    assert_eq!(
+        tenant["schema_version"],
+        tenantgate_testkit::latest_tenant_migration()
+    );
     assert_eq!(tenant["domains"], json!(["acme.example.com"]));
     // The database records the epoch activation gave the tenant (epoch fencing).
     assert_eq!(h.recorded_epoch(&id).await, tenant["epoch"].as_i64());

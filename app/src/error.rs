@@ -71,6 +71,14 @@ pub enum AppError {
     /// The addressed resource does not exist in the tenant's database. 404 `not_found`.
     #[error("not found")]
     NotFound,
+    /// A user was to be given a role the tenant does not have. 404 `not_found` (as the admin
+    /// API's token mint answers it).
+    #[error("no such role")]
+    UnknownRole,
+    /// The change would break a rule of the tenant's data (its last owner, a built-in role, a
+    /// taken email or name). 409 `conflict`.
+    #[error("{0}")]
+    Conflict(String),
     /// The request body or query failed validation. 422 `validation_failed` with `fields`.
     #[error("validation failed")]
     Validation(FieldErrors),
@@ -133,7 +141,8 @@ impl AppError {
             AppError::CrossOriginLogin => (StatusCode::FORBIDDEN, "cross_origin"),
             AppError::LoginThrottled(_) => (StatusCode::TOO_MANY_REQUESTS, "login_throttled"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::NotFound | AppError::UnknownRole => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Catalog(e) if e.is_unavailable() => {

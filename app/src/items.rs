@@ -5,7 +5,7 @@
 //! POST   /api/items {title, body?}    items:write  201 item
 //! GET    /api/items/{id}              items:read   item
 //! PUT    /api/items/{id} {title, body?} items:write item
-//! DELETE /api/items/{id}              items:write  204
+//! DELETE /api/items/{id}              items:write  204 (recorded in the audit trail)
 //! ```
 //!
 //! `title` is 1..=200 characters (after trimming), `body` at most 10,000; violations are 422 with
@@ -24,7 +24,8 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, Connection, Row};
+use tenantgate_catalog::tenant_audit::{self, NewEntry};
 use tenantgate_contract::time::{now_ms, rfc3339};
 use uuid::Uuid;
 
@@ -391,15 +392,22 @@ pub(crate) async fn remove(
     cred: Credential,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let (_user, mut db) = cred.write(&ctx, Permission::ItemsWrite).await?;
+    let (user, mut db) = cred.write(&ctx, Permission::ItemsWrite).await?;
     let id = item_id(&id)?;
+    let mut tx = db.begin().await?;
     let result = sqlx::query("DELETE FROM items WHERE id = $1")
         .bind(&id)
-        .execute(&mut *db)
+        .execute(&mut *tx)
         .await?;
     if result.rows_affected() == 0 {
         return Err(AppError::NotFound);
     }
+    // Deletions are audited (the item's id only: its text may hold personal data).
+    let entry = NewEntry::new(crate::users::actor(&user), "item.deleted")
+        .subject(&id, None)
+        .client(ctx.client_address());
+    tenant_audit::append(&mut tx, &entry).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

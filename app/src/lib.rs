@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod api;
+pub mod audit;
 pub mod context;
 pub mod cookies;
 pub mod directory;
@@ -65,8 +66,10 @@ pub mod pools;
 pub mod rbac;
 pub mod replay;
 pub mod replicas;
+pub mod roles;
 pub mod sessions;
 pub mod state;
+pub mod users;
 
 pub use context::{require_tenant, TenantContext};
 pub use error::{AppError, Unavailable};

@@ -10,7 +10,7 @@
 //!   `cross_origin`) and a client past its failed-login budget (429 `login_throttled`), see
 //!   [`crate::login`]; checks the token against the tenant database and sets the HttpOnly
 //!   session cookie [`crate::rbac::SESSION_COOKIE`], then redirects to the dashboard; a bad
-//!   token gets the form again with 401.
+//!   token gets the form again with 401. Both are recorded in the tenant's audit trail.
 //!
 //! Every page carries a `Content-Security-Policy` that allows no script and only the page's
 //! own stylesheet (by hash), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tenantgate_contract::crypto::{hash_token, sha256_base64};
 
+use crate::audit;
 use crate::context::TenantContext;
 use crate::cookies;
 use crate::error::AppError;
@@ -318,8 +319,16 @@ pub(crate) async fn login(
     let (user, mut db) = match (attempt.settle(user), db) {
         (Ok(user), Some(db)) => (user, db),
         (Err(e), _) if !matches!(e, AppError::Unauthenticated) => return Err(e),
-        // A bad token (a user is only ever found on a connection).
-        _ => return Ok(html(StatusCode::UNAUTHORIZED, login_form(&ctx, true))),
+        // A bad token (a user is only ever found on a connection). Failures the throttle let
+        // through are recorded; those it refused (429) are not, so a flood cannot fill the trail.
+        (_, db) => {
+            let mut db = match db {
+                Some(db) => db,
+                None => ctx.db().await?,
+            };
+            audit::record_login(&mut db, &ctx, None).await?;
+            return Ok(html(StatusCode::UNAUTHORIZED, login_form(&ctx, true)));
+        }
     };
     let session = sessions::open(
         &mut db,
@@ -329,6 +338,7 @@ pub(crate) async fn login(
         state.config().app.session_ttl,
     )
     .await?;
+    audit::record_login(&mut db, &ctx, Some(&user)).await?;
     drop(db);
     let base = ctx.base_path();
     let mut response = (

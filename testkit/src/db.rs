@@ -221,3 +221,22 @@ fn shard_dir(root: &std::path::Path, shard: &str) -> PathBuf {
 pub fn tenant_migrations_dir() -> PathBuf {
     crate::repository_root().join("tenant_migrations")
 }
+
+/// The version of the repository's newest tenant migration: the `schema_version` of a freshly
+/// provisioned tenant. Tests derive it from here instead of writing a number that the next
+/// migration would make wrong.
+pub fn latest_tenant_migration() -> i64 {
+    std::fs::read_dir(tenant_migrations_dir().join("postgres"))
+        .expect("tenant_migrations/postgres")
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .split('_')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .expect("at least one tenant migration")
+}

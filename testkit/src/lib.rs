@@ -34,7 +34,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use db::{server_url, tenant_migrations_dir, PgTestDb, TestCatalog};
+pub use db::{latest_tenant_migration, server_url, tenant_migrations_dir, PgTestDb, TestCatalog};
 pub use tenantgate_config::db_url::Engine;
 
 /// What a [`both_backends!`] test takes as its one argument: the [`Engine`] itself (the test

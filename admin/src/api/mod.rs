@@ -393,6 +393,19 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
             routing::get(audit::list_handler),
         ),
         (
+            Op::get("/v1/tenants/{id}/audit", "A tenant's own audit trail (in its database), newest first")
+                .access(READ)
+                .query::<audit::TenantAuditQuery>()
+                .reply::<audit::TenantAuditPage>(200, "a page of the tenant's audit trail")
+                .errors(READ_ERRORS)
+                .errors(QUERY_ERRORS)
+                .errors(&[
+                    (404, "no such tenant"),
+                    (409, "the tenant has no database to read now (not active or suspended)"),
+                ]),
+            routing::get(audit::tenant_handler),
+        ),
+        (
             Op::get("/v1/tokens", "List admin tokens (never their secrets), oldest first")
                 .access(READ)
                 .query::<admin_tokens::ListQuery>()

@@ -14,8 +14,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tenantgate_catalog::store::audit::NewAudit;
+use tenantgate_catalog::tenant_audit::{self, Actor, NewEntry};
 use tenantgate_catalog::tenant_db::TenantDbTarget;
-use tenantgate_contract::crypto::{hash_token, random_token};
+use tenantgate_catalog::tenant_tokens;
 use tenantgate_contract::TenantStatus;
 
 use crate::auth::Writer;
@@ -51,8 +52,8 @@ pub(crate) struct MintedToken {
 
 /// What the tenant database transaction did.
 enum Minted {
-    /// A token for this user id.
-    For(String),
+    /// A token (the secret) for this user id.
+    For(String, String),
     /// Nothing: the tenant has no such role.
     UnknownRole,
     /// Nothing: the user exists with this other role.
@@ -85,7 +86,6 @@ pub(crate) async fn handler(
     let target = TenantDbTarget::resolve(&shard, &tenant, &state.config.security.credential_key)?;
     let now = tenantgate_contract::time::now_ms();
     let expires_at = req.ttl_secs.map(|t| now + (t as i64) * 1000);
-    let token = random_token("tgu_");
 
     let pool = tenantgate_catalog::db::connect(&target.primary, 1).await?;
     let result = async {
@@ -112,32 +112,34 @@ pub(crate) async fn handler(
             }
             None => {
                 let id = uuid::Uuid::now_v7().to_string();
-                sqlx::query("INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&id)
-                    .bind(&email)
-                    .bind(&req.role)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO users (id, email, role, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&id)
+                .bind(&email)
+                .bind(&req.role)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 id
             }
         };
-        sqlx::query(
-            "INSERT INTO user_tokens (token_hash, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+        let minted = tenant_tokens::mint(&mut tx, &user_id, expires_at).await?;
+        // The tenant's own trail records it too, with the change (the catalog's below).
+        tenant_audit::append(
+            &mut tx,
+            &NewEntry::new(Actor::Admin(&actor.name), "token.minted")
+                .subject(&user_id, Some(&email))
+                .detail(serde_json::json!({ "token_id": minted.id, "role": req.role })),
         )
-        .bind(hash_token(&token))
-        .bind(&user_id)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Minted::For(user_id))
+        Ok::<_, sqlx::Error>(Minted::For(user_id, minted.token))
     }
     .await;
     pool.close().await;
-    let user_id = match result? {
-        Minted::For(user_id) => user_id,
+    let (user_id, token) = match result? {
+        Minted::For(user_id, token) => (user_id, token),
         Minted::UnknownRole => return Err(AdminError::NotFound("role")),
         Minted::RoleDiffers(role) => {
             return Err(AdminError::Conflict(format!(

@@ -14,5 +14,6 @@ mod lifecycle;
 mod login;
 mod pages;
 mod replicas;
+mod self_service;
 mod signature;
 mod streaming_replica;

@@ -14,7 +14,7 @@ use tenantgate_catalog::tenant_db::{self, Credentials};
 use tenantgate_catalog::Catalog;
 use tenantgate_config::db_url::Engine;
 use tenantgate_config::{Config, RawConfig};
-use tenantgate_contract::crypto::{decode_key, hash_token, random_secret, random_token};
+use tenantgate_contract::crypto::{decode_key, random_secret};
 use tenantgate_contract::signing::{
     SigningKeys, TenantClaims, HEADER_REQUEST_ID, HEADER_TENANT_EPOCH, HEADER_TENANT_ID,
     HEADER_TENANT_SHARD, HEADER_TENANT_SIGNATURE, HEADER_TENANT_SLUG,
@@ -221,6 +221,48 @@ impl TestApp {
         self.others.push((shard.into(), base, handle));
     }
 
+    /// Start one more app process (task) for shard-a with the same configuration, as a second
+    /// replica of the app tier behind the edge; returns its base URL.
+    pub(crate) async fn add_process(&mut self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = tokio::spawn(tenantgate_app::serve(
+            self.config.clone(),
+            self.catalog.clone(),
+            listener,
+            self.shutdown.clone(),
+        ));
+        // Named after no shard, so `base_of` never picks it.
+        self.others.push((
+            format!("{SHARD}/process-{}", self.others.len()),
+            base.clone(),
+            handle,
+        ));
+        base
+    }
+
+    /// A request for `t` to the app at `base`, signed like the edge signs it, now.
+    pub(crate) fn request_at(
+        &self,
+        base: &str,
+        t: &TestTenant,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let headers = self.signed_headers(
+            t,
+            &self.edge_keys,
+            tenantgate_contract::time::now_secs(),
+            method.as_str(),
+            path,
+        );
+        let mut rb = self.client.request(method, format!("{base}{path}"));
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        rb
+    }
+
     /// Base URL of the app serving `shard`.
     pub(crate) fn base_of(&self, shard: &str) -> &str {
         if shard == SHARD {
@@ -346,19 +388,13 @@ impl TestApp {
             .execute(&pool)
             .await
             .unwrap();
-        let token = random_token("tgu_");
-        sqlx::query(
-            "INSERT INTO user_tokens (token_hash, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(hash_token(&token))
-        .bind(&user_id)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&pool)
-        .await
-        .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let minted = tenantgate_catalog::tenant_tokens::mint(&mut conn, &user_id, expires_at)
+            .await
+            .unwrap();
+        drop(conn);
         pool.close().await;
-        token
+        minted.token
     }
 
     /// The headers the edge would send for `method target` to `t`, signed with `keys` at unix
@@ -381,19 +417,7 @@ impl TestApp {
         method: reqwest::Method,
         path: &str,
     ) -> reqwest::RequestBuilder {
-        let base = self.base_of(&t.shard);
-        let headers = self.signed_headers(
-            t,
-            &self.edge_keys,
-            tenantgate_contract::time::now_secs(),
-            method.as_str(),
-            path,
-        );
-        let mut rb = self.client.request(method, format!("{base}{path}"));
-        for (k, v) in headers {
-            rb = rb.header(k, v);
-        }
-        rb
+        self.request_at(self.base_of(&t.shard), t, method, path)
     }
 
     pub(crate) fn get(&self, t: &TestTenant, path: &str) -> reqwest::RequestBuilder {
