@@ -13,7 +13,7 @@ use tenantgate_openapi::{Access, Api, Document, Operation as Op};
 use crate::error::ErrorBody;
 use crate::items::{self, Item, ItemInput, ItemPage, ListQuery};
 use crate::state::AppState;
-use crate::{audit, roles, users};
+use crate::{audit, roles, usage, users};
 
 /// Answers any tenant route may give: the edge's own (a malformed request, the rate limit, the
 /// tenant unavailable) and the app's (no or bad user token, tenant database unavailable).
@@ -382,6 +382,18 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 .errors_as::<ErrorBody>(COMMON)
                 .errors_as::<ErrorBody>(&[forbidden, (422, "a query parameter breaks its schema")]),
             routing::get(audit::list),
+        ),
+        (
+            Op::get(
+                "/api/usage",
+                "The tenant's requests, errors, 429s and response bytes per step, as the edges counted them",
+            )
+            .access(Access::Bearer("audit:read"))
+            .query::<usage::UsageQuery>()
+            .reply::<tenantgate_catalog::store::usage::UsageSeries>(200, "one point per step, empty steps included")
+            .errors_as::<ErrorBody>(COMMON)
+            .errors_as::<ErrorBody>(&[forbidden, (422, "a query parameter breaks its schema, or the range is too long for the step")]),
+            routing::get(usage::series),
         ),
         (
             Op::get("/api/openapi.json", "This document")

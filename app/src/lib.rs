@@ -69,6 +69,7 @@ pub mod replicas;
 pub mod roles;
 pub mod sessions;
 pub mod state;
+pub mod usage;
 pub mod users;
 
 pub use context::{require_tenant, TenantContext};

@@ -376,7 +376,7 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
             )
             .access(READ)
             .query::<usage::UsageQuery>()
-            .reply::<usage::UsageSeries>(200, "one point per step, empty steps included")
+            .reply::<tenantgate_catalog::store::usage::UsageSeries>(200, "one point per step, empty steps included")
             .errors(READ_ERRORS)
             .errors(QUERY_ERRORS)
             .errors(&[(404, "no such tenant")]),

@@ -866,3 +866,42 @@ async fn export_holds_every_table_and_erasure_leaves_no_personal_data(backend: E
     assert_eq!(doc["items"].as_array().unwrap().len(), 520);
     app.stop().await;
 }
+
+both_backends!(usage_is_the_tenants_own_and_needs_audit_read);
+async fn usage_is_the_tenants_own_and_needs_audit_read(backend: Engine) {
+    use tenantgate_catalog::store::usage::UsageCounts;
+    let app = TestApp::start(backend, Options::default()).await;
+    let t = app.tenant("acme", json!({})).await;
+    let other = app.tenant("globex", json!({})).await;
+    let owner = app.user(&t, "owner", None).await;
+    let viewer = app.user(&t, "viewer", None).await;
+    let counts = UsageCounts {
+        requests: 7,
+        errors: 1,
+        rate_limited: 2,
+        bytes: 70,
+    };
+    let now = tenantgate_contract::time::now_ms();
+    app.catalog
+        .add_usage(
+            now,
+            &[(t.id, counts), (other.id, counts), (other.id, counts)],
+        )
+        .await
+        .unwrap();
+    let (status, body) = call(&app, &t, &owner, Method::GET, "/api/usage?step=3600", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let points = body["usage"].as_array().unwrap();
+    assert_eq!(body["step"], 3600);
+    // The last 24 hours in aligned hours: 25 buckets unless now is on the hour.
+    assert!((24..=25).contains(&points.len()), "{body}");
+    let total: i64 = points.iter().map(|p| p["requests"].as_i64().unwrap()).sum();
+    // Only this tenant's counts, never the other tenant's.
+    assert_eq!(total, 7, "{body}");
+    assert_eq!(points.last().unwrap()["rate_limited"], 2, "{body}");
+
+    let (status, _) = call(&app, &t, &viewer, Method::GET, "/api/usage", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&app, &t, &owner, Method::GET, "/api/usage?step=61", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}

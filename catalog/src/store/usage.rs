@@ -138,3 +138,107 @@ impl Catalog {
         })
     }
 }
+
+/// Most points one usage answer holds.
+pub const MAX_POINTS: i64 = 2000;
+/// Longest range one usage answer covers, in milliseconds (400 days).
+pub const MAX_RANGE_MS: i64 = 400 * 86_400_000;
+
+/// The range and step of a usage query (`from`, `to` RFC 3339; `step` in seconds), checked the
+/// same way for operators (admin API) and tenants (app): defaults to the 24 hours before now in
+/// steps of an hour. The error names the field at fault and why.
+pub fn window(
+    from: Option<&str>,
+    to: Option<&str>,
+    step_secs: Option<i64>,
+    now_ms: i64,
+) -> Result<UsageWindow, (&'static str, String)> {
+    use tenantgate_contract::time::parse_rfc3339;
+    let instant = |name: &'static str, text: Option<&str>| match text {
+        Some(t) => parse_rfc3339(t)
+            .map(Some)
+            .ok_or((name, "must be an RFC 3339 date-time".to_string())),
+        None => Ok(None),
+    };
+    let to = instant("to", to)?.unwrap_or(now_ms);
+    let from = instant("from", from)?.unwrap_or(to - 86_400_000);
+    let step_ms = step_secs.unwrap_or(3600).saturating_mul(1000);
+    if step_ms < MINUTE_MS || step_ms % MINUTE_MS != 0 {
+        return Err((
+            "step",
+            "must be a whole number of minutes, in seconds".into(),
+        ));
+    }
+    if from >= to {
+        return Err(("from", "must be before `to`".into()));
+    }
+    if to - from > MAX_RANGE_MS || (to - from) / step_ms >= MAX_POINTS {
+        return Err((
+            "step",
+            format!("the range holds more than {MAX_POINTS} steps or 400 days; use a larger step"),
+        ));
+    }
+    Ok(UsageWindow { from, to, step_ms })
+}
+
+/// A checked usage query: see [`window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageWindow {
+    pub from: i64,
+    pub to: i64,
+    pub step_ms: i64,
+}
+
+/// Usage in one step, as the APIs show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsagePoint {
+    /// Start of the step.
+    #[serde(with = "tenantgate_contract::time::serde_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub ts: i64,
+    /// Requests answered (refused ones included).
+    pub requests: i64,
+    /// Answers with a 5xx status.
+    pub errors: i64,
+    /// Requests refused by the tenant's rate limit (429).
+    pub rate_limited: i64,
+    /// Response body bytes sent.
+    pub bytes: i64,
+}
+
+/// A tenant's usage over a window, as the APIs show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageSeries {
+    /// Seconds per point.
+    pub step: i64,
+    /// One point per step from `from` to `to`, empty steps included, oldest first.
+    pub usage: Vec<UsagePoint>,
+}
+
+impl Catalog {
+    /// A tenant's usage over `window`, as the APIs show it.
+    pub async fn usage_series(
+        &self,
+        tenant: Uuid,
+        window: UsageWindow,
+    ) -> Result<UsageSeries, CatalogError> {
+        let usage = self
+            .usage(tenant, window.from, window.to, window.step_ms)
+            .await?
+            .into_iter()
+            .map(|(ts, c)| UsagePoint {
+                ts,
+                requests: c.requests,
+                errors: c.errors,
+                rate_limited: c.rate_limited,
+                bytes: c.bytes,
+            })
+            .collect();
+        Ok(UsageSeries {
+            step: window.step_ms / 1000,
+            usage,
+        })
+    }
+}
