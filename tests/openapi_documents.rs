@@ -242,6 +242,7 @@ async fn both_documents_are_openapi_31_and_list_every_route() {
         ("patch", "/api/roles/{name}"),
         ("delete", "/api/roles/{name}"),
         ("get", "/api/audit"),
+        ("get", "/api/usage"),
         ("get", "/api/openapi.json"),
     ]
     .into_iter()

@@ -647,6 +647,7 @@ async fn openapi_documents_every_route() {
         ("get", "/v1/resolve"),
         ("get", "/v1/audit"),
         ("get", "/v1/tenants/{id}/audit"),
+        ("get", "/v1/tenants/{id}/usage"),
         ("get", "/v1/tokens"),
         ("delete", "/v1/tokens/{id}"),
         ("get", "/v1/tenants/{id}/domains"),
@@ -772,12 +773,7 @@ async fn usage_is_served_per_step(backend: Engine) {
     assert_eq!(r.body["usage"][0]["requests"], 20, "{}", r.body);
     assert_eq!(r.body["usage"][1]["requests"], 0);
 
-    for (query, field) in [
-        ("step=90", "step"),
-        ("from=yesterday", "from"),
-        (&format!("from={to}&to={from}") as &str, "from"),
-        ("step=60&from=2020-01-01T00:00:00Z", "step"),
-    ] {
+    for (query, field) in [("step=90", "step"), ("from=yesterday", "from")] {
         let r = h.get(&format!("/v1/tenants/metered/usage?{query}")).await;
         assert!(
             fields(&r).contains(&field.to_string()),
@@ -785,5 +781,26 @@ async fn usage_is_served_per_step(backend: Engine) {
             r.body
         );
     }
+    // A reversed range has no points; one too long for its step is cut to its newest part.
+    let r = h
+        .get(&format!("/v1/tenants/metered/usage?from={to}&to={from}"))
+        .await;
+    assert_eq!(
+        (r.status, r.body["usage"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{}",
+        r.body
+    );
+    let r = h
+        .get(&format!(
+            "/v1/tenants/metered/usage?from=2020-01-01T00:00:00Z&to={to}&step=60"
+        ))
+        .await;
+    let points = r.body["usage"].as_array().unwrap();
+    assert_eq!(points.len(), 2000, "{}", r.body["usage"][0]);
+    assert_eq!(
+        points.last().unwrap()["ts"],
+        tenantgate_contract::time::rfc3339(base + 3 * 3_600_000 - 60_000)
+    );
     assert_eq!(h.get("/v1/tenants/nobody/usage").await.status, 404);
 }

@@ -16,14 +16,15 @@ use crate::state::AppState;
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsageQuery {
-    /// Start (RFC 3339), inclusive; default 24 hours before `to`.
-    #[param(nullable = false)]
+    /// Start, inclusive; default 24 hours before `to`. A range of more than 2,000 steps or
+    /// 400 days is cut to its most recent part; `from` at or after `to` gives no points.
+    #[param(value_type = String, format = DateTime, nullable = false)]
     from: Option<String>,
-    /// End (RFC 3339), exclusive; default now.
-    #[param(nullable = false)]
+    /// End, exclusive; default now.
+    #[param(value_type = String, format = DateTime, nullable = false)]
     to: Option<String>,
     /// Seconds per point, a whole number of minutes; default 3600.
-    #[param(minimum = 60, maximum = 2_592_000, nullable = false)]
+    #[param(minimum = 60, maximum = 2_592_000, multiple_of = 60, nullable = false)]
     step: Option<i64>,
 }
 

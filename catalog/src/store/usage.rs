@@ -146,7 +146,9 @@ pub const MAX_RANGE_MS: i64 = 400 * 86_400_000;
 
 /// The range and step of a usage query (`from`, `to` RFC 3339; `step` in seconds), checked the
 /// same way for operators (admin API) and tenants (app): defaults to the 24 hours before now in
-/// steps of an hour. The error names the field at fault and why.
+/// steps of an hour. A range longer than [`MAX_POINTS`] steps or [`MAX_RANGE_MS`] is cut to its
+/// most recent part; `from` at or after `to` gives no points. The error names the field at fault
+/// and why.
 pub fn window(
     from: Option<&str>,
     to: Option<&str>,
@@ -169,15 +171,12 @@ pub fn window(
             "must be a whole number of minutes, in seconds".into(),
         ));
     }
-    if from >= to {
-        return Err(("from", "must be before `to`".into()));
-    }
-    if to - from > MAX_RANGE_MS || (to - from) / step_ms >= MAX_POINTS {
-        return Err((
-            "step",
-            format!("the range holds more than {MAX_POINTS} steps or 400 days; use a larger step"),
-        ));
-    }
+    // An empty or reversed range is simply empty; a range longer than the answer may hold is
+    // cut to its most recent part (documented on the query parameters).
+    let to = to.max(from);
+    let from = from
+        .max(to - MAX_RANGE_MS)
+        .max(to - (MAX_POINTS - 1) * step_ms);
     Ok(UsageWindow { from, to, step_ms })
 }
 
