@@ -18,7 +18,7 @@ use tenantgate_catalog::tenant_db::TenantDbTarget;
 use tenantgate_contract::crypto::{hash_token, random_token};
 use tenantgate_contract::TenantStatus;
 
-use crate::auth::Writer;
+use crate::auth::TenantWriter;
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::state::AdminState;
@@ -61,7 +61,7 @@ enum Minted {
 
 pub(crate) async fn handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MintToken>,
 ) -> Result<(StatusCode, Json<MintedToken>), AdminError> {
