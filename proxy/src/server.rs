@@ -177,10 +177,12 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             stop.clone(),
             move |sweeper| sweeping.sweep_quiet_tenants(sweeper),
         ));
+        let clients = Arc::new(crate::rate_limit::ClientLimiters::default());
         tokio::spawn(metrics::serve(
             metrics_listener,
             metrics.clone(),
             resolver.clone(),
+            clients.clone(),
             stop.clone(),
         ));
         let edge = Edge {
@@ -189,7 +191,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             resolver,
             pools,
             metrics,
-            clients: Default::default(),
+            clients,
             challenges,
         };
         Ok::<_, EdgeError>((edge, metrics_addr, certificates))
