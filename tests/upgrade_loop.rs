@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,6 @@ use tenantgate_testkit::load::{self, Summary};
 use tenantgate_testkit::net::SLOW_ANSWER;
 use tenantgate_testkit::TestCatalog;
 use uuid::Uuid;
-
-use support::ComponentProcess;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 /// Long requests started just before each upgrade.
@@ -45,32 +42,6 @@ fn config_text(catalog_url: &str, listen: &str, metrics: &str) -> String {
          grace_period_secs = 1\n\
          [security]\nsigning_keys = {{ k = \"{KEY}\" }}\ncredential_key = \"{KEY}\"\n"
     )
-}
-
-/// `tenantgate edge --config CONFIG --pid-file PID_FILE [--upgrade]`, its upgrade socket in
-/// `tmp`, once it logs `edge running` (for an upgrade: once it owns the sockets).
-async fn edge(config: &Path, pid_file: &Path, tmp: &Path, upgrade: bool) -> ComponentProcess {
-    let mut args = vec![
-        "edge".to_string(),
-        "--config".into(),
-        config.display().to_string(),
-        "--pid-file".into(),
-        pid_file.display().to_string(),
-    ];
-    if upgrade {
-        args.push("--upgrade".into());
-    }
-    let tmp = tmp.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        ComponentProcess::start_with_env(
-            support::binary(),
-            &args,
-            &[("TMPDIR", &tmp)],
-            "edge running",
-        )
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +87,7 @@ async fn upgrades_in_a_loop_fail_no_request() {
         config_text(&tc.url(), "127.0.0.1:0", "127.0.0.1:0"),
     )
     .unwrap();
-    let first = edge(&config, &pid_file, &tmp, false).await;
+    let first = support::edge_process(&config, &pid_file, &tmp, false).await;
     let (listen, metrics) = (first.addr("listen"), first.addr("metrics"));
     // An upgrade takes over the running edge's addresses: the file names them from now on.
     std::fs::write(
@@ -155,7 +126,7 @@ async fn upgrades_in_a_loop_fail_no_request() {
             }
             tokio::time::sleep_until(handover_requested.into()).await;
             let old_pid = running.child.id();
-            let next = edge(&config, &pid_file, &tmp, true).await;
+            let next = support::edge_process(&config, &pid_file, &tmp, true).await;
             let new_pid = next.child.id();
             let pid = std::fs::read_to_string(&pid_file).unwrap();
             assert_eq!(pid.trim(), new_pid.to_string(), "round {round}: pid file");

@@ -247,12 +247,6 @@ struct ConfigParts {
 impl ConfigParts {
     /// The TOML of the test edge listening on `edge` (proxy) and `metrics`.
     fn render(&self, edge: SocketAddr, metrics: SocketAddr) -> String {
-        let security = format!("signing_keys = {{ k1 = \"{}\" }}\n", self.signing_key);
-        self.render_with(edge, metrics, &security)
-    }
-
-    /// As [`ConfigParts::render`] with `security` as the body of the `[security]` section.
-    fn render_with(&self, edge: SocketAddr, metrics: SocketAddr, security: &str) -> String {
         config_text(
             &[
                 ("url", format!("\"{}\"", self.catalog_url)),
@@ -270,8 +264,10 @@ impl ConfigParts {
                 ("default_burst", "10000".into()),
             ],
             &self.extra_edge,
-        ) + "[security]\n"
-            + security
+        ) + &format!(
+            "[security]\nsigning_keys = {{ k1 = \"{}\" }}\n",
+            self.signing_key
+        )
     }
 }
 
@@ -359,17 +355,6 @@ impl Harness {
     /// a graceful upgrade, which takes over the addresses of the running edge.
     pub fn config_text_for(&self, addrs: EdgeAddrs) -> String {
         self.parts.render(addrs.proxy, addrs.metrics)
-    }
-
-    /// As [`Harness::config_text_for`], with `security` (TOML lines) as the `[security]`
-    /// section instead of the single key `k1`: for an edge restarted with other signing keys.
-    pub fn config_text_with_security(&self, addrs: EdgeAddrs, security: &str) -> String {
-        self.parts.render_with(addrs.proxy, addrs.metrics, security)
-    }
-
-    /// The secret (base64) of the key `k1` the edge signs with.
-    pub fn signing_secret(&self) -> &str {
-        &self.parts.signing_key
     }
 
     /// Start the edge and record the addresses it bound in [`Harness::edge`] and

@@ -45,3 +45,31 @@ pub(crate) async fn webhook_receiver() -> (String, Deliveries) {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{hook}/hook"), deliveries)
 }
+
+/// `tenantgate edge --config CONFIG --pid-file PID_FILE [--upgrade]` with its upgrade socket in
+/// `tmp` (the unit's private TMPDIR), once it logs `edge running`; with `upgrade`, that is once
+/// it owns the sockets the edge named in `pid_file` handed over. This is what
+/// `systemctl reload tenantgate-edge` runs (`deploy/systemd/tenantgate-edge-reload`).
+pub(crate) async fn edge_process(
+    config: &std::path::Path,
+    pid_file: &std::path::Path,
+    tmp: &std::path::Path,
+    upgrade: bool,
+) -> ComponentProcess {
+    let mut args = vec![
+        "edge".to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "--pid-file".into(),
+        pid_file.display().to_string(),
+    ];
+    if upgrade {
+        args.push("--upgrade".into());
+    }
+    let tmp = tmp.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        ComponentProcess::start_with_env(binary(), &args, &[("TMPDIR", &tmp)], "edge running")
+    })
+    .await
+    .unwrap()
+}
