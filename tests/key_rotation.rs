@@ -211,10 +211,9 @@ async fn signing_key_rotation_rejects_nothing() {
         .unwrap();
         let second = support::edge_process(&edge_config, &pid_file, &tmp, true).await;
         marks.push(("the new edge signs with k2", began.elapsed()));
-        // The old edge still takes connections on the shared socket for a while after the
-        // handover (Pingora's 5 s, then `grace_period_secs`), signing with k1: the old key may
-        // leave the apps only once it is gone. (Removing it earlier was measured to give a
-        // burst of 401s.)
+        // The old edge still answers some requests for a while after the handover (Pingora's
+        // 5 s, then `grace_period_secs`), signing them with k1: the old key may leave the apps
+        // only once it is gone. (Removing it earlier was measured to give a burst of 401s.)
         support::wait_until("the old edge exits", Duration::from_secs(30), || {
             let gone = first.child.try_wait().unwrap().is_some();
             async move { gone.then_some(()) }
