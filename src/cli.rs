@@ -225,6 +225,11 @@ pub(crate) enum TokenCommand {
         /// Seconds until the token expires (default: it does not expire).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
         ttl: Option<u64>,
+        /// Restrict the token to this tenant (id or slug); repeat for several. Such a token
+        /// sees and changes only these tenants and gets 403 `outside_scope` on fleet-wide
+        /// routes. Default: the whole fleet.
+        #[arg(long = "tenant", value_name = "SLUG")]
+        tenants: Vec<String>,
     },
     /// List admin tokens, one JSON object per line (never the secrets).
     List {

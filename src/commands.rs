@@ -136,12 +136,17 @@ fn tokens(command: TokenCommand) -> anyhow::Result<ExitCode> {
         let catalog = connect(&config, true).await?;
         match command {
             TokenCommand::Create {
-                scope, name, ttl, ..
+                scope,
+                name,
+                ttl,
+                tenants,
+                ..
             } => {
                 let scope: TokenScope =
                     scope.parse().map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
                 let ttl = ttl.map(Duration::from_secs);
-                let token = tenantgate_admin::tokens::create(&catalog, scope, &name, ttl).await?;
+                let token =
+                    tenantgate_admin::tokens::create(&catalog, scope, &name, ttl, &tenants).await?;
                 println!("{token}");
             }
             TokenCommand::List { .. } => {

@@ -1,5 +1,6 @@
 //! `tenantgate token create|list|revoke` on the real binary against a running `tenantgate dev`:
-//! a created token works, is listed without its secret, and answers 401 once revoked.
+//! a created token works, is listed without its secret, and answers 401 once revoked; a token
+//! restricted with `--tenant` reaches only that tenant.
 
 mod support;
 
@@ -70,6 +71,44 @@ async fn tokens_are_created_listed_and_revoked_from_the_cli() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+
+    // A token restricted to the demo's tenant acme: it sees acme, not globex (403
+    // `outside_scope`), and is listed with its restriction. An unknown slug is refused by name.
+    let acme_only = tenantgate(&[
+        "token", "create", "--config", config, "--scope", "write", "--name", "acme-ops",
+        "--tenant", "acme",
+    ]);
+    let acme_only = acme_only.trim();
+    let get = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", dev.admin()))
+            .bearer_auth(acme_only)
+            .send()
+    };
+    assert_eq!(get("/v1/tenants/acme").await.unwrap().status(), 200);
+    let other = get("/v1/tenants/globex").await.unwrap();
+    assert_eq!(other.status(), 403);
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "outside_scope");
+    let listed = tenantgate(&["token", "list", "--config", config]);
+    let entry: Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|t| t["name"] == "acme-ops")
+        .expect("the restricted token is listed");
+    assert_eq!(
+        entry["tenants"].as_array().map(Vec::len),
+        Some(1),
+        "{entry}"
+    );
+    let out = Command::new(binary())
+        .args([
+            "token", "create", "--config", config, "--scope", "read", "--tenant", "no-such",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such"));
 
     assert!(dev.stop("TERM", Duration::from_secs(5)).success());
 }

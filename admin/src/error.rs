@@ -25,6 +25,11 @@ pub enum AdminError {
     /// A known token without the scope the route needs.
     #[error("this token may not {0}")]
     Forbidden(&'static str),
+    /// A tenant-restricted token asked for a fleet-wide route, or for a tenant (or an object of
+    /// a tenant) it is not restricted to. Also the answer for a tenant that does not exist, so a
+    /// restricted token learns nothing about tenants outside its reach.
+    #[error("outside this token's tenants: {0}")]
+    OutsideScope(&'static str),
     /// The token or the client address is over the admin rate limit; retry after that many
     /// seconds.
     #[error("too many requests; retry in {0} s")]
@@ -101,6 +106,7 @@ impl AdminError {
         match self {
             AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AdminError::OutsideScope(_) => (StatusCode::FORBIDDEN, "outside_scope"),
             AdminError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),

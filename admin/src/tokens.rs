@@ -15,22 +15,37 @@ use crate::error::AdminError;
 use crate::state::AdminState;
 use crate::CLI_ACTOR;
 
-/// Create an admin token with `scope` named `name`, expiring after `ttl` when given; returns
-/// the token, which is stored only as its hash and cannot be shown again. The token and its
-/// audit record (which names the token, never its value) commit together.
+/// Create an admin token with `scope` named `name`, expiring after `ttl` when given, and
+/// restricted to the tenants `tenants` (ids or slugs) when that is not empty; returns the token,
+/// which is stored only as its hash and cannot be shown again. The token and its audit record
+/// (which names the token, never its value) commit together. An unknown tenant is an error
+/// naming it, never a token that silently reaches less than asked.
 pub async fn create(
     catalog: &Catalog,
     scope: TokenScope,
     name: &str,
     ttl: Option<Duration>,
+    tenants: &[String],
 ) -> Result<String, AdminError> {
+    let mut reach = Vec::with_capacity(tenants.len());
+    for t in tenants {
+        let tenant = catalog
+            .tenant(t)
+            .await?
+            .ok_or_else(|| AdminError::BadRequest(format!("--tenant {t}: no such tenant")))?;
+        if !reach.contains(&tenant.id) {
+            reach.push(tenant.id);
+        }
+    }
+    let reach = (!tenants.is_empty()).then_some(reach);
     let token = tenantgate_contract::crypto::random_token("tga_");
     let expires_at = ttl.map(|ttl| {
         tenantgate_contract::time::now_ms()
             .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
     });
     let mut tx = catalog.begin_write().await?;
-    let id = tokens::insert_admin_token(&mut tx, name, &token, scope, expires_at).await?;
+    let id = tokens::insert_admin_token(&mut tx, name, &token, scope, expires_at, reach.as_deref())
+        .await?;
     audit::append(
         &mut tx,
         &NewAudit {
@@ -43,6 +58,7 @@ pub async fn create(
                 "name": name,
                 "scope": scope.as_str(),
                 "expires_at": expires_at.map(tenantgate_contract::time::rfc3339),
+                "tenants": reach,
             })),
         },
     )

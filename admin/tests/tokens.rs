@@ -157,6 +157,7 @@ async fn expired_tokens_are_refused(backend: Engine) {
         TokenScope::Read,
         "short",
         Some(Duration::from_millis(300)),
+        &[],
     )
     .await
     .unwrap();

@@ -298,7 +298,7 @@ async fn rows_written_by_the_text_schema_read_back_the_same(tc: TestCatalog) {
         (expected_job.id, 2, Some(lease))
     );
 
-    let audit = catalog.audit_log(Some(acme), None, 10).await.unwrap();
+    let audit = catalog.audit_log(Some(&[acme]), None, 10).await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(
         (

@@ -238,6 +238,33 @@ async fn patches_and_listing(tc: TestCatalog) {
         .await
         .unwrap();
     assert_eq!(suspended.len(), 1);
+    // A tenant-restricted token's listing: only its ids, other filters still apply, and an
+    // empty restriction lists nothing (never everything).
+    let only = |ids: Vec<uuid::Uuid>, shard: Option<&str>| TenantFilter {
+        ids: Some(ids),
+        shard: shard.map(str::to_string),
+        limit: 100,
+        ..TenantFilter::default()
+    };
+    let (t1, t2) = (first[1].id, second[0].id);
+    let mine = catalog
+        .list_tenants(&only(vec![t2, t1], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(),
+        vec!["t1", "t2"]
+    );
+    let mine_on_b = catalog
+        .list_tenants(&only(vec![t1, t2], Some("shard-b")))
+        .await
+        .unwrap();
+    assert_eq!(mine_on_b.len(), 1);
+    assert!(catalog
+        .list_tenants(&only(vec![], None))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         catalog.tenant_counts().await.unwrap(),
         vec![("shard-a".into(), 3), ("shard-b".into(), 2)]
@@ -344,19 +371,38 @@ async fn admin_tokens_by_hash(tc: TestCatalog) {
     let catalog = tc.connect().await;
     let now = tenantgate_contract::time::now_ms();
     let mut tx = catalog.begin_write().await.unwrap();
-    let id = tokens::insert_admin_token(&mut tx, "ops", "tok-123", TokenScope::Read, None)
+    let id = tokens::insert_admin_token(&mut tx, "ops", "tok-123", TokenScope::Read, None, None)
         .await
         .unwrap();
-    let expired =
-        tokens::insert_admin_token(&mut tx, "old", "tok-exp", TokenScope::Write, Some(now - 1))
-            .await
-            .unwrap();
+    let expired = tokens::insert_admin_token(
+        &mut tx,
+        "old",
+        "tok-exp",
+        TokenScope::Write,
+        Some(now - 1),
+        None,
+    )
+    .await
+    .unwrap();
     let later = tokens::insert_admin_token(
         &mut tx,
         "later",
         "tok-later",
         TokenScope::Write,
         Some(now + 60_000),
+        None,
+    )
+    .await
+    .unwrap();
+    // Restricted to two tenants (ids only: the restriction needs no tenant rows to exist).
+    let reach = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    tokens::insert_admin_token(
+        &mut tx,
+        "two",
+        "tok-two",
+        TokenScope::Read,
+        None,
+        Some(&reach),
     )
     .await
     .unwrap();
@@ -368,9 +414,15 @@ async fn admin_tokens_by_hash(tc: TestCatalog) {
         .unwrap()
         .expect("token found");
     assert_eq!(
-        (info.scope, info.name, info.id),
-        (TokenScope::Read, "ops".into(), id)
+        (info.scope, info.name, info.id, info.tenants),
+        (TokenScope::Read, "ops".into(), id, None)
     );
+    let two = catalog
+        .admin_token_info(&hash("tok-two"))
+        .await
+        .unwrap()
+        .expect("restricted token found");
+    assert_eq!(two.tenants.as_deref(), Some(&reach[..]));
     assert_eq!(
         catalog.admin_token_info(&hash("tok-124")).await.unwrap(),
         None
@@ -418,7 +470,8 @@ async fn admin_tokens_by_hash(tc: TestCatalog) {
     let first = catalog.admin_tokens(None, 2).await.unwrap();
     let rest = catalog.admin_tokens(Some(first[1].id), 2).await.unwrap();
     let listed: Vec<_> = first.iter().chain(&rest).map(|t| t.id).collect();
-    assert_eq!(listed, vec![id, expired, later]);
+    assert_eq!(listed[..3], [id, expired, later]);
+    assert_eq!(rest[1].tenants.as_deref(), Some(&reach[..]));
     assert_eq!(first[0].last_used_at, Some(now));
     assert_eq!(first[0].revoked_at, Some(first_revocation));
     assert_eq!(first[1].expires_at, Some(now - 1));

@@ -18,6 +18,7 @@ use prometheus::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Reject;
+use crate::rate_limit::ClientLimiters;
 use crate::resolve::Resolver;
 use crate::tls::Certificates;
 
@@ -110,6 +111,11 @@ pub struct EdgeMetrics {
     pub catalog_version: IntGauge,
     /// Hosts in the resolver's index of known hosts (-1 before it is loaded).
     pub known_hosts: IntGauge,
+    /// Entries in the route cache, negative ones included.
+    pub cached_hosts: IntGauge,
+    /// Rate limiter states kept, by kind: `tenant` (one per tenant with a cached route) and
+    /// `client` (one per tenant and client address, see `edge.per_client_share`).
+    pub limiter_states: IntGaugeVec,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_errors: IntCounterVec,
     /// `tenantgate_edge_limits_fallback` and `_total`: Redis-backed limits falling back to
@@ -208,6 +214,26 @@ impl EdgeMetrics {
         registry
             .register(Box::new(known_hosts.clone()))
             .expect("unique metric");
+        let cached_hosts = IntGauge::new(
+            "tenantgate_catalog_cached_hosts",
+            "Entries in the edge's route cache, negative ones included (bounded by \
+             catalog.cache_capacity).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cached_hosts.clone()))
+            .expect("unique metric");
+        let limiter_states = IntGaugeVec::new(
+            Opts::new(
+                "tenantgate_edge_limiter_states",
+                "Rate limiter states the edge keeps, by kind (tenant, client).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(limiter_states.clone()))
+            .expect("unique metric");
         let upstream_healthy = IntGaugeVec::new(
             Opts::new(
                 "tenantgate_upstream_healthy",
@@ -247,6 +273,8 @@ impl EdgeMetrics {
             rate_limited,
             catalog_version,
             known_hosts,
+            cached_hosts,
+            limiter_states,
             upstream_healthy,
             upstream_errors,
             lookups,
@@ -332,13 +360,14 @@ pub(crate) async fn serve(
     metrics: Arc<EdgeMetrics>,
     resolver: Arc<Resolver>,
     certificates: Option<Arc<Certificates>>,
+    clients: Arc<ClientLimiters>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state((metrics, resolver, certificates));
+        .with_state((metrics, resolver, certificates, clients));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -347,20 +376,36 @@ pub(crate) async fn serve(
     }
 }
 
-type MetricsState = (Arc<EdgeMetrics>, Arc<Resolver>, Option<Arc<Certificates>>);
+type MetricsState = (
+    Arc<EdgeMetrics>,
+    Arc<Resolver>,
+    Option<Arc<Certificates>>,
+    Arc<ClientLimiters>,
+);
 
-async fn metrics_page(State((metrics, resolver, _)): State<MetricsState>) -> impl IntoResponse {
+async fn metrics_page(
+    State((metrics, resolver, _, clients)): State<MetricsState>,
+) -> impl IntoResponse {
     metrics.catalog_version.set(resolver.applied_version());
     metrics
         .known_hosts
         .set(resolver.known_hosts().map_or(-1, |n| n as i64));
+    // Sizes read at scrape time: cheap enough for a scrape, never done per request.
+    metrics.cached_hosts.set(resolver.cached_hosts() as i64);
+    let limiters = &metrics.limiter_states;
+    limiters
+        .with_label_values(&["tenant"])
+        .set(resolver.tenant_limiters() as i64);
+    limiters
+        .with_label_values(&["client"])
+        .set(clients.tracked() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.encode(),
     )
 }
 
-async fn ready(State((_, resolver, certificates)): State<MetricsState>) -> impl IntoResponse {
+async fn ready(State((_, resolver, certificates, _)): State<MetricsState>) -> impl IntoResponse {
     if resolver.ready() && certificates.is_none_or(|c| c.loaded()) {
         (StatusCode::OK, "ready\n")
     } else {

@@ -37,7 +37,7 @@ pub struct Edge {
     pub(crate) pools: Arc<Pools>,
     pub(crate) metrics: Arc<EdgeMetrics>,
     /// Each client address's share of its tenant's limit.
-    pub(crate) clients: crate::rate_limit::ClientLimiters,
+    pub(crate) clients: Arc<crate::rate_limit::ClientLimiters>,
     /// Pending ACME HTTP-01 challenges, answered on the plain listener.
     pub(crate) challenges: Arc<Challenges>,
     /// Set when a stop or an upgrade was requested: responses then close their connection, so

@@ -65,6 +65,12 @@ impl ClientLimiters {
         }
     }
 
+    /// How many client states are kept now (moka's count, which may lag inserts and
+    /// evictions by a moment); reported as `tenantgate_edge_limiter_states{kind="client"}`.
+    pub fn tracked(&self) -> u64 {
+        self.states.entry_count()
+    }
+
     /// Take one request of `client` of `tenant` at `now`, under `limit` (the client's share of
     /// the tenant's limit). Runs on the request path, before the tenant's own check.
     pub fn check(&self, tenant: Uuid, client: IpAddr, limit: RateLimit, now: Instant) -> Decision {
@@ -217,6 +223,13 @@ impl Limiters {
         });
         map.insert(tenant, Arc::downgrade(&fresh));
         fresh
+    }
+
+    /// How many tenants have limits alive (held by a cached route); reported as
+    /// `tenantgate_edge_limiter_states{kind="tenant"}`. Walks the registry: for scrapes only.
+    pub fn live(&self) -> usize {
+        let map = self.by_tenant.lock().expect("limiters lock");
+        map.values().filter(|w| w.strong_count() > 0).count()
     }
 }
 

@@ -294,6 +294,17 @@ impl Resolver {
         index.as_ref().map(|hosts| hosts.contains(host))
     }
 
+    /// Tenants whose rate limiters are alive (see [`Limiters::live`]).
+    pub fn tenant_limiters(&self) -> usize {
+        self.limiters.live()
+    }
+
+    /// Entries in the route cache, negative ones included (moka's count, which may lag a
+    /// moment); bounded by `catalog.cache_capacity`.
+    pub fn cached_hosts(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     /// The number of hosts in the index, or `None` before it is loaded.
     pub fn known_hosts(&self) -> Option<usize> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());

@@ -232,11 +232,13 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             stop.clone(),
             move |sweeper| sweeping.sweep_quiet_tenants(sweeper),
         ));
+        let clients = Arc::new(crate::rate_limit::ClientLimiters::default());
         tokio::spawn(metrics::serve(
             metrics_listener,
             metrics.clone(),
             resolver.clone(),
             certificates.clone(),
+            clients.clone(),
             stop.clone(),
         ));
         let edge = Edge {
@@ -245,7 +247,7 @@ fn prepare(config: Arc<Config>, upgrade: bool) -> Result<Control, EdgeError> {
             resolver,
             pools,
             metrics,
-            clients: Default::default(),
+            clients,
             challenges,
         };
         Ok::<_, EdgeError>((edge, metrics_addr, certificates))

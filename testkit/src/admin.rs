@@ -196,7 +196,13 @@ impl Harness {
 
     /// A new admin token with `scope`.
     pub async fn token(&self, scope: TokenScope) -> String {
-        tenantgate_admin::tokens::create(&self.catalog, scope, "test", None)
+        self.tenant_token(scope, &[]).await
+    }
+
+    /// A new admin token with `scope` restricted to `tenants` (ids or slugs; none: the fleet).
+    pub async fn tenant_token(&self, scope: TokenScope, tenants: &[&str]) -> String {
+        let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+        tenantgate_admin::tokens::create(&self.catalog, scope, "test", None, &tenants)
             .await
             .unwrap()
     }

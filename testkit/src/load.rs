@@ -2,6 +2,7 @@
 //! take (a slow or failing target does not slow the load down, as with real clients), each
 //! recorded with its start time, latency and outcome.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// One request of a load run.
@@ -33,11 +34,29 @@ where
     F: Fn(u64) -> reqwest::RequestBuilder,
 {
     let total = (u64::from(rps) * duration.as_millis() as u64) / 1000;
+    drive(rps, |i| i < total, make).await
+}
+
+/// Send `rps` requests per second until `stop` is set (checked before each request), for
+/// scenarios whose length is not known in advance; as [`run`] otherwise.
+pub async fn run_until<F>(rps: u32, stop: &AtomicBool, make: F) -> Vec<Sample>
+where
+    F: Fn(u64) -> reqwest::RequestBuilder,
+{
+    drive(rps, |_| !stop.load(Ordering::Relaxed), make).await
+}
+
+/// Start the i-th request at i ÷ `rps` seconds while `more(i)`, then wait for all of them.
+async fn drive<F>(rps: u32, more: impl Fn(u64) -> bool, make: F) -> Vec<Sample>
+where
+    F: Fn(u64) -> reqwest::RequestBuilder,
+{
     let mut interval = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
+    let mut tasks = Vec::new();
+    let mut i = 0;
+    while more(i) {
         interval.tick().await;
         let (client, request) = make(i).build_split();
         let request = request.expect("request builds");
@@ -64,6 +83,7 @@ where
                 code: outcome.1,
             }
         }));
+        i += 1;
     }
     let mut samples = Vec::with_capacity(tasks.len());
     for t in tasks {

@@ -3,9 +3,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+/// How long [`ok_upstream`] takes to answer a request for `/slow…`.
+pub const SLOW_ANSWER: Duration = Duration::from_secs(2);
 
 /// An HTTP/1.1 server on 127.0.0.1:0 that answers every request with 200 `ok` (keep-alive),
-/// standing in for an app backend where only the edge is under test. Runs until the process ends.
+/// standing in for an app backend where only the edge is under test; a request for `/slow…` is
+/// answered after [`SLOW_ANSWER`] (a long request in flight). Runs until the process ends.
 pub fn ok_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -18,7 +23,11 @@ pub fn ok_upstream() -> SocketAddr {
                 loop {
                     // Answer each complete request head; requests here have no body.
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let slow = buf.starts_with(b"GET /slow");
                         buf.drain(..end + 4);
+                        if slow {
+                            std::thread::sleep(SLOW_ANSWER);
+                        }
                         let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
                         if stream.write_all(reply).is_err() {
                             return;

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -258,6 +258,8 @@ pub struct ComponentProcess {
     pub child: Child,
     /// The fields of the log line that reported the bound address.
     pub fields: Value,
+    /// The fields of every JSON log line so far (see [`ComponentProcess::wait_log`]).
+    logged: Arc<Mutex<Vec<Value>>>,
 }
 
 impl ComponentProcess {
@@ -291,6 +293,8 @@ impl ComponentProcess {
         let (tx, rx) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         let wanted = message.to_string();
+        let logged = Arc::new(Mutex::new(Vec::new()));
+        let log = logged.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -298,6 +302,7 @@ impl ComponentProcess {
                 let Ok(entry) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                log.lock().unwrap().push(entry["fields"].clone());
                 if entry["fields"]["message"] == wanted.as_str() {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(entry["fields"].clone());
@@ -306,7 +311,11 @@ impl ComponentProcess {
             }
         });
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(fields) => ComponentProcess { child, fields },
+            Ok(fields) => ComponentProcess {
+                child,
+                fields,
+                logged,
+            },
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -316,6 +325,22 @@ impl ComponentProcess {
                 );
             }
         }
+    }
+
+    /// Wait (up to `within`) until the process has logged a line whose fields include every
+    /// field of `fields` (e.g. `{"message": "job stalled", "step": "role"}`); returns its fields.
+    pub async fn wait_log(&self, fields: &Value, within: Duration) -> Value {
+        let wanted = fields.as_object().expect("fields are an object");
+        crate::wait_until(&format!("log line {fields}"), within, || {
+            let found = self.logged.lock().unwrap().iter().find_map(|line| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| &line[k] == v)
+                    .then(|| line.clone())
+            });
+            async move { found }
+        })
+        .await
     }
 
     /// The address in field `name` of the reported line (`listen`, `metrics`).

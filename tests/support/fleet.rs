@@ -111,6 +111,27 @@ impl Fleet {
     pub(crate) fn shard_url(&self) -> String {
         format!("sqlite://{}", self.dir.path().join("shards").display())
     }
+
+    /// Provisioning jobs the admin at `base` completed, from its `tenantgate_jobs_total`.
+    pub(crate) async fn provisioned_by(&self, base: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("tenantgate_jobs_total{")
+                    && l.contains("kind=\"provision_tenant\"")
+                    && l.contains("result=\"succeeded\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 /// HAProxy in TCP mode spreading connections over `edges` round-robin, on `port`.

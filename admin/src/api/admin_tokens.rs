@@ -53,6 +53,9 @@ pub struct TokenView {
     expires_at: Option<String>,
     #[schema(format = DateTime)]
     revoked_at: Option<String>,
+    /// The tenants (ids) a tenant-restricted token is limited to; `null` for a token that
+    /// reaches the whole fleet.
+    tenants: Option<Vec<Uuid>>,
 }
 
 impl From<&AdminToken> for TokenView {
@@ -65,6 +68,7 @@ impl From<&AdminToken> for TokenView {
             last_used_at: t.last_used_at.map(rfc3339),
             expires_at: t.expires_at.map(rfc3339),
             revoked_at: t.revoked_at.map(rfc3339),
+            tenants: t.tenants.clone(),
         }
     }
 }

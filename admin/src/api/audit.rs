@@ -9,7 +9,7 @@ use tenantgate_catalog::tenant_audit;
 use tenantgate_catalog::tenant_db::TenantDbTarget;
 use tenantgate_contract::TenantStatus;
 
-use crate::auth::Reader;
+use crate::auth::ScopedReader;
 use crate::error::AdminError;
 use crate::extract::ApiQuery;
 use crate::state::AdminState;
@@ -38,18 +38,32 @@ const MAX_PAGE: i64 = 1000;
 
 pub(crate) async fn list_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    ScopedReader(actor): ScopedReader,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, AdminError> {
     // The schema bounds `limit`; the clamp only keeps the arithmetic below safe.
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let tenant_id = match &q.tenant {
-        Some(t) => Some(super::tenants::find_any(&state, t).await?.id),
-        None => None,
+    // One tenant when asked for (it must be within the token's reach); else all the token
+    // reaches, which for a tenant-restricted token leaves out fleet records too.
+    let one;
+    let tenants = match &q.tenant {
+        Some(t) => {
+            let tenant = match state.catalog.tenant(t).await? {
+                Some(tenant) => tenant,
+                None if actor.reach.ids().is_some() => {
+                    return Err(AdminError::OutsideScope("tenant"))
+                }
+                None => return Err(AdminError::NotFound("tenant")),
+            };
+            actor.reach.check(Some(tenant.id), "tenant")?;
+            one = [tenant.id];
+            Some(&one[..])
+        }
+        None => actor.reach.ids(),
     };
     let mut entries = state
         .catalog
-        .audit_log(tenant_id, q.cursor, limit + 1)
+        .audit_log(tenants, q.cursor, limit + 1)
         .await?;
     let next_cursor = if entries.len() as i64 > limit {
         entries.truncate(limit as usize);

@@ -34,7 +34,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::fields::{Name, Slug};
 use super::tenants::{begin_for, find, find_any};
-use crate::auth::{Reader, Writer};
+use crate::auth::{ScopedReader, TenantReader, TenantWriter};
 use crate::backup::BackupError;
 use crate::error::AdminError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -469,7 +469,7 @@ pub(crate) async fn list(
 
 pub(crate) async fn create_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<BackupJob>), AdminError> {
     let (backup, job_id) = create(&state, &actor.name, &id, BackupKind::Manual).await?;
@@ -484,7 +484,7 @@ pub(crate) async fn create_handler(
 
 pub(crate) async fn list_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    _: TenantReader,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<BackupPage>, AdminError> {
@@ -497,24 +497,33 @@ pub(crate) async fn list_handler(
 
 pub(crate) async fn get_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    ScopedReader(actor): ScopedReader,
     Path(id): Path<String>,
 ) -> Result<Json<BackupView>, AdminError> {
-    let id = Uuid::parse_str(&id).map_err(|_| AdminError::NotFound("backup"))?;
-    let backup = state
-        .catalog
-        .backup(id)
-        .await?
-        .ok_or(AdminError::NotFound("backup"))?;
-    Ok(Json(backup.into()))
+    let backup = match Uuid::parse_str(&id) {
+        Ok(id) => state.catalog.backup(id).await?,
+        Err(_) => None,
+    };
+    // A restricted token gets 403 for a backup that does not exist too: it learns nothing
+    // about backups outside its tenants.
+    actor
+        .reach
+        .check(backup.as_ref().map(|b| b.tenant_id), "backup")?;
+    Ok(Json(backup.ok_or(AdminError::NotFound("backup"))?.into()))
 }
 
 pub(crate) async fn restore_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<StartRestore>,
 ) -> Result<(StatusCode, Json<RestoreJob>), AdminError> {
+    // A copy creates a tenant, which is fleet-wide like `POST /v1/tenants`.
+    if req.mode == RestoreMode::Copy && actor.reach.ids().is_some() {
+        return Err(AdminError::OutsideScope(
+            "restore as a copy (creates a tenant)",
+        ));
+    }
     let started = restore(&state, &actor.name, &id, req).await?;
     Ok((StatusCode::ACCEPTED, Json(started)))
 }

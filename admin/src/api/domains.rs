@@ -21,7 +21,7 @@ use tenantgate_contract::tls::check_upload;
 use utoipa::ToSchema;
 
 use super::tenants::find;
-use crate::auth::{Reader, Writer};
+use crate::auth::{TenantReader, TenantWriter};
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::state::AdminState;
@@ -89,7 +89,7 @@ pub(crate) struct DomainList {
 /// The tenant's domains, each with its host's certificate.
 pub(crate) async fn list_handler(
     State(state): State<AdminState>,
-    _reader: Reader,
+    _reader: TenantReader,
     Path(id): Path<String>,
 ) -> Result<Json<DomainList>, AdminError> {
     let tenant = find(&state, &id).await?;
@@ -125,7 +125,7 @@ pub(crate) async fn domain_subresource(
             return method_not_allowed("PUT");
         }
         let answer = async {
-            let Writer(actor) = Writer::from_request_parts(&mut parts, &state).await?;
+            let TenantWriter(actor) = TenantWriter::from_request_parts(&mut parts, &state).await?;
             // Which tenant and host, before the body: an unknown one is 404 whatever was sent.
             let (tenant, host) = owned_host(&state, &id, host).await?;
             let ApiJson(req) = ApiJson::<UploadCertificate>::from_request(
@@ -141,7 +141,7 @@ pub(crate) async fn domain_subresource(
         return method_not_allowed("DELETE");
     }
     let answer = async {
-        let writer = Writer::from_request_parts(&mut parts, &state).await?;
+        let writer = TenantWriter::from_request_parts(&mut parts, &state).await?;
         super::tenants::remove_domain_handler(State(state.clone()), writer, Path((id, rest))).await
     };
     answer.await.into_response()

@@ -12,7 +12,7 @@ use tenantgate_contract::time::serde_rfc3339;
 use tenantgate_contract::TenantStatus;
 use uuid::Uuid;
 
-use crate::auth::{Reader, Writer};
+use crate::auth::{Actor, ScopedReader, ScopedWriter};
 use crate::error::AdminError;
 use crate::jobs::kind;
 use crate::jobs::restore::{RestoreMode, RestorePayload};
@@ -68,20 +68,25 @@ impl From<Job> for JobView {
     }
 }
 
-fn parse_id(id: &str) -> Result<Uuid, AdminError> {
-    Uuid::parse_str(id).map_err(|_| AdminError::NotFound("job"))
+/// Job `id` if `actor` reaches it: a job of one of its tenants, or any job for a fleet token.
+/// A tenant-restricted token gets 403 for fleet jobs and for jobs that do not exist alike.
+async fn find(state: &AdminState, actor: &Actor, id: &str) -> Result<Job, AdminError> {
+    let job = match Uuid::parse_str(id) {
+        Ok(id) => state.catalog.job(id).await?,
+        Err(_) => None,
+    };
+    actor
+        .reach
+        .check(job.as_ref().and_then(|j| j.tenant_id), "job")?;
+    job.ok_or(AdminError::NotFound("job"))
 }
 
 pub(crate) async fn get_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    ScopedReader(actor): ScopedReader,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AdminError> {
-    let job = state
-        .catalog
-        .job(parse_id(&id)?)
-        .await?
-        .ok_or(AdminError::NotFound("job"))?;
+    let job = find(&state, &actor, &id).await?;
     Ok(Json(job.into()))
 }
 
@@ -90,15 +95,11 @@ pub(crate) async fn get_handler(
 /// back to `restoring`. 409 unless the job is failed (or its tenant cannot be restored now).
 pub(crate) async fn retry_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    ScopedWriter(actor): ScopedWriter,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobView>), AdminError> {
-    let id = parse_id(&id)?;
-    let before = state
-        .catalog
-        .job(id)
-        .await?
-        .ok_or(AdminError::NotFound("job"))?;
+    let before = find(&state, &actor, &id).await?;
+    let id = before.id;
     // A restore in place that gave up put its tenant back in its status; the retry takes it
     // out of service again, as starting the restore did (else the job would find the tenant
     // not restoring and do nothing).

@@ -37,15 +37,25 @@ const WRITE: Access = Access::Bearer("write");
 const RATE_LIMITED: &str =
     "over the admin rate limit of the client address or the token; Retry-After says when to retry";
 
+/// A tenant-restricted token (`token create --tenant`) outside its tenants.
+const OUTSIDE_SCOPE: &str = "`outside_scope`: the token is restricted to some tenants, and this \
+    route is fleet-wide or the object (or the tenant named, whether it exists or not) is not one \
+    of its tenants'";
+
 /// Error answers of routes that need a read token / a write token.
 const READ_ERRORS: &[(u16, &str)] = &[
     (401, "missing or invalid bearer token"),
+    (403, OUTSIDE_SCOPE),
     (429, RATE_LIMITED),
     (503, "the catalog is unavailable"),
 ];
 const WRITE_ERRORS: &[(u16, &str)] = &[
     (401, "missing or invalid bearer token"),
-    (403, "the token is not write-scoped"),
+    (
+        403,
+        "the token is not write-scoped (`forbidden`), or it is restricted to some tenants and \
+         this route or object is outside them (`outside_scope`)",
+    ),
     (429, RATE_LIMITED),
     (503, "the catalog is unavailable"),
 ];
@@ -451,7 +461,9 @@ pub(crate) fn api() -> Api {
         title: "tenantgate admin API",
         description: "Shards, tenants, domains, tokens, jobs, backups and the audit log of \
             tenantgate. Every /v1 route needs `Authorization: Bearer <token>`; write routes need \
-            a write-scoped token.",
+            a write-scoped token. A token restricted to some tenants sees and changes only those \
+            (lists are filtered to them) and gets 403 `outside_scope` elsewhere, including on \
+            fleet-wide routes (shards, tokens, resolve, migrations, creating or moving tenants).",
         operations: table().into_iter().map(|(op, _)| op).collect(),
     }
 }

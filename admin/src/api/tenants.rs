@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::fields::{Domain, Name, Slug};
-use crate::auth::{Reader, Writer};
+use crate::auth::{ScopedReader, TenantReader, TenantWriter, Writer};
 use crate::error::{AdminError, FieldError};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::jobs::kind;
@@ -328,7 +328,7 @@ pub(crate) async fn create_handler(
 
 pub(crate) async fn get_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    _: TenantReader,
     Path(id): Path<String>,
 ) -> Result<Json<Tenant>, AdminError> {
     Ok(Json(find(&state, &id).await?))
@@ -336,7 +336,7 @@ pub(crate) async fn get_handler(
 
 pub(crate) async fn list_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    ScopedReader(actor): ScopedReader,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<TenantPage>, AdminError> {
     let status = q.status;
@@ -350,6 +350,7 @@ pub(crate) async fn list_handler(
             schema_version: q.schema_version,
             cursor: q.cursor,
             limit: limit + 1,
+            ids: actor.reach.ids().map(<[_]>::to_vec),
         })
         .await?;
     let next_cursor = if tenants.len() as i64 > limit {
@@ -404,7 +405,7 @@ pub(crate) async fn begin_for<'a>(
 
 pub(crate) async fn patch_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PatchTenant>,
 ) -> Result<Json<Tenant>, AdminError> {
@@ -545,7 +546,7 @@ pub(crate) async fn delete(
 
 pub(crate) async fn delete_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<(StatusCode, Json<TenantJob>), AdminError> {
@@ -555,7 +556,7 @@ pub(crate) async fn delete_handler(
 
 pub(crate) async fn add_domain_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AddDomain>,
 ) -> Result<(StatusCode, Json<Tenant>), AdminError> {
@@ -586,7 +587,7 @@ pub(crate) async fn add_domain_handler(
 
 pub(crate) async fn remove_domain_handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path((id, domain)): Path<(String, String)>,
 ) -> Result<Json<Tenant>, AdminError> {
     // A path that is no valid domain names no domain of the tenant.

@@ -19,7 +19,7 @@ use tenantgate_catalog::tenant_db::TenantDbTarget;
 use tenantgate_catalog::tenant_tokens;
 use tenantgate_contract::TenantStatus;
 
-use crate::auth::Writer;
+use crate::auth::TenantWriter;
 use crate::error::AdminError;
 use crate::extract::ApiJson;
 use crate::state::AdminState;
@@ -62,7 +62,7 @@ enum Minted {
 
 pub(crate) async fn handler(
     State(state): State<AdminState>,
-    Writer(actor): Writer,
+    TenantWriter(actor): TenantWriter,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MintToken>,
 ) -> Result<(StatusCode, Json<MintedToken>), AdminError> {

@@ -20,6 +20,7 @@ pub(crate) mod relocate;
 mod replicate;
 pub(crate) mod restore;
 mod scram;
+mod stall;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

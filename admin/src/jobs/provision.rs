@@ -7,6 +7,12 @@
 //! - the role and the database are created only when `pg_roles` / `pg_database` lack them;
 //! - migrations record what they applied and skip it the next time;
 //! - the final catalog write happens only while the tenant is still `provisioning`.
+//!
+//! The boundaries between these steps are crash-test stall points ([`super::stall`],
+//! `TENANTGATE_TEST_PROVISION_STALL`): `sealed` (login sealed in the catalog), `role` (the role
+//! exists), `database` (the database exists), `migrated`, `epoch` (the activation epoch recorded
+//! in the tenant database; next is the final catalog write). `tests/crash.rs` kills the admin at
+//! each of them in turn.
 
 use std::str::FromStr;
 
@@ -22,7 +28,7 @@ use tenantgate_config::db_url::Engine;
 use tenantgate_contract::crypto::random_secret;
 use tenantgate_contract::TenantStatus;
 
-use super::succeed;
+use super::{stall, succeed};
 use crate::error::AdminError;
 use crate::state::AdminState;
 use crate::write::Write;
@@ -48,10 +54,12 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     let url = match backend {
         Engine::Postgres => {
             let login = login(state, &tenant).await?;
+            stall::point(stall::PROVISION, "sealed").await;
             // Only the lease holder may set the role's password: a worker whose lease ran out
             // could otherwise apply a password other than the sealed one.
             hold_lease(state, worker, job).await?;
             create_postgres(&shard, &tenant.db_name, &login).await?;
+            stall::point(stall::PROVISION, "database").await;
             tenant_db::postgres_url(&shard.database_url, &tenant.db_name, Some(&login))?
         }
         Engine::Sqlite => {
@@ -68,9 +76,11 @@ pub(crate) async fn run(state: &AdminState, worker: &str, job: &Job) -> Result<(
     .await;
     pool.close().await;
     let version = migrated?;
+    stall::point(stall::PROVISION, "migrated").await;
     // The epoch activation gives the tenant, recorded before activation (epoch fencing);
     // `finish` activates only if the catalog still counts from the same epoch.
     super::epoch::record(&shard, &tenant.db_name, tenant.epoch + 1).await?;
+    stall::point(stall::PROVISION, "epoch").await;
     finish(state, worker, job, Some((tenant, version))).await
 }
 
@@ -241,6 +251,7 @@ pub(crate) async fn create_postgres(
             conn.execute(format!("ALTER ROLE {role} WITH {attributes}").as_str())
                 .await?;
         }
+        stall::point(stall::PROVISION, "role").await;
         let db_exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(db)
             .fetch_optional(&mut conn)

@@ -84,25 +84,14 @@ pub(crate) enum Phase {
     RolledBack,
 }
 
-/// The environment variable of the crash tests' stall point (debug builds only).
-#[cfg(debug_assertions)]
-const STALL_VAR: &str = "TENANTGATE_TEST_MOVE_STALL";
-
-/// Crash-test hook: in a debug build whose environment has `TENANTGATE_TEST_MOVE_STALL` set to
-/// `phase`, the move stops here for good (its lease still renewed), so a test can SIGKILL the
-/// admin at a known point of that phase rather than hoping to catch a brief one by polling
-/// (`flip` and `cleanup` last milliseconds). Release builds compile it to nothing.
+/// Crash-test hook ([`super::stall`]): with `TENANTGATE_TEST_MOVE_STALL` set to `phase` in a
+/// debug build, the move stops here for good, so a test can SIGKILL the admin at a known point of
+/// that phase (`flip` and `cleanup` last milliseconds).
 async fn stall_point(phase: Phase) {
-    #[cfg(debug_assertions)]
-    if let Ok(wanted) = std::env::var(STALL_VAR) {
-        // The phase's name as the job's progress shows it.
-        if serde_json::to_value(phase).is_ok_and(|name| name == wanted.as_str()) {
-            tracing::warn!(%wanted, "move stalled by {STALL_VAR}");
-            std::future::pending::<()>().await;
-        }
+    // The phase's name as the job's progress shows it.
+    if let Ok(serde_json::Value::String(name)) = serde_json::to_value(phase) {
+        super::stall::point(super::stall::MOVE, &name).await;
     }
-    #[cfg(not(debug_assertions))]
-    let _ = phase;
 }
 
 /// The job's `progress` (stored, so a resumed job knows what to restore).

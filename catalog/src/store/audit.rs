@@ -59,24 +59,38 @@ pub async fn append(tx: &mut WriteTx, entry: &NewAudit<'_>) -> Result<(), Catalo
 }
 
 impl Catalog {
-    /// Newest first: up to `limit` records, of one tenant when `tenant_id` is given, older than
+    /// Newest first: up to `limit` records, of these tenants when `tenants` is given, older than
     /// record `before_id` when given.
     pub async fn audit_log(
         &self,
-        tenant_id: Option<Uuid>,
+        tenants: Option<&[Uuid]>,
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, CatalogError> {
+        let only = match tenants {
+            None => String::new(),
+            Some([]) => return Ok(Vec::new()),
+            // A handful of ids (one tenant, or a restricted token's), one placeholder each.
+            Some(ids) => format!(
+                "AND tenant_id IN ({})",
+                (3..3 + ids.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let sql = format!(
+            "SELECT id, at, actor, action, target, tenant_id, before_value, after_value
+             FROM audit_log
+             WHERE ($1 IS NULL OR id < $1) {only}
+             ORDER BY id DESC LIMIT $2"
+        );
         on!(self.db(), db => {
-            sqlx::query(
-                "SELECT id, at, actor, action, target, tenant_id, before_value, after_value
-                 FROM audit_log
-                 WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2)
-                 ORDER BY id DESC LIMIT $3",
-            )
-            .bind(tenant_id.map(Id))
-            .bind(before_id)
-            .bind(limit)
+            let mut query = sqlx::query(&sql).bind(before_id).bind(limit);
+            for id in tenants.unwrap_or_default() {
+                query = query.bind(Id(*id));
+            }
+            query
             .fetch_all(db)
             .await?
             .iter()

@@ -1,12 +1,17 @@
 //! Admin tokens, stored as SHA-256 hashes: creation, the lookup authentication uses, listing,
 //! revocation and the last-used time.
 //!
+//! A token reaches the whole fleet, or only the tenants listed in its `tenant_ids` (a JSON
+//! array of ids, migration 0010); `admin::auth` enforces the restriction.
+//!
 //! A token is valid while it is neither revoked nor past its `expires_at`. Both are checked by
 //! the lookup itself, on every request, so a revocation or an expiry takes effect at once in
 //! every admin process.
 
 use tenantgate_contract::crypto::hash_token;
 use uuid::Uuid;
+
+use sqlx::types::Json;
 
 use super::driver::{on, CatalogRow, Id, Millis};
 use super::{Catalog, WriteTx};
@@ -19,6 +24,8 @@ pub struct AdminTokenInfo {
     pub id: Uuid,
     pub name: String,
     pub scope: TokenScope,
+    /// The tenants the token is restricted to, or `None` for the whole fleet.
+    pub tenants: Option<Vec<Uuid>>,
 }
 
 /// An admin token as operators list it: never the secret nor its hash.
@@ -32,9 +39,12 @@ pub struct AdminToken {
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The tenants the token is restricted to, or `None` for the whole fleet.
+    pub tenants: Option<Vec<Uuid>>,
 }
 
-const COLUMNS: &str = "id, name, scope, created_at, last_used_at, expires_at, revoked_at";
+const COLUMNS: &str =
+    "id, name, scope, created_at, last_used_at, expires_at, revoked_at, tenant_ids";
 
 fn row_to_token(r: &impl CatalogRow) -> Result<AdminToken, CatalogError> {
     Ok(AdminToken {
@@ -45,6 +55,7 @@ fn row_to_token(r: &impl CatalogRow) -> Result<AdminToken, CatalogError> {
         last_used_at: r.opt_millis("last_used_at")?,
         expires_at: r.opt_millis("expires_at")?,
         revoked_at: r.opt_millis("revoked_at")?,
+        tenants: r.opt_json("tenant_ids")?,
     })
 }
 
@@ -63,7 +74,7 @@ impl Catalog {
     ) -> Result<Option<AdminTokenInfo>, CatalogError> {
         on!(self.db(), db => {
             sqlx::query(
-                "SELECT id, name, scope FROM admin_tokens
+                "SELECT id, name, scope, tenant_ids FROM admin_tokens
                  WHERE token_hash = $1 AND revoked_at IS NULL
                    AND (expires_at IS NULL OR expires_at > $2)",
             )
@@ -76,6 +87,7 @@ impl Catalog {
                     id: r.id("id")?,
                     name: r.get("name")?,
                     scope: scope_of(&r)?,
+                    tenants: r.opt_json("tenant_ids")?,
                 })
             })
             .transpose()
@@ -122,19 +134,20 @@ impl Catalog {
 }
 
 /// Store a new admin token (its hash) in the caller's write, valid until `expires_at`
-/// (milliseconds) when given, and return its id.
+/// (milliseconds) when given, restricted to `tenants` when given, and return its id.
 pub async fn insert_admin_token(
     tx: &mut WriteTx,
     name: &str,
     token: &str,
     scope: TokenScope,
     expires_at: Option<i64>,
+    tenants: Option<&[Uuid]>,
 ) -> Result<Uuid, CatalogError> {
     let id = Uuid::now_v7();
     on!(tx.db(), db => {
         sqlx::query(
-            "INSERT INTO admin_tokens (id, name, token_hash, scope, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO admin_tokens (id, name, token_hash, scope, created_at, expires_at, tenant_ids)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(Id(id))
         .bind(name)
@@ -142,6 +155,7 @@ pub async fn insert_admin_token(
         .bind(scope.as_str())
         .bind(Millis::now())
         .bind(expires_at.map(Millis))
+        .bind(tenants.map(Json))
         .execute(db)
         .await?;
     });
