@@ -202,14 +202,16 @@ async fn a_slow_catalog_costs_cached_tenants_nothing() {
     let during = load_on(&h, &hosts).await;
     println!("[slow catalog] cached tenants, catalog slow: {during}");
     assert_eq!(during.failed, 0);
-    // Unchanged within noise (the margin absorbs a busy test machine); a request that waited
-    // on the catalog would take the query timeout, 500 ms, or more.
-    let margin = Duration::from_millis(25).max(before.p99 / 2);
+    // Unchanged within noise (the margin absorbs a busy test machine): a request that waited on
+    // the catalog would take the query timeout, 500 ms, or more. As in `faults.rs`, the median
+    // is asserted and the p99 printed: on a loaded 2-core machine the tail moves by hundreds of
+    // milliseconds with or without a fault.
+    let margin = Duration::from_millis(25).max(before.p50 / 2);
     assert!(
-        during.p99 <= before.p99 + margin,
-        "p99 {:?} with a slow catalog against {:?} before",
-        during.p99,
-        before.p99
+        during.p50 <= before.p50 + margin,
+        "median {:?} with a slow catalog against {:?} before",
+        during.p50,
+        before.p50
     );
 
     proxy.set(Fault::Pass);

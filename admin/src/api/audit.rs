@@ -9,7 +9,7 @@ use tenantgate_catalog::tenant_audit;
 use tenantgate_catalog::tenant_db::TenantDbTarget;
 use tenantgate_contract::TenantStatus;
 
-use crate::auth::ScopedReader;
+use crate::auth::{ScopedReader, TenantReader};
 use crate::error::AdminError;
 use crate::extract::ApiQuery;
 use crate::state::AdminState;
@@ -101,7 +101,7 @@ pub(crate) struct TenantAuditPage {
 /// writes it. Only tenants that have a database to read (active or suspended) have one.
 pub(crate) async fn tenant_handler(
     State(state): State<AdminState>,
-    _: Reader,
+    _: TenantReader,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<TenantAuditQuery>,
 ) -> Result<Json<TenantAuditPage>, AdminError> {

@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Deserialize;
 use tenantgate_catalog::store::usage::{window, UsageSeries};
 
-use crate::auth::Reader;
+use crate::auth::TenantReader;
 use crate::error::AdminError;
 use crate::extract::ApiQuery;
 use crate::state::AdminState;
@@ -28,7 +28,7 @@ pub(crate) struct UsageQuery {
 
 pub(crate) async fn handler(
     State(state): State<AdminState>,
-    _: Reader,
+    _: TenantReader,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageSeries>, AdminError> {
