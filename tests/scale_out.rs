@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -217,34 +216,10 @@ async fn three_edges_follow_one_catalog_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_admin_workers_run_each_job_and_send_each_webhook_once() {
     const TENANTS: usize = 24;
-    // A webhook receiver that records every delivery.
-    let deliveries: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let seen = deliveries.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let seen = seen.clone();
-            async move {
-                let h = |n: &str| {
-                    headers
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                seen.lock()
-                    .unwrap()
-                    .push((h("x-tenantgate-delivery"), h("x-tenantgate-event")));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (hook, deliveries) = support::webhook_receiver().await;
 
     let fleet = Fleet::new(|raw| {
-        raw.admin.webhook_urls = vec![format!("http://{hook}/hook")];
+        raw.admin.webhook_urls = vec![hook.clone()];
         raw.admin.webhook_secret = Some("fleet-webhook-secret".into());
     })
     .await;

@@ -389,7 +389,7 @@ pub(crate) fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 "The tenant's requests, errors, 429s and response bytes per step, as the edges counted them",
             )
             .access(Access::Bearer("audit:read"))
-            .query::<usage::UsageQuery>()
+            .query::<tenantgate_catalog::store::usage::UsageQuery>()
             .reply::<tenantgate_catalog::store::usage::UsageSeries>(200, "one point per step, empty steps included")
             .errors_as::<ErrorBody>(COMMON)
             .errors_as::<ErrorBody>(&[forbidden, (422, "a query parameter breaks its schema, or the range is too long for the step")]),

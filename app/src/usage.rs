@@ -3,8 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use tenantgate_catalog::store::usage::{window, UsageSeries};
+use tenantgate_catalog::store::usage::{UsageQuery, UsageSeries};
 
 use crate::context::TenantContext;
 use crate::error::AppError;
@@ -12,35 +11,15 @@ use crate::items::ApiQuery;
 use crate::rbac::{Credential, Permission};
 use crate::state::AppState;
 
-/// Query of `GET /api/usage`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UsageQuery {
-    /// Start, inclusive; default 24 hours before `to`. A range of more than 2,000 steps or
-    /// 400 days is cut to its most recent part; `from` at or after `to` gives no points.
-    #[param(value_type = String, format = DateTime, nullable = false)]
-    from: Option<String>,
-    /// End, exclusive; default now.
-    #[param(value_type = String, format = DateTime, nullable = false)]
-    to: Option<String>,
-    /// Seconds per point, a whole number of minutes; default 3600.
-    #[param(minimum = 60, maximum = 2_592_000, multiple_of = 60, nullable = false)]
-    step: Option<i64>,
-}
-
 pub(crate) async fn series(
     State(state): State<AppState>,
     ctx: TenantContext,
     cred: Credential,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageSeries>, AppError> {
-    let window = window(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.step,
-        tenantgate_contract::time::now_ms(),
-    )
-    .map_err(|(field, message)| AppError::field(field, message))?;
+    let window = query
+        .window(tenantgate_contract::time::now_ms())
+        .map_err(|(field, message)| AppError::field(field, message))?;
     // The permission check opens the tenant's database: usage is the tenant's own record.
     let (_user, _db) = cred.read(&ctx, Permission::AuditRead).await?;
     let series = state

@@ -385,7 +385,7 @@ pub(crate) fn table() -> Vec<(Operation, MethodRouter<AdminState>)> {
                 "A tenant's requests, errors, 429s and response bytes per step, as the edges counted them",
             )
             .access(READ)
-            .query::<usage::UsageQuery>()
+            .query::<tenantgate_catalog::store::usage::UsageQuery>()
             .reply::<tenantgate_catalog::store::usage::UsageSeries>(200, "one point per step, empty steps included")
             .errors(READ_ERRORS)
             .errors(QUERY_ERRORS)

@@ -180,6 +180,40 @@ pub fn window(
     Ok(UsageWindow { from, to, step_ms })
 }
 
+/// Query of the usage routes, the operators' (`GET /v1/tenants/{id}/usage`) and the tenant's own
+/// (`GET /api/usage`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start, inclusive; default 24 hours before `to`. A range of more than 2,000 steps or
+    /// 400 days is cut to its most recent part; `from` at or after `to` gives no points.
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = String, format = DateTime, nullable = false)
+    )]
+    pub from: Option<String>,
+    /// End, exclusive; default now.
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = String, format = DateTime, nullable = false)
+    )]
+    pub to: Option<String>,
+    /// Seconds per point, a whole number of minutes; default 3600.
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 60, maximum = 2_592_000, multiple_of = 60, nullable = false)
+    )]
+    pub step: Option<i64>,
+}
+
+impl UsageQuery {
+    /// The checked window of this query at `now_ms` (see [`window`]).
+    pub fn window(&self, now_ms: i64) -> Result<UsageWindow, (&'static str, String)> {
+        window(self.from.as_deref(), self.to.as_deref(), self.step, now_ms)
+    }
+}
+
 /// A checked usage query: see [`window`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageWindow {
