@@ -17,6 +17,10 @@ use support::fleet::{converged, status, Fleet, LoadBalancer};
 use support::{ok_upstream, ComponentProcess, RefusedAddr};
 use tenantgate_config::RawConfig;
 
+/// The scenarios run one at a time: each starts several processes, and the throughput and
+/// propagation numbers they assert must not measure the other scenarios' load.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
@@ -33,6 +37,7 @@ fn requests_served(metrics: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_edges_follow_one_catalog_within_a_second() {
+    let _serial = SERIAL.lock().await;
     let fleet = Fleet::new(|_| {}).await;
     let (_admin, admin) = fleet.admin().await;
     let edges: Vec<ComponentProcess> = (0..3)
@@ -215,6 +220,7 @@ async fn three_edges_follow_one_catalog_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_admin_workers_run_each_job_and_send_each_webhook_once() {
+    let _serial = SERIAL.lock().await;
     const TENANTS: usize = 24;
     let (hook, deliveries) = support::webhook_receiver().await;
 
@@ -317,6 +323,7 @@ async fn three_admin_workers_run_each_job_and_send_each_webhook_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_admin_workers_queue_each_scheduled_work_once() {
+    let _serial = SERIAL.lock().await;
     const TENANTS: usize = 12;
     let fleet = Fleet::new(|_| {}).await;
     // The tenants, provisioned by one admin process without schedules or ACME, which is then
@@ -561,6 +568,7 @@ async fn provisioned(pg: &mut sqlx::PgConnection, n: i64, within: Duration) {
 /// more cores to see the ratio there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_admin_workers_double_one_workers_throughput() {
+    let _serial = SERIAL.lock().await;
     let n: usize = std::env::var("TENANTGATE_WORKER_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())

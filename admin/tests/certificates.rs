@@ -21,6 +21,9 @@ async fn uploads_are_checked_sealed_and_listed(backend: Engine) {
     let h = Harness::started(backend).await;
     h.shard("shard-a").await;
     let (id, _) = h.tenant("acme", Some("shard-a")).await;
+    // Provisioning changes the tenant when it finishes; a domain change racing it would get
+    // 409 "changed concurrently" (the answer an operator gets too).
+    h.wait_status(&id, "active").await;
     for domain in ["shop.acme.test", "app.shared.test/acme"] {
         let r = h
             .post(
