@@ -190,13 +190,13 @@ pub struct UsageQuery {
     /// 400 days is cut to its most recent part; `from` at or after `to` gives no points.
     #[cfg_attr(
         feature = "openapi",
-        param(value_type = String, format = DateTime, nullable = false)
+        param(value_type = String, format = DateTime, required = false, nullable = false)
     )]
     pub from: Option<String>,
     /// End, exclusive; default now.
     #[cfg_attr(
         feature = "openapi",
-        param(value_type = String, format = DateTime, nullable = false)
+        param(value_type = String, format = DateTime, required = false, nullable = false)
     )]
     pub to: Option<String>,
     /// Seconds per point, a whole number of minutes; default 3600.
