@@ -296,8 +296,10 @@ async fn noisy_neighbour_and_random_hosts_leave_others_alone(tc: TestCatalog) {
         misses as u64 > CACHE_CAPACITY,
         "the flood's lookups ({misses}) did not exceed the cache's capacity"
     );
-    // Catalog queries within the miss budget (its burst is a tenth of a second's worth).
-    let allowed = (f64::from(MISS_BUDGET) * (flood_secs + 0.1)).ceil() as i64;
+    // Catalog queries within the miss budget (its burst is a tenth of a second's worth). The
+    // flood's duration is timed by the clients, so lookups of requests in flight at its start and
+    // end fall outside it: half a second of slack (a budget-free edge would be at ~484/s).
+    let allowed = (f64::from(MISS_BUDGET) * (flood_secs + 0.1 + 0.5)).ceil() as i64;
     assert!(
         misses <= allowed,
         "{misses} catalog lookups, at most {allowed}"
